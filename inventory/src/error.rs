@@ -1,0 +1,85 @@
+//! The one error type of the inventory crate.
+
+use crate::lifecycle::{State, Transition};
+
+/// Everything the inventory can refuse or fail at. Variants carry the offending value so that the
+/// API and CLI can tell an operator exactly what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A MAC address that is not six octets in one of the accepted spellings.
+    #[error("invalid MAC address {input:?}: {why} (use aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff)")]
+    BadMac { input: String, why: &'static str },
+    /// A field of a machine or profile that fails validation.
+    #[error("invalid {field} {value:?}: {why}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    /// The lifecycle state machine does not allow this step.
+    #[error("machine is {from}: cannot {transition}")]
+    IllegalTransition { from: State, transition: Transition },
+    /// A machine with this MAC is not in the inventory.
+    #[error("no machine with MAC {mac}")]
+    MachineNotFound { mac: String },
+    /// A machine with this MAC already exists.
+    #[error("machine {mac} already exists")]
+    MachineExists { mac: String },
+    /// Another machine already holds this DHCP reservation.
+    #[error("IP {ip} is already reserved for machine {holder}")]
+    IpReserved { ip: std::net::Ipv4Addr, holder: String },
+    /// A machine names a profile that does not exist.
+    #[error("unknown profile {name:?}: create it first with `provisioner profiles add {name}`")]
+    UnknownProfile { name: String },
+    /// No profile with this name.
+    #[error("no profile named {name:?}")]
+    ProfileNotFound { name: String },
+    /// A profile with this name already exists.
+    #[error("profile {name:?} already exists")]
+    ProfileExists { name: String },
+    /// A profile cannot be removed while machines use it.
+    #[error("profile {name:?} is used by {count} machine(s), e.g. {example}")]
+    ProfileInUse {
+        name: String,
+        count: usize,
+        example: String,
+    },
+    /// The database file was written by a newer version of this program.
+    #[error("store schema version {found} is newer than this program supports ({supported}); upgrade provisioner")]
+    SchemaTooNew { found: u64, supported: u64 },
+    /// A record in the store could not be decoded.
+    #[error("corrupt record in table {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    /// The storage engine failed (I/O, corruption, lock held by another process).
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, value: impl Into<String>, why: &'static str) -> Self {
+        Error::Invalid {
+            field,
+            value: value.into(),
+            why,
+        }
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self { Error::Storage(e.to_string()) }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

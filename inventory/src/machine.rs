@@ -1,0 +1,264 @@
+//! Machine records and the operator-editable part of them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventKind;
+use crate::lifecycle::{Lifecycle, State, Transition};
+use crate::{Error, Mac, Timestamp};
+
+/// What an operator says about a machine: everything except what the server observes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    /// SMBIOS system UUID, lower-case hyphenated; lets one UKI's `config_url` find the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Free-form `key=value` metadata (rack, role, …), usable in config templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Name of the profile that says what this machine boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Fixed DHCP address for this machine (full DHCP mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "BootOverrides::is_empty")]
+    pub boot: BootOverrides,
+}
+
+/// Per-machine exceptions to what the profile and the client's architecture would pick.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootOverrides {
+    /// Loader file to hand out instead of the one chosen by architecture (firmware quirks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<String>,
+    /// Appended to the profile's kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_cmdline: Option<String>,
+}
+
+impl BootOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.loader.is_none() && self.extra_cmdline.is_none()
+    }
+}
+
+/// A machine the inventory knows about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub mac: Mac,
+    #[serde(flatten)]
+    pub spec: MachineSpec,
+    pub lifecycle: Lifecycle,
+    /// Client architecture (DHCP option 93) last seen; explains which loader it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+    pub created: Timestamp,
+}
+
+impl Machine {
+    /// A machine an operator registers.
+    pub fn registered(mac: Mac, spec: MachineSpec, now: Timestamp) -> Self {
+        Machine {
+            mac,
+            spec,
+            lifecycle: Lifecycle::new(State::Registered, now),
+            arch: None,
+            first_seen: None,
+            last_seen: None,
+            created: now,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.lifecycle.state
+    }
+
+    /// Moves the machine through its lifecycle and describes the step as an event.
+    pub fn transition(&mut self, t: &Transition, now: Timestamp) -> Result<EventKind, Error> {
+        let from = self.lifecycle.apply(t, now)?;
+        Ok(EventKind::State {
+            from,
+            to: self.lifecycle.state,
+            reason: self.lifecycle.reason.clone(),
+        })
+    }
+}
+
+impl MachineSpec {
+    /// Checks and normalizes every field; errors name the field and the value.
+    pub fn validate(mut self) -> Result<Self, Error> {
+        if let Some(u) = self.uuid.take() {
+            self.uuid = Some(normalize_uuid(&u)?);
+        }
+        if let Some(h) = &self.hostname {
+            validate_hostname(h)?;
+        }
+        self.hostname = self.hostname.map(|h| h.to_ascii_lowercase());
+        for (k, v) in &self.labels {
+            validate_label(k, v)?;
+        }
+        if let Some(p) = &self.profile {
+            crate::profile::validate_name(p)?;
+        }
+        for (field, value) in [("serial", &self.serial), ("site", &self.site)] {
+            if let Some(v) = value {
+                validate_text(field, v, 128)?;
+            }
+        }
+        if let Some(l) = &self.boot.loader {
+            if l.is_empty() || l.len() > 255 || l.contains("..") || l.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "boot.loader",
+                    l,
+                    "must be a relative file name without '..' or control characters",
+                ));
+            }
+        }
+        if let Some(c) = &self.boot.extra_cmdline {
+            validate_text("boot.extra_cmdline", c, 1024)?;
+        }
+        Ok(self)
+    }
+}
+
+fn validate_text(field: &'static str, v: &str, max: usize) -> Result<(), Error> {
+    if v.len() > max {
+        return Err(Error::invalid(field, v, "too long"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(Error::invalid(field, v, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// RFC 1123 host name (one or more labels of letters, digits and hyphens).
+pub fn validate_hostname(h: &str) -> Result<(), Error> {
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "hostname",
+            h,
+            "must be letters, digits and '-' in dot-separated labels of 1-63 characters",
+        ))
+    }
+}
+
+fn validate_label(k: &str, v: &str) -> Result<(), Error> {
+    let key_ok = !k.is_empty()
+        && k.len() <= 63
+        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if !key_ok {
+        return Err(Error::invalid(
+            "label key",
+            k,
+            "must be 1-63 characters of letters, digits, '-', '_', '.', '/'",
+        ));
+    }
+    validate_text("label value", v, 256)
+}
+
+/// Lower-case hyphenated form of an SMBIOS UUID given with or without hyphens or braces.
+pub fn normalize_uuid(u: &str) -> Result<String, Error> {
+    let hex: String = u
+        .trim()
+        .trim_matches(|c| c == '{' || c == '}')
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid("uuid", u, "must be 32 hex digits (hyphens optional)"));
+    }
+    let h = hex.to_ascii_lowercase();
+    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_validation_names_field_and_value() {
+        let bad = [
+            (
+                MachineSpec {
+                    hostname: Some("web_01".into()),
+                    ..Default::default()
+                },
+                "invalid hostname \"web_01\"",
+            ),
+            (
+                MachineSpec {
+                    uuid: Some("1234".into()),
+                    ..Default::default()
+                },
+                "invalid uuid \"1234\"",
+            ),
+            (
+                MachineSpec {
+                    labels: [("ra ck".into(), "1".into())].into(),
+                    ..Default::default()
+                },
+                "invalid label key \"ra ck\"",
+            ),
+            (
+                MachineSpec {
+                    labels: [("rack".into(), "a\nb".into())].into(),
+                    ..Default::default()
+                },
+                "invalid label value",
+            ),
+            (
+                MachineSpec {
+                    boot: BootOverrides {
+                        loader: Some("../../etc/passwd".into()),
+                        extra_cmdline: None,
+                    },
+                    ..Default::default()
+                },
+                "invalid boot.loader",
+            ),
+        ];
+        for (spec, want) in bad {
+            let err = spec.validate().unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn spec_normalizes() {
+        let s = MachineSpec {
+            uuid: Some("{4C4C4544-0042-3510-8052-B4C04F4B4E31}".into()),
+            hostname: Some("Node-1.Rack-A".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(s.uuid.as_deref(), Some("4c4c4544-0042-3510-8052-b4c04f4b4e31"));
+        assert_eq!(s.hostname.as_deref(), Some("node-1.rack-a"));
+    }
+}

@@ -1,0 +1,416 @@
+//! [`Store`] on redb: a single-file, copy-on-write B-tree with ACID transactions. Every write
+//! transaction commits with `Durability::Immediate` (fsync) before a method returns.
+//!
+//! Tables (values are JSON so records can grow fields without a migration):
+//! `meta` (schema version), `machines` (MAC as u64 → Machine), `reservations` (IPv4 as u32 → MAC),
+//! `profiles` (name → Profile), `events` (seq → Event), `machine_events` ((MAC, seq) → ()),
+//! `leases` (IPv4 as u32 → Lease), `tokens` (sha256 hex → TokenRecord).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::event::{Event, EventKind, EventQuery, NewEvent};
+use crate::store::{MachineEdit, Store};
+use crate::{Error, Lease, Machine, Mac, Profile, Result, Timestamp, TokenRecord, TokenRole};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const MACHINES: TableDefinition<u64, &[u8]> = TableDefinition::new("machines");
+const RESERVATIONS: TableDefinition<u32, u64> = TableDefinition::new("reservations");
+const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const MACHINE_EVENTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("machine_events");
+const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+
+/// Version of the table layout above. Bump it and add a step to [`migrate`] when it changes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+pub struct RedbStore {
+    db: Database,
+}
+
+fn mac_key(mac: Mac) -> u64 {
+    let o = mac.octets();
+    u64::from_be_bytes([0, 0, o[0], o[1], o[2], o[3], o[4], o[5]])
+}
+
+fn key_mac(k: u64) -> Mac {
+    let b = k.to_be_bytes();
+    Mac::new([b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("inventory records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}
+
+/// Upgrades the tables from `from` to [`SCHEMA_VERSION`] inside the opening transaction.
+fn migrate(_txn: &WriteTransaction, from: u64) -> Result<()> {
+    match from {
+        // 0: a new, empty file. No older layouts exist yet.
+        0 => Ok(()),
+        _ => Ok(()),
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+                "{} is in use by another provisioner process",
+                path.display()
+            )),
+            e => Error::Storage(format!("opening {}: {e}", path.display())),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0);
+            if found > SCHEMA_VERSION {
+                return Err(Error::SchemaTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if found < SCHEMA_VERSION {
+                migrate(&txn, found)?;
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+            // Create every table so read transactions never see a missing one.
+            txn.open_table(MACHINES)?;
+            txn.open_table(RESERVATIONS)?;
+            txn.open_table(PROFILES)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(MACHINE_EVENTS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(TOKENS)?;
+        }
+        txn.commit()?;
+        Ok(RedbStore { db })
+    }
+
+    pub fn schema_version(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
+    }
+}
+
+/// Appends events inside `txn`, numbering them after the current last one.
+fn append(txn: &WriteTransaction, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>> {
+    let mut table = txn.open_table(EVENTS)?;
+    let mut index = txn.open_table(MACHINE_EVENTS)?;
+    let mut seq = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let ev = Event {
+            seq,
+            at: now,
+            mac: e.mac,
+            kind: e.kind,
+        };
+        table.insert(seq, encode(&ev).as_slice())?;
+        if let Some(mac) = ev.mac {
+            index.insert((mac_key(mac), seq), ())?;
+        }
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+/// Checks the profile and reservation of `m` and writes it (replacing `old` if given).
+fn write_machine(txn: &WriteTransaction, m: &Machine, old: Option<&Machine>) -> Result<()> {
+    if let Some(p) = &m.spec.profile {
+        if txn.open_table(PROFILES)?.get(p.as_str())?.is_none() {
+            return Err(Error::UnknownProfile { name: p.clone() });
+        }
+    }
+    let key = mac_key(m.mac);
+    let mut res = txn.open_table(RESERVATIONS)?;
+    if let Some(old_ip) = old.and_then(|o| o.spec.ip) {
+        res.remove(u32::from(old_ip))?;
+    }
+    if let Some(ip) = m.spec.ip {
+        let holder = res.get(u32::from(ip))?.map(|v| v.value());
+        if let Some(h) = holder.filter(|h| *h != key) {
+            return Err(Error::IpReserved {
+                ip,
+                holder: key_mac(h).to_string(),
+            });
+        }
+        res.insert(u32::from(ip), key)?;
+    }
+    txn.open_table(MACHINES)?.insert(key, encode(m).as_slice())?;
+    Ok(())
+}
+
+fn read_machine(txn: &WriteTransaction, mac: Mac) -> Result<Option<Machine>> {
+    let table = txn.open_table(MACHINES)?;
+    let v = table.get(mac_key(mac))?;
+    v.map(|v| decode("machines", v.value())).transpose()
+}
+
+impl Store for RedbStore {
+    fn machine(&self, mac: Mac) -> Result<Option<Machine>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MACHINES)?;
+        let v = table.get(mac_key(mac))?;
+        v.map(|v| decode("machines", v.value())).transpose()
+    }
+
+    fn machines(&self) -> Result<Vec<Machine>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MACHINES)?;
+        let mut out = Vec::with_capacity(table.len()? as usize);
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode("machines", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn create_machines(&self, machines: Vec<Machine>, by: &str, now: Timestamp) -> Result<Vec<Event>> {
+        let txn = self.db.begin_write()?;
+        let mut events = Vec::with_capacity(machines.len());
+        for m in &machines {
+            if read_machine(&txn, m.mac)?.is_some() {
+                return Err(Error::MachineExists {
+                    mac: m.mac.to_string(),
+                });
+            }
+            write_machine(&txn, m, None)?;
+            events.push(NewEvent::machine(m.mac, EventKind::Created { by: by.to_string() }));
+        }
+        let events = append(&txn, events, now)?;
+        txn.commit()?;
+        Ok(events)
+    }
+
+    fn update_machine(&self, mac: Mac, now: Timestamp, edit: MachineEdit<'_>) -> Result<(Machine, Vec<Event>)> {
+        let txn = self.db.begin_write()?;
+        let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
+            mac: mac.to_string(),
+        })?;
+        let mut m = old.clone();
+        let kinds = edit(&mut m)?;
+        m.mac = mac;
+        if m == old && kinds.is_empty() {
+            return Ok((m, Vec::new()));
+        }
+        write_machine(&txn, &m, Some(&old))?;
+        let events = append(
+            &txn,
+            kinds.into_iter().map(|k| NewEvent::machine(mac, k)).collect(),
+            now,
+        )?;
+        txn.commit()?;
+        Ok((m, events))
+    }
+
+    fn delete_machine(&self, mac: Mac, now: Timestamp) -> Result<Vec<Event>> {
+        let txn = self.db.begin_write()?;
+        let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
+            mac: mac.to_string(),
+        })?;
+        if let Some(ip) = old.spec.ip {
+            txn.open_table(RESERVATIONS)?.remove(u32::from(ip))?;
+        }
+        txn.open_table(MACHINES)?.remove(mac_key(mac))?;
+        let events = append(&txn, vec![NewEvent::machine(mac, EventKind::Deleted)], now)?;
+        txn.commit()?;
+        Ok(events)
+    }
+
+    fn profile(&self, name: &str) -> Result<Option<Profile>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROFILES)?;
+        let v = table.get(name)?;
+        v.map(|v| decode("profiles", v.value())).transpose()
+    }
+
+    fn profiles(&self) -> Result<Vec<Profile>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROFILES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(decode("profiles", row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put_profile(&self, profile: Profile, replace: bool, now: Timestamp) -> Result<Vec<Event>> {
+        let txn = self.db.begin_write()?;
+        let existed = {
+            let mut table = txn.open_table(PROFILES)?;
+            let existed = table.get(profile.name.as_str())?.is_some();
+            if existed && !replace {
+                return Err(Error::ProfileExists { name: profile.name });
+            }
+            table.insert(profile.name.as_str(), encode(&profile).as_slice())?;
+            existed
+        };
+        let action = if existed { "replaced" } else { "created" };
+        let events = append(
+            &txn,
+            vec![NewEvent::global(EventKind::Profile {
+                name: profile.name.clone(),
+                action: action.into(),
+            })],
+            now,
+        )?;
+        txn.commit()?;
+        Ok(events)
+    }
+
+    fn delete_profile(&self, name: &str, now: Timestamp) -> Result<Vec<Event>> {
+        let txn = self.db.begin_write()?;
+        {
+            let machines = txn.open_table(MACHINES)?;
+            let mut users = Vec::new();
+            for row in machines.iter()? {
+                let m: Machine = decode("machines", row?.1.value())?;
+                if m.spec.profile.as_deref() == Some(name) {
+                    users.push(m.mac);
+                }
+            }
+            if let Some(first) = users.first() {
+                return Err(Error::ProfileInUse {
+                    name: name.into(),
+                    count: users.len(),
+                    example: first.to_string(),
+                });
+            }
+            if txn.open_table(PROFILES)?.remove(name)?.is_none() {
+                return Err(Error::ProfileNotFound { name: name.into() });
+            }
+        }
+        let events = append(
+            &txn,
+            vec![NewEvent::global(EventKind::Profile {
+                name: name.into(),
+                action: "deleted".into(),
+            })],
+            now,
+        )?;
+        txn.commit()?;
+        Ok(events)
+    }
+
+    fn append_events(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>> {
+        let txn = self.db.begin_write()?;
+        let out = append(&txn, events, now)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let start = q.after.saturating_add(1);
+        match q.mac {
+            None => {
+                for row in table.range(start..)? {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    out.push(decode("events", row?.1.value())?);
+                }
+            }
+            Some(mac) => {
+                let index = txn.open_table(MACHINE_EVENTS)?;
+                let k = mac_key(mac);
+                for row in index.range((k, start)..=(k, u64::MAX))? {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (key, _) = row?;
+                    let seq = key.value().1;
+                    if let Some(v) = table.get(seq)? {
+                        out.push(decode("events", v.value())?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let last = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        Ok(last)
+    }
+
+    fn put_leases(&self, leases: &[Lease]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(LEASES)?;
+            for l in leases {
+                table.insert(u32::from(l.ip), encode(l).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn remove_lease(&self, ip: Ipv4Addr) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(LEASES)?.remove(u32::from(ip))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(decode("leases", row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(TOKENS)?.insert(hash, encode(record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOKENS)?;
+        let v = table.get(hash)?;
+        v.map(|v| decode("tokens", v.value())).transpose()
+    }
+
+    fn has_operator_token(&self) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOKENS)?;
+        for row in table.iter()? {
+            let rec: TokenRecord = decode("tokens", row?.1.value())?;
+            if rec.role == TokenRole::Operator {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+#[path = "redb_store_tests.rs"]
+mod tests;
