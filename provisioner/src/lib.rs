@@ -1,1 +1,23 @@
-//! x
+//! The provisioner daemon and its CLI: the operator API over the inventory today; DHCP, TFTP
+//! and HTTP boot land beside it.
+//!
+//! # Layout
+//! - [`config`]: TOML wire structs and their validation into [`config::Config`].
+//! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
+//! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
+//! - [`import`]: CSV bulk-import parsing with per-line errors.
+//! - [`metrics`]: Prometheus text exposition.
+//! - [`operator_token`]: first-start creation of the operator token.
+//! - [`serve`]: runs the server on bound listeners until shutdown; the deadline sweeper.
+//! - [`startup`]: `provisioner serve` from arguments to a running server.
+//! - [`cli`]: clap definitions, the API client and the client subcommands.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod import;
+pub mod metrics;
+pub mod operator_token;
+pub mod serve;
+pub mod startup;

@@ -1,0 +1,98 @@
+//! API errors as JSON, and extractors whose rejections use the same shape.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code.
+    pub error: &'static str,
+    /// What went wrong, naming the offending value.
+    pub detail: String,
+    /// Per-line problems of a CSV import.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<crate::import::LineError>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error,
+                detail: detail.into(),
+                lines: Vec::new(),
+            },
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(error = self.body.error, detail = %self.body.detail, "request failed");
+        }
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<inventory::Error> for ApiError {
+    fn from(e: inventory::Error) -> Self {
+        use inventory::Error as E;
+        let (status, code) = match &e {
+            E::BadMac { .. } => (StatusCode::BAD_REQUEST, "bad_mac"),
+            E::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            E::UnknownProfile { .. } => (StatusCode::BAD_REQUEST, "unknown_profile"),
+            E::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_transition"),
+            E::MachineNotFound { .. } | E::ProfileNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            E::MachineExists { .. } | E::ProfileExists { .. } => (StatusCode::CONFLICT, "exists"),
+            E::IpReserved { .. } => (StatusCode::CONFLICT, "ip_reserved"),
+            E::ProfileInUse { .. } => (StatusCode::CONFLICT, "in_use"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// `Json<T>` whose rejection is an [`ApiError`] naming the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError::new(rej.status(), "bad_request", rej.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`].
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `/api/v1/machines`: CRUD, CSV import and operator actions.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{ApiError, ApiJson, ApiQuery};
+use crate::app::{now, App};
+use inventory::{EventKind, Mac, Machine, MachineSpec, State as LifeState, Transition};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/machines", get(list).post(create))
+        .route("/machines/import", post(import))
+        .route("/machines/{mac}", get(show).put(replace).delete(remove))
+        .route("/machines/{mac}/reprovision", post(reprovision))
+        .route("/machines/{mac}/approve", post(approve))
+}
+
+fn parse_mac(s: &str) -> Result<Mac, ApiError> {
+    Ok(s.parse::<Mac>()?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<LifeState>,
+    profile: Option<String>,
+}
+
+async fn list(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Vec<Machine>>, ApiError> {
+    let mut all = app.read(|s| s.machines()).await?;
+    all.retain(|m| q.state.is_none_or(|st| m.state() == st) && q.profile.as_ref().is_none_or(|p| m.spec.profile.as_ref() == Some(p)));
+    Ok(Json(all))
+}
+
+/// Body of `POST /machines`: `{"mac": "...", <MachineSpec fields>}`.
+async fn create(
+    State(app): State<App>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<(StatusCode, Json<Machine>), ApiError> {
+    let mut body = body;
+    let mac = match body.remove("mac") {
+        Some(serde_json::Value::String(s)) => parse_mac(&s)?,
+        Some(other) => return Err(ApiError::bad_request(format!("\"mac\" must be a string, got {other}"))),
+        None => return Err(ApiError::bad_request("missing field \"mac\"")),
+    };
+    let spec: MachineSpec = serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let spec = spec.validate()?;
+    let t = now();
+    let machine = Machine::registered(mac, spec, t);
+    let stored = machine.clone();
+    app.write(move |s| Ok(((), s.create_machines(vec![machine], "operator", t)?))).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[derive(serde::Serialize)]
+struct ImportResult {
+    imported: usize,
+}
+
+/// `POST /machines/import` with a CSV body (see `import.rs` for the format). All or nothing.
+async fn import(State(app): State<App>, body: String) -> Result<Json<ImportResult>, ApiError> {
+    let rows = crate::import::parse(&body).map_err(|lines| {
+        let mut e = ApiError::bad_request(format!(
+            "{} problem(s) in the CSV (see \"lines\"); nothing was imported",
+            lines.len()
+        ));
+        e.body.error = "bad_csv";
+        e.body.lines = lines;
+        e
+    })?;
+    let t = now();
+    let machines: Vec<Machine> = rows.into_iter().map(|(mac, spec)| Machine::registered(mac, spec, t)).collect();
+    let n = machines.len();
+    app.write(move |s| Ok(((), s.create_machines(machines, "import", t)?))).await?;
+    Ok(Json(ImportResult { imported: n }))
+}
+
+async fn show(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Machine>, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let m = app.read(move |s| s.machine(mac)).await?;
+    m.map(Json).ok_or_else(|| inventory::Error::MachineNotFound { mac: mac.to_string() }.into())
+}
+
+/// `PUT /machines/{mac}`: replaces the operator-editable fields; state and observations stay.
+async fn replace(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+    ApiJson(spec): ApiJson<MachineSpec>,
+) -> Result<Json<Machine>, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let spec = spec.validate()?;
+    let t = now();
+    let m = app
+        .write(move |s| {
+            s.update_machine(mac, t, &mut |m| {
+                if m.spec == spec {
+                    return Ok(vec![]);
+                }
+                m.spec = spec.clone();
+                Ok(vec![EventKind::Updated])
+            })
+        })
+        .await?;
+    Ok(Json(m))
+}
+
+async fn remove(State(app): State<App>, Path(mac): Path<String>) -> Result<StatusCode, ApiError> {
+    let mac = parse_mac(&mac)?;
+    let t = now();
+    app.write(move |s| Ok(((), s.delete_machine(mac, t)?))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Applies an operator action: an `operator` event followed by the state change.
+async fn operator_action(
+    app: &App,
+    mac: Mac,
+    action: &'static str,
+    t: Transition,
+    profile: Option<String>,
+) -> Result<Json<Machine>, ApiError> {
+    let now = now();
+    let m = app
+        .write(move |s| {
+            s.update_machine(mac, now, &mut |m| {
+                let step = m.transition(&t, now)?;
+                if let Some(p) = &profile {
+                    m.spec.profile = Some(p.clone());
+                }
+                Ok(vec![EventKind::Operator { action: action.into() }, step])
+            })
+        })
+        .await?;
+    Ok(Json(m))
+}
+
+async fn reprovision(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Machine>, ApiError> {
+    operator_action(&app, parse_mac(&mac)?, "reprovision", Transition::Reprovision, None).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    /// Profile to assign while approving.
+    profile: Option<String>,
+}
+
+async fn approve(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Machine>, ApiError> {
+    let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("approve body: {e}")))?
+    };
+    let profile = body.profile;
+    if let Some(p) = &profile {
+        inventory::profile::validate_name(p)?;
+    }
+    operator_action(&app, parse_mac(&mac)?, "approve", Transition::Approve, profile).await
+}

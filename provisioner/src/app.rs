@@ -1,0 +1,86 @@
+//! Shared server state: the store, the live event feed and the metrics. Store calls block on
+//! disk, so they run on tokio's blocking pool; writes also publish their events, in order.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use inventory::{Deadlines, Event, Store, Timestamp};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// How many events a slow live follower may fall behind before it is told to reconnect.
+const EVENT_FEED_CAPACITY: usize = 4096;
+
+#[derive(Clone)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    /// Live feed of committed events for SSE followers; the store remains the source of truth.
+    events: broadcast::Sender<Event>,
+    /// Held across "commit + publish" so live followers see events in sequence order.
+    write_order: Arc<Mutex<()>>,
+    pub metrics: Arc<Metrics>,
+    pub deadlines: Deadlines,
+    /// Cancelled when the server shuts down, so long-lived responses (SSE) end and let the
+    /// graceful shutdown finish.
+    pub shutdown: CancellationToken,
+}
+
+/// The wall clock, read once per request in the I/O layer and passed down as a value.
+pub fn now() -> Timestamp {
+    Timestamp::from_system(SystemTime::now())
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, deadlines: Deadlines) -> Self {
+        App {
+            store,
+            events: broadcast::channel(EVENT_FEED_CAPACITY).0,
+            write_order: Arc::new(Mutex::new(())),
+            metrics: Arc::new(Metrics::default()),
+            deadlines,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Runs a read-only store call off the async threads.
+    pub async fn read<T, F>(&self, f: F) -> inventory::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> inventory::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))))
+    }
+
+    /// Runs a mutating store call and, once it has committed, publishes the events it produced.
+    pub async fn write<T, F>(&self, f: F) -> inventory::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> inventory::Result<(T, Vec<Event>)> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let order = self.write_order.clone();
+        let feed = self.events.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let _in_order = order.lock().unwrap_or_else(|p| p.into_inner());
+            let (value, events) = f(store.as_ref())?;
+            metrics.events_appended(events.len());
+            for e in events {
+                // No receiver is fine: nobody is following.
+                let _ = feed.send(e);
+            }
+            Ok(value)
+        })
+        .await
+        .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))))
+    }
+}

@@ -1,0 +1,201 @@
+//! Command-line interface: `serve` runs the daemon; every other subcommand is a client of the
+//! operator API.
+
+pub mod client;
+pub mod commands;
+pub mod output;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+const ABOUT: &str = "Netboot provisioning server: DHCP, TFTP and HTTP boot for per-machine Hadron UKIs and \
+Kairos configs, with an inventory that tracks every machine from first PXE to ready.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  provisioner serve                                   # defaults: ./data, API on 0.0.0.0:8080
+  provisioner serve --config /etc/provisioner.toml
+  provisioner profiles add hadron --install-disk /dev/sda --cmdline console=ttyS0
+  provisioner machines add 52:54:00:12:34:56 --hostname node-1 --profile hadron --label rack=a1
+  provisioner machines import racks.csv
+  provisioner machines list --state installing
+  provisioner events --follow
+
+Client commands find the server at --url (or PROVISIONER_URL) and authenticate with --token (or
+PROVISIONER_TOKEN); on the server host the token is read from <data-dir>/operator.token.";
+
+#[derive(Parser, Debug)]
+#[command(name = "provisioner", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+/// Options shared by all subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Data directory: the inventory database and operator.token live here.
+    #[arg(long, global = true, env = "PROVISIONER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// API base URL for client commands.
+    #[arg(long, global = true, env = "PROVISIONER_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Operator API token for client commands (default: <data-dir>/operator.token).
+    #[arg(long, global = true, env = "PROVISIONER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables (client commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (API now; DHCP, TFTP and boot endpoints as they land).
+    #[command(after_help = "Example:\n  provisioner serve --data-dir /var/lib/provisioner --listen 0.0.0.0:8080\n\n\
+On first start an operator token is created and written once to <data-dir>/operator.token (mode 0600).\n\
+Logs a line 'listening on http://ADDR' per listener; stops cleanly on SIGTERM or Ctrl-C.")]
+    Serve(ServeArgs),
+    /// Register, list and manage machines.
+    #[command(subcommand)]
+    Machines(MachinesCmd),
+    /// Manage profiles (what a class of machines boots and how it is configured).
+    #[command(subcommand)]
+    Profiles(ProfilesCmd),
+    /// Show the event history, or follow it live.
+    #[command(after_help = "Examples:\n  provisioner events --machine 52:54:00:12:34:56\n  provisioner events --follow --after 1200")]
+    Events(EventsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (see provisioner.example.toml); every key is optional.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for the HTTP API, overriding http.listen (port 0 picks a free port).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Log format, overriding log.format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MachinesCmd {
+    /// Register one machine by MAC.
+    #[command(after_help = "Example:\n  provisioner machines add 52-54-00-12-34-56 --hostname node-1 --profile hadron --label rack=a1 --ip 198.18.0.21")]
+    Add(MachineAddArgs),
+    /// List machines.
+    List {
+        /// Only machines in this state (registered, booting, installing, installed, ready, failed, …).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only machines using this profile.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Show one machine in full, with its recent events.
+    Show { mac: String },
+    /// Remove a machine from the inventory.
+    Rm { mac: String },
+    /// Import machines from a CSV file ('-' for stdin); all or nothing.
+    #[command(after_help = "Format: one machine per line, `mac,hostname,profile,key=value,...` (hostname and profile may be\n\
+empty), or a header line starting with `mac` naming the columns: mac, hostname, profile, ip, uuid,\n\
+serial, site; other column names become labels. `#` starts a comment. Any bad line (reported by\n\
+line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile,rack\\n52:54:00:00:00:01,n1,hadron,a1\\n' > racks.csv\n  provisioner machines import racks.csv")]
+    Import { file: PathBuf },
+    /// Reinstall a machine on its next netboot.
+    Reprovision { mac: String },
+    /// Approve a discovered machine so it installs on its next netboot.
+    Approve {
+        mac: String,
+        /// Assign this profile while approving.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct MachineAddArgs {
+    /// MAC address (aa:bb:cc:dd:ee:ff, aa-bb-…, aabb.ccdd.eeff or bare hex).
+    pub mac: String,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Label as key=value; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Reserved DHCP address.
+    #[arg(long)]
+    pub ip: Option<Ipv4Addr>,
+    /// SMBIOS system UUID.
+    #[arg(long)]
+    pub uuid: Option<String>,
+    #[arg(long)]
+    pub serial: Option<String>,
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Loader file to hand this machine instead of the architecture default.
+    #[arg(long)]
+    pub loader: Option<String>,
+    /// Extra kernel command line for this machine.
+    #[arg(long)]
+    pub extra_cmdline: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfilesCmd {
+    /// Create a profile (or replace it with --replace).
+    #[command(after_help = "Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda")]
+    Add(ProfileAddArgs),
+    /// List profiles.
+    List,
+    /// Show one profile in full.
+    Show { name: String },
+    /// Remove a profile (refused while machines use it).
+    Rm { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileAddArgs {
+    pub name: String,
+    /// Digest of the UKI asset to boot (sha256:<hex>).
+    #[arg(long)]
+    pub uki: Option<String>,
+    /// File holding the Kairos cloud-config template.
+    #[arg(long, value_name = "FILE")]
+    pub cloud_config: Option<PathBuf>,
+    /// Kernel command line additions.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Disk the installer writes to (/dev/… or auto).
+    #[arg(long)]
+    pub install_disk: Option<String>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Replace an existing profile of the same name.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Keep printing new events as they happen (Ctrl-C to stop).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only events of this machine.
+    #[arg(long)]
+    pub machine: Option<String>,
+    /// Only events after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// At most this many events (without --follow).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+}

@@ -1,0 +1,218 @@
+//! Configuration in two layers: [`wire::ConfigFile`] is exactly what the TOML file may say
+//! (unknown keys are errors), [`Config`] is the validated form the server runs with. Errors name
+//! the key and the value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use inventory::Deadlines;
+
+/// The TOML file, as written.
+pub mod wire {
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ConfigFile {
+        pub data_dir: Option<String>,
+        #[serde(default)]
+        pub http: Http,
+        #[serde(default)]
+        pub lifecycle: Lifecycle,
+        #[serde(default)]
+        pub log: Log,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Http {
+        pub listen: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Lifecycle {
+        pub booting_timeout: Option<String>,
+        pub installing_timeout: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Log {
+        pub format: Option<String>,
+        pub level: Option<String>,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub deadlines: Deadlines,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// A configuration problem, naming the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key {key} = {value:?}: {why}")]
+    Value { key: &'static str, value: String, why: String },
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::try_from(wire::ConfigFile::default()).expect("defaults are valid")
+    }
+}
+
+impl TryFrom<wire::ConfigFile> for Config {
+    type Error = ConfigError;
+
+    fn try_from(w: wire::ConfigFile) -> Result<Self, ConfigError> {
+        let listen = w.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let http_listen = listen.parse().map_err(|e: std::net::AddrParseError| ConfigError::Value {
+            key: "http.listen",
+            value: listen.clone(),
+            why: format!("{e} (expected IP:PORT, e.g. 0.0.0.0:8080)"),
+        })?;
+        let defaults = Deadlines::default();
+        let deadlines = Deadlines {
+            booting: duration("lifecycle.booting_timeout", w.lifecycle.booting_timeout, defaults.booting)?,
+            installing: duration(
+                "lifecycle.installing_timeout",
+                w.lifecycle.installing_timeout,
+                defaults.installing,
+            )?,
+        };
+        let log_format = match w.log.format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Value {
+                    key: "log.format",
+                    value: other.into(),
+                    why: "must be \"human\" or \"json\"".into(),
+                })
+            }
+        };
+        let log_level = w.log.level.unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(ConfigError::Value {
+                key: "log.level",
+                value: log_level,
+                why: e.to_string(),
+            });
+        }
+        let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Value {
+                key: "data_dir",
+                value: String::new(),
+                why: "must not be empty".into(),
+            });
+        }
+        Ok(Config {
+            data_dir,
+            http_listen,
+            deadlines,
+            log_format,
+            log_level,
+        })
+    }
+}
+
+fn duration(key: &'static str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    let d = humantime::parse_duration(&v).map_err(|e| ConfigError::Value {
+        key,
+        value: v.clone(),
+        why: format!("{e} (e.g. \"90s\", \"30m\", \"2h\")"),
+    })?;
+    if d < Duration::from_secs(1) {
+        return Err(ConfigError::Value {
+            key,
+            value: v,
+            why: "must be at least 1s".into(),
+        });
+    }
+    Ok(d)
+}
+
+impl Config {
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let wire: wire::ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Config::try_from(wire)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        })?;
+        Config::parse(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_to_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("provisioner.example.toml");
+        assert_eq!(Config::load(&path).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let cases = [
+            ("[http]\nlisten = \"nonsense\"", "config key http.listen = \"nonsense\""),
+            ("[lifecycle]\nbooting_timeout = \"soon\"", "config key lifecycle.booting_timeout = \"soon\""),
+            ("[lifecycle]\ninstalling_timeout = \"0s\"", "must be at least 1s"),
+            ("[log]\nformat = \"xml\"", "config key log.format = \"xml\""),
+            ("[http]\nlisen = \"0.0.0.0:80\"", "unknown field `lisen`"),
+            ("data_dir = ", "config file x:"),
+            ("[http\nlisten=1", "config file x:"),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text, Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn garbage_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+        assert!(Config::load(&p).unwrap_err().to_string().contains("not UTF-8"));
+    }
+}

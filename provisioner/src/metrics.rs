@@ -1,0 +1,83 @@
+//! Prometheus text exposition for `/metrics`. Counters are plain atomics; per-state machine
+//! counts are computed from the store at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use inventory::{Machine, State};
+
+#[derive(Default)]
+pub struct Metrics {
+    http_2xx: AtomicU64,
+    http_4xx: AtomicU64,
+    http_5xx: AtomicU64,
+    events: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl Metrics {
+    pub fn http_response(&self, status: u16) {
+        match status {
+            200..=399 => &self.http_2xx,
+            400..=499 => &self.http_4xx,
+            _ => &self.http_5xx,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub fn events_appended(&self, n: usize) {
+        self.events.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn machines_expired(&self, n: usize) {
+        self.expired.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Renders every metric; `machines` is the current inventory.
+    pub fn render(&self, machines: &[Machine], last_event_seq: u64) -> String {
+        let mut by_state: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
+        for m in machines {
+            *by_state.entry(m.state()).or_default() += 1;
+        }
+        let mut out = String::new();
+        out.push_str("# HELP provisioner_machines Machines in the inventory by lifecycle state.\n");
+        out.push_str("# TYPE provisioner_machines gauge\n");
+        for (s, n) in by_state {
+            let _ = writeln!(out, "provisioner_machines{{state=\"{s}\"}} {n}");
+        }
+        out.push_str("# HELP provisioner_http_responses_total HTTP responses by status class.\n");
+        out.push_str("# TYPE provisioner_http_responses_total counter\n");
+        for (class, c) in [("2xx", &self.http_2xx), ("4xx", &self.http_4xx), ("5xx", &self.http_5xx)] {
+            let _ = writeln!(out, "provisioner_http_responses_total{{class=\"{class}\"}} {}", c.load(Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_events_appended_total Events appended since start.\n\
+             # TYPE provisioner_events_appended_total counter\n\
+             provisioner_events_appended_total {}",
+            self.events.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_event_sequence Sequence number of the newest stored event.\n\
+             # TYPE provisioner_event_sequence gauge\n\
+             provisioner_event_sequence {last_event_seq}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_machines_expired_total Machines failed for outliving a lifecycle deadline.\n\
+             # TYPE provisioner_machines_expired_total counter\n\
+             provisioner_machines_expired_total {}",
+            self.expired.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_build_info Build information.\n\
+             # TYPE provisioner_build_info gauge\n\
+             provisioner_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}

@@ -1,0 +1,56 @@
+//! `provisioner serve`: runs the HTTP server on a bound listener until `shutdown` resolves, plus
+//! the lifecycle deadline sweeper.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::app::{now, App};
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish.
+pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let token = app.shutdown.clone();
+    let sweeper = tokio::spawn(expire_stuck_machines(app.clone()));
+    let router = crate::api::router(app);
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            token.cancel();
+        })
+        .await;
+    sweeper.abort();
+    result?;
+    Ok(())
+}
+
+/// How often stuck machines are looked for: a tenth of the shortest deadline, within 1–60 s.
+fn sweep_interval(app: &App) -> Duration {
+    let shortest = app.deadlines.booting.min(app.deadlines.installing);
+    (shortest / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+async fn expire_stuck_machines(app: App) {
+    let mut tick = tokio::time::interval(sweep_interval(&app));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let deadlines = app.deadlines;
+        let t = now();
+        let swept = app
+            .write(move |s| {
+                let events = s.expire_stuck(t, &deadlines)?;
+                Ok((events.len(), events))
+            })
+            .await;
+        match swept {
+            Ok(0) => {}
+            Ok(n) => {
+                app.metrics.machines_expired(n);
+                tracing::warn!(machines = n, "failed machines stuck past their lifecycle deadline");
+            }
+            Err(e) => tracing::warn!(error = %e, "lifecycle deadline sweep failed"),
+        }
+    }
+}

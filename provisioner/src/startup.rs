@@ -1,0 +1,84 @@
+//! `provisioner serve`: configuration, logging, the data directory, the store, the operator
+//! token, the listeners, then [`crate::serve::run`] until SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use inventory::RedbStore;
+use tokio::net::TcpListener;
+
+use crate::app::{now, App};
+use crate::cli::{Global, ServeArgs};
+use crate::config::{Config, LogFormat};
+
+pub const DB_FILE: &str = "inventory.redb";
+
+/// Resolves the configuration: file (if any), then command-line overrides.
+pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Config> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &global.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(l) = args.listen {
+        cfg.http_listen = l;
+    }
+    if let Some(f) = args.log_format {
+        cfg.log_format = f;
+    }
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match cfg.log_format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
+    let cfg = resolve_config(&args, &global)?;
+    init_logging(&cfg);
+    prepare_data_dir(&cfg.data_dir)?;
+    let db_path = cfg.data_dir.join(DB_FILE);
+    let store = tokio::task::spawn_blocking(move || RedbStore::open(&db_path)).await??;
+    let store: Arc<dyn inventory::Store> = Arc::new(store);
+    let app = App::new(store.clone(), cfg.deadlines);
+    let data_dir = cfg.data_dir.clone();
+    let created = app
+        .read(move |s| Ok(crate::operator_token::ensure(s, &data_dir, now())))
+        .await??;
+    if let Some(path) = created {
+        tracing::info!("created the operator token; it is in {} (mode 0600)", path.display());
+    }
+    let listener = TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener to {} (http.listen / --listen)", cfg.http_listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
+    crate::serve::run(listener, app, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
