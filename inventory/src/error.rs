@@ -28,7 +28,10 @@ pub enum Error {
     MachineExists { mac: String },
     /// Another machine already holds this DHCP reservation.
     #[error("IP {ip} is already reserved for machine {holder}")]
-    IpReserved { ip: std::net::Ipv4Addr, holder: String },
+    IpReserved {
+        ip: std::net::Ipv4Addr,
+        holder: String,
+    },
     /// A machine names a profile that does not exist.
     #[error("unknown profile {name:?}: create it first with `provisioner profiles add {name}`")]
     UnknownProfile { name: String },
@@ -57,7 +60,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: &'static str, value: impl Into<String>, why: &'static str) -> Self {
+    pub(crate) fn invalid(
+        field: &'static str,
+        value: impl Into<String>,
+        why: &'static str,
+    ) -> Self {
         Error::Invalid {
             field,
             value: value.into(),

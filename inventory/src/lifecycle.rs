@@ -124,12 +124,7 @@ pub fn next(from: State, t: &Transition) -> Option<State> {
         (S::Booting | S::Installing, Transition::InstallDone) => S::Installed,
         (S::Installed | S::Ready, Transition::Ready) => S::Ready,
         (
-            S::Registered
-            | S::Booting
-            | S::Installing
-            | S::Installed
-            | S::Ready
-            | S::Reprovision,
+            S::Registered | S::Booting | S::Installing | S::Installed | S::Ready | S::Reprovision,
             Transition::Fail { .. },
         ) => S::Failed,
         (

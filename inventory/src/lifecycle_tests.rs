@@ -77,7 +77,13 @@ fn every_pair_is_legal_or_a_typed_error() {
                     let since = if to == from { 1000 } else { 2000 };
                     assert_eq!(lc.since, Timestamp(since), "{from} + {t}");
                 }
-                (Err(Error::IllegalTransition { from: f, transition }), None) => {
+                (
+                    Err(Error::IllegalTransition {
+                        from: f,
+                        transition,
+                    }),
+                    None,
+                ) => {
                     assert_eq!(f, from);
                     assert_eq!(&transition, t);
                     assert_eq!(lc, Lifecycle::new(from, Timestamp(1000)), "unchanged");
@@ -124,7 +130,9 @@ fn transitional_states_expire_at_their_deadline() {
     let booting = Lifecycle::new(State::Booting, Timestamp(1_000));
     assert_eq!(booting.expiry(Timestamp(60_999), &d), None);
     let t = booting.expiry(Timestamp(61_000), &d).expect("expired");
-    assert!(matches!(&t, Transition::Fail { reason } if reason.contains("stuck in booting for 60s")));
+    assert!(
+        matches!(&t, Transition::Fail { reason } if reason.contains("stuck in booting for 60s"))
+    );
     let mut lc = booting.clone();
     lc.apply(&t, Timestamp(61_000)).unwrap();
     assert_eq!(lc.state, State::Failed);
@@ -134,6 +142,10 @@ fn transitional_states_expire_at_their_deadline() {
     assert!(installing.expiry(Timestamp(600_000), &d).is_some());
 
     for s in State::ALL.into_iter().filter(|s| !s.is_transitional()) {
-        assert_eq!(Lifecycle::new(s, Timestamp(0)).expiry(Timestamp(u64::MAX), &d), None, "{s}");
+        assert_eq!(
+            Lifecycle::new(s, Timestamp(0)).expiry(Timestamp(u64::MAX), &d),
+            None,
+            "{s}"
+        );
     }
 }

@@ -121,7 +121,8 @@ impl MachineSpec {
             }
         }
         if let Some(l) = &self.boot.loader {
-            if l.is_empty() || l.len() > 255 || l.contains("..") || l.chars().any(char::is_control) {
+            if l.is_empty() || l.len() > 255 || l.contains("..") || l.chars().any(char::is_control)
+            {
                 return Err(Error::invalid(
                     "boot.loader",
                     l,
@@ -171,7 +172,8 @@ pub fn validate_hostname(h: &str) -> Result<(), Error> {
 fn validate_label(k: &str, v: &str) -> Result<(), Error> {
     let key_ok = !k.is_empty()
         && k.len() <= 63
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
     if !key_ok {
         return Err(Error::invalid(
             "label key",
@@ -191,10 +193,21 @@ pub fn normalize_uuid(u: &str) -> Result<String, Error> {
         .filter(|c| *c != '-')
         .collect();
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::invalid("uuid", u, "must be 32 hex digits (hyphens optional)"));
+        return Err(Error::invalid(
+            "uuid",
+            u,
+            "must be 32 hex digits (hyphens optional)",
+        ));
     }
     let h = hex.to_ascii_lowercase();
-    Ok(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
 }
 
 #[cfg(test)]
@@ -258,7 +271,10 @@ mod tests {
         }
         .validate()
         .unwrap();
-        assert_eq!(s.uuid.as_deref(), Some("4c4c4544-0042-3510-8052-b4c04f4b4e31"));
+        assert_eq!(
+            s.uuid.as_deref(),
+            Some("4c4c4544-0042-3510-8052-b4c04f4b4e31")
+        );
         assert_eq!(s.hostname.as_deref(), Some("node-1.rack-a"));
     }
 }

@@ -32,15 +32,27 @@ impl Profile {
             self.uki = Some(normalize_digest(&d)?);
         }
         if self.cmdline.chars().any(char::is_control) {
-            return Err(Error::invalid("cmdline", self.cmdline, "contains control characters"));
+            return Err(Error::invalid(
+                "cmdline",
+                self.cmdline,
+                "contains control characters",
+            ));
         }
         if let Some(d) = &self.install_disk {
             if d != "auto" && !d.starts_with("/dev/") {
-                return Err(Error::invalid("install_disk", d, "must be a /dev/ path or 'auto'"));
+                return Err(Error::invalid(
+                    "install_disk",
+                    d,
+                    "must be a /dev/ path or 'auto'",
+                ));
             }
         }
         if self.cloud_config.len() > 256 * 1024 {
-            return Err(Error::invalid("cloud_config", "(template)", "larger than 256 KiB"));
+            return Err(Error::invalid(
+                "cloud_config",
+                "(template)",
+                "larger than 256 KiB",
+            ));
         }
         Ok(self)
     }
@@ -50,7 +62,9 @@ impl Profile {
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !name.starts_with('.');
     if ok {
         Ok(())
@@ -69,7 +83,11 @@ pub fn normalize_digest(d: &str) -> Result<String, Error> {
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(format!("sha256:{hex}"))
     } else {
-        Err(Error::invalid("uki", d, "must be a sha256 digest: 64 hex digits, optionally prefixed 'sha256:'"))
+        Err(Error::invalid(
+            "uki",
+            d,
+            "must be a sha256 digest: 64 hex digits, optionally prefixed 'sha256:'",
+        ))
     }
 }
 
@@ -89,9 +107,29 @@ mod tests {
         .unwrap();
         assert_eq!(p.uki.unwrap(), format!("sha256:{}", "ab".repeat(32)));
         for (p, want) in [
-            (Profile { name: "a b".into(), ..Default::default() }, "invalid profile name"),
-            (Profile { name: "x".into(), uki: Some("sha256:12".into()), ..Default::default() }, "invalid uki"),
-            (Profile { name: "x".into(), install_disk: Some("sda".into()), ..Default::default() }, "invalid install_disk"),
+            (
+                Profile {
+                    name: "a b".into(),
+                    ..Default::default()
+                },
+                "invalid profile name",
+            ),
+            (
+                Profile {
+                    name: "x".into(),
+                    uki: Some("sha256:12".into()),
+                    ..Default::default()
+                },
+                "invalid uki",
+            ),
+            (
+                Profile {
+                    name: "x".into(),
+                    install_disk: Some("sda".into()),
+                    ..Default::default()
+                },
+                "invalid install_disk",
+            ),
         ] {
             assert!(p.validate().unwrap_err().to_string().starts_with(want));
         }

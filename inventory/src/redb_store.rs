@@ -9,13 +9,16 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
 use crate::store::{MachineEdit, Store};
-use crate::{Error, Lease, Machine, Mac, Profile, Result, Timestamp, TokenRecord, TokenRole};
+use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord, TokenRole};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MACHINES: TableDefinition<u64, &[u8]> = TableDefinition::new("machines");
@@ -152,7 +155,8 @@ fn write_machine(txn: &WriteTransaction, m: &Machine, old: Option<&Machine>) -> 
         }
         res.insert(u32::from(ip), key)?;
     }
-    txn.open_table(MACHINES)?.insert(key, encode(m).as_slice())?;
+    txn.open_table(MACHINES)?
+        .insert(key, encode(m).as_slice())?;
     Ok(())
 }
 
@@ -181,7 +185,12 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn create_machines(&self, machines: Vec<Machine>, by: &str, now: Timestamp) -> Result<Vec<Event>> {
+    fn create_machines(
+        &self,
+        machines: Vec<Machine>,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Event>> {
         let txn = self.db.begin_write()?;
         let mut events = Vec::with_capacity(machines.len());
         for m in &machines {
@@ -191,14 +200,22 @@ impl Store for RedbStore {
                 });
             }
             write_machine(&txn, m, None)?;
-            events.push(NewEvent::machine(m.mac, EventKind::Created { by: by.to_string() }));
+            events.push(NewEvent::machine(
+                m.mac,
+                EventKind::Created { by: by.to_string() },
+            ));
         }
         let events = append(&txn, events, now)?;
         txn.commit()?;
         Ok(events)
     }
 
-    fn update_machine(&self, mac: Mac, now: Timestamp, edit: MachineEdit<'_>) -> Result<(Machine, Vec<Event>)> {
+    fn update_machine(
+        &self,
+        mac: Mac,
+        now: Timestamp,
+        edit: MachineEdit<'_>,
+    ) -> Result<(Machine, Vec<Event>)> {
         let txn = self.db.begin_write()?;
         let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
             mac: mac.to_string(),
@@ -212,7 +229,10 @@ impl Store for RedbStore {
         write_machine(&txn, &m, Some(&old))?;
         let events = append(
             &txn,
-            kinds.into_iter().map(|k| NewEvent::machine(mac, k)).collect(),
+            kinds
+                .into_iter()
+                .map(|k| NewEvent::machine(mac, k))
+                .collect(),
             now,
         )?;
         txn.commit()?;
@@ -386,7 +406,8 @@ impl Store for RedbStore {
 
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
         let txn = self.db.begin_write()?;
-        txn.open_table(TOKENS)?.insert(hash, encode(record).as_slice())?;
+        txn.open_table(TOKENS)?
+            .insert(hash, encode(record).as_slice())?;
         txn.commit()?;
         Ok(())
     }

@@ -26,7 +26,10 @@ fn schema_version_recorded_and_newer_refused() {
         let s = RedbStore::open(&path).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         let txn = s.db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
         txn.commit().unwrap();
     }
     let err = RedbStore::open(&path).err().expect("newer schema refused");
@@ -36,27 +39,68 @@ fn schema_version_recorded_and_newer_refused() {
 #[test]
 fn create_is_all_or_nothing() {
     let (_d, s) = open();
-    s.create_machines(vec![machine(1, Default::default())], "operator", Timestamp(1)).unwrap();
-    let batch = vec![machine(2, Default::default()), machine(1, Default::default()), machine(3, Default::default())];
-    let err = s.create_machines(batch, "import", Timestamp(2)).unwrap_err();
-    assert!(matches!(err, Error::MachineExists { ref mac } if mac == "52:54:00:00:00:01"), "{err}");
-    assert_eq!(s.machines().unwrap().len(), 1, "nothing of the failed batch applied");
-    assert_eq!(s.last_event_seq().unwrap(), 1, "no events of the failed batch");
+    s.create_machines(
+        vec![machine(1, Default::default())],
+        "operator",
+        Timestamp(1),
+    )
+    .unwrap();
+    let batch = vec![
+        machine(2, Default::default()),
+        machine(1, Default::default()),
+        machine(3, Default::default()),
+    ];
+    let err = s
+        .create_machines(batch, "import", Timestamp(2))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MachineExists { ref mac } if mac == "52:54:00:00:00:01"),
+        "{err}"
+    );
+    assert_eq!(
+        s.machines().unwrap().len(),
+        1,
+        "nothing of the failed batch applied"
+    );
+    assert_eq!(
+        s.last_event_seq().unwrap(),
+        1,
+        "no events of the failed batch"
+    );
 }
 
 #[test]
 fn unknown_profile_and_taken_reservation_refused() {
     let (_d, s) = open();
-    let spec = MachineSpec { profile: Some("nope".into()), ..Default::default() };
+    let spec = MachineSpec {
+        profile: Some("nope".into()),
+        ..Default::default()
+    };
     assert!(matches!(
-        s.create_machines(vec![machine(1, spec)], "operator", Timestamp(1)).unwrap_err(),
+        s.create_machines(vec![machine(1, spec)], "operator", Timestamp(1))
+            .unwrap_err(),
         Error::UnknownProfile { .. }
     ));
-    s.put_profile(Profile { name: "p".into(), ..Default::default() }, false, Timestamp(1)).unwrap();
+    s.put_profile(
+        Profile {
+            name: "p".into(),
+            ..Default::default()
+        },
+        false,
+        Timestamp(1),
+    )
+    .unwrap();
     let ip = "198.18.0.10".parse().unwrap();
-    let spec = MachineSpec { profile: Some("p".into()), ip: Some(ip), ..Default::default() };
-    s.create_machines(vec![machine(1, spec.clone())], "operator", Timestamp(1)).unwrap();
-    let err = s.create_machines(vec![machine(2, spec)], "operator", Timestamp(1)).unwrap_err();
+    let spec = MachineSpec {
+        profile: Some("p".into()),
+        ip: Some(ip),
+        ..Default::default()
+    };
+    s.create_machines(vec![machine(1, spec.clone())], "operator", Timestamp(1))
+        .unwrap();
+    let err = s
+        .create_machines(vec![machine(2, spec)], "operator", Timestamp(1))
+        .unwrap_err();
     assert!(matches!(err, Error::IpReserved { holder, .. } if holder == "52:54:00:00:00:01"));
     // Moving the reservation frees the old address.
     s.update_machine(mac(1), Timestamp(2), &mut |m| {
@@ -64,62 +108,139 @@ fn unknown_profile_and_taken_reservation_refused() {
         Ok(vec![EventKind::Updated])
     })
     .unwrap();
-    let spec = MachineSpec { ip: Some(ip), ..Default::default() };
-    s.create_machines(vec![machine(2, spec)], "operator", Timestamp(3)).unwrap();
+    let spec = MachineSpec {
+        ip: Some(ip),
+        ..Default::default()
+    };
+    s.create_machines(vec![machine(2, spec)], "operator", Timestamp(3))
+        .unwrap();
     // Profiles in use cannot be deleted.
-    assert!(matches!(s.delete_profile("p", Timestamp(4)).unwrap_err(), Error::ProfileInUse { count: 1, .. }));
+    assert!(matches!(
+        s.delete_profile("p", Timestamp(4)).unwrap_err(),
+        Error::ProfileInUse { count: 1, .. }
+    ));
     s.delete_machine(mac(1), Timestamp(5)).unwrap();
     s.delete_profile("p", Timestamp(6)).unwrap();
-    assert!(matches!(s.delete_profile("p", Timestamp(6)).unwrap_err(), Error::ProfileNotFound { .. }));
+    assert!(matches!(
+        s.delete_profile("p", Timestamp(6)).unwrap_err(),
+        Error::ProfileNotFound { .. }
+    ));
 }
 
 #[test]
 fn events_are_numbered_and_queryable_by_machine_and_seq() {
     let (_d, s) = open();
-    s.create_machines(vec![machine(1, Default::default()), machine(2, Default::default())], "import", Timestamp(1))
-        .unwrap();
+    s.create_machines(
+        vec![
+            machine(1, Default::default()),
+            machine(2, Default::default()),
+        ],
+        "import",
+        Timestamp(1),
+    )
+    .unwrap();
     let (m, ev) = s
-        .update_machine(mac(2), Timestamp(5), &mut |m| Ok(vec![m.transition(&Transition::Boot, Timestamp(5))?]))
+        .update_machine(mac(2), Timestamp(5), &mut |m| {
+            Ok(vec![m.transition(&Transition::Boot, Timestamp(5))?])
+        })
         .unwrap();
     assert_eq!(m.state(), State::Booting);
     assert_eq!(ev[0].seq, 3);
-    assert_eq!(ev[0].kind, EventKind::State { from: State::Registered, to: State::Booting, reason: None });
+    assert_eq!(
+        ev[0].kind,
+        EventKind::State {
+            from: State::Registered,
+            to: State::Booting,
+            reason: None
+        }
+    );
     let all = s.events(&EventQuery::default()).unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-    let m2 = s.events(&EventQuery { mac: Some(mac(2)), ..Default::default() }).unwrap();
+    let m2 = s
+        .events(&EventQuery {
+            mac: Some(mac(2)),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(m2.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
-    let after = s.events(&EventQuery { after: 2, mac: Some(mac(2)), limit: None }).unwrap();
+    let after = s
+        .events(&EventQuery {
+            after: 2,
+            mac: Some(mac(2)),
+            limit: None,
+        })
+        .unwrap();
     assert_eq!(after.len(), 1);
-    assert_eq!(s.events(&EventQuery { after: 0, mac: None, limit: Some(2) }).unwrap().len(), 2);
+    assert_eq!(
+        s.events(&EventQuery {
+            after: 0,
+            mac: None,
+            limit: Some(2)
+        })
+        .unwrap()
+        .len(),
+        2
+    );
 }
 
 #[test]
 fn illegal_transition_changes_nothing() {
     let (_d, s) = open();
-    s.create_machines(vec![machine(1, Default::default())], "operator", Timestamp(1)).unwrap();
+    s.create_machines(
+        vec![machine(1, Default::default())],
+        "operator",
+        Timestamp(1),
+    )
+    .unwrap();
     let err = s
-        .update_machine(mac(1), Timestamp(2), &mut |m| Ok(vec![m.transition(&Transition::Ready, Timestamp(2))?]))
+        .update_machine(mac(1), Timestamp(2), &mut |m| {
+            Ok(vec![m.transition(&Transition::Ready, Timestamp(2))?])
+        })
         .unwrap_err();
-    assert!(matches!(err, Error::IllegalTransition { from: State::Registered, .. }));
-    assert_eq!(s.machine(mac(1)).unwrap().unwrap().state(), State::Registered);
+    assert!(matches!(
+        err,
+        Error::IllegalTransition {
+            from: State::Registered,
+            ..
+        }
+    ));
+    assert_eq!(
+        s.machine(mac(1)).unwrap().unwrap().state(),
+        State::Registered
+    );
     assert_eq!(s.last_event_seq().unwrap(), 1);
 }
 
 #[test]
 fn stuck_machines_fail_after_deadline() {
     let (_d, s) = open();
-    s.create_machines(vec![machine(1, Default::default()), machine(2, Default::default())], "operator", Timestamp(0))
-        .unwrap();
-    s.update_machine(mac(1), Timestamp(1_000), &mut |m| Ok(vec![m.transition(&Transition::Boot, Timestamp(1_000))?]))
-        .unwrap();
-    let d = Deadlines { booting: Duration::from_secs(10), installing: Duration::from_secs(10) };
+    s.create_machines(
+        vec![
+            machine(1, Default::default()),
+            machine(2, Default::default()),
+        ],
+        "operator",
+        Timestamp(0),
+    )
+    .unwrap();
+    s.update_machine(mac(1), Timestamp(1_000), &mut |m| {
+        Ok(vec![m.transition(&Transition::Boot, Timestamp(1_000))?])
+    })
+    .unwrap();
+    let d = Deadlines {
+        booting: Duration::from_secs(10),
+        installing: Duration::from_secs(10),
+    };
     assert!(s.expire_stuck(Timestamp(10_999), &d).unwrap().is_empty());
     let ev = s.expire_stuck(Timestamp(11_000), &d).unwrap();
     assert_eq!(ev.len(), 1);
     let m = s.machine(mac(1)).unwrap().unwrap();
     assert_eq!(m.state(), State::Failed);
     assert!(m.lifecycle.reason.unwrap().contains("stuck in booting"));
-    assert_eq!(s.machine(mac(2)).unwrap().unwrap().state(), State::Registered);
+    assert_eq!(
+        s.machine(mac(2)).unwrap().unwrap().state(),
+        State::Registered
+    );
 }
 
 #[test]
@@ -128,17 +249,40 @@ fn survives_reopen_and_keeps_leases_and_tokens() {
     let path = dir.path().join("inv.redb");
     {
         let s = RedbStore::open(&path).unwrap();
-        s.create_machines((0..100).map(|i| machine(i, Default::default())).collect(), "import", Timestamp(1)).unwrap();
-        s.put_leases(&[Lease { ip: "198.18.0.50".parse().unwrap(), mac: mac(1), expires: Timestamp(99), hostname: None }])
-            .unwrap();
-        s.put_token(&crate::hash_token("secret"), &TokenRecord { role: TokenRole::Operator, created: Timestamp(1), label: "op".into() })
-            .unwrap();
+        s.create_machines(
+            (0..100).map(|i| machine(i, Default::default())).collect(),
+            "import",
+            Timestamp(1),
+        )
+        .unwrap();
+        s.put_leases(&[Lease {
+            ip: "198.18.0.50".parse().unwrap(),
+            mac: mac(1),
+            expires: Timestamp(99),
+            hostname: None,
+        }])
+        .unwrap();
+        s.put_token(
+            &crate::hash_token("secret"),
+            &TokenRecord {
+                role: TokenRole::Operator,
+                created: Timestamp(1),
+                label: "op".into(),
+            },
+        )
+        .unwrap();
     }
     let s = RedbStore::open(&path).unwrap();
     assert_eq!(s.machines().unwrap().len(), 100);
     assert_eq!(s.leases().unwrap()[0].mac, mac(1));
     assert!(s.has_operator_token().unwrap());
-    assert_eq!(s.token(&crate::hash_token("secret")).unwrap().unwrap().label, "op");
+    assert_eq!(
+        s.token(&crate::hash_token("secret"))
+            .unwrap()
+            .unwrap()
+            .label,
+        "op"
+    );
     assert!(s.token(&crate::hash_token("other")).unwrap().is_none());
     s.remove_lease("198.18.0.50".parse().unwrap()).unwrap();
     assert!(s.leases().unwrap().is_empty());

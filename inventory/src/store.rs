@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
 use crate::lifecycle::Deadlines;
-use crate::{Lease, Machine, Mac, Profile, Result, Timestamp, TokenRecord};
+use crate::{Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord};
 
 /// A read-modify-write step on one machine: mutate it and say what happened.
 pub type MachineEdit<'a> = &'a mut dyn FnMut(&mut Machine) -> Result<Vec<EventKind>>;
@@ -27,7 +27,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Inserts every machine or none: a duplicate MAC, a taken reservation or an unknown profile
     /// anywhere in the batch fails the whole batch. Each machine gets a `created` event.
-    fn create_machines(&self, machines: Vec<Machine>, by: &str, now: Timestamp) -> Result<Vec<Event>>;
+    fn create_machines(
+        &self,
+        machines: Vec<Machine>,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Vec<Event>>;
     /// Runs `edit` on the stored machine inside one transaction and appends the events it returns.
     /// The profile and reservation of the result are checked as on create.
     fn update_machine(

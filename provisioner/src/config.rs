@@ -65,11 +65,18 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key {key} = {value:?}: {why}")]
-    Value { key: &'static str, value: String, why: String },
+    Value {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -85,14 +92,21 @@ impl TryFrom<wire::ConfigFile> for Config {
 
     fn try_from(w: wire::ConfigFile) -> Result<Self, ConfigError> {
         let listen = w.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let http_listen = listen.parse().map_err(|e: std::net::AddrParseError| ConfigError::Value {
-            key: "http.listen",
-            value: listen.clone(),
-            why: format!("{e} (expected IP:PORT, e.g. 0.0.0.0:8080)"),
-        })?;
+        let http_listen =
+            listen
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Value {
+                    key: "http.listen",
+                    value: listen.clone(),
+                    why: format!("{e} (expected IP:PORT, e.g. 0.0.0.0:8080)"),
+                })?;
         let defaults = Deadlines::default();
         let deadlines = Deadlines {
-            booting: duration("lifecycle.booting_timeout", w.lifecycle.booting_timeout, defaults.booting)?,
+            booting: duration(
+                "lifecycle.booting_timeout",
+                w.lifecycle.booting_timeout,
+                defaults.booting,
+            )?,
             installing: duration(
                 "lifecycle.installing_timeout",
                 w.lifecycle.installing_timeout,
@@ -136,7 +150,11 @@ impl TryFrom<wire::ConfigFile> for Config {
     }
 }
 
-fn duration(key: &'static str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+fn duration(
+    key: &'static str,
+    v: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let Some(v) = v else { return Ok(default) };
     let d = humantime::parse_duration(&v).map_err(|e| ConfigError::Value {
         key,
@@ -188,15 +206,27 @@ mod tests {
 
     #[test]
     fn empty_file_is_defaults() {
-        assert_eq!(Config::parse("", Path::new("x")).unwrap(), Config::default());
+        assert_eq!(
+            Config::parse("", Path::new("x")).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
     fn errors_name_key_and_value() {
         let cases = [
-            ("[http]\nlisten = \"nonsense\"", "config key http.listen = \"nonsense\""),
-            ("[lifecycle]\nbooting_timeout = \"soon\"", "config key lifecycle.booting_timeout = \"soon\""),
-            ("[lifecycle]\ninstalling_timeout = \"0s\"", "must be at least 1s"),
+            (
+                "[http]\nlisten = \"nonsense\"",
+                "config key http.listen = \"nonsense\"",
+            ),
+            (
+                "[lifecycle]\nbooting_timeout = \"soon\"",
+                "config key lifecycle.booting_timeout = \"soon\"",
+            ),
+            (
+                "[lifecycle]\ninstalling_timeout = \"0s\"",
+                "must be at least 1s",
+            ),
             ("[log]\nformat = \"xml\"", "config key log.format = \"xml\""),
             ("[http]\nlisen = \"0.0.0.0:80\"", "unknown field `lisen`"),
             ("data_dir = ", "config file x:"),
@@ -213,6 +243,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, [0xff, 0xfe, 0x00, 0x41]).unwrap();
-        assert!(Config::load(&p).unwrap_err().to_string().contains("not UTF-8"));
+        assert!(Config::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not UTF-8"));
     }
 }

@@ -32,12 +32,16 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
     let mut errors = Vec::new();
     let mut seen: HashMap<Mac, u64> = HashMap::new();
     for (i, rec) in reader.records().enumerate() {
-        let line = |rec: &csv::StringRecord| rec.position().map(|p| p.line()).unwrap_or(i as u64 + 1);
+        let line =
+            |rec: &csv::StringRecord| rec.position().map(|p| p.line()).unwrap_or(i as u64 + 1);
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
                 let l = e.position().map(|p| p.line()).unwrap_or(i as u64 + 1);
-                errors.push(LineError { line: l, message: e.to_string() });
+                errors.push(LineError {
+                    line: l,
+                    message: e.to_string(),
+                });
                 continue;
             }
         };
@@ -45,14 +49,21 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
         if rec.iter().all(str::is_empty) {
             continue;
         }
-        if out.is_empty() && errors.is_empty() && header.is_none() && rec.get(0).is_some_and(|f| f.eq_ignore_ascii_case("mac")) {
+        if out.is_empty()
+            && errors.is_empty()
+            && header.is_none()
+            && rec.get(0).is_some_and(|f| f.eq_ignore_ascii_case("mac"))
+        {
             header = Some(rec.iter().map(|h| h.to_ascii_lowercase()).collect());
             continue;
         }
         match parse_row(&rec, header.as_deref()) {
             Ok((mac, spec)) => {
                 if let Some(first) = seen.insert(mac, l) {
-                    errors.push(LineError { line: l, message: format!("MAC {mac} already on line {first}") });
+                    errors.push(LineError {
+                        line: l,
+                        message: format!("MAC {mac} already on line {first}"),
+                    });
                 } else {
                     out.push((mac, spec));
                 }
@@ -66,7 +77,10 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
         let extra = errors.len().saturating_sub(MAX_REPORTED);
         errors.truncate(MAX_REPORTED);
         if extra > 0 {
-            errors.push(LineError { line: 0, message: format!("… and {extra} more problems") });
+            errors.push(LineError {
+                line: 0,
+                message: format!("… and {extra} more problems"),
+            });
         }
         Err(errors)
     }
@@ -76,23 +90,35 @@ fn nonempty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-fn parse_row(rec: &csv::StringRecord, header: Option<&[String]>) -> Result<(Mac, MachineSpec), String> {
-    let mac: Mac = rec.get(0).unwrap_or("").parse().map_err(|e: inventory::Error| e.to_string())?;
+fn parse_row(
+    rec: &csv::StringRecord,
+    header: Option<&[String]>,
+) -> Result<(Mac, MachineSpec), String> {
+    let mac: Mac = rec
+        .get(0)
+        .unwrap_or("")
+        .parse()
+        .map_err(|e: inventory::Error| e.to_string())?;
     let mut spec = MachineSpec::default();
     match header {
         None => {
             spec.hostname = rec.get(1).and_then(nonempty);
             spec.profile = rec.get(2).and_then(nonempty);
             for field in rec.iter().skip(3).filter(|f| !f.is_empty()) {
-                let (k, v) = field
-                    .split_once('=')
-                    .ok_or_else(|| format!("label {field:?} is not key=value (columns after the 3rd are labels)"))?;
-                spec.labels.insert(k.trim().to_string(), v.trim().to_string());
+                let (k, v) = field.split_once('=').ok_or_else(|| {
+                    format!("label {field:?} is not key=value (columns after the 3rd are labels)")
+                })?;
+                spec.labels
+                    .insert(k.trim().to_string(), v.trim().to_string());
             }
         }
         Some(names) => {
             if rec.len() > names.len() {
-                return Err(format!("{} columns but the header has {}", rec.len(), names.len()));
+                return Err(format!(
+                    "{} columns but the header has {}",
+                    rec.len(),
+                    names.len()
+                ));
             }
             for (name, value) in names.iter().zip(rec.iter()).skip(1) {
                 let v = nonempty(value);
@@ -104,7 +130,10 @@ fn parse_row(rec: &csv::StringRecord, header: Option<&[String]>) -> Result<(Mac,
                     "site" => spec.site = v,
                     "ip" => {
                         spec.ip = v
-                            .map(|s| s.parse().map_err(|_| format!("ip {s:?} is not an IPv4 address")))
+                            .map(|s| {
+                                s.parse()
+                                    .map_err(|_| format!("ip {s:?} is not an IPv4 address"))
+                            })
                             .transpose()?
                     }
                     key => {
@@ -126,7 +155,10 @@ mod tests {
 
     #[test]
     fn positional_rows_with_labels() {
-        let rows = parse("# rack A\n52:54:00:00:00:01,node-1,hadron,rack=a1,role=worker\n\n5254.0000.0002,,\n").unwrap();
+        let rows = parse(
+            "# rack A\n52:54:00:00:00:01,node-1,hadron,rack=a1,role=worker\n\n5254.0000.0002,,\n",
+        )
+        .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].1.hostname.as_deref(), Some("node-1"));
         assert_eq!(rows[0].1.profile.as_deref(), Some("hadron"));

@@ -48,8 +48,16 @@ impl Metrics {
         }
         out.push_str("# HELP provisioner_http_responses_total HTTP responses by status class.\n");
         out.push_str("# TYPE provisioner_http_responses_total counter\n");
-        for (class, c) in [("2xx", &self.http_2xx), ("4xx", &self.http_4xx), ("5xx", &self.http_5xx)] {
-            let _ = writeln!(out, "provisioner_http_responses_total{{class=\"{class}\"}} {}", c.load(Relaxed));
+        for (class, c) in [
+            ("2xx", &self.http_2xx),
+            ("4xx", &self.http_4xx),
+            ("5xx", &self.http_5xx),
+        ] {
+            let _ = writeln!(
+                out,
+                "provisioner_http_responses_total{{class=\"{class}\"}} {}",
+                c.load(Relaxed)
+            );
         }
         let _ = writeln!(
             out,

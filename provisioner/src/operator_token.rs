@@ -18,7 +18,11 @@ pub fn generate() -> anyhow::Result<String> {
 }
 
 /// Makes sure an operator token exists; returns the file it was written to if one was created.
-pub fn ensure(store: &dyn Store, data_dir: &Path, now: Timestamp) -> anyhow::Result<Option<PathBuf>> {
+pub fn ensure(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: Timestamp,
+) -> anyhow::Result<Option<PathBuf>> {
     if store.has_operator_token()? {
         return Ok(None);
     }

@@ -9,7 +9,11 @@ use tokio::net::TcpListener;
 use crate::app::{now, App};
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish.
-pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let token = app.shutdown.clone();
     let sweeper = tokio::spawn(expire_stuck_machines(app.clone()));
     let router = crate::api::router(app);
@@ -48,7 +52,10 @@ async fn expire_stuck_machines(app: App) {
             Ok(0) => {}
             Ok(n) => {
                 app.metrics.machines_expired(n);
-                tracing::warn!(machines = n, "failed machines stuck past their lifecycle deadline");
+                tracing::warn!(
+                    machines = n,
+                    "failed machines stuck past their lifecycle deadline"
+                );
             }
             Err(e) => tracing::warn!(error = %e, "lifecycle deadline sweep failed"),
         }

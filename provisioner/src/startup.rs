@@ -47,7 +47,8 @@ fn init_logging(cfg: &Config) {
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
     Ok(())
 }
 
@@ -64,21 +65,34 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         .read(move |s| Ok(crate::operator_token::ensure(s, &data_dir, now())))
         .await??;
     if let Some(path) = created {
-        tracing::info!("created the operator token; it is in {} (mode 0600)", path.display());
+        tracing::info!(
+            "created the operator token; it is in {} (mode 0600)",
+            path.display()
+        );
     }
-    let listener = TcpListener::bind(cfg.http_listen)
-        .await
-        .with_context(|| format!("binding the HTTP listener to {} (http.listen / --listen)", cfg.http_listen))?;
+    // Signal handlers go in before anyone is told we are listening: a SIGTERM right after the
+    // listening line must shut down cleanly, not kill the process.
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(cfg.http_listen).await.with_context(|| {
+        format!(
+            "binding the HTTP listener to {} (http.listen / --listen)",
+            cfg.http_listen
+        )
+    })?;
     let addr = listener.local_addr()?;
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
-    crate::serve::run(listener, app, shutdown_signal()).await
+    crate::serve::run(listener, app, shutdown).await
 }
 
-async fn shutdown_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the returned future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

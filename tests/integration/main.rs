@@ -1,1 +1,9 @@
+#![allow(clippy::disallowed_methods)] // tests measure wall time and set deadlines
+//! Integration tests: the real `provisioner` binary, started on port 0, driven over HTTP and
+//! through its own CLI.
 
+mod api;
+mod cli;
+mod crash;
+mod harness;
+mod serve;

@@ -59,7 +59,9 @@ impl From<inventory::Error> for ApiError {
             E::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             E::UnknownProfile { .. } => (StatusCode::BAD_REQUEST, "unknown_profile"),
             E::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_transition"),
-            E::MachineNotFound { .. } | E::ProfileNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            E::MachineNotFound { .. } | E::ProfileNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             E::MachineExists { .. } | E::ProfileExists { .. } => (StatusCode::CONFLICT, "exists"),
             E::IpReserved { .. } => (StatusCode::CONFLICT, "ip_reserved"),
             E::ProfileInUse { .. } => (StatusCode::CONFLICT, "in_use"),

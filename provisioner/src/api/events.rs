@@ -45,12 +45,20 @@ impl Query {
         Ok(EventQuery {
             after: self.after,
             mac,
-            limit: Some(self.limit.or(default_limit).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
+            limit: Some(
+                self.limit
+                    .or(default_limit)
+                    .unwrap_or(MAX_LIMIT)
+                    .min(MAX_LIMIT),
+            ),
         })
     }
 }
 
-async fn list(State(app): State<App>, ApiQuery(q): ApiQuery<Query>) -> Result<Json<Vec<Event>>, ApiError> {
+async fn list(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<Query>,
+) -> Result<Json<Vec<Event>>, ApiError> {
     let q = q.into_store_query(Some(DEFAULT_LIMIT))?;
     Ok(Json(app.read(move |s| s.events(&q)).await?))
 }
@@ -70,9 +78,9 @@ async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let mut q = q;
     if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        q.after = last
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("Last-Event-ID {last:?} is not a sequence number")))?;
+        q.after = last.parse().map_err(|_| {
+            ApiError::bad_request(format!("Last-Event-ID {last:?} is not a sequence number"))
+        })?;
     }
     let q = q.into_store_query(None)?;
     // Subscribe before reading the backlog so nothing committed in between is missed.
@@ -94,9 +102,13 @@ async fn stream_events(
             std::future::ready(out)
         })
         .chain(stream::once(async {
-            Ok(SseEvent::default().event("lagged").data("reconnect with Last-Event-ID"))
+            Ok(SseEvent::default()
+                .event("lagged")
+                .data("reconnect with Last-Event-ID"))
         }));
     let shutdown = app.shutdown.clone();
-    let stream = replay.chain(live).take_until(async move { shutdown.cancelled().await });
+    let stream = replay
+        .chain(live)
+        .take_until(async move { shutdown.cancelled().await });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

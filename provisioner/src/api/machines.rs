@@ -30,9 +30,17 @@ struct ListQuery {
     profile: Option<String>,
 }
 
-async fn list(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Vec<Machine>>, ApiError> {
+async fn list(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Machine>>, ApiError> {
     let mut all = app.read(|s| s.machines()).await?;
-    all.retain(|m| q.state.is_none_or(|st| m.state() == st) && q.profile.as_ref().is_none_or(|p| m.spec.profile.as_ref() == Some(p)));
+    all.retain(|m| {
+        q.state.is_none_or(|st| m.state() == st)
+            && q.profile
+                .as_ref()
+                .is_none_or(|p| m.spec.profile.as_ref() == Some(p))
+    });
     Ok(Json(all))
 }
 
@@ -44,7 +52,11 @@ async fn create(
     let mut body = body;
     let mac = match body.remove("mac") {
         Some(serde_json::Value::String(s)) => parse_mac(&s)?,
-        Some(other) => return Err(ApiError::bad_request(format!("\"mac\" must be a string, got {other}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"mac\" must be a string, got {other}"
+            )))
+        }
         None => return Err(ApiError::bad_request("missing field \"mac\"")),
     };
     let spec: MachineSpec = serde_json::from_value(serde_json::Value::Object(body))
@@ -53,7 +65,8 @@ async fn create(
     let t = now();
     let machine = Machine::registered(mac, spec, t);
     let stored = machine.clone();
-    app.write(move |s| Ok(((), s.create_machines(vec![machine], "operator", t)?))).await?;
+    app.write(move |s| Ok(((), s.create_machines(vec![machine], "operator", t)?)))
+        .await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
@@ -74,16 +87,25 @@ async fn import(State(app): State<App>, body: String) -> Result<Json<ImportResul
         e
     })?;
     let t = now();
-    let machines: Vec<Machine> = rows.into_iter().map(|(mac, spec)| Machine::registered(mac, spec, t)).collect();
+    let machines: Vec<Machine> = rows
+        .into_iter()
+        .map(|(mac, spec)| Machine::registered(mac, spec, t))
+        .collect();
     let n = machines.len();
-    app.write(move |s| Ok(((), s.create_machines(machines, "import", t)?))).await?;
+    app.write(move |s| Ok(((), s.create_machines(machines, "import", t)?)))
+        .await?;
     Ok(Json(ImportResult { imported: n }))
 }
 
 async fn show(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Machine>, ApiError> {
     let mac = parse_mac(&mac)?;
     let m = app.read(move |s| s.machine(mac)).await?;
-    m.map(Json).ok_or_else(|| inventory::Error::MachineNotFound { mac: mac.to_string() }.into())
+    m.map(Json).ok_or_else(|| {
+        inventory::Error::MachineNotFound {
+            mac: mac.to_string(),
+        }
+        .into()
+    })
 }
 
 /// `PUT /machines/{mac}`: replaces the operator-editable fields; state and observations stay.
@@ -112,7 +134,8 @@ async fn replace(
 async fn remove(State(app): State<App>, Path(mac): Path<String>) -> Result<StatusCode, ApiError> {
     let mac = parse_mac(&mac)?;
     let t = now();
-    app.write(move |s| Ok(((), s.delete_machine(mac, t)?))).await?;
+    app.write(move |s| Ok(((), s.delete_machine(mac, t)?)))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -132,15 +155,30 @@ async fn operator_action(
                 if let Some(p) = &profile {
                     m.spec.profile = Some(p.clone());
                 }
-                Ok(vec![EventKind::Operator { action: action.into() }, step])
+                Ok(vec![
+                    EventKind::Operator {
+                        action: action.into(),
+                    },
+                    step,
+                ])
             })
         })
         .await?;
     Ok(Json(m))
 }
 
-async fn reprovision(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Machine>, ApiError> {
-    operator_action(&app, parse_mac(&mac)?, "reprovision", Transition::Reprovision, None).await
+async fn reprovision(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+) -> Result<Json<Machine>, ApiError> {
+    operator_action(
+        &app,
+        parse_mac(&mac)?,
+        "reprovision",
+        Transition::Reprovision,
+        None,
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -158,11 +196,19 @@ async fn approve(
     let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("approve body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("approve body: {e}")))?
     };
     let profile = body.profile;
     if let Some(p) = &profile {
         inventory::profile::validate_name(p)?;
     }
-    operator_action(&app, parse_mac(&mac)?, "approve", Transition::Approve, profile).await
+    operator_action(
+        &app,
+        parse_mac(&mac)?,
+        "approve",
+        Transition::Approve,
+        profile,
+    )
+    .await
 }

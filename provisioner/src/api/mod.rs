@@ -28,7 +28,10 @@ pub fn router(app: App) -> Router {
         .merge(machines::routes())
         .merge(profiles::routes())
         .merge(events::routes())
-        .layer(middleware::from_fn_with_state(app.clone(), require_operator));
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_operator,
+        ));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(healthz))
@@ -40,7 +43,11 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn require_operator(State(app): State<App>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn require_operator(
+    State(app): State<App>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -59,7 +66,11 @@ async fn require_operator(State(app): State<App>, req: Request, next: Next) -> R
     let record = app.read(move |s| s.token(&hash)).await?;
     match record {
         Some(r) if r.role == TokenRole::Operator => Ok(next.run(req).await),
-        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "token not recognised")),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "token not recognised",
+        )),
     }
 }
 
@@ -76,7 +87,9 @@ async fn healthz(State(app): State<App>) -> Result<&'static str, ApiError> {
 }
 
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
-    let (machines, seq) = app.read(|s| Ok((s.machines()?, s.last_event_seq()?))).await?;
+    let (machines, seq) = app
+        .read(|s| Ok((s.machines()?, s.last_event_seq()?)))
+        .await?;
     let body = app.metrics.render(&machines, seq);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

@@ -19,18 +19,23 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
     Ok(Json(app.read(|s| s.profiles()).await?))
 }
 
-async fn create(State(app): State<App>, ApiJson(p): ApiJson<Profile>) -> Result<(StatusCode, Json<Profile>), ApiError> {
+async fn create(
+    State(app): State<App>,
+    ApiJson(p): ApiJson<Profile>,
+) -> Result<(StatusCode, Json<Profile>), ApiError> {
     let p = p.validate()?;
     let stored = p.clone();
     let t = now();
-    app.write(move |s| Ok(((), s.put_profile(p, false, t)?))).await?;
+    app.write(move |s| Ok(((), s.put_profile(p, false, t)?)))
+        .await?;
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
 async fn show(State(app): State<App>, Path(name): Path<String>) -> Result<Json<Profile>, ApiError> {
     let n = name.clone();
     let p = app.read(move |s| s.profile(&n)).await?;
-    p.map(Json).ok_or_else(|| inventory::Error::ProfileNotFound { name }.into())
+    p.map(Json)
+        .ok_or_else(|| inventory::Error::ProfileNotFound { name }.into())
 }
 
 async fn replace(
@@ -47,12 +52,14 @@ async fn replace(
     let p = p.validate()?;
     let stored = p.clone();
     let t = now();
-    app.write(move |s| Ok(((), s.put_profile(p, true, t)?))).await?;
+    app.write(move |s| Ok(((), s.put_profile(p, true, t)?)))
+        .await?;
     Ok(Json(stored))
 }
 
 async fn remove(State(app): State<App>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     let t = now();
-    app.write(move |s| Ok(((), s.delete_profile(&name, t)?))).await?;
+    app.write(move |s| Ok(((), s.delete_profile(&name, t)?)))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

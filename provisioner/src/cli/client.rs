@@ -18,7 +18,10 @@ pub struct Client {
 
 /// `--data-dir`, else `./data`.
 pub fn data_dir(global: &Global) -> PathBuf {
-    global.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data"))
+    global
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./data"))
 }
 
 fn read_token_file(path: &Path) -> anyhow::Result<String> {
@@ -76,7 +79,11 @@ impl Client {
             for l in lines {
                 let n = l["line"].as_u64().unwrap_or(0);
                 let m = l["message"].as_str().unwrap_or("");
-                msg.push_str(&if n > 0 { format!("\n  line {n}: {m}") } else { format!("\n  {m}") });
+                msg.push_str(&if n > 0 {
+                    format!("\n  line {n}: {m}")
+                } else {
+                    format!("\n  {m}")
+                });
             }
         }
         bail!("{msg} ({status})")
@@ -87,12 +94,22 @@ impl Client {
         resp.json().await.context("decoding the server's answer")
     }
 
-    pub async fn send_json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         let resp = self.send(self.request(method, path).json(body)).await?;
         resp.json().await.context("decoding the server's answer")
     }
 
-    pub async fn post_text<T: DeserializeOwned>(&self, path: &str, body: String, content_type: &str) -> anyhow::Result<T> {
+    pub async fn post_text<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: String,
+        content_type: &str,
+    ) -> anyhow::Result<T> {
         let req = self
             .request(Method::POST, path)
             .header(reqwest::header::CONTENT_TYPE, content_type)

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::client::Client;
 use super::output;
 use super::{EventsArgs, Global, MachineAddArgs, MachinesCmd, ProfileAddArgs, ProfilesCmd};
-use inventory::{Event, Machine, Mac, Profile};
+use inventory::{Event, Mac, Machine, Profile};
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -39,7 +39,11 @@ pub async fn machines(global: &Global, cmd: MachinesCmd) -> anyhow::Result<()> {
             if let Some(p) = profile {
                 q.push(format!("profile={p}"));
             }
-            let path = if q.is_empty() { "/machines".to_string() } else { format!("/machines?{}", q.join("&")) };
+            let path = if q.is_empty() {
+                "/machines".to_string()
+            } else {
+                format!("/machines?{}", q.join("&"))
+            };
             let ms: Vec<Machine> = c.get(&path).await?;
             if global.json {
                 return print_json(&ms);
@@ -69,7 +73,8 @@ pub async fn machines(global: &Global, cmd: MachinesCmd) -> anyhow::Result<()> {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading CSV from stdin")?
             } else {
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
             };
             let r: serde_json::Value = c
                 .post_text("/machines/import", text, "text/csv")
@@ -78,20 +83,35 @@ pub async fn machines(global: &Global, cmd: MachinesCmd) -> anyhow::Result<()> {
             if global.json {
                 return print_json(&r);
             }
-            println!("imported {} machines from {}", r["imported"], file.display());
+            println!(
+                "imported {} machines from {}",
+                r["imported"],
+                file.display()
+            );
         }
         MachinesCmd::Reprovision { mac: m } => {
             let m = mac(&m)?;
-            let machine: Machine = c.send_json(Method::POST, &format!("/machines/{m}/reprovision"), &json!({})).await?;
+            let machine: Machine = c
+                .send_json(
+                    Method::POST,
+                    &format!("/machines/{m}/reprovision"),
+                    &json!({}),
+                )
+                .await?;
             if global.json {
                 return print_json(&machine);
             }
-            println!("{m} will reinstall on its next netboot (state {})", machine.state());
+            println!(
+                "{m} will reinstall on its next netboot (state {})",
+                machine.state()
+            );
         }
         MachinesCmd::Approve { mac: m, profile } => {
             let m = mac(&m)?;
             let body = json!({ "profile": profile });
-            let machine: Machine = c.send_json(Method::POST, &format!("/machines/{m}/approve"), &body).await?;
+            let machine: Machine = c
+                .send_json(Method::POST, &format!("/machines/{m}/approve"), &body)
+                .await?;
             if global.json {
                 return print_json(&machine);
             }
@@ -132,7 +152,8 @@ pub async fn profiles(global: &Global, cmd: ProfilesCmd) -> anyhow::Result<()> {
             let replace = a.replace;
             let p = profile_from(a)?;
             let stored: Profile = if replace {
-                c.send_json(Method::PUT, &format!("/profiles/{}", p.name), &p).await?
+                c.send_json(Method::PUT, &format!("/profiles/{}", p.name), &p)
+                    .await?
             } else {
                 c.send_json(Method::POST, "/profiles", &p).await?
             };
@@ -162,7 +183,9 @@ pub async fn profiles(global: &Global, cmd: ProfilesCmd) -> anyhow::Result<()> {
 
 fn profile_from(a: ProfileAddArgs) -> anyhow::Result<Profile> {
     let cloud_config = match &a.cloud_config {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         None => String::new(),
     };
     Ok(Profile {
@@ -197,7 +220,12 @@ pub async fn events(global: &Global, a: EventsArgs) -> anyhow::Result<()> {
 
 /// Prints events as they come; reconnects after a lag or a dropped connection, resuming from the
 /// last sequence number seen, so nothing is skipped or repeated.
-async fn follow(c: &Client, json: bool, mut after: u64, machine: Option<Mac>) -> anyhow::Result<()> {
+async fn follow(
+    c: &Client,
+    json: bool,
+    mut after: u64,
+    machine: Option<Mac>,
+) -> anyhow::Result<()> {
     let mut failures = 0u32;
     loop {
         let mut q = vec![("after", after.to_string())];

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::LogFormat;
 
-const ABOUT: &str = "Netboot provisioning server: DHCP, TFTP and HTTP boot for per-machine Hadron UKIs and \
+const ABOUT: &str =
+    "Netboot provisioning server: DHCP, TFTP and HTTP boot for per-machine Hadron UKIs and \
 Kairos configs, with an inventory that tracks every machine from first PXE to ready.";
 
 const AFTER_HELP: &str = "\
@@ -44,7 +45,12 @@ pub struct Global {
     #[arg(long, global = true, env = "PROVISIONER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// API base URL for client commands.
-    #[arg(long, global = true, env = "PROVISIONER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISIONER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
     /// Operator API token for client commands (default: <data-dir>/operator.token).
     #[arg(long, global = true, env = "PROVISIONER_TOKEN", hide_env_values = true)]
@@ -57,9 +63,11 @@ pub struct Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (API now; DHCP, TFTP and boot endpoints as they land).
-    #[command(after_help = "Example:\n  provisioner serve --data-dir /var/lib/provisioner --listen 0.0.0.0:8080\n\n\
+    #[command(
+        after_help = "Example:\n  provisioner serve --data-dir /var/lib/provisioner --listen 0.0.0.0:8080\n\n\
 On first start an operator token is created and written once to <data-dir>/operator.token (mode 0600).\n\
-Logs a line 'listening on http://ADDR' per listener; stops cleanly on SIGTERM or Ctrl-C.")]
+Logs a line 'listening on http://ADDR' per listener; stops cleanly on SIGTERM or Ctrl-C."
+    )]
     Serve(ServeArgs),
     /// Register, list and manage machines.
     #[command(subcommand)]
@@ -68,7 +76,9 @@ Logs a line 'listening on http://ADDR' per listener; stops cleanly on SIGTERM or
     #[command(subcommand)]
     Profiles(ProfilesCmd),
     /// Show the event history, or follow it live.
-    #[command(after_help = "Examples:\n  provisioner events --machine 52:54:00:12:34:56\n  provisioner events --follow --after 1200")]
+    #[command(
+        after_help = "Examples:\n  provisioner events --machine 52:54:00:12:34:56\n  provisioner events --follow --after 1200"
+    )]
     Events(EventsArgs),
 }
 
@@ -88,7 +98,9 @@ pub struct ServeArgs {
 #[derive(Subcommand, Debug)]
 pub enum MachinesCmd {
     /// Register one machine by MAC.
-    #[command(after_help = "Example:\n  provisioner machines add 52-54-00-12-34-56 --hostname node-1 --profile hadron --label rack=a1 --ip 198.18.0.21")]
+    #[command(
+        after_help = "Example:\n  provisioner machines add 52-54-00-12-34-56 --hostname node-1 --profile hadron --label rack=a1 --ip 198.18.0.21"
+    )]
     Add(MachineAddArgs),
     /// List machines.
     List {
@@ -104,10 +116,12 @@ pub enum MachinesCmd {
     /// Remove a machine from the inventory.
     Rm { mac: String },
     /// Import machines from a CSV file ('-' for stdin); all or nothing.
-    #[command(after_help = "Format: one machine per line, `mac,hostname,profile,key=value,...` (hostname and profile may be\n\
+    #[command(
+        after_help = "Format: one machine per line, `mac,hostname,profile,key=value,...` (hostname and profile may be\n\
 empty), or a header line starting with `mac` naming the columns: mac, hostname, profile, ip, uuid,\n\
 serial, site; other column names become labels. `#` starts a comment. Any bad line (reported by\n\
-line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile,rack\\n52:54:00:00:00:01,n1,hadron,a1\\n' > racks.csv\n  provisioner machines import racks.csv")]
+line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile,rack\\n52:54:00:00:00:01,n1,hadron,a1\\n' > racks.csv\n  provisioner machines import racks.csv"
+    )]
     Import { file: PathBuf },
     /// Reinstall a machine on its next netboot.
     Reprovision { mac: String },
@@ -152,7 +166,9 @@ pub struct MachineAddArgs {
 #[derive(Subcommand, Debug)]
 pub enum ProfilesCmd {
     /// Create a profile (or replace it with --replace).
-    #[command(after_help = "Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda")]
+    #[command(
+        after_help = "Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda"
+    )]
     Add(ProfileAddArgs),
     /// List profiles.
     List,

@@ -49,7 +49,10 @@ pub fn machines(ms: &[Machine]) {
             ]
         })
         .collect();
-    table(&["MAC", "HOSTNAME", "PROFILE", "IP", "STATE", "SINCE"], &rows);
+    table(
+        &["MAC", "HOSTNAME", "PROFILE", "IP", "STATE", "SINCE"],
+        &rows,
+    );
 }
 
 pub fn machine(m: &Machine) {
@@ -87,7 +90,11 @@ pub fn profiles(ps: &[Profile]) {
         .map(|p| {
             vec![
                 p.name.clone(),
-                or_dash(p.uki.as_ref().map(|u| u.chars().take(19).collect::<String>())),
+                or_dash(
+                    p.uki
+                        .as_ref()
+                        .map(|u| u.chars().take(19).collect::<String>()),
+                ),
                 or_dash(p.install_disk.as_ref()),
                 p.description.clone(),
             ]
@@ -97,6 +104,9 @@ pub fn profiles(ps: &[Profile]) {
 }
 
 pub fn event_line(e: &Event) -> String {
-    let mac = e.mac.map(|m| m.to_string()).unwrap_or_else(|| "-".repeat(17));
+    let mac = e
+        .mac
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "-".repeat(17));
     format!("{:>7}  {}  {}  {}", e.seq, e.at, mac, e.kind)
 }
