@@ -6,6 +6,13 @@ use provisioner::cli::{commands, Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Client commands are used in pipelines (`machines list | head`): a closed pipe ends
+        // them quietly, as it does any Unix tool, instead of a panic.
+        // SAFETY: resetting a signal disposition at startup, before any other thread exists
+        // that could depend on it.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Serve(args) => provisioner::startup::serve(args, cli.global).await,
         Command::Machines(cmd) => commands::machines(&cli.global, cmd).await,

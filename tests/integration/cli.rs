@@ -194,3 +194,24 @@ fn help_teaches_with_examples() {
     assert!(help(&["serve"]).contains("operator.token"));
     assert!(help(&["events"]).contains("--follow"));
 }
+
+#[test]
+fn list_into_a_closed_pipe_ends_quietly() {
+    let s = Server::start();
+    let csv = macs(0x5000, 3000).join("\n");
+    assert_eq!(s.http().csv(csv).status, 200);
+    let mut child = s
+        .cli_cmd(&["machines", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close our end, like `| head -1`.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert!(first.starts_with("MAC"));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
