@@ -21,3 +21,4 @@ pub mod metrics;
 pub mod operator_token;
 pub mod serve;
 pub mod startup;
+pub mod tftp;

@@ -1,0 +1,296 @@
+//! One read transfer as a deterministic state machine: `start`, then `handle(input, now)` for
+//! every datagram from the client and every expired deadline. It owns no socket, no file and no
+//! clock; it says which blocks to send and when it next wants to be woken.
+//!
+//! RFC 1350 (lock-step DATA/ACK), RFC 2347 (OACK), 2348 (blksize), 2349 (tsize, timeout),
+//! 7440 (windowsize). Block numbers are 16-bit on the wire and wrap 65535 → 0; internally blocks
+//! are counted as u64 so files of any size work. A duplicate ACK never triggers a resend (the
+//! "sorcerer's apprentice" bug); only a timeout does. An ERROR from the client ends the transfer
+//! at once — the PXE `tsize` probe (RRQ, OACK, ERROR 8) leaves nothing running.
+
+use std::time::{Duration, Instant};
+
+use super::packet::{self, ClientPacket, ErrorCode};
+
+/// Server-side bounds on what clients may negotiate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest blksize granted (RFC 2348 allows 8..=65464); larger requests get this value.
+    pub max_blksize: u16,
+    /// Ignore the blksize option entirely, for client stacks that break on it.
+    pub no_blksize: bool,
+    /// Largest windowsize granted (RFC 7440).
+    pub max_windowsize: u16,
+    /// Retransmit timeout unless the client negotiates one (RFC 2349).
+    pub timeout: Duration,
+    /// Retransmissions of one window before giving up.
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_blksize: 1468,
+            no_blksize: false,
+            max_windowsize: 64,
+            timeout: Duration::from_secs(1),
+            max_retries: 5,
+        }
+    }
+}
+
+/// What was agreed for one transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub blksize: u16,
+    pub windowsize: u16,
+    pub timeout: Duration,
+    /// The OACK to send, if any option was accepted.
+    pub oack: Option<Vec<u8>>,
+}
+
+/// Applies RFC 2347-2349/7440 to the options of a read request for a file of `size` bytes.
+/// Unknown, malformed or out-of-range options are ignored (not acknowledged), as RFC 2347 says.
+pub fn negotiate(options: &[(String, String)], size: u64, limits: &Limits) -> Negotiated {
+    let mut n = Negotiated {
+        blksize: 512,
+        windowsize: 1,
+        timeout: limits.timeout,
+        oack: None,
+    };
+    let mut acked: Vec<(&str, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in options {
+        if !seen.insert(name.as_str()) {
+            continue; // first occurrence wins
+        }
+        let num = value.trim().parse::<u64>().ok();
+        match (name.as_str(), num) {
+            ("blksize", Some(v)) if !limits.no_blksize && (8..=65464).contains(&v) => {
+                n.blksize = (v as u16).min(limits.max_blksize);
+                acked.push(("blksize", n.blksize.to_string()));
+            }
+            ("tsize", Some(_)) => acked.push(("tsize", size.to_string())),
+            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+                n.timeout = Duration::from_secs(v);
+                acked.push(("timeout", v.to_string()));
+            }
+            ("windowsize", Some(v)) if (1..=65535).contains(&v) => {
+                n.windowsize = (v as u16).min(limits.max_windowsize.max(1));
+                acked.push(("windowsize", n.windowsize.to_string()));
+            }
+            _ => {}
+        }
+    }
+    if !acked.is_empty() {
+        n.oack = Some(packet::oack(&acked));
+    }
+    n
+}
+
+/// Something for the shell to transmit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Send {
+    /// A ready datagram (OACK or ERROR).
+    Packet(Vec<u8>),
+    /// DATA for absolute blocks `first..=last` (block 1 starts at offset 0).
+    Blocks { first: u64, last: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client acknowledged the last block.
+    Complete,
+    /// The client sent ERROR (code 8 after OACK is the PXE size probe).
+    ClientError { code: u16, message: String },
+    /// No progress after the allowed retransmissions.
+    TimedOut,
+    /// The client sent an opcode that has no place in a read transfer.
+    IllegalOperation { opcode: u16 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Call `handle(Input::Timeout, ..)` at this instant if nothing arrives before.
+    WaitUntil(Instant),
+    Done(Outcome),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub send: Vec<Send>,
+    pub next: Next,
+}
+
+pub enum Input<'a> {
+    Datagram(&'a [u8]),
+    Timeout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// OACK sent; waiting for ACK 0.
+    Negotiating,
+    Sending,
+    Finished,
+}
+
+pub struct Transfer {
+    pub negotiated: Negotiated,
+    pub size: u64,
+    /// Absolute number of the final (short, possibly empty) block.
+    last_block: u64,
+    phase: Phase,
+    /// Highest absolute block acknowledged.
+    acked: u64,
+    /// Highest absolute block sent.
+    sent_to: u64,
+    retries: u32,
+    max_retries: u32,
+    deadline: Instant,
+    /// Blocks (and OACKs) sent again, after a timeout or a partial-window ACK.
+    pub retransmits: u64,
+}
+
+impl Transfer {
+    /// Begins a transfer of `size` bytes: sends the OACK, or the first window if there is none.
+    pub fn start(negotiated: Negotiated, size: u64, limits: &Limits, now: Instant) -> (Transfer, Step) {
+        let mut t = Transfer {
+            last_block: size / u64::from(negotiated.blksize) + 1,
+            negotiated,
+            size,
+            phase: Phase::Negotiating,
+            acked: 0,
+            sent_to: 0,
+            retries: 0,
+            max_retries: limits.max_retries,
+            deadline: now,
+            retransmits: 0,
+        };
+        let step = match t.negotiated.oack.clone() {
+            Some(oack) => t.wait(vec![Send::Packet(oack)], now),
+            None => {
+                t.phase = Phase::Sending;
+                let s = t.send_window();
+                t.wait(s, now)
+            }
+        };
+        (t, step)
+    }
+
+    /// Bytes in block `block` and its file offset.
+    pub fn block_span(&self, block: u64) -> (u64, usize) {
+        let bs = u64::from(self.negotiated.blksize);
+        let offset = (block - 1) * bs;
+        (offset, self.size.saturating_sub(offset).min(bs) as usize)
+    }
+
+    fn wait(&mut self, send: Vec<Send>, now: Instant) -> Step {
+        self.deadline = now + self.negotiated.timeout;
+        Step {
+            send,
+            next: Next::WaitUntil(self.deadline),
+        }
+    }
+
+    fn finish(&mut self, send: Vec<Send>, outcome: Outcome) -> Step {
+        self.phase = Phase::Finished;
+        Step {
+            send,
+            next: Next::Done(outcome),
+        }
+    }
+
+    /// Sends the window after the last acknowledged block.
+    fn send_window(&mut self) -> Vec<Send> {
+        let first = self.acked + 1;
+        let last = (self.acked + u64::from(self.negotiated.windowsize)).min(self.last_block);
+        self.sent_to = last;
+        vec![Send::Blocks { first, last }]
+    }
+
+    /// The absolute block a 16-bit ACK refers to: the latest one sent with those low bits.
+    fn absolute(&self, wire: u16) -> u64 {
+        let back = (self.sent_to as u16).wrapping_sub(wire);
+        self.sent_to.saturating_sub(u64::from(back))
+    }
+
+    pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Step {
+        if self.phase == Phase::Finished {
+            return Step { send: vec![], next: Next::Done(Outcome::Complete) };
+        }
+        match input {
+            Input::Timeout => self.on_timeout(now),
+            Input::Datagram(d) => match packet::parse_client(d) {
+                // Truncated junk: not worth ending a good transfer over.
+                Err(_) => self.keep_waiting(),
+                Ok(ClientPacket::Error { code, message }) => self.finish(vec![], Outcome::ClientError { code, message }),
+                Ok(ClientPacket::Other(opcode)) => self.finish(
+                    vec![Send::Packet(packet::error(ErrorCode::IllegalOperation, "only ACK or ERROR expected"))],
+                    Outcome::IllegalOperation { opcode },
+                ),
+                Ok(ClientPacket::Ack(n)) => self.on_ack(n, now),
+            },
+        }
+    }
+
+    fn keep_waiting(&self) -> Step {
+        Step {
+            send: vec![],
+            next: Next::WaitUntil(self.deadline),
+        }
+    }
+
+    fn on_ack(&mut self, wire: u16, now: Instant) -> Step {
+        if self.phase == Phase::Negotiating {
+            if wire != 0 {
+                return self.keep_waiting();
+            }
+            self.phase = Phase::Sending;
+            self.retries = 0;
+            let s = self.send_window();
+            return self.wait(s, now);
+        }
+        let block = self.absolute(wire);
+        if block <= self.acked {
+            // Duplicate or stale: resending here would double every packet from now on.
+            return self.keep_waiting();
+        }
+        self.acked = block;
+        self.retries = 0;
+        if self.acked >= self.last_block {
+            return self.finish(vec![], Outcome::Complete);
+        }
+        // End of window, or a partial ACK after a gap (RFC 7440 §4): continue after `block`,
+        // which sends the blocks after the gap again.
+        self.retransmits += self.sent_to - block;
+        let s = self.send_window();
+        self.wait(s, now)
+    }
+
+    fn on_timeout(&mut self, now: Instant) -> Step {
+        if now < self.deadline {
+            return self.keep_waiting();
+        }
+        if self.retries >= self.max_retries {
+            let err = packet::error(ErrorCode::NotDefined, "timed out waiting for ACK");
+            return self.finish(vec![Send::Packet(err)], Outcome::TimedOut);
+        }
+        self.retries += 1;
+        let send = match self.phase {
+            Phase::Negotiating => {
+                self.retransmits += 1;
+                vec![Send::Packet(self.negotiated.oack.clone().unwrap_or_default())]
+            }
+            _ => {
+                self.retransmits += self.sent_to - self.acked;
+                vec![Send::Blocks { first: self.acked + 1, last: self.sent_to }]
+            }
+        };
+        self.wait(send, now)
+    }
+}
+
+#[cfg(test)]
+#[path = "transfer_tests.rs"]
+mod tests;
