@@ -42,6 +42,15 @@ pub enum EventKind {
     Operator { action: String },
     /// The machine was observed on the network (`via`: dhcp, tftp, http, …).
     Seen { via: String, detail: String },
+    /// A file transfer to the machine ended (`protocol`: tftp, http).
+    Transfer {
+        protocol: String,
+        file: String,
+        bytes: u64,
+        millis: u64,
+        retransmits: u64,
+        outcome: String,
+    },
     /// A profile was added, replaced or removed.
     Profile { name: String, action: String },
     /// Free text (import summaries, installer log lines that matter).
@@ -63,6 +72,18 @@ impl fmt::Display for EventKind {
             }
             EventKind::Operator { action } => write!(f, "operator {action}"),
             EventKind::Seen { via, detail } => write!(f, "seen on {via}: {detail}"),
+            EventKind::Transfer {
+                protocol,
+                file,
+                bytes,
+                millis,
+                retransmits,
+                outcome,
+            } => write!(
+                f,
+                "{protocol} {file}: {bytes} bytes in {:.2}s, {retransmits} retransmits, {outcome}",
+                *millis as f64 / 1000.0
+            ),
             EventKind::Profile { name, action } => write!(f, "profile {name} {action}"),
             EventKind::Note { message } => f.write_str(message),
         }

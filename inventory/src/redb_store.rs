@@ -404,6 +404,13 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let v = table.get(u32::from(ip))?;
+        v.map(|v| decode("leases", v.value())).transpose()
+    }
+
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(TOKENS)?

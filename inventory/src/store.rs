@@ -58,6 +58,8 @@ pub trait Store: Send + Sync + 'static {
     fn put_leases(&self, leases: &[Lease]) -> Result<()>;
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()>;
     fn leases(&self) -> Result<Vec<Lease>>;
+    /// The lease recorded for an address, active or not.
+    fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>>;
 
     /// Stores a token record under the hash of its secret.
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()>;

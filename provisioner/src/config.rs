@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use inventory::Deadlines;
 
+use crate::tftp::server::TftpSettings;
+use crate::tftp::transfer::Limits;
+
 /// The TOML file, as written.
 pub mod wire {
     use serde::Deserialize;
@@ -22,6 +25,25 @@ pub mod wire {
         pub lifecycle: Lifecycle,
         #[serde(default)]
         pub log: Log,
+        #[serde(default)]
+        pub tftp: Tftp,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tftp {
+        pub enabled: Option<bool>,
+        pub listen: Option<String>,
+        pub root: Option<String>,
+        pub loaders_dir: Option<String>,
+        pub max_blksize: Option<u64>,
+        pub no_blksize: Option<bool>,
+        pub max_windowsize: Option<u64>,
+        pub timeout: Option<String>,
+        pub min_timeout: Option<String>,
+        pub retries: Option<u64>,
+        pub max_transfers: Option<u64>,
+        pub max_per_client: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -59,6 +81,19 @@ pub struct Config {
     pub deadlines: Deadlines,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `None` when `tftp.enabled = false`.
+    pub tftp: Option<TftpConfig>,
+}
+
+/// The validated `[tftp]` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TftpConfig {
+    pub listen: SocketAddr,
+    /// Operator-provided files, searched first.
+    pub root: Option<PathBuf>,
+    /// iPXE loaders (Debian's `ipxe` package installs them in /usr/lib/ipxe).
+    pub loaders_dir: PathBuf,
+    pub settings: TftpSettings,
 }
 
 /// A configuration problem, naming the key and the value.
@@ -80,6 +115,8 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_TFTP_LISTEN: &str = "0.0.0.0:69";
+pub const DEFAULT_LOADERS_DIR: &str = "/usr/lib/ipxe";
 
 impl Default for Config {
     fn default() -> Self {
@@ -132,6 +169,7 @@ impl TryFrom<wire::ConfigFile> for Config {
                 why: e.to_string(),
             });
         }
+        let tftp = tftp_config(w.tftp)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Value {
@@ -146,8 +184,112 @@ impl TryFrom<wire::ConfigFile> for Config {
             deadlines,
             log_format,
             log_level,
+            tftp,
         })
     }
+}
+
+fn socket_addr(key: &'static str, v: String) -> Result<SocketAddr, ConfigError> {
+    v.parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::Value {
+            key,
+            value: v.clone(),
+            why: format!("{e} (expected IP:PORT)"),
+        })
+}
+
+fn in_range(
+    key: &'static str,
+    v: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let v = v.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::Value {
+            key,
+            value: v.to_string(),
+            why: format!("must be between {} and {}", range.start(), range.end()),
+        })
+    }
+}
+
+fn tftp_config(w: wire::Tftp) -> Result<Option<TftpConfig>, ConfigError> {
+    if w.enabled == Some(false) {
+        return Ok(None);
+    }
+    let d = TftpSettings::default();
+    let timeout = duration("tftp.timeout", w.timeout, d.limits.timeout)?;
+    if timeout > Duration::from_secs(255) {
+        return Err(ConfigError::Value {
+            key: "tftp.timeout",
+            value: format!("{timeout:?}"),
+            why: "must be at most 255s (RFC 2349)".into(),
+        });
+    }
+    let min_timeout = match w.min_timeout {
+        None => d.limits.min_timeout,
+        Some(v) => humantime::parse_duration(&v).map_err(|e| ConfigError::Value {
+            key: "tftp.min_timeout",
+            value: v.clone(),
+            why: format!("{e} (e.g. \"50ms\")"),
+        })?,
+    };
+    if min_timeout.is_zero() || min_timeout > timeout {
+        return Err(ConfigError::Value {
+            key: "tftp.min_timeout",
+            value: format!("{min_timeout:?}"),
+            why: format!("must be above zero and at most tftp.timeout ({timeout:?})"),
+        });
+    }
+    let settings = TftpSettings {
+        limits: Limits {
+            max_blksize: in_range(
+                "tftp.max_blksize",
+                w.max_blksize,
+                d.limits.max_blksize.into(),
+                8..=65464,
+            )? as u16,
+            no_blksize: w.no_blksize.unwrap_or(false),
+            max_windowsize: in_range(
+                "tftp.max_windowsize",
+                w.max_windowsize,
+                d.limits.max_windowsize.into(),
+                1..=1024,
+            )? as u16,
+            timeout,
+            min_timeout,
+            max_retries: in_range(
+                "tftp.retries",
+                w.retries,
+                d.limits.max_retries.into(),
+                1..=100,
+            )? as u32,
+        },
+        max_transfers: in_range(
+            "tftp.max_transfers",
+            w.max_transfers,
+            d.max_transfers as u64,
+            1..=1_000_000,
+        )? as usize,
+        max_per_client: in_range(
+            "tftp.max_per_client",
+            w.max_per_client,
+            d.max_per_client as u64,
+            1..=100_000,
+        )? as usize,
+    };
+    Ok(Some(TftpConfig {
+        listen: socket_addr(
+            "tftp.listen",
+            w.listen.unwrap_or_else(|| DEFAULT_TFTP_LISTEN.into()),
+        )?,
+        root: w.root.map(PathBuf::from),
+        loaders_dir: PathBuf::from(w.loaders_dir.unwrap_or_else(|| DEFAULT_LOADERS_DIR.into())),
+        settings,
+    }))
 }
 
 fn duration(
@@ -205,6 +347,17 @@ mod tests {
     }
 
     #[test]
+    fn tftp_can_be_disabled() {
+        assert_eq!(
+            Config::parse("[tftp]\nenabled = false", Path::new("x"))
+                .unwrap()
+                .tftp,
+            None
+        );
+        assert!(Config::default().tftp.is_some());
+    }
+
+    #[test]
     fn empty_file_is_defaults() {
         assert_eq!(
             Config::parse("", Path::new("x")).unwrap(),
@@ -228,6 +381,18 @@ mod tests {
                 "must be at least 1s",
             ),
             ("[log]\nformat = \"xml\"", "config key log.format = \"xml\""),
+            (
+                "[tftp]\nmax_blksize = 70000",
+                "config key tftp.max_blksize = \"70000\": must be between 8 and 65464",
+            ),
+            (
+                "[tftp]\nlisten = \":69\"",
+                "config key tftp.listen = \":69\"",
+            ),
+            ("[tftp]\ntimeout = \"5m\"", "tftp.timeout"),
+            ("[tftp]\nmax_windowsize = 0", "tftp.max_windowsize"),
+            ("[tftp]\nmin_timeout = \"2s\"", "tftp.min_timeout"),
+            ("[tftp]\nwindowsize = 8", "unknown field `windowsize`"),
             ("[http]\nlisen = \"0.0.0.0:80\"", "unknown field `lisen`"),
             ("data_dir = ", "config file x:"),
             ("[http\nlisten=1", "config file x:"),

@@ -20,5 +20,6 @@ pub mod import;
 pub mod metrics;
 pub mod operator_token;
 pub mod serve;
+pub mod sockets;
 pub mod startup;
 pub mod tftp;

@@ -7,8 +7,124 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use inventory::{Machine, State};
 
+/// A monotonically increasing counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// TFTP server counters.
+#[derive(Default)]
+pub struct TftpMetrics {
+    pub requests: Counter,
+    pub malformed: Counter,
+    pub refused: Counter,
+    pub busy: Counter,
+    pub active: Gauge,
+    pub bytes: Counter,
+    pub retransmits: Counter,
+    /// Finished transfers by ending label.
+    endings: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl TftpMetrics {
+    pub fn finished(&self, ending: &'static str, bytes: u64, retransmits: u64) {
+        self.bytes.add(bytes);
+        self.retransmits.add(retransmits);
+        *self.endings.lock().unwrap().entry(ending).or_default() += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        let simple = [
+            (
+                "provisioner_tftp_requests_total",
+                "counter",
+                "Read/write requests received.",
+                self.requests.get(),
+            ),
+            (
+                "provisioner_tftp_malformed_total",
+                "counter",
+                "Datagrams on the TFTP port that were not valid requests.",
+                self.malformed.get(),
+            ),
+            (
+                "provisioner_tftp_refused_total",
+                "counter",
+                "Requests refused (write requests, unsupported modes).",
+                self.refused.get(),
+            ),
+            (
+                "provisioner_tftp_busy_total",
+                "counter",
+                "Requests refused by the server-wide or per-client transfer limit.",
+                self.busy.get(),
+            ),
+            (
+                "provisioner_tftp_transfers_active",
+                "gauge",
+                "Transfers running now.",
+                self.active.get(),
+            ),
+            (
+                "provisioner_tftp_bytes_total",
+                "counter",
+                "File bytes acknowledged by clients.",
+                self.bytes.get(),
+            ),
+            (
+                "provisioner_tftp_retransmits_total",
+                "counter",
+                "DATA blocks sent again.",
+                self.retransmits.get(),
+            ),
+        ];
+        for (name, kind, help, v) in simple {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        out.push_str("# HELP provisioner_tftp_transfers_total Finished transfers by outcome.\n");
+        out.push_str("# TYPE provisioner_tftp_transfers_total counter\n");
+        for (ending, n) in self.endings.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "provisioner_tftp_transfers_total{{outcome=\"{ending}\"}} {n}"
+            );
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    pub tftp: std::sync::Arc<TftpMetrics>,
     http_2xx: AtomicU64,
     http_4xx: AtomicU64,
     http_5xx: AtomicU64,
@@ -86,6 +202,7 @@ impl Metrics {
              provisioner_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+        self.tftp.render(&mut out);
         out
     }
 }

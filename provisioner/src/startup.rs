@@ -29,6 +29,12 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
     if let Some(f) = args.log_format {
         cfg.log_format = f;
     }
+    if args.no_tftp {
+        cfg.tftp = None;
+    }
+    if let (Some(t), Some(l)) = (cfg.tftp.as_mut(), args.tftp_listen) {
+        t.listen = l;
+    }
     Ok(cfg)
 }
 
@@ -73,6 +79,9 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     // Signal handlers go in before anyone is told we are listening: a SIGTERM right after the
     // listening line must shut down cleanly, not kill the process.
     let shutdown = shutdown_signal()?;
+    if let Some(tftp) = &cfg.tftp {
+        start_tftp(tftp, &app).await?;
+    }
     let listener = TcpListener::bind(cfg.http_listen).await.with_context(|| {
         format!(
             "binding the HTTP listener to {} (http.listen / --listen)",
@@ -82,6 +91,41 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
     crate::serve::run(listener, app, shutdown).await
+}
+
+/// Binds the TFTP socket, assembles the file sources and starts serving in the background.
+async fn start_tftp(cfg: &crate::config::TftpConfig, app: &App) -> anyhow::Result<()> {
+    use crate::tftp::source::{Chain, DirSource, FileSource};
+    let mut sources: Vec<Arc<dyn FileSource>> = Vec::new();
+    if let Some(root) = &cfg.root {
+        let dir =
+            DirSource::confined(root).with_context(|| format!("tftp.root {}", root.display()))?;
+        sources.push(Arc::new(dir));
+    }
+    match DirSource::trusted(&cfg.loaders_dir) {
+        Ok(dir) => sources.push(Arc::new(dir)),
+        Err(e) => tracing::warn!(
+            "tftp.loaders_dir {}: {e}; PXE clients will get no iPXE loader (install Debian's `ipxe` package or set tftp.loaders_dir)",
+            cfg.loaders_dir.display()
+        ),
+    }
+    let socket = crate::sockets::bind_udp_with_pktinfo(cfg.listen).await.with_context(|| {
+        format!(
+            "binding TFTP to {} (tftp.listen / --tftp-listen; port 69 needs root or CAP_NET_BIND_SERVICE; --no-tftp turns TFTP off)",
+            cfg.listen
+        )
+    })?;
+    tracing::info!("listening on tftp://{}", socket.local_addr()?);
+    let observer = Arc::new(crate::tftp::observer::InventoryObserver { app: app.clone() });
+    tokio::spawn(crate::tftp::server::run(
+        socket,
+        Arc::new(Chain(sources)),
+        cfg.settings.clone(),
+        observer,
+        app.metrics.tftp.clone(),
+        app.shutdown.clone(),
+    ));
+    Ok(())
 }
 
 /// Installs SIGTERM and SIGINT handlers now; the returned future completes on either.

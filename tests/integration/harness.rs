@@ -2,6 +2,7 @@
 //! "listening on" log line (never sleeps), and prints the server's log when a test fails.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -44,6 +45,8 @@ pub fn binary() -> PathBuf {
 pub struct Server {
     child: Option<Child>,
     pub url: String,
+    /// The TFTP listener, if the server runs one.
+    pub tftp: Option<SocketAddr>,
     pub data_dir: PathBuf,
     log: Arc<Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
@@ -61,9 +64,16 @@ impl Server {
     /// A server on `data_dir` (kept by the caller, e.g. across a restart) with extra arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(binary());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra);
         Server::spawn(cmd, data_dir)
     }
 
@@ -81,8 +91,8 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr);
+                if let Some(found) = listening_addr(&line) {
+                    let _ = tx.send(found);
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
@@ -92,16 +102,27 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             url: String::new(),
+            tftp: None,
             data_dir: data_dir.to_owned(),
             log,
             _tmp: None,
         };
-        match rx.recv_timeout(START_DEADLINE) {
-            Ok(addr) => server.url = format!("http://{addr}"),
-            Err(_) => panic!(
-                "provisioner did not print 'listening on' within {START_DEADLINE:?}; log:\n{}",
-                server.log()
-            ),
+        // Every other listener is announced before the HTTP one.
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((scheme, addr)) if scheme == "http" => {
+                    server.url = format!("http://{addr}");
+                    break;
+                }
+                Ok((scheme, addr)) if scheme == "tftp" => server.tftp = Some(addr.parse().unwrap()),
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "provisioner did not print 'listening on http://' within {START_DEADLINE:?}; log:\n{}",
+                    server.log()
+                ),
+            }
         }
         server
     }
@@ -170,13 +191,15 @@ impl Server {
     }
 }
 
-fn listening_addr(line: &str) -> Option<String> {
-    let rest = &line[line.find("listening on http://")? + "listening on http://".len()..];
+/// `("http", "127.0.0.1:4242")` from a line containing `listening on http://127.0.0.1:4242`.
+fn listening_addr(line: &str) -> Option<(String, String)> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let (scheme, rest) = rest.split_once("://")?;
     let addr: String = rest
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '"')
         .collect();
-    Some(addr)
+    Some((scheme.to_string(), addr))
 }
 
 impl Drop for Server {

@@ -6,4 +6,7 @@ mod api;
 mod cli;
 mod crash;
 mod harness;
+mod netns;
 mod serve;
+mod tftp;
+mod tftp_loss;

@@ -9,8 +9,14 @@ use crate::harness::{binary, stderr, Server};
 fn starts_with_no_config_in_dot_data() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(tmp.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tftp-listen",
+        "127.0.0.1:0",
+    ])
+    .current_dir(tmp.path());
     let mut s = Server::spawn(cmd, &tmp.path().join("data"));
     assert!(tmp.path().join("data/inventory.redb").is_file());
     assert!(tmp.path().join("data/operator.token").is_file());
@@ -26,7 +32,7 @@ fn config_file_is_used_and_json_logs_work() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n",
+            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[tftp]\nlisten = \"127.0.0.1:0\"\n",
             data.display().to_string()
         ),
     )
@@ -96,7 +102,14 @@ fn sigterm_ends_even_with_a_follower_connected() {
 fn second_server_on_same_data_dir_is_refused() {
     let s = Server::start();
     let out = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&s.data_dir)
         .output()
         .unwrap();

@@ -90,6 +90,12 @@ pub struct ServeArgs {
     /// Address for the HTTP API, overriding http.listen (port 0 picks a free port).
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Address for TFTP, overriding tftp.listen (port 0 picks a free port).
+    #[arg(long, value_name = "IP:PORT")]
+    pub tftp_listen: Option<SocketAddr>,
+    /// Do not run the TFTP server (overrides tftp.enabled).
+    #[arg(long)]
+    pub no_tftp: bool,
     /// Log format, overriding log.format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,

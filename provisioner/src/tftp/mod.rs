@@ -1,4 +1,15 @@
 //! TFTP (RFC 1350, 2347, 2348, 2349, 7440), read-only, for PXE loaders and boot storms.
+//!
+//! - [`packet`]: the wire format.
+//! - [`transfer`]: the sans-IO state machine of one read transfer, with option negotiation.
+//! - [`path`]: the one audited file-name normalization.
+//! - [`source`]: where files come from (directories, memory, chains), behind a trait.
+//! - [`server`]: the tokio shell: listener, per-transfer sockets, limits, reports.
+//! - [`observer`]: turns finished transfers into inventory events.
 
+pub mod observer;
 pub mod packet;
+pub mod path;
+pub mod server;
+pub mod source;
 pub mod transfer;

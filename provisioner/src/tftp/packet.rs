@@ -39,7 +39,10 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientPacket {
     Ack(u16),
-    Error { code: u16, message: String },
+    Error {
+        code: u16,
+        message: String,
+    },
     /// Any other opcode (or a request on the transfer port).
     Other(u16),
 }
@@ -70,7 +73,10 @@ fn opcode(buf: &[u8]) -> Result<u16, ParseError> {
 fn strings<'a>(mut rest: &'a [u8], what: &'static str) -> Result<Vec<&'a [u8]>, ParseError> {
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let end = rest.iter().position(|b| *b == 0).ok_or(ParseError::Unterminated(what))?;
+        let end = rest
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or(ParseError::Unterminated(what))?;
         out.push(&rest[..end]);
         rest = &rest[end + 1..];
     }
@@ -78,7 +84,9 @@ fn strings<'a>(mut rest: &'a [u8], what: &'static str) -> Result<Vec<&'a [u8]>, 
 }
 
 fn text(b: &[u8], what: &'static str) -> Result<String, ParseError> {
-    std::str::from_utf8(b).map(str::to_owned).map_err(|_| ParseError::NotUtf8(what))
+    std::str::from_utf8(b)
+        .map(str::to_owned)
+        .map_err(|_| ParseError::NotUtf8(what))
 }
 
 /// Parses an RRQ or WRQ (RFC 1350 §5, RFC 2347 §2).
@@ -101,7 +109,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, ParseError> {
         if name.is_empty() {
             continue;
         }
-        let value = it.next().ok_or_else(|| ParseError::OptionWithoutValue(name.clone()))?;
+        let value = it
+            .next()
+            .ok_or_else(|| ParseError::OptionWithoutValue(name.clone()))?;
         options.push((name, text(value, "option value")?));
     }
     Ok(Request {
@@ -184,9 +194,23 @@ mod tests {
 
     #[test]
     fn parses_pxe_tsize_probe() {
-        let r = parse_request(&rrq(&["snponly.efi", "octet", "tsize", "0", "blksize", "1468"])).unwrap();
+        let r = parse_request(&rrq(&[
+            "snponly.efi",
+            "octet",
+            "tsize",
+            "0",
+            "blksize",
+            "1468",
+        ]))
+        .unwrap();
         assert_eq!(r.filename, "snponly.efi");
-        assert_eq!(r.options, vec![("tsize".into(), "0".into()), ("blksize".into(), "1468".into())]);
+        assert_eq!(
+            r.options,
+            vec![
+                ("tsize".into(), "0".into()),
+                ("blksize".into(), "1468".into())
+            ]
+        );
         assert!(!r.write);
     }
 
@@ -220,9 +244,18 @@ mod tests {
         assert_eq!(parse_client(&ack(7)).unwrap(), ClientPacket::Ack(7));
         assert_eq!(
             parse_client(&error(ErrorCode::OptionNegotiation, "no")).unwrap(),
-            ClientPacket::Error { code: 8, message: "no".into() }
+            ClientPacket::Error {
+                code: 8,
+                message: "no".into()
+            }
         );
-        assert_eq!(parse_client(&[0, 5, 0, 8]).unwrap(), ClientPacket::Error { code: 8, message: String::new() });
+        assert_eq!(
+            parse_client(&[0, 5, 0, 8]).unwrap(),
+            ClientPacket::Error {
+                code: 8,
+                message: String::new()
+            }
+        );
         assert_eq!(parse_client(&[0, 9, 1, 2]).unwrap(), ClientPacket::Other(9));
         assert!(parse_client(&[0, 4, 1]).is_err());
         assert!(parse_client(&[0]).is_err());

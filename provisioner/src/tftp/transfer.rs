@@ -21,9 +21,13 @@ pub struct Limits {
     pub no_blksize: bool,
     /// Largest windowsize granted (RFC 7440).
     pub max_windowsize: u16,
-    /// Retransmit timeout unless the client negotiates one (RFC 2349).
+    /// Retransmit timeout unless the client negotiates one (RFC 2349). Without a negotiated
+    /// timeout the transfer adapts below this to the measured round trip (RFC 1350 §2 asks for
+    /// adaptive timeouts), so a lossy link does not cost a full second per lost packet.
     pub timeout: Duration,
-    /// Retransmissions of one window before giving up.
+    /// Floor of the adaptive timeout.
+    pub min_timeout: Duration,
+    /// Retransmissions at the full timeout (after backing off to it) before giving up.
     pub max_retries: u32,
 }
 
@@ -34,6 +38,7 @@ impl Default for Limits {
             no_blksize: false,
             max_windowsize: 64,
             timeout: Duration::from_secs(1),
+            min_timeout: Duration::from_millis(20),
             max_retries: 5,
         }
     }
@@ -44,6 +49,7 @@ impl Default for Limits {
 pub struct Negotiated {
     pub blksize: u16,
     pub windowsize: u16,
+    /// Upper bound of the retransmission timer (the client's, if it negotiated one).
     pub timeout: Duration,
     /// The OACK to send, if any option was accepted.
     pub oack: Option<Vec<u8>>,
@@ -145,16 +151,31 @@ pub struct Transfer {
     acked: u64,
     /// Highest absolute block sent.
     sent_to: u64,
+    /// Consecutive timeouts without progress.
     retries: u32,
+    /// Of those, the ones at the full timeout; the transfer ends when this passes `max_retries`.
+    full_retries: u32,
     max_retries: u32,
     deadline: Instant,
+    /// Smoothed round trip and its variance (RFC 6298 style), from windows sent only once.
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    min_timeout: Duration,
+    /// When the outstanding window was (last) sent, and whether it was ever sent again.
+    window_sent: Instant,
+    window_clean: bool,
     /// Blocks (and OACKs) sent again, after a timeout or a partial-window ACK.
     pub retransmits: u64,
 }
 
 impl Transfer {
     /// Begins a transfer of `size` bytes: sends the OACK, or the first window if there is none.
-    pub fn start(negotiated: Negotiated, size: u64, limits: &Limits, now: Instant) -> (Transfer, Step) {
+    pub fn start(
+        negotiated: Negotiated,
+        size: u64,
+        limits: &Limits,
+        now: Instant,
+    ) -> (Transfer, Step) {
         let mut t = Transfer {
             last_block: size / u64::from(negotiated.blksize) + 1,
             negotiated,
@@ -163,19 +184,30 @@ impl Transfer {
             acked: 0,
             sent_to: 0,
             retries: 0,
+            full_retries: 0,
             max_retries: limits.max_retries,
             deadline: now,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            min_timeout: limits.min_timeout,
+            window_sent: now,
+            window_clean: true,
             retransmits: 0,
         };
         let step = match t.negotiated.oack.clone() {
             Some(oack) => t.wait(vec![Send::Packet(oack)], now),
             None => {
                 t.phase = Phase::Sending;
-                let s = t.send_window();
+                let s = t.send_window(now);
                 t.wait(s, now)
             }
         };
         (t, step)
+    }
+
+    /// File bytes the client has acknowledged.
+    pub fn bytes_acked(&self) -> u64 {
+        (self.acked * u64::from(self.negotiated.blksize)).min(self.size)
     }
 
     /// Bytes in block `block` and its file offset.
@@ -185,11 +217,56 @@ impl Transfer {
         (offset, self.size.saturating_sub(offset).min(bs) as usize)
     }
 
+    /// Arms the retransmit timer: the negotiated timeout, doubled for each retransmission of the
+    /// same data (at most 8×). Backing off matters beyond congestion: atftp's windowed client
+    /// ignores old blocks until it has been silent for its own 5 s timeout, so a server that
+    /// retransmits every second can keep it from ever re-acknowledging.
     fn wait(&mut self, send: Vec<Send>, now: Instant) -> Step {
-        self.deadline = now + self.negotiated.timeout;
+        self.deadline = now + self.interval();
         Step {
             send,
             next: Next::WaitUntil(self.deadline),
+        }
+    }
+
+    /// The retransmission timeout before backoff: adapted to the measured round trip, between
+    /// `min_timeout` and the timeout. A timeout the client negotiated (RFC 2349) is how long it is
+    /// willing to wait, so it caps the timer; retransmitting sooner only risks a duplicate, which
+    /// clients acknowledge again (curl asks for 6 s: taken literally, each lost packet would
+    /// cost 6 s).
+    fn rto(&self) -> Duration {
+        let full = self.negotiated.timeout;
+        match self.srtt {
+            Some(srtt) => (srtt + 4 * self.rttvar).clamp(self.min_timeout.min(full), full),
+            None => full,
+        }
+    }
+
+    /// The current wait: the timeout doubled per consecutive retransmission, at most 8× the
+    /// full timeout.
+    fn interval(&self) -> Duration {
+        let cap = self.negotiated.timeout * 8;
+        self.rto()
+            .saturating_mul(1u32 << self.retries.min(16))
+            .min(cap)
+    }
+
+    /// Learns from the round trip of a window that was sent once (Karn's rule).
+    fn sample_rtt(&mut self, now: Instant) {
+        if !self.window_clean {
+            return;
+        }
+        let r = now.saturating_duration_since(self.window_sent);
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(r);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + r) / 8);
+            }
         }
     }
 
@@ -202,7 +279,9 @@ impl Transfer {
     }
 
     /// Sends the window after the last acknowledged block.
-    fn send_window(&mut self) -> Vec<Send> {
+    fn send_window(&mut self, now: Instant) -> Vec<Send> {
+        self.window_sent = now;
+        self.window_clean = true;
         let first = self.acked + 1;
         let last = (self.acked + u64::from(self.negotiated.windowsize)).min(self.last_block);
         self.sent_to = last;
@@ -217,16 +296,24 @@ impl Transfer {
 
     pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Step {
         if self.phase == Phase::Finished {
-            return Step { send: vec![], next: Next::Done(Outcome::Complete) };
+            return Step {
+                send: vec![],
+                next: Next::Done(Outcome::Complete),
+            };
         }
         match input {
             Input::Timeout => self.on_timeout(now),
             Input::Datagram(d) => match packet::parse_client(d) {
                 // Truncated junk: not worth ending a good transfer over.
                 Err(_) => self.keep_waiting(),
-                Ok(ClientPacket::Error { code, message }) => self.finish(vec![], Outcome::ClientError { code, message }),
+                Ok(ClientPacket::Error { code, message }) => {
+                    self.finish(vec![], Outcome::ClientError { code, message })
+                }
                 Ok(ClientPacket::Other(opcode)) => self.finish(
-                    vec![Send::Packet(packet::error(ErrorCode::IllegalOperation, "only ACK or ERROR expected"))],
+                    vec![Send::Packet(packet::error(
+                        ErrorCode::IllegalOperation,
+                        "only ACK or ERROR expected",
+                    ))],
                     Outcome::IllegalOperation { opcode },
                 ),
                 Ok(ClientPacket::Ack(n)) => self.on_ack(n, now),
@@ -248,7 +335,8 @@ impl Transfer {
             }
             self.phase = Phase::Sending;
             self.retries = 0;
-            let s = self.send_window();
+            self.full_retries = 0;
+            let s = self.send_window(now);
             return self.wait(s, now);
         }
         let block = self.absolute(wire);
@@ -256,15 +344,17 @@ impl Transfer {
             // Duplicate or stale: resending here would double every packet from now on.
             return self.keep_waiting();
         }
+        self.sample_rtt(now);
         self.acked = block;
         self.retries = 0;
+        self.full_retries = 0;
         if self.acked >= self.last_block {
             return self.finish(vec![], Outcome::Complete);
         }
         // End of window, or a partial ACK after a gap (RFC 7440 §4): continue after `block`,
         // which sends the blocks after the gap again.
         self.retransmits += self.sent_to - block;
-        let s = self.send_window();
+        let s = self.send_window(now);
         self.wait(s, now)
     }
 
@@ -272,19 +362,28 @@ impl Transfer {
         if now < self.deadline {
             return self.keep_waiting();
         }
-        if self.retries >= self.max_retries {
+        if self.interval() >= self.negotiated.timeout {
+            self.full_retries += 1;
+        }
+        if self.full_retries > self.max_retries {
             let err = packet::error(ErrorCode::NotDefined, "timed out waiting for ACK");
             return self.finish(vec![Send::Packet(err)], Outcome::TimedOut);
         }
         self.retries += 1;
+        self.window_clean = false;
         let send = match self.phase {
             Phase::Negotiating => {
                 self.retransmits += 1;
-                vec![Send::Packet(self.negotiated.oack.clone().unwrap_or_default())]
+                vec![Send::Packet(
+                    self.negotiated.oack.clone().unwrap_or_default(),
+                )]
             }
             _ => {
                 self.retransmits += self.sent_to - self.acked;
-                vec![Send::Blocks { first: self.acked + 1, last: self.sent_to }]
+                vec![Send::Blocks {
+                    first: self.acked + 1,
+                    last: self.sent_to,
+                }]
             }
         };
         self.wait(send, now)

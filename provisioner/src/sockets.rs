@@ -1,0 +1,90 @@
+//! Socket quirks, all in one place (the DHCP server will use the same helpers).
+//!
+//! - `IP_PKTINFO`: a server bound to `0.0.0.0` must learn which local address a datagram was sent
+//!   to, so that its answer (TFTP: a new per-transfer socket) comes from that address. Linux
+//!   reports it in a control message on `recvmsg`.
+//! - Per-transfer sockets are bound to that local address on an ephemeral port and `connect`ed to
+//!   the client, so the kernel filters other sources (RFC 1350 transfer IDs) for us.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Where a datagram arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    pub peer: SocketAddr,
+    /// The local address to answer from: the destination address of the datagram, or, for a
+    /// broadcast, the address of the interface it came in on. `None` if the kernel did not say.
+    pub local: Option<IpAddr>,
+    /// Interface index it arrived on (0 if unknown).
+    pub ifindex: u32,
+}
+
+/// Binds a UDP socket that reports the local address of each datagram.
+pub async fn bind_udp_with_pktinfo(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(addr).await?;
+    if addr.is_ipv4() {
+        setsockopt(&sock, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+    }
+    Ok(sock)
+}
+
+/// Receives one datagram with its arrival details.
+pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Arrival)> {
+    let bound = sock.local_addr()?;
+    sock.async_io(Interest::READABLE, || {
+        let mut iov = [IoSliceMut::new(buf)];
+        let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
+        let msg = recvmsg::<SockaddrStorage>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let peer = msg
+            .address
+            .and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+            })
+            .ok_or_else(|| io::Error::other("datagram without an IPv4 source address"))?;
+        let mut arrival = Arrival {
+            peer,
+            local: (!bound.ip().is_unspecified()).then_some(bound.ip()),
+            ifindex: 0,
+        };
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
+                    let dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
+                    let spec = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
+                    let local = if dst.is_broadcast() || dst.is_multicast() || dst.is_unspecified()
+                    {
+                        spec
+                    } else {
+                        dst
+                    };
+                    arrival.local = Some(IpAddr::V4(local));
+                    arrival.ifindex = pi.ipi_ifindex as u32;
+                }
+            }
+        }
+        Ok((msg.bytes, arrival))
+    })
+    .await
+}
+
+/// A socket for one exchange with `peer`, sending from `local` on a fresh port.
+pub async fn connected_udp(local: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
+    sock.connect(peer).await?;
+    Ok(sock)
+}

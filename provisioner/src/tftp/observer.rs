@@ -1,0 +1,45 @@
+//! Records finished TFTP transfers as events of the machine that holds the client's address in
+//! the lease table. Transfers from addresses without a lease are only logged and counted.
+
+use std::net::IpAddr;
+
+use inventory::{EventKind, NewEvent};
+
+use super::server::{Observer, Report};
+use crate::app::{now, App};
+
+pub struct InventoryObserver {
+    pub app: App,
+}
+
+impl Observer for InventoryObserver {
+    fn finished(&self, r: Report) {
+        let IpAddr::V4(ip) = r.client.ip() else {
+            return;
+        };
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let t = now();
+            let kind = EventKind::Transfer {
+                protocol: "tftp".into(),
+                file: r.file.clone(),
+                bytes: r.bytes,
+                millis: r.duration.as_millis() as u64,
+                retransmits: r.retransmits,
+                outcome: r.ending.label().into(),
+            };
+            let result = app
+                .write(move |s| {
+                    let Some(lease) = s.lease_by_ip(ip)? else {
+                        return Ok(((), vec![]));
+                    };
+                    let events = s.append_events(vec![NewEvent::machine(lease.mac, kind)], t)?;
+                    Ok(((), events))
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "recording a TFTP transfer event failed");
+            }
+        });
+    }
+}
