@@ -44,6 +44,13 @@ impl Netns {
         c
     }
 
+    /// The same command, run inside the namespace.
+    pub fn wrap(&self, c: &Command) -> Command {
+        let mut w = self.command(c.get_program().to_str().expect("UTF-8 program path"));
+        w.args(c.get_args());
+        w
+    }
+
     /// Drops `percent`% of the TFTP DATA (opcode 3) and ACK (opcode 4) datagrams arriving on any
     /// interface, at random (nftables matching the first bytes of the UDP payload). ACK 0 — the
     /// answer to an OACK — is spared: a lost ACK 0 makes the server resend its OACK, and atftp

@@ -104,7 +104,7 @@ pub fn atftp(addr: SocketAddr, file: &str, blksize: u32, window: u32, out: &Path
     c
 }
 
-fn tftp_hpa(addr: SocketAddr, file: &str, out: &Path) -> Command {
+pub fn tftp_hpa(addr: SocketAddr, file: &str, out: &Path) -> Command {
     let mut c = Command::new("tftp");
     c.args([
         "-m",

@@ -1,11 +1,9 @@
 //! TFTP over a link that loses 10% of DATA and ACK datagrams (both directions), inside a test
 //! namespace.
 
-use std::process::Command;
-
 use crate::harness::{binary, stderr, Server};
 use crate::netns::Netns;
-use crate::tftp::content;
+use crate::tftp::{atftp, content, curl, tftp_hpa};
 
 #[test]
 fn transfers_complete_with_ten_percent_loss() {
@@ -38,44 +36,17 @@ fn transfers_complete_with_ten_percent_loss() {
     let addr = s.tftp.unwrap();
     ns.drop_tftp_data_and_acks(10);
     let out = tempfile::tempdir().unwrap();
-    let clients: Vec<(&str, Command)> = vec![
-        ("atftp-w16", {
-            let mut c = ns.command("atftp");
-            c.args([
-                "--option",
-                "blksize 1468",
-                "--option",
-                "windowsize 16",
-                "-g",
-                "-r",
-                "ipxe.efi",
-                "-l",
-            ])
-            .arg(out.path().join("atftp-w16"))
-            .args([addr.ip().to_string(), addr.port().to_string()]);
-            c
-        }),
-        ("curl", {
-            let mut c = ns.command("curl");
-            c.args(["-sS", "--max-time", "120", "--tftp-blksize", "1468", "-o"])
-                .arg(out.path().join("curl"))
-                .arg(format!("tftp://{addr}/ipxe.efi"));
-            c
-        }),
-        ("tftp-hpa", {
-            let mut c = ns.command("tftp");
-            c.args([
-                "-m",
-                "binary",
-                &addr.ip().to_string(),
-                &addr.port().to_string(),
-                "-c",
-                "get",
-                "ipxe.efi",
-            ])
-            .arg(out.path().join("tftp-hpa"));
-            c
-        }),
+    let o = |name: &str| out.path().join(name);
+    let clients = [
+        (
+            "atftp-w16",
+            ns.wrap(&atftp(addr, "ipxe.efi", 1468, 16, &o("atftp-w16"))),
+        ),
+        ("curl", ns.wrap(&curl(addr, "ipxe.efi", 1468, &o("curl")))),
+        (
+            "tftp-hpa",
+            ns.wrap(&tftp_hpa(addr, "ipxe.efi", &o("tftp-hpa"))),
+        ),
     ];
     for (name, mut c) in clients {
         let t = std::time::Instant::now();
