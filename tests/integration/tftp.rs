@@ -568,3 +568,48 @@ fn default_serve_hands_out_debian_ipxe_loaders() {
         &out.path().join("undionly.kpxe"),
     );
 }
+
+#[test]
+fn replies_come_from_the_address_the_request_was_sent_to() {
+    // Bound to the wildcard address, the server must answer 127.0.0.2 from 127.0.0.2 (IP_PKTINFO),
+    // or clients that check the source address drop the reply.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/f"), content(3000, 3)).unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[tftp]\nroot = {:?}\n",
+            dir.path().join("root").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut serve = Command::new(crate::harness::binary());
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "0.0.0.0:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"));
+    let s = Server::spawn(serve, &dir.path().join("data"));
+    let port = s.tftp.unwrap().port();
+    for target in ["127.0.0.2", "127.0.0.1"] {
+        let c = Raw::new(SocketAddr::new(target.parse().unwrap(), port));
+        c.rrq("f", &[]);
+        let (p, from) = c.recv();
+        assert_eq!(opcode(&p), 3);
+        assert_eq!(
+            from.ip().to_string(),
+            target,
+            "reply to a request sent to {target}"
+        );
+        assert_ne!(from.port(), port);
+    }
+}

@@ -364,3 +364,50 @@ fn timeout_adapts_to_the_round_trip_below_any_negotiated_one() {
     let s = t.handle(Input::Datagram(&ack(1)), t0 + Duration::from_millis(2));
     assert_eq!(s.next, Next::WaitUntil(t0 + Duration::from_millis(22)));
 }
+
+#[test]
+fn random_datagrams_never_panic_the_parsers_or_a_transfer() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let now = Instant::now();
+    let l = Limits::default();
+    for round in 0..2_000 {
+        let len = (next() % 80) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Bias towards plausible opcodes so the deeper paths are reached too.
+        if len >= 2 {
+            d[0] = 0;
+            d[1] = (next() % 8) as u8;
+        }
+        let _ = crate::tftp::packet::parse_request(&d);
+        let _ = crate::tftp::packet::parse_client(&d);
+        if let Ok(req) = crate::tftp::packet::parse_request(&d) {
+            let _ = crate::tftp::path::normalize(&req.filename);
+            let n = negotiate(&req.options, round * 37, &l);
+            assert!(n.blksize >= 8 && n.windowsize >= 1);
+        }
+        let size = next() % 100_000;
+        let (mut t, _) = Transfer::start(negotiate(&[], size, &l), size, &l, now);
+        for i in 0..20 {
+            let len = (next() % 10) as usize;
+            let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if len >= 2 && i % 2 == 0 {
+                p[0] = 0;
+                p[1] = 4; // ACK with a random block number
+            }
+            let step = t.handle(Input::Datagram(&p), now + Duration::from_millis(i));
+            for s in step.send {
+                if let Send::Blocks { first, last } = s {
+                    assert!(first >= 1 && first <= last);
+                    let (off, n) = t.block_span(last);
+                    assert!(off + n as u64 <= size);
+                }
+            }
+        }
+    }
+}
