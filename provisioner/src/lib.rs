@@ -1,21 +1,27 @@
-//! The provisioner daemon and its CLI: the operator API over the inventory today; DHCP, TFTP
-//! and HTTP boot land beside it.
+//! The provisioner daemon and its CLI: the operator API over the inventory and TFTP today; DHCP
+//! and HTTP boot land beside them.
 //!
 //! # Layout
 //! - [`config`]: TOML wire structs and their validation into [`config::Config`].
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
+//! - [`boot_decision`]: the one per-machine decision every boot path asks (install, disk, hold).
+//! - [`dhcp`]: DHCP core pieces: client classification, reply destination, boot answers.
 //! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`operator_token`]: first-start creation of the operator token.
 //! - [`serve`]: runs the server on bound listeners until shutdown; the deadline sweeper.
+//! - [`sockets`]: socket quirks in one place (IP_PKTINFO, per-transfer sockets).
+//! - [`tftp`]: the TFTP server (sans-IO transfers, tokio shell, file sources).
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
 
 pub mod api;
 pub mod app;
+pub mod boot_decision;
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod import;
 pub mod metrics;
 pub mod operator_token;

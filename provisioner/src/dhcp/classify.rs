@@ -1,0 +1,162 @@
+//! Who is asking: the boot stage (PXE firmware, UEFI HTTP boot, iPXE, or an ordinary client) and
+//! the architecture, from the options of a request. See `docs/pxe-reference.md` in shared/.
+//!
+//! Option 93 (RFC 4578, with the IANA errata): 7 **and 9** are x86-64 UEFI (older firmware sends
+//! 9; dhcproto once mapped it to "EFI BC"), 16/19 are UEFI HTTP boot, 0 is BIOS.
+
+use dhcproto::v4::{DhcpOption, Message, OptionCode};
+use inventory::Mac;
+
+/// The firmware family, from option 93.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    EfiIa32,
+    EfiX64,
+    EfiArm32,
+    EfiArm64,
+    HttpIa32,
+    HttpX64,
+    HttpArm32,
+    HttpArm64,
+    RpiBoot,
+    Other(u16),
+}
+
+impl Firmware {
+    pub fn from_arch(code: u16) -> Self {
+        match code {
+            0 => Firmware::Bios,
+            6 => Firmware::EfiIa32,
+            7 | 9 => Firmware::EfiX64,
+            10 => Firmware::EfiArm32,
+            11 => Firmware::EfiArm64,
+            15 => Firmware::HttpIa32,
+            16 => Firmware::HttpX64,
+            18 => Firmware::HttpArm32,
+            19 => Firmware::HttpArm64,
+            41 => Firmware::RpiBoot,
+            n => Firmware::Other(n),
+        }
+    }
+
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Firmware::HttpIa32 | Firmware::HttpX64 | Firmware::HttpArm32 | Firmware::HttpArm64
+        )
+    }
+
+    /// `efi` or `pcbios`, as iPXE's `${platform}` says.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Firmware::Bios => "pcbios",
+            _ => "efi",
+        }
+    }
+}
+
+/// Where in the boot chain the client is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Firmware PXE (option 60 `PXEClient…`, or `HW-Client…` from some NICs): wants a TFTP loader.
+    Pxe,
+    /// UEFI HTTP boot (option 60 `HTTPClient…`): wants an `http://` URL of an EFI file.
+    HttpBoot,
+    /// iPXE (option 77 `iPXE` or option 175 present): wants the URL of its script.
+    Ipxe,
+    /// Anything else (an installed OS, a udhcpc in an initramfs): an address only.
+    Plain,
+}
+
+/// What a request says about its sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    pub mac: Mac,
+    pub stage: Stage,
+    /// Option 93, first entry.
+    pub arch: Option<u16>,
+    pub firmware: Option<Firmware>,
+    /// Option 60 as text (lossy).
+    pub vendor_class: Option<String>,
+    /// Option 97 as an SMBIOS UUID, when the client sent one (Intel NICs often do not).
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("hardware address of {0} bytes is not an Ethernet MAC")]
+    NotEthernet(usize),
+}
+
+/// iPXE's encapsulated options (RFC-less, iPXE's own).
+const IPXE_ENCAP: u8 = 175;
+
+pub fn classify(msg: &Message) -> Result<Client, ClassifyError> {
+    let ch = msg.chaddr();
+    if msg.hlen() != 6 || ch.len() < 6 {
+        return Err(ClassifyError::NotEthernet(msg.hlen() as usize));
+    }
+    let mac = Mac::new([ch[0], ch[1], ch[2], ch[3], ch[4], ch[5]]);
+    let opts = msg.opts();
+    let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(v)) => Some(String::from_utf8_lossy(v).into_owned()),
+        _ => None,
+    };
+    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+        _ => None,
+    };
+    let user_class_ipxe = match opts.get(OptionCode::UserClass) {
+        Some(DhcpOption::UserClass(v)) => v.windows(4).any(|w| w == b"iPXE"),
+        _ => false,
+    };
+    let ipxe = user_class_ipxe || opts.get(OptionCode::Unknown(IPXE_ENCAP)).is_some();
+    let vc = vendor_class.as_deref().unwrap_or("");
+    let stage = if ipxe {
+        Stage::Ipxe
+    } else if vc.starts_with("HTTPClient") {
+        Stage::HttpBoot
+    } else if vc.starts_with("PXEClient") || vc.starts_with("HW-Client") {
+        Stage::Pxe
+    } else {
+        Stage::Plain
+    };
+    let uuid = match opts.get(OptionCode::ClientMachineIdentifier) {
+        Some(DhcpOption::ClientMachineIdentifier(v)) if v.len() == 17 && v[0] == 0 => {
+            smbios_uuid(&v[1..])
+        }
+        _ => None,
+    };
+    Ok(Client {
+        mac,
+        stage,
+        arch,
+        firmware: arch.map(Firmware::from_arch),
+        vendor_class,
+        uuid,
+    })
+}
+
+/// The client GUID of option 97 as the SMBIOS UUID string (what dmidecode and iPXE's `${uuid}`
+/// print): the first three fields are little-endian on the wire (SMBIOS 2.6+). All-zero and
+/// all-ones GUIDs are placeholders, not identities.
+fn smbios_uuid(b: &[u8]) -> Option<String> {
+    if b.iter().all(|x| *x == 0) || b.iter().all(|x| *x == 0xff) {
+        return None;
+    }
+    let h = |s: &[u8]| s.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let rev = |s: &[u8]| h(&s.iter().rev().copied().collect::<Vec<_>>());
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        rev(&b[0..4]),
+        rev(&b[4..6]),
+        rev(&b[6..8]),
+        h(&b[8..10]),
+        h(&b[10..16])
+    ))
+}
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;

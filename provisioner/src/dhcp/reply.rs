@@ -1,0 +1,154 @@
+//! The parts of a reply that decide whether a machine netboots: where the reply goes, the PXE
+//! vendor options of a proxy offer, and which boot file (if any) to offer.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use super::classify::{Client, Firmware, Stage};
+use crate::boot_decision::Intent;
+
+pub const SERVER_PORT: u16 = 67;
+pub const CLIENT_PORT: u16 = 68;
+/// The PXE boot server port: firmware sends a DHCPREQUEST here after a proxy offer.
+pub const PXE_BOOT_SERVER_PORT: u16 = 4011;
+
+/// The request fields that decide where its reply goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrived {
+    /// Source address and port of the datagram.
+    pub src: SocketAddrV4,
+    /// The local port it arrived on (67, or 4011 for the PXE boot server).
+    pub local_port: u16,
+    pub giaddr: Ipv4Addr,
+    pub ciaddr: Ipv4Addr,
+    pub broadcast_flag: bool,
+}
+
+/// Where to send a reply (RFC 2131 §4.1; RFC 4578/PXE for port 4011).
+///
+/// | condition | destination |
+/// |---|---|
+/// | arrived on 4011 | the sender, unicast |
+/// | giaddr ≠ 0 (relayed) | giaddr:67 — the relay's *server* port |
+/// | a NAK without a relay | broadcast:68 |
+/// | ciaddr ≠ 0 | ciaddr:68 |
+/// | otherwise | broadcast:68 |
+///
+/// RFC 2131 allows a unicast to yiaddr when the broadcast bit is clear, but that needs an ARP
+/// entry the client cannot answer for yet; every client we serve accepts the broadcast.
+pub fn destination(a: &Arrived, nak: bool) -> SocketAddrV4 {
+    if a.local_port == PXE_BOOT_SERVER_PORT && !a.src.ip().is_unspecified() {
+        return a.src;
+    }
+    if !a.giaddr.is_unspecified() {
+        return SocketAddrV4::new(a.giaddr, SERVER_PORT);
+    }
+    if !nak && !a.ciaddr.is_unspecified() {
+        return SocketAddrV4::new(a.ciaddr, CLIENT_PORT);
+    }
+    SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+}
+
+/// Option 43 of a proxy offer: PXE_DISCOVERY_CONTROL (sub-option 6) = 8, "the boot file is in
+/// this packet; no multicast or broadcast boot-server discovery", then END.
+pub fn pxe_vendor_options() -> Vec<u8> {
+    vec![6, 1, 8, 255]
+}
+
+/// Loader file names by firmware, served over TFTP (configurable; Debian's `ipxe` names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaders {
+    pub bios: String,
+    pub efi_x64: String,
+    pub efi_ia32: Option<String>,
+    pub efi_arm64: Option<String>,
+}
+
+impl Default for Loaders {
+    fn default() -> Self {
+        Loaders {
+            bios: "undionly.kpxe".into(),
+            // snponly.efi uses the firmware's own network driver and starts in ~0.1 s under
+            // emulation where ipxe.efi takes ~4 s (lab-recipes.md).
+            efi_x64: "snponly.efi".into(),
+            efi_ia32: None,
+            efi_arm64: None,
+        }
+    }
+}
+
+/// The boot file to put in a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootFile {
+    /// No boot file: an OS client, an installed machine, or one we ignore.
+    None,
+    /// A loader over TFTP from `server` (siaddr / next-server).
+    Tftp { server: Ipv4Addr, file: String },
+    /// An `http://` URL; `http_client` says the reply must echo option 60 `HTTPClient`.
+    Url { url: String, http_client: bool },
+}
+
+/// Why a netbooting client gets no boot file; recorded as an event.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoBootFile {
+    #[error("PXE request without option 93 (client architecture): no loader chosen")]
+    NoArch,
+    #[error("no loader configured for client architecture {0} (option 93)")]
+    UnknownArch(u16),
+}
+
+/// Where the HTTP side serves per-machine boot content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootUrls {
+    /// Base URL of the per-machine iPXE script, e.g. `http://198.18.0.1:8080/boot/ipxe`.
+    pub ipxe_script: String,
+    /// Base URL UEFI HTTP-boot firmware downloads its EFI image from.
+    pub http_boot: String,
+}
+
+/// Chooses the boot file from the client's stage, the machine's intent and its loader override.
+pub fn boot_file(
+    client: &Client,
+    intent: &Intent,
+    loader_override: Option<&str>,
+    loaders: &Loaders,
+    urls: &BootUrls,
+    tftp_server: Ipv4Addr,
+) -> Result<BootFile, NoBootFile> {
+    if matches!(intent, Intent::Ignore | Intent::LocalDisk) {
+        return Ok(BootFile::None);
+    }
+    // The MAC is rendered by our own Display (hex digits and colons): nothing from the request
+    // text reaches the URL.
+    let mac = client.mac;
+    Ok(match client.stage {
+        Stage::Plain => BootFile::None,
+        Stage::Ipxe => BootFile::Url {
+            url: format!("{}?mac={mac}", urls.ipxe_script),
+            http_client: false,
+        },
+        Stage::HttpBoot => BootFile::Url {
+            url: format!("{}?mac={mac}", urls.http_boot),
+            http_client: true,
+        },
+        Stage::Pxe => {
+            let unknown = NoBootFile::UnknownArch(client.arch.unwrap_or_default());
+            let file = match (loader_override, client.firmware) {
+                (Some(f), _) => f.to_string(),
+                (None, None) => return Err(NoBootFile::NoArch),
+                (None, Some(Firmware::Bios)) => loaders.bios.clone(),
+                (None, Some(Firmware::EfiX64)) => loaders.efi_x64.clone(),
+                (None, Some(Firmware::EfiIa32)) => loaders.efi_ia32.clone().ok_or(unknown)?,
+                (None, Some(Firmware::EfiArm64)) => loaders.efi_arm64.clone().ok_or(unknown)?,
+                (None, Some(_)) => return Err(unknown),
+            };
+            BootFile::Tftp {
+                server: tftp_server,
+                file,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+#[path = "reply_tests.rs"]
+mod tests;
