@@ -1,7 +1,9 @@
 //! DHCP for netboot: full server and proxyDHCP (in progress; see the DHCP issue).
 //!
 //! - [`classify`]: boot stage and architecture of a request (option 60/77/93/97/175).
+//! - [`pool`]: one subnet's dynamic range: offers, bindings, reservations, quarantine, expiry.
 //! - [`reply`]: where a reply goes (RFC 2131 §4.1), PXE option 43, and the boot file to offer.
 
 pub mod classify;
+pub mod pool;
 pub mod reply;
