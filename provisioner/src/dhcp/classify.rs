@@ -93,10 +93,11 @@ pub enum ClassifyError {
 const IPXE_ENCAP: u8 = 175;
 
 pub fn classify(msg: &Message) -> Result<Client, ClassifyError> {
-    let ch = msg.chaddr();
-    if msg.hlen() != 6 || ch.len() < 6 {
+    // hlen first: dhcproto's chaddr() slices by the sender's hlen and panics past 16.
+    if msg.hlen() != 6 {
         return Err(ClassifyError::NotEthernet(msg.hlen() as usize));
     }
+    let ch = msg.chaddr();
     let mac = Mac::new([ch[0], ch[1], ch[2], ch[3], ch[4], ch[5]]);
     let opts = msg.opts();
     let vendor_class = match opts.get(OptionCode::ClassIdentifier) {

@@ -132,3 +132,12 @@ fn non_ethernet_hardware_is_refused() {
     let m = Message::new(z, z, z, z, &[1, 2, 3, 4]);
     assert_eq!(classify(&m), Err(ClassifyError::NotEthernet(4)));
 }
+
+#[test]
+fn oversized_hlen_from_the_wire_is_refused_not_a_panic() {
+    use dhcproto::{Decodable, Decoder, Encodable};
+    let mut bytes = request(vec![vendor("PXEClient")]).to_vec().unwrap();
+    bytes[2] = 57; // hlen
+    let m = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+    assert_eq!(classify(&m), Err(ClassifyError::NotEthernet(57)));
+}
