@@ -27,6 +27,8 @@ pub mod wire {
         pub log: Log,
         #[serde(default)]
         pub tftp: Tftp,
+        #[serde(default)]
+        pub dhcp: crate::dhcp::config::WireDhcp,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -83,6 +85,8 @@ pub struct Config {
     pub log_level: String,
     /// `None` when `tftp.enabled = false`.
     pub tftp: Option<TftpConfig>,
+    /// `None` unless `dhcp.mode` is "full" or "proxy".
+    pub dhcp: Option<crate::dhcp::config::DhcpConfig>,
 }
 
 /// The validated `[tftp]` section.
@@ -170,6 +174,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             });
         }
         let tftp = tftp_config(w.tftp)?;
+        let dhcp = crate::dhcp::config::validate(w.dhcp)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Value {
@@ -185,6 +190,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             log_format,
             log_level,
             tftp,
+            dhcp,
         })
     }
 }

@@ -60,6 +60,14 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let cfg = resolve_config(&args, &global)?;
+    if let Some(d) = &cfg.dhcp {
+        // Fail loudly rather than let an operator believe machines get addresses.
+        anyhow::bail!(
+            "dhcp.mode = {:?} is configured, but this build does not serve DHCP yet (the DHCP core is \
+             in place, its server is not); set dhcp.mode = \"off\" and use your site's DHCP server",
+            format!("{:?}", d.mode).to_lowercase()
+        );
+    }
     init_logging(&cfg);
     prepare_data_dir(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join(DB_FILE);
