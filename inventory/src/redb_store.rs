@@ -253,6 +253,13 @@ impl Store for RedbStore {
         Ok(events)
     }
 
+    fn reservation_owner(&self, ip: Ipv4Addr) -> Result<Option<Mac>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RESERVATIONS)?;
+        let owner = table.get(u32::from(ip))?.map(|v| key_mac(v.value()));
+        Ok(owner)
+    }
+
     fn profile(&self, name: &str) -> Result<Option<Profile>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PROFILES)?;

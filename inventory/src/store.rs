@@ -42,6 +42,8 @@ pub trait Store: Send + Sync + 'static {
         edit: MachineEdit<'_>,
     ) -> Result<(Machine, Vec<Event>)>;
     fn delete_machine(&self, mac: Mac, now: Timestamp) -> Result<Vec<Event>>;
+    /// The machine an address is reserved for (DHCP reservations).
+    fn reservation_owner(&self, ip: Ipv4Addr) -> Result<Option<Mac>>;
 
     fn profile(&self, name: &str) -> Result<Option<Profile>>;
     fn profiles(&self) -> Result<Vec<Profile>>;

@@ -125,6 +125,7 @@ impl TftpMetrics {
 #[derive(Default)]
 pub struct Metrics {
     pub tftp: std::sync::Arc<TftpMetrics>,
+    pub dhcp: std::sync::Arc<crate::dhcp::server::DhcpMetrics>,
     http_2xx: AtomicU64,
     http_4xx: AtomicU64,
     http_5xx: AtomicU64,
@@ -203,6 +204,7 @@ impl Metrics {
             env!("CARGO_PKG_VERSION")
         );
         self.tftp.render(&mut out);
+        self.dhcp.render(&mut out);
         out
     }
 }

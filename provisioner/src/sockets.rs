@@ -11,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockaddrIn, SockaddrStorage,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -87,4 +88,43 @@ pub async fn connected_udp(local: IpAddr, peer: SocketAddr) -> io::Result<UdpSoc
     let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
     sock.connect(peer).await?;
     Ok(sock)
+}
+
+/// Binds the DHCP server socket: IP_PKTINFO on receive, broadcast allowed, optionally tied to one
+/// interface (SO_BINDTODEVICE) when the server serves one link of several.
+pub async fn bind_dhcp(addr: SocketAddr, interface: Option<&str>) -> io::Result<UdpSocket> {
+    let sock = bind_udp_with_pktinfo(addr).await?;
+    sock.set_broadcast(true)?;
+    if let Some(dev) = interface {
+        setsockopt(&sock, sockopt::BindToDevice, &std::ffi::OsString::from(dev))
+            .map_err(io::Error::from)?;
+    }
+    Ok(sock)
+}
+
+/// Sends `buf` to `dest` out of interface `ifindex` (0: let routing choose). A limited broadcast
+/// (255.255.255.255) has no route in a network without a default gateway, so DHCP replies name
+/// the interface the request came in on.
+pub async fn send_via(
+    sock: &UdpSocket,
+    buf: &[u8],
+    dest: std::net::SocketAddrV4,
+    ifindex: u32,
+) -> io::Result<usize> {
+    if ifindex == 0 {
+        return sock.send_to(buf, dest).await;
+    }
+    sock.async_io(Interest::WRITABLE, || {
+        let iov = [std::io::IoSlice::new(buf)];
+        let info = nix::libc::in_pktinfo {
+            ipi_ifindex: ifindex as i32,
+            ipi_spec_dst: nix::libc::in_addr { s_addr: 0 },
+            ipi_addr: nix::libc::in_addr { s_addr: 0 },
+        };
+        let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+        let to = SockaddrIn::from(dest);
+        sendmsg(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to))
+            .map_err(io::Error::from)
+    })
+    .await
 }

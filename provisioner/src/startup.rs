@@ -60,14 +60,6 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let cfg = resolve_config(&args, &global)?;
-    if let Some(d) = &cfg.dhcp {
-        // Fail loudly rather than let an operator believe machines get addresses.
-        anyhow::bail!(
-            "dhcp.mode = {:?} is configured, but this build does not serve DHCP yet (the DHCP core is \
-             in place, its server is not); set dhcp.mode = \"off\" and use your site's DHCP server",
-            format!("{:?}", d.mode).to_lowercase()
-        );
-    }
     init_logging(&cfg);
     prepare_data_dir(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join(DB_FILE);
@@ -87,9 +79,6 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     // Signal handlers go in before anyone is told we are listening: a SIGTERM right after the
     // listening line must shut down cleanly, not kill the process.
     let shutdown = shutdown_signal()?;
-    if let Some(tftp) = &cfg.tftp {
-        start_tftp(tftp, &app).await?;
-    }
     let listener = TcpListener::bind(cfg.http_listen).await.with_context(|| {
         format!(
             "binding the HTTP listener to {} (http.listen / --listen)",
@@ -97,6 +86,12 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
+    if let Some(tftp) = &cfg.tftp {
+        start_tftp(tftp, &app).await?;
+    }
+    if let Some(dhcp) = &cfg.dhcp {
+        start_dhcp(dhcp, &app, addr.port()).await?;
+    }
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
     crate::serve::run(listener, app, shutdown).await
 }
@@ -133,6 +128,69 @@ async fn start_tftp(cfg: &crate::config::TftpConfig, app: &App) -> anyhow::Resul
         app.metrics.tftp.clone(),
         app.shutdown.clone(),
     ));
+    Ok(())
+}
+
+/// Builds the DHCP core (pools restored from the stored leases), binds its sockets and serves.
+async fn start_dhcp(
+    cfg: &crate::dhcp::config::DhcpConfig,
+    app: &App,
+    http_port: u16,
+) -> anyhow::Result<()> {
+    use crate::dhcp::core::{Core, Settings};
+    use crate::dhcp::pool::Pool;
+    use crate::dhcp::reply::BootUrls;
+    let leases = app.read(|s| s.leases()).await?;
+    let t = now();
+    let subnets = cfg
+        .subnets
+        .iter()
+        .map(|s| {
+            let mut pool = Pool::new(
+                s.options.network,
+                s.options.prefix,
+                s.first,
+                s.last,
+                s.times,
+            );
+            pool.restore(&leases, t);
+            (s.options.clone(), pool)
+        })
+        .collect();
+    let base = cfg
+        .http_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{http_port}", cfg.server_ip));
+    let core = Core {
+        settings: Settings {
+            server_ip: cfg.server_ip,
+            mode: cfg.mode,
+            unknown: cfg.unknown,
+            loaders: cfg.loaders.clone(),
+            urls: BootUrls {
+                ipxe_script: format!("{base}/boot/ipxe"),
+                http_boot: format!("{base}/boot/efi"),
+            },
+        },
+        subnets,
+    };
+    let core = std::sync::Arc::new(std::sync::Mutex::new(core));
+    let socks = crate::dhcp::server::bind(cfg).await.with_context(|| {
+        format!(
+            "binding DHCP on {}:{} (dhcp.listen, dhcp.port; port 67 needs root or CAP_NET_BIND_SERVICE)",
+            cfg.listen, cfg.port
+        )
+    })?;
+    for sock in socks {
+        tracing::info!(mode = ?cfg.mode, "listening on dhcp://{}", sock.local_addr()?);
+        tokio::spawn(crate::dhcp::server::run(
+            sock,
+            core.clone(),
+            app.clone(),
+            app.metrics.dhcp.clone(),
+            app.shutdown.clone(),
+        ));
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod crash;
+mod dhcp;
 mod harness;
 mod netns;
 mod serve;

@@ -80,10 +80,9 @@ fn bad_config_files_are_refused_with_the_key_and_value() {
         b"[lifecycle]\nbooting_timeout = \"forever\"\n",
         &["lifecycle.booting_timeout", "\"forever\""],
     );
-    // DHCP is validated, and refused while this build cannot serve it.
     serve_fails_with(
-        b"[dhcp]\nmode = \"full\"\nserver_ip = \"198.18.0.1\"\n[[dhcp.subnet]]\nnetwork = \"198.18.0.0/24\"\nrange = \"198.18.0.100-198.18.0.200\"\n",
-        &["dhcp.mode = \"full\"", "does not serve DHCP yet"],
+        b"[dhcp]\nmode = \"full\"\nserver_ip = \"198.18.0.1\"\n",
+        &["at least one [[dhcp.subnet]]"],
     );
     serve_fails_with(b"[dhcp]\nmode = \"proxy\"\n", &["dhcp.server_ip"]);
     let out = Command::new(binary())

@@ -5,9 +5,11 @@
 //! - [`core`]: the sans-IO decision: full mode (DORA, renew, decline, release, inform) and proxy.
 //! - [`pool`]: one subnet's dynamic range: offers, bindings, reservations, quarantine, expiry.
 //! - [`reply`]: where a reply goes (RFC 2131 §4.1), PXE option 43, and the boot file to offer.
+//! - [`server`]: the tokio shell: receive, decide, commit the lease durably, then reply.
 
 pub mod classify;
 pub mod config;
 pub mod core;
 pub mod pool;
 pub mod reply;
+pub mod server;

@@ -1,0 +1,265 @@
+//! The tokio shell around [`super::core::Core`]: receive, look the machine up, decide, make the
+//! binding durable, then send. Nothing is acknowledged before `Store::put_leases` has returned
+//! (RFC 2131 §4.3.1); if that fails, no ACK goes out.
+//!
+//! Requests are handled one at a time per socket. Grouping the lease commits of concurrent
+//! requests into one transaction (one fsync for many ACKs) is the next step for boot storms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable};
+use inventory::{EventKind, Lifecycle, Mac, Machine, NewEvent, State, Store};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::classify::Stage;
+use super::core::{Core, Decision, Input};
+use super::pool::Reservations;
+use super::reply::Arrived;
+use crate::app::{now, App};
+use crate::boot_decision::UnknownPolicy;
+use crate::sockets;
+
+/// DHCP counters for `/metrics`.
+#[derive(Default)]
+pub struct DhcpMetrics {
+    received: Mutex<BTreeMap<String, u64>>,
+    sent: Mutex<BTreeMap<String, u64>>,
+    dropped: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl DhcpMetrics {
+    fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, k: K) {
+        *map.lock().unwrap().entry(k).or_default() += 1;
+    }
+
+    pub fn render(&self, out: &mut String) {
+        for (name, help, map) in [
+            (
+                "provisioner_dhcp_received_total",
+                "DHCP requests received, by message type.",
+                &self.received,
+            ),
+            (
+                "provisioner_dhcp_sent_total",
+                "DHCP replies sent, by message type.",
+                &self.sent,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, v) in map.lock().unwrap().iter() {
+                let _ = writeln!(out, "{name}{{type=\"{k}\"}} {v}");
+            }
+        }
+        let _ = writeln!(out, "# HELP provisioner_dhcp_dropped_total Requests not answered, by reason.\n# TYPE provisioner_dhcp_dropped_total counter");
+        for (k, v) in self.dropped.lock().unwrap().iter() {
+            let _ = writeln!(out, "provisioner_dhcp_dropped_total{{reason=\"{k}\"}} {v}");
+        }
+    }
+}
+
+/// Reservations read from the inventory for one request.
+struct StoreReservations<'a> {
+    store: &'a dyn Store,
+    mine: Option<(Mac, Ipv4Addr)>,
+}
+
+impl Reservations for StoreReservations<'_> {
+    fn owner_of(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.store.reservation_owner(ip).ok().flatten()
+    }
+    fn reserved_for(&self, mac: Mac) -> Option<Ipv4Addr> {
+        self.mine.filter(|(m, _)| *m == mac).map(|(_, ip)| ip)
+    }
+}
+
+fn type_name(m: &Message) -> String {
+    match m.opts().get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => format!("{t:?}").to_lowercase(),
+        _ => "none".into(),
+    }
+}
+
+/// Serves one bound socket (port 67, or 4011 in proxy mode) until `shutdown`.
+pub async fn run(
+    sock: UdpSocket,
+    core: Arc<Mutex<Core>>,
+    app: App,
+    metrics: Arc<DhcpMetrics>,
+    shutdown: CancellationToken,
+) {
+    let local_port = sock.local_addr().map(|a| a.port()).unwrap_or(67);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sockets::recv_with_arrival(&sock, &mut buf) => r,
+        };
+        let Ok((n, arrival)) = received else { continue };
+        let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+            DhcpMetrics::bump(&metrics.dropped, "malformed");
+            continue;
+        };
+        DhcpMetrics::bump(&metrics.received, type_name(&msg));
+        let SocketAddr::V4(src) = arrival.peer else {
+            continue;
+        };
+        let local_ip = match arrival.local {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        };
+        let arrived = Arrived {
+            src,
+            local_port,
+            giaddr: msg.giaddr(),
+            ciaddr: msg.ciaddr(),
+            broadcast_flag: msg.flags().broadcast(),
+        };
+        let decided = decide(&app, &core, msg, arrived, local_ip).await;
+        let d = match decided {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "dhcp: request failed; no reply sent");
+                DhcpMetrics::bump(&metrics.dropped, "store error");
+                continue;
+            }
+        };
+        if let Some(why) = d.dropped {
+            DhcpMetrics::bump(&metrics.dropped, why);
+        }
+        if let Some((reply, to)) = d.reply {
+            let Ok(bytes) = reply.to_vec() else { continue };
+            match sockets::send_via(&sock, &bytes, to, arrival.ifindex).await {
+                Ok(_) => DhcpMetrics::bump(&metrics.sent, type_name(&reply)),
+                Err(e) => tracing::warn!(error = %e, %to, "dhcp: sending the reply failed"),
+            }
+        }
+    }
+}
+
+/// Runs the core on a blocking thread with the inventory at hand, and makes its binding durable.
+async fn decide(
+    app: &App,
+    core: &Arc<Mutex<Core>>,
+    msg: Message,
+    arrived: Arrived,
+    local_ip: Option<Ipv4Addr>,
+) -> inventory::Result<Decision> {
+    let core = core.clone();
+    let store = app.store.clone();
+    let t = now();
+    let (decision, events) = app
+        .read(move |_| {
+            let mac = (msg.hlen() == 6).then(|| {
+                let c = msg.chaddr();
+                Mac::new([c[0], c[1], c[2], c[3], c[4], c[5]])
+            });
+            let mut machine = mac.map(|m| store.machine(m)).transpose()?.flatten();
+            let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+            let server_ip = core.settings.server_ip;
+            let link = if msg.giaddr().is_unspecified() {
+                local_ip.unwrap_or(server_ip)
+            } else {
+                msg.giaddr()
+            };
+            let mut events = Vec::new();
+            // Unknown netbooting machines under `discover` or `auto` join the inventory first.
+            if let (None, Some(mac)) = (&machine, mac) {
+                let policy = core.settings.unknown;
+                let netbooting = super::classify::classify(&msg)
+                    .map(|c| c.stage != Stage::Plain)
+                    .unwrap_or(false);
+                if netbooting && policy != UnknownPolicy::Ignore {
+                    let mut m = Machine::registered(mac, Default::default(), t);
+                    if policy == UnknownPolicy::Discover {
+                        m.lifecycle = Lifecycle::new(State::Discovered, t);
+                    }
+                    let by = if policy == UnknownPolicy::Discover {
+                        "discover"
+                    } else {
+                        "auto"
+                    };
+                    events.extend(store.create_machines(vec![m.clone()], by, t)?);
+                    machine = Some(m);
+                }
+            }
+            let res = StoreReservations {
+                store: store.as_ref(),
+                mine: machine
+                    .as_ref()
+                    .and_then(|m| m.spec.ip.map(|ip| (m.mac, ip))),
+            };
+            let d = core.handle(Input {
+                msg: &msg,
+                arrived,
+                link,
+                machine: machine.as_ref(),
+                reservations: &res,
+                now: t,
+            });
+            drop(core);
+            if let Some(lease) = &d.commit {
+                store.put_leases(std::slice::from_ref(lease))?;
+            }
+            if let Some(ip) = d.remove {
+                store.remove_lease(ip)?;
+            }
+            if let Some(m) = &machine {
+                let mut kinds = d.events.clone();
+                if let (
+                    Some(c),
+                    Some(DhcpOption::MessageType(
+                        k @ (MessageType::Discover | MessageType::Request),
+                    )),
+                ) = (&d.client, msg.opts().get(OptionCode::MessageType))
+                {
+                    let arch = c.arch.map(|a| format!(" arch {a}")).unwrap_or_default();
+                    kinds.push(EventKind::Seen {
+                        via: "dhcp".into(),
+                        detail: format!("{k:?}{arch} ({:?})", c.stage),
+                    });
+                }
+                if !kinds.is_empty() {
+                    events.extend(
+                        store.append_events(
+                            kinds
+                                .into_iter()
+                                .map(|k| NewEvent::machine(m.mac, k))
+                                .collect(),
+                            t,
+                        )?,
+                    );
+                }
+            }
+            Ok((d, events))
+        })
+        .await?;
+    app.publish(events);
+    Ok(decision)
+}
+
+/// Binds the DHCP sockets for `cfg` (67, plus 4011 in proxy mode).
+pub async fn bind(cfg: &super::config::DhcpConfig) -> std::io::Result<Vec<UdpSocket>> {
+    let mut socks = vec![
+        sockets::bind_dhcp(
+            SocketAddr::V4(SocketAddrV4::new(cfg.listen, cfg.port)),
+            cfg.interface.as_deref(),
+        )
+        .await?,
+    ];
+    if cfg.mode == super::core::Mode::Proxy {
+        let port = super::reply::PXE_BOOT_SERVER_PORT;
+        socks.push(
+            sockets::bind_dhcp(
+                SocketAddr::V4(SocketAddrV4::new(cfg.listen, port)),
+                cfg.interface.as_deref(),
+            )
+            .await?,
+        );
+    }
+    Ok(socks)
+}

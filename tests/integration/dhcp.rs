@@ -1,0 +1,198 @@
+//! DHCP with real clients (busybox udhcpc, ISC dhclient) in namespaces the test creates: a server
+//! namespace with a bridge at 198.18.0.1/24 and a client namespace joined to it by veth pairs.
+
+use std::process::Command;
+
+use inventory::{Machine, MachineSpec, Store, Timestamp};
+
+use crate::harness::{binary, stderr, stdout, Server};
+use crate::netns::Netns;
+
+fn ip(ns: &Netns, args: &[&str]) {
+    let o = Command::new("ip")
+        .args(["-n", &ns.name])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ip -n {} {args:?}: {}",
+        ns.name,
+        stderr(&o)
+    );
+}
+
+/// Server namespace (bridge `br0`, 198.18.0.1/24) and client namespace with one veth per MAC.
+fn topology(macs: &[&str]) -> (Netns, Netns) {
+    let srv = Netns::new("dhcpsrv");
+    let cli = Netns::new("dhcpcli");
+    ip(&srv, &["link", "add", "br0", "type", "bridge"]);
+    ip(&srv, &["addr", "add", "198.18.0.1/24", "dev", "br0"]);
+    ip(&srv, &["link", "set", "br0", "up"]);
+    for (i, mac) in macs.iter().enumerate() {
+        let (s, c) = (format!("vs{i}"), format!("vc{i}"));
+        ip(
+            &srv,
+            &[
+                "link", "add", &s, "type", "veth", "peer", "name", &c, "netns", &cli.name,
+            ],
+        );
+        ip(&srv, &["link", "set", &s, "master", "br0"]);
+        ip(&srv, &["link", "set", &s, "up"]);
+        ip(&cli, &["link", "set", &c, "address", mac]);
+        ip(&cli, &["link", "set", &c, "up"]);
+    }
+    (srv, cli)
+}
+
+const CONFIG: &str = r#"
+[dhcp]
+mode = "full"
+server_ip = "198.18.0.1"
+[[dhcp.subnet]]
+network = "198.18.0.0/24"
+range = "198.18.0.100-198.18.0.199"
+router = "198.18.0.1"
+dns = ["198.18.0.1"]
+domain = "lab"
+lease_time = "1h"
+"#;
+
+#[test]
+fn udhcpc_and_dhclient_get_leases_reservations_hold_and_acks_are_durable() {
+    let reserved_mac = "52:54:00:aa:00:02";
+    let (srv, cli) = topology(&["52:54:00:aa:00:01", reserved_mac]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        // An operator reserved .150 for the second machine.
+        let store = inventory::RedbStore::open(&data.join("inventory.redb")).unwrap();
+        let spec = MachineSpec {
+            ip: Some("198.18.0.150".parse().unwrap()),
+            ..Default::default()
+        };
+        store
+            .create_machines(
+                vec![Machine::registered(
+                    reserved_mac.parse().unwrap(),
+                    spec,
+                    Timestamp(1),
+                )],
+                "test",
+                Timestamp(1),
+            )
+            .unwrap();
+    }
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let mut serve = srv.command(binary().to_str().unwrap());
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data);
+    let mut s = Server::spawn(serve, &data);
+    assert!(
+        s.log().contains("listening on dhcp://0.0.0.0:67"),
+        "{}",
+        s.log()
+    );
+
+    let o = cli
+        .command("busybox")
+        .args([
+            "udhcpc",
+            "-i",
+            "vc0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success() && out.contains("lease of 198.18.0.100 obtained from 198.18.0.1"),
+        "udhcpc: {out}"
+    );
+
+    // dhclient -d stays in the foreground once bound: wait (bounded) for its lease file, then stop it.
+    let lease_file = dir.path().join("dhclient.leases");
+    let mut dhclient = cli
+        .command("dhclient")
+        .args(["-4", "-1", "-d", "-sf", "/bin/true", "-pf"])
+        .arg(dir.path().join("dhclient.pid"))
+        .arg("-lf")
+        .arg(&lease_file)
+        .arg("vc1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&lease_file)
+        .unwrap_or_default()
+        .contains("fixed-address")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dhclient got no lease within 30s; server log:\n{}",
+            s.log()
+        );
+        assert!(
+            dhclient.try_wait().unwrap().is_none(),
+            "dhclient exited without a lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    dhclient.kill().unwrap();
+    dhclient.wait().unwrap();
+    let leases = std::fs::read_to_string(&lease_file).unwrap();
+    assert!(
+        leases.contains("fixed-address 198.18.0.150")
+            && leases.contains("option routers 198.18.0.1"),
+        "{leases}"
+    );
+
+    // Both bindings were on disk before their ACKs: kill -9 and read the store.
+    s.kill9();
+    let store = inventory::RedbStore::open(&data.join("inventory.redb")).unwrap();
+    let l1 = store
+        .lease_by_ip("198.18.0.100".parse().unwrap())
+        .unwrap()
+        .expect("lease .100 durable");
+    assert_eq!(l1.mac.to_string(), "52:54:00:aa:00:01");
+    let l2 = store
+        .lease_by_ip("198.18.0.150".parse().unwrap())
+        .unwrap()
+        .expect("lease .150 durable");
+    assert_eq!(l2.mac.to_string(), reserved_mac);
+    // The reserved machine's DHCP traffic is in its history.
+    let evs = store
+        .events(&inventory::EventQuery {
+            mac: Some(reserved_mac.parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        evs.iter()
+            .any(|e| matches!(&e.kind, inventory::EventKind::Seen { via, .. } if via == "dhcp")),
+        "{evs:?}"
+    );
+    drop(cli);
+    drop(srv);
+}
