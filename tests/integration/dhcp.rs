@@ -196,3 +196,183 @@ fn udhcpc_and_dhclient_get_leases_reservations_hold_and_acks_are_durable() {
     drop(cli);
     drop(srv);
 }
+
+/// Runs the PXE firmware stand-in in the client namespace; returns its JSON lines.
+fn pxe_client(cli: &Netns, args: &[&str]) -> Vec<serde_json::Value> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/integration/tools/pxe_client.py"
+    );
+    let o = cli
+        .command("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "pxe_client: {}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn proxy_mode_beside_dnsmasq_adds_boot_information_and_no_address() {
+    let mac = "52:54:00:bb:00:01";
+    let (srv, cli) = topology(&[mac]);
+    // The site's own DHCP server, dnsmasq, on 198.18.0.2 in a third namespace on the bridge.
+    let site = Netns::new("dhcpsite");
+    ip(
+        &srv,
+        &[
+            "link", "add", "vsite", "type", "veth", "peer", "name", "vsite", "netns", &site.name,
+        ],
+    );
+    ip(&srv, &["link", "set", "vsite", "master", "br0"]);
+    ip(&srv, &["link", "set", "vsite", "up"]);
+    ip(&site, &["addr", "add", "198.18.0.2/24", "dev", "vsite"]);
+    ip(&site, &["link", "set", "vsite", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut dnsmasq = site
+        .command("dnsmasq")
+        .args([
+            "-k",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=vsite",
+            "--bind-interfaces",
+            "--no-ping",
+        ])
+        .args([
+            "--dhcp-range=198.18.0.100,198.18.0.150,255.255.255.0,1h",
+            "--dhcp-authoritative",
+            "--log-facility=-",
+        ])
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.path().join("dnsmasq.leases").display()
+        ))
+        .arg(format!(
+            "--pid-file={}",
+            dir.path().join("dnsmasq.pid").display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dnsmasq (run scripts/install-test-deps)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let o = site.command("ss").args(["-uln"]).output().unwrap();
+        if stdout(&o).contains(":67 ") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && dnsmasq.try_wait().unwrap().is_none(),
+            "dnsmasq did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let store = inventory::RedbStore::open(&data.join("inventory.redb")).unwrap();
+        store
+            .create_machines(
+                vec![Machine::registered(
+                    mac.parse().unwrap(),
+                    Default::default(),
+                    Timestamp(1),
+                )],
+                "test",
+                Timestamp(1),
+            )
+            .unwrap();
+    }
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[dhcp]\nmode = \"proxy\"\nserver_ip = \"198.18.0.1\"\n",
+    )
+    .unwrap();
+    let mut serve = srv.command(binary().to_str().unwrap());
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data);
+    let s = Server::spawn(serve, &data);
+    assert!(
+        s.log().contains("listening on dhcp://0.0.0.0:4011"),
+        "{}",
+        s.log()
+    );
+
+    let offers = pxe_client(&cli, &["--iface", "vc0", "--mac", mac, "--wait", "3"]);
+    let site_offer = offers
+        .iter()
+        .find(|o| o["from"] == "198.18.0.2")
+        .unwrap_or_else(|| panic!("no offer from dnsmasq: {offers:?}"));
+    let ours = offers
+        .iter()
+        .find(|o| o["from"] == "198.18.0.1")
+        .unwrap_or_else(|| panic!("no proxy offer: {offers:?}"));
+    let addr = site_offer["yiaddr"].as_str().unwrap().to_string();
+    assert!(
+        addr.starts_with("198.18.0.1"),
+        "address from dnsmasq: {site_offer}"
+    );
+    assert_eq!(
+        ours["yiaddr"], "0.0.0.0",
+        "a proxy never hands out an address: {ours}"
+    );
+    assert_eq!(
+        (
+            ours["opt60"].as_str(),
+            ours["file"].as_str(),
+            ours["siaddr"].as_str()
+        ),
+        (Some("PXEClient"), Some("snponly.efi"), Some("198.18.0.1"))
+    );
+    assert_eq!(ours["opt43"], serde_json::json!([6, 1, 8, 255]));
+
+    // With its address from dnsmasq, the firmware asks the boot server on 4011.
+    ip(&cli, &["addr", "add", &format!("{addr}/24"), "dev", "vc0"]);
+    let replies = pxe_client(
+        &cli,
+        &[
+            "--iface",
+            "vc0",
+            "--mac",
+            mac,
+            "--wait",
+            "0.5",
+            "--boot-server",
+            "198.18.0.1",
+        ],
+    );
+    let ack = replies.last().unwrap();
+    assert_eq!(
+        (
+            ack["type"].as_u64(),
+            ack["from"].as_str(),
+            ack["port"].as_u64()
+        ),
+        (Some(5), Some("198.18.0.1"), Some(4011)),
+        "{replies:?}"
+    );
+    assert_eq!(
+        (ack["file"].as_str(), ack["yiaddr"].as_str()),
+        (Some("snponly.efi"), Some("0.0.0.0"))
+    );
+    dnsmasq.kill().unwrap();
+    dnsmasq.wait().unwrap();
+    drop(s);
+}
