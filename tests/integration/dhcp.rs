@@ -376,3 +376,93 @@ fn proxy_mode_beside_dnsmasq_adds_boot_information_and_no_address() {
     dnsmasq.wait().unwrap();
     drop(s);
 }
+
+/// perfdhcp's "sent packets: N" / "received packets: M" pairs, per exchange, in order.
+fn perfdhcp_counts(out: &str) -> Vec<(u64, u64)> {
+    let num = |l: &str| l.rsplit(':').next().unwrap().trim().parse::<u64>().unwrap();
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("sent packets:") && w[1].starts_with("received packets:"))
+        .map(|w| (num(w[0]), num(w[1])))
+        .collect()
+}
+
+#[test]
+fn relayed_requests_are_answered_by_unicast_to_the_relay() {
+    // perfdhcp always acts as a relay: it listens on 198.18.0.2:67 and sets giaddr to it.
+    let srv = Netns::new("relaysrv");
+    let cli = Netns::new("relaycli");
+    ip(
+        &srv,
+        &[
+            "link", "add", "vs", "type", "veth", "peer", "name", "vc", "netns", &cli.name,
+        ],
+    );
+    ip(&srv, &["addr", "add", "198.18.0.1/24", "dev", "vs"]);
+    ip(&srv, &["link", "set", "vs", "up"]);
+    ip(&cli, &["addr", "add", "198.18.0.2/24", "dev", "vc"]);
+    ip(&cli, &["link", "set", "vc", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let data = dir.path().join("data");
+    let mut serve = srv.command(binary().to_str().unwrap());
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data);
+    let s = Server::spawn(serve, &data);
+    let o = cli
+        .command("timeout")
+        .args([
+            "60",
+            "perfdhcp",
+            "-4",
+            "-l",
+            "198.18.0.2",
+            "-r",
+            "20",
+            "-n",
+            "40",
+            "-R",
+            "40",
+            "198.18.0.1",
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let counts = perfdhcp_counts(&out);
+    assert_eq!(
+        counts.len(),
+        2,
+        "DO and RA exchanges expected: {out}{}",
+        stderr(&o)
+    );
+    let (do_sent, do_recv) = counts[0];
+    let (ra_sent, ra_recv) = counts[1];
+    assert_eq!(do_sent, 40, "{out}");
+    assert!(
+        do_recv >= 38 && ra_recv == ra_sent && ra_sent >= 38,
+        "offers {do_recv}/{do_sent}, acks {ra_recv}/{ra_sent}: {out}"
+    );
+    // Every relayed DISCOVER was answered (to giaddr:67, the only place perfdhcp listens).
+    let m = srv
+        .command("curl")
+        .args(["-s", &format!("{}/metrics", s.url)])
+        .output()
+        .unwrap();
+    let metrics = stdout(&m);
+    assert!(
+        metrics.contains("provisioner_dhcp_sent_total{type=\"offer\"} 40"),
+        "{metrics}"
+    );
+}
