@@ -59,9 +59,9 @@ lease_time = "1h"
 "#;
 
 #[test]
-fn udhcpc_and_dhclient_get_leases_reservations_hold_and_acks_are_durable() {
+fn udhcpc_dhclient_and_dhcpcd_get_leases_reservations_hold_and_acks_are_durable() {
     let reserved_mac = "52:54:00:aa:00:02";
-    let (srv, cli) = topology(&["52:54:00:aa:00:01", reserved_mac]);
+    let (srv, cli) = topology(&["52:54:00:aa:00:01", reserved_mac, "52:54:00:aa:00:03"]);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -168,7 +168,12 @@ fn udhcpc_and_dhclient_get_leases_reservations_hold_and_acks_are_durable() {
         "{leases}"
     );
 
-    // Both bindings were on disk before their ACKs: kill -9 and read the store.
+    // dhcpcd in one-shot mode (the flags lab-recipes.md found to behave).
+    let o = cli.command("timeout").args(["30", "dhcpcd", "-4", "-B", "-1", "-f", "/dev/null", "-c", "/bin/true", "vc2"]).output().unwrap();
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(out.contains("vc2: leased 198.18.0.101 for 3600 seconds"), "dhcpcd: {out}");
+
+    // Every binding was on disk before its ACK: kill -9 and read the store.
     s.kill9();
     let store = inventory::RedbStore::open(&data.join("inventory.redb")).unwrap();
     let l1 = store
@@ -181,6 +186,8 @@ fn udhcpc_and_dhclient_get_leases_reservations_hold_and_acks_are_durable() {
         .unwrap()
         .expect("lease .150 durable");
     assert_eq!(l2.mac.to_string(), reserved_mac);
+    let l3 = store.lease_by_ip("198.18.0.101".parse().unwrap()).unwrap().expect("lease .101 durable");
+    assert_eq!(l3.mac.to_string(), "52:54:00:aa:00:03");
     // The reserved machine's DHCP traffic is in its history.
     let evs = store
         .events(&inventory::EventQuery {
