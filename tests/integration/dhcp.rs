@@ -169,9 +169,27 @@ fn udhcpc_dhclient_and_dhcpcd_get_leases_reservations_hold_and_acks_are_durable(
     );
 
     // dhcpcd in one-shot mode (the flags lab-recipes.md found to behave).
-    let o = cli.command("timeout").args(["30", "dhcpcd", "-4", "-B", "-1", "-f", "/dev/null", "-c", "/bin/true", "vc2"]).output().unwrap();
+    let o = cli
+        .command("timeout")
+        .args([
+            "30",
+            "dhcpcd",
+            "-4",
+            "-B",
+            "-1",
+            "-f",
+            "/dev/null",
+            "-c",
+            "/bin/true",
+            "vc2",
+        ])
+        .output()
+        .unwrap();
     let out = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(out.contains("vc2: leased 198.18.0.101 for 3600 seconds"), "dhcpcd: {out}");
+    assert!(
+        out.contains("vc2: leased 198.18.0.101 for 3600 seconds"),
+        "dhcpcd: {out}"
+    );
 
     // Every binding was on disk before its ACK: kill -9 and read the store.
     s.kill9();
@@ -186,7 +204,10 @@ fn udhcpc_dhclient_and_dhcpcd_get_leases_reservations_hold_and_acks_are_durable(
         .unwrap()
         .expect("lease .150 durable");
     assert_eq!(l2.mac.to_string(), reserved_mac);
-    let l3 = store.lease_by_ip("198.18.0.101".parse().unwrap()).unwrap().expect("lease .101 durable");
+    let l3 = store
+        .lease_by_ip("198.18.0.101".parse().unwrap())
+        .unwrap()
+        .expect("lease .101 durable");
     assert_eq!(l3.mac.to_string(), "52:54:00:aa:00:03");
     // The reserved machine's DHCP traffic is in its history.
     let evs = store

@@ -149,6 +149,13 @@ impl Pool {
     }
 
     fn put(&mut self, ip: u32, e: Entry) {
+        // The address may pass from another MAC: forget that MAC's claim on it, so `by_mac` never
+        // holds more entries than `entries` (no growth under a storm of new MACs).
+        if let Some(prev) = self.entries.get(&ip).map(|p| p.mac).filter(|m| *m != e.mac) {
+            if self.by_mac.get(&prev) == Some(&ip) {
+                self.by_mac.remove(&prev);
+            }
+        }
         if let Some(old) = self.by_mac.insert(e.mac, ip) {
             if old != ip
                 && self

@@ -237,3 +237,19 @@ fn allocation_stays_fast_with_a_large_busy_range() {
     }
     assert_eq!(p.utilization(T0), (50_000, 100_000));
 }
+
+#[test]
+fn a_storm_without_sweeping_stays_bounded_too() {
+    // The server does not sweep on every packet: reuse of an address must drop the old claim.
+    let mut p = pool();
+    let r = none();
+    for i in 0..10_000u32 {
+        let _ = p.offer(mac(50_000 + i), None, &r, at(u64::from(i) * 61));
+        assert!(
+            p.entries.len() <= 4 && p.by_mac.len() <= 4,
+            "state grew at {i}: {} {}",
+            p.entries.len(),
+            p.by_mac.len()
+        );
+    }
+}
