@@ -2,8 +2,10 @@
 //! binding durable, then send. Nothing is acknowledged before `Store::put_leases` has returned
 //! (RFC 2131 §4.3.1); if that fails, no ACK goes out.
 //!
-//! Requests are handled one at a time per socket. Grouping the lease commits of concurrent
-//! requests into one transaction (one fsync for many ACKs) is the next step for boot storms.
+//! Group commit: the receive loop decides and sends OFFERs at once; ACKs wait in a queue for the
+//! committer task, which writes every binding queued so far in one transaction (one fsync for
+//! many clients) and only then sends those ACKs. While one fsync runs the next batch gathers, so no
+//! artificial delay is needed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -84,6 +86,55 @@ fn type_name(m: &Message) -> String {
     }
 }
 
+/// An ACK waiting for its binding to be durable.
+struct PendingAck {
+    lease: inventory::Lease,
+    bytes: Vec<u8>,
+    to: SocketAddrV4,
+    ifindex: u32,
+}
+
+/// Largest number of bindings written in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Writes queued bindings in one transaction, then sends their ACKs; on a store error none is sent.
+async fn committer(
+    mut rx: tokio::sync::mpsc::Receiver<PendingAck>,
+    sock: Arc<UdpSocket>,
+    app: App,
+    metrics: Arc<DhcpMetrics>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let leases: Vec<inventory::Lease> = batch.iter().map(|p| p.lease.clone()).collect();
+        let n = leases.len();
+        match app.read(move |s| s.put_leases(&leases)).await {
+            Ok(()) => {
+                for p in batch {
+                    match sockets::send_via(&sock, &p.bytes, p.to, p.ifindex).await {
+                        Ok(_) => DhcpMetrics::bump(&metrics.sent, "ack".to_string()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, to = %p.to, "dhcp: sending an ACK failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, bindings = n, "dhcp: writing leases failed; their ACKs are not sent");
+                for _ in 0..n {
+                    DhcpMetrics::bump(&metrics.dropped, "store error");
+                }
+            }
+        }
+    }
+}
+
 /// Serves one bound socket (port 67, or 4011 in proxy mode) until `shutdown`.
 pub async fn run(
     sock: UdpSocket,
@@ -93,6 +144,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let local_port = sock.local_addr().map(|a| a.port()).unwrap_or(67);
+    let sock = Arc::new(sock);
+    let (acks, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(committer(rx, sock.clone(), app.clone(), metrics.clone()));
     let mut buf = vec![0u8; 4096];
     loop {
         let received = tokio::select! {
@@ -133,6 +187,18 @@ pub async fn run(
         }
         if let Some((reply, to)) = d.reply {
             let Ok(bytes) = reply.to_vec() else { continue };
+            if let Some(lease) = d.commit {
+                // Durable first: the committer sends this ACK after the binding is written.
+                let _ = acks
+                    .send(PendingAck {
+                        lease,
+                        bytes,
+                        to,
+                        ifindex: arrival.ifindex,
+                    })
+                    .await;
+                continue;
+            }
             match sockets::send_via(&sock, &bytes, to, arrival.ifindex).await {
                 Ok(_) => DhcpMetrics::bump(&metrics.sent, type_name(&reply)),
                 Err(e) => tracing::warn!(error = %e, %to, "dhcp: sending the reply failed"),
@@ -141,7 +207,7 @@ pub async fn run(
     }
 }
 
-/// Runs the core on a blocking thread with the inventory at hand, and makes its binding durable.
+/// Runs the core on a blocking thread with the inventory at hand.
 async fn decide(
     app: &App,
     core: &Arc<Mutex<Core>>,
@@ -202,9 +268,7 @@ async fn decide(
                 now: t,
             });
             drop(core);
-            if let Some(lease) = &d.commit {
-                store.put_leases(std::slice::from_ref(lease))?;
-            }
+            // `d.commit` is written by the committer before its ACK goes out.
             if let Some(ip) = d.remove {
                 store.remove_lease(ip)?;
             }
