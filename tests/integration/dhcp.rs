@@ -5,7 +5,7 @@ use std::process::Command;
 
 use inventory::{Machine, MachineSpec, Store, Timestamp};
 
-use crate::harness::{binary, stderr, stdout, Server};
+use crate::harness::{serve_cmd, stderr, stdout, Server};
 use crate::netns::Netns;
 
 fn ip(ns: &Netns, args: &[&str]) {
@@ -86,19 +86,7 @@ fn udhcpc_dhclient_and_dhcpcd_get_leases_reservations_hold_and_acks_are_durable(
     }
     let cfg = dir.path().join("p.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
-    let mut serve = srv.command(binary().to_str().unwrap());
-    serve
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tftp-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data);
+    let serve = srv.wrap(&serve_cmd(&cfg, &data));
     let mut s = Server::spawn(serve, &data);
     assert!(
         s.log().contains("listening on dhcp://0.0.0.0:67"),
@@ -323,19 +311,7 @@ fn proxy_mode_beside_dnsmasq_adds_boot_information_and_no_address() {
         "[dhcp]\nmode = \"proxy\"\nserver_ip = \"198.18.0.1\"\n",
     )
     .unwrap();
-    let mut serve = srv.command(binary().to_str().unwrap());
-    serve
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tftp-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data);
+    let serve = srv.wrap(&serve_cmd(&cfg, &data));
     let s = Server::spawn(serve, &data);
     assert!(
         s.log().contains("listening on dhcp://0.0.0.0:4011"),
@@ -435,19 +411,7 @@ fn relayed_requests_are_answered_by_unicast_to_the_relay() {
     let cfg = dir.path().join("p.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let data = dir.path().join("data");
-    let mut serve = srv.command(binary().to_str().unwrap());
-    serve
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tftp-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data);
+    let serve = srv.wrap(&serve_cmd(&cfg, &data));
     let s = Server::spawn(serve, &data);
     let o = cli
         .command("timeout")

@@ -217,6 +217,24 @@ impl Drop for Server {
     }
 }
 
+/// `provisioner serve` on free loopback ports with a config file and data directory; wrap it with
+/// `Netns::wrap` to run it inside a namespace.
+pub fn serve_cmd(config: &Path, data_dir: &Path) -> Command {
+    let mut c = Command::new(binary());
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tftp-listen",
+        "127.0.0.1:0",
+        "--config",
+    ])
+    .arg(config)
+    .arg("--data-dir")
+    .arg(data_dir);
+    c
+}
+
 /// A blocking JSON client for the API.
 pub struct Api {
     pub base: String,

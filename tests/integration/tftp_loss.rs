@@ -1,7 +1,7 @@
 //! TFTP over a link that loses 10% of DATA and ACK datagrams (both directions), inside a test
 //! namespace.
 
-use crate::harness::{binary, stderr, Server};
+use crate::harness::{serve_cmd, stderr, Server};
 use crate::netns::Netns;
 use crate::tftp::{atftp, content, curl, tftp_hpa};
 
@@ -19,19 +19,7 @@ fn transfers_complete_with_ten_percent_loss() {
         format!("[tftp]\nroot = {:?}\n", root.display().to_string()),
     )
     .unwrap();
-    let mut serve = ns.command(binary().to_str().unwrap());
-    serve
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tftp-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"));
+    let serve = ns.wrap(&serve_cmd(&cfg, &dir.path().join("data")));
     let s = Server::spawn(serve, &dir.path().join("data"));
     let addr = s.tftp.unwrap();
     ns.drop_tftp_data_and_acks(10);
