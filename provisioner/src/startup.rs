@@ -181,6 +181,11 @@ async fn start_dhcp(
             cfg.listen, cfg.port
         )
     })?;
+    tokio::spawn(crate::dhcp::server::watch_pools(
+        core.clone(),
+        app.metrics.dhcp.clone(),
+        app.shutdown.clone(),
+    ));
     for sock in socks {
         tracing::info!(mode = ?cfg.mode, "listening on dhcp://{}", sock.local_addr()?);
         tokio::spawn(crate::dhcp::server::run(

@@ -457,4 +457,35 @@ fn relayed_requests_are_answered_by_unicast_to_the_relay() {
         metrics.contains("provisioner_dhcp_sent_total{type=\"offer\"} 40"),
         "{metrics}"
     );
+    // Every reply was timed (offers and ACKs); the pool gauge counts bindings (refreshed each second).
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("provisioner_dhcp_reply_latency_seconds_count "))
+        .unwrap();
+    assert!(count.parse::<u64>().unwrap() >= 40 + ra_recv, "{metrics}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let m = stdout(
+            &srv.command("curl")
+                .args(["-s", &format!("{}/metrics", s.url)])
+                .output()
+                .unwrap(),
+        );
+        let used = m.lines().find_map(|l| {
+            l.strip_prefix(
+                "provisioner_dhcp_pool_addresses{subnet=\"198.18.0.0/24\",state=\"used\"} ",
+            )
+        });
+        if m.contains(
+            "provisioner_dhcp_pool_addresses{subnet=\"198.18.0.0/24\",state=\"total\"} 100",
+        ) && used.is_some_and(|u| u.parse::<u64>().unwrap() >= ra_recv)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool gauge missing or wrong: {m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

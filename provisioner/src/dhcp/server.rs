@@ -26,12 +26,33 @@ use crate::app::{now, App};
 use crate::boot_decision::UnknownPolicy;
 use crate::sockets;
 
+/// Upper bounds (seconds) of the decision-latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 8] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
+
 /// DHCP counters for `/metrics`.
 #[derive(Default)]
 pub struct DhcpMetrics {
     received: Mutex<BTreeMap<String, u64>>,
     sent: Mutex<BTreeMap<String, u64>>,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per subnet: (addresses bound or offered, size of the range), refreshed every second.
+    pools: Mutex<Vec<(String, usize, usize)>>,
+    /// Time from receiving a request to sending its reply (ACKs include the durable commit):
+    /// counts per bucket of `LATENCY_BUCKETS` plus overflow, sum, count.
+    latency: Mutex<([u64; 9], f64, u64)>,
+}
+
+impl DhcpMetrics {
+    fn observe_latency(&self, secs: f64) {
+        let mut l = self.latency.lock().unwrap();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        l.0[i] += 1;
+        l.1 += secs;
+        l.2 += 1;
+    }
 }
 
 impl DhcpMetrics {
@@ -61,6 +82,29 @@ impl DhcpMetrics {
         for (k, v) in self.dropped.lock().unwrap().iter() {
             let _ = writeln!(out, "provisioner_dhcp_dropped_total{{reason=\"{k}\"}} {v}");
         }
+        let _ = writeln!(out, "# HELP provisioner_dhcp_pool_addresses Addresses of a subnet's range, in use or in total.\n# TYPE provisioner_dhcp_pool_addresses gauge");
+        for (subnet, used, total) in self.pools.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"used\"}} {used}"
+            );
+            let _ = writeln!(
+                out,
+                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"total\"}} {total}"
+            );
+        }
+        let (buckets, sum, count) = *self.latency.lock().unwrap();
+        let name = "provisioner_dhcp_reply_latency_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from request to reply (ACKs include the durable lease write).\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += buckets[i];
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
     }
 }
 
@@ -92,6 +136,7 @@ struct PendingAck {
     bytes: Vec<u8>,
     to: SocketAddrV4,
     ifindex: u32,
+    received: tokio::time::Instant,
 }
 
 /// Largest number of bindings written in one transaction.
@@ -118,7 +163,10 @@ async fn committer(
             Ok(()) => {
                 for p in batch {
                     match sockets::send_via(&sock, &p.bytes, p.to, p.ifindex).await {
-                        Ok(_) => DhcpMetrics::bump(&metrics.sent, "ack".to_string()),
+                        Ok(_) => {
+                            DhcpMetrics::bump(&metrics.sent, "ack".to_string());
+                            metrics.observe_latency(p.received.elapsed().as_secs_f64());
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, to = %p.to, "dhcp: sending an ACK failed")
                         }
@@ -154,6 +202,7 @@ pub async fn run(
             r = sockets::recv_with_arrival(&sock, &mut buf) => r,
         };
         let Ok((n, arrival)) = received else { continue };
+        let started = tokio::time::Instant::now();
         let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..n])) else {
             DhcpMetrics::bump(&metrics.dropped, "malformed");
             continue;
@@ -195,12 +244,16 @@ pub async fn run(
                         bytes,
                         to,
                         ifindex: arrival.ifindex,
+                        received: started,
                     })
                     .await;
                 continue;
             }
             match sockets::send_via(&sock, &bytes, to, arrival.ifindex).await {
-                Ok(_) => DhcpMetrics::bump(&metrics.sent, type_name(&reply)),
+                Ok(_) => {
+                    DhcpMetrics::bump(&metrics.sent, type_name(&reply));
+                    metrics.observe_latency(started.elapsed().as_secs_f64());
+                }
                 Err(e) => tracing::warn!(error = %e, %to, "dhcp: sending the reply failed"),
             }
         }
@@ -304,6 +357,33 @@ async fn decide(
         .await?;
     app.publish(events);
     Ok(decision)
+}
+
+/// Refreshes the pool-utilization gauge once a second (counting is O(bindings): not per packet).
+pub async fn watch_pools(
+    core: Arc<Mutex<Core>>,
+    metrics: Arc<DhcpMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let t = now();
+        let pools = {
+            let core = core.lock().unwrap_or_else(|p| p.into_inner());
+            core.subnets
+                .iter()
+                .map(|(o, p)| {
+                    let (used, total) = p.utilization(t);
+                    (format!("{}/{}", o.network, o.prefix), used, total)
+                })
+                .collect()
+        };
+        *metrics.pools.lock().unwrap() = pools;
+    }
 }
 
 /// Binds the DHCP sockets for `cfg` (67, plus 4011 in proxy mode).
