@@ -48,15 +48,7 @@ impl App {
         self.events.subscribe()
     }
 
-    /// Publishes events that were committed outside [`App::write`].
-    pub fn publish(&self, events: Vec<Event>) {
-        self.metrics.events_appended(events.len());
-        for e in events {
-            let _ = self.events.send(e);
-        }
-    }
-
-    /// Runs a read-only store call off the async threads.
+    /// Runs a store call that publishes no events (reads, lease writes) off the async threads.
     pub async fn read<T, F>(&self, f: F) -> inventory::Result<T>
     where
         T: Send + 'static,

@@ -271,8 +271,10 @@ async fn decide(
     let core = core.clone();
     let store = app.store.clone();
     let t = now();
-    let (decision, events) = app
-        .read(move |_| {
+    // `write`, not `read`: discovery and `seen` events are committed here, and publishing them
+    // under the write-order lock keeps live followers in sequence order.
+    let decision = app
+        .write(move |_| {
             let mac = (msg.hlen() == 6).then(|| {
                 let c = msg.chaddr();
                 Mac::new([c[0], c[1], c[2], c[3], c[4], c[5]])
@@ -355,7 +357,6 @@ async fn decide(
             Ok((d, events))
         })
         .await?;
-    app.publish(events);
     Ok(decision)
 }
 
