@@ -280,8 +280,8 @@ impl Core {
                 d.dropped = Some("DECLINE needs no answer");
             }
             MessageType::Release => {
-                if self.subnets[idx].1.release(mac, ciaddr(msg)) {
-                    d.remove = Some(ciaddr(msg));
+                if self.subnets[idx].1.release(mac, msg.ciaddr()) {
+                    d.remove = Some(msg.ciaddr());
                 }
                 d.dropped = Some("RELEASE needs no answer");
             }
@@ -382,10 +382,6 @@ impl Core {
         }
         r
     }
-}
-
-fn ciaddr(m: &Message) -> Ipv4Addr {
-    m.ciaddr()
 }
 
 #[cfg(test)]

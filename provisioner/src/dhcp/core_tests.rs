@@ -20,7 +20,8 @@ fn core(mode: Mode, unknown: UnknownPolicy) -> Core {
             SubnetOptions {
                 network: ip(net),
                 prefix: 24,
-                router: Some(ip(&net.replace(".0", ".1").replacen(".1.", ".0.", 0))),
+                // The subnet's first host address.
+                router: Some(std::net::Ipv4Addr::from(u32::from(ip(net)) + 1)),
                 dns: vec![ip("198.18.0.1")],
                 domain: Some("lab".into()),
                 lease_time: Duration::from_secs(3600),
@@ -138,6 +139,26 @@ fn uefi_pxe_dora_for_a_registered_machine() {
     assert_eq!(
         opt(&offer, OptionCode::AddressLeaseTime),
         Some(&DhcpOption::AddressLeaseTime(3600))
+    );
+    assert_eq!(
+        opt(&offer, OptionCode::SubnetMask),
+        Some(&DhcpOption::SubnetMask(ip("255.255.255.0")))
+    );
+    assert_eq!(
+        opt(&offer, OptionCode::Router),
+        Some(&DhcpOption::Router(vec![ip("198.18.0.1")]))
+    );
+    assert_eq!(
+        opt(&offer, OptionCode::DomainNameServer),
+        Some(&DhcpOption::DomainNameServer(vec![ip("198.18.0.1")]))
+    );
+    assert_eq!(
+        opt(&offer, OptionCode::DomainName),
+        Some(&DhcpOption::DomainName("lab".into()))
+    );
+    assert_eq!(
+        opt(&offer, OptionCode::Renewal),
+        Some(&DhcpOption::Renewal(1800))
     );
     assert!(d.commit.is_none(), "an offer binds nothing durably");
 
