@@ -21,6 +21,14 @@ pub fn content(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `<dir>/p.toml` serving `<dir>/root` over TFTP, with extra `[tftp]` keys; returns its path.
+pub fn tftp_config(dir: &Path, extra: &str) -> PathBuf {
+    let cfg = dir.join("p.toml");
+    let root = dir.join("root").display().to_string();
+    std::fs::write(&cfg, format!("[tftp]\nroot = {root:?}\n{extra}\n")).unwrap();
+    cfg
+}
+
 /// A server whose TFTP root holds the given files; extra TOML goes into `[tftp]`.
 pub fn tftp_server(files: &[(&str, usize)], tftp_toml: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -31,15 +39,7 @@ pub fn tftp_server(files: &[(&str, usize)], tftp_toml: &str) -> (Server, tempfil
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content(*len, i as u64 + 7)).unwrap();
     }
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[tftp]\nroot = {:?}\n{tftp_toml}\n",
-            root.display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = tftp_config(dir.path(), tftp_toml);
     let s = Server::start_in(
         &dir.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
@@ -455,15 +455,7 @@ fn transfers_are_recorded_on_the_machine_holding_the_lease() {
             }])
             .unwrap();
     }
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[tftp]\nroot = {:?}\n",
-            dir.path().join("root").display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = tftp_config(dir.path(), "");
     let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
     let out = tempfile::tempdir().unwrap();
     run(&mut curl(
@@ -576,15 +568,7 @@ fn replies_come_from_the_address_the_request_was_sent_to() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("root")).unwrap();
     std::fs::write(dir.path().join("root/f"), content(3000, 3)).unwrap();
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[tftp]\nroot = {:?}\n",
-            dir.path().join("root").display().to_string()
-        ),
-    )
-    .unwrap();
+    let cfg = tftp_config(dir.path(), "");
     let mut serve = Command::new(crate::harness::binary());
     serve
         .args([

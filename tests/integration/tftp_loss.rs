@@ -3,7 +3,7 @@
 
 use crate::harness::{serve_cmd, stderr, Server};
 use crate::netns::Netns;
-use crate::tftp::{atftp, content, curl, tftp_hpa};
+use crate::tftp::{atftp, content, curl, tftp_config, tftp_hpa};
 
 #[test]
 fn transfers_complete_with_ten_percent_loss() {
@@ -13,12 +13,7 @@ fn transfers_complete_with_ten_percent_loss() {
     std::fs::create_dir_all(&root).unwrap();
     let want = content(1024 * 1024 + 11, 99);
     std::fs::write(root.join("ipxe.efi"), &want).unwrap();
-    let cfg = dir.path().join("p.toml");
-    std::fs::write(
-        &cfg,
-        format!("[tftp]\nroot = {:?}\n", root.display().to_string()),
-    )
-    .unwrap();
+    let cfg = tftp_config(dir.path(), "");
     let serve = ns.wrap(&serve_cmd(&cfg, &dir.path().join("data")));
     let s = Server::spawn(serve, &dir.path().join("data"));
     let addr = s.tftp.unwrap();

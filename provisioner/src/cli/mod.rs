@@ -62,11 +62,11 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server (API now; DHCP, TFTP and boot endpoints as they land).
+    /// Run the server: operator API, TFTP, and DHCP when configured (boot endpoints come next).
     #[command(
         after_help = "Example:\n  provisioner serve --data-dir /var/lib/provisioner --listen 0.0.0.0:8080\n\n\
 On first start an operator token is created and written once to <data-dir>/operator.token (mode 0600).\n\
-Logs a line 'listening on http://ADDR' per listener; stops cleanly on SIGTERM or Ctrl-C."
+Logs a line 'listening on SCHEME://ADDR' per listener (tftp, dhcp, http last); stops cleanly on SIGTERM or Ctrl-C."
     )]
     Serve(ServeArgs),
     /// Register, list and manage machines.
