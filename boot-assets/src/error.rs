@@ -1,0 +1,47 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading, inspecting, storing or building boot assets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a PE image we can use, or not the kind asked for.
+    #[error("{path}: {reason}")]
+    NotUsable { path: PathBuf, reason: String },
+    /// A digest argument is not `sha256:<64 hex>` (or 64 hex).
+    #[error("'{given}' is not an asset digest: expected sha256:<64 hex digits>")]
+    BadDigest { given: String },
+    /// No asset with this digest is stored.
+    #[error("no asset {digest} in the store; `provisioner assets list` shows what is there")]
+    NotFound { digest: String },
+    /// An asset has no such extracted section.
+    #[error("asset {digest} has no section '{section}'")]
+    NoSection { digest: String, section: String },
+    /// Stored metadata could not be decoded.
+    #[error("metadata of {digest} is corrupt: {reason}")]
+    CorruptMeta { digest: String, reason: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
+    pub(crate) fn unusable(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+        Error::NotUsable {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
