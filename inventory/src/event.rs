@@ -53,6 +53,21 @@ pub enum EventKind {
     },
     /// A profile was added, replaced or removed.
     Profile { name: String, action: String },
+    /// The installer reported progress (`phase`: e.g. fetch-config, partition, write-image).
+    Progress {
+        phase: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        percent: Option<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// The machine registered (Kairos phone-home shape).
+    Registered {
+        machine_id: String,
+        boot_state: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        agent_version: String,
+    },
     /// Free text (import summaries, installer log lines that matter).
     Note { message: String },
 }
@@ -85,6 +100,33 @@ impl fmt::Display for EventKind {
                 *millis as f64 / 1000.0
             ),
             EventKind::Profile { name, action } => write!(f, "profile {name} {action}"),
+            EventKind::Progress {
+                phase,
+                percent,
+                message,
+            } => {
+                write!(f, "install {phase}")?;
+                if let Some(p) = percent {
+                    write!(f, " {p}%")?;
+                }
+                if let Some(m) = message {
+                    write!(f, ": {m}")?;
+                }
+                Ok(())
+            }
+            EventKind::Registered {
+                machine_id,
+                boot_state,
+                agent_version,
+            } => write!(
+                f,
+                "registered machine-id {machine_id} ({boot_state}{}{agent_version})",
+                if agent_version.is_empty() {
+                    ""
+                } else {
+                    ", agent "
+                }
+            ),
             EventKind::Note { message } => f.write_str(message),
         }
     }

@@ -12,6 +12,7 @@
 //! - [`profile`]: profiles (UKI digest, cloud-config template, cmdline, install disk).
 //! - [`event`]: the append-only, globally numbered event history.
 //! - [`lease`]: DHCP leases.
+//! - [`log`]: per-machine log lines (syslog, installer), bounded per machine.
 //! - [`token`]: API tokens, stored as SHA-256 hashes.
 //! - [`store`]: the `Store` trait and its durability contract.
 //! - [`redb_store`]: `Store` on redb, with the schema version and migration hook.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod event;
 pub mod lease;
 pub mod lifecycle;
+pub mod log;
 pub mod mac;
 pub mod machine;
 pub mod profile;
@@ -33,8 +35,9 @@ pub use error::{Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
 pub use lease::Lease;
 pub use lifecycle::{Deadlines, Lifecycle, State, Transition};
+pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;
-pub use machine::{BootOverrides, Machine, MachineSpec};
+pub use machine::{BootOverrides, Machine, MachineSpec, Registration};
 pub use profile::Profile;
 pub use redb_store::RedbStore;
 pub use store::Store;

@@ -67,7 +67,28 @@ pub struct Machine {
     pub first_seen: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
+    /// The address it last fetched boot content from (lets its config be served to it in proxy
+    /// mode, where there is no lease of ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ip: Option<Ipv4Addr>,
+    /// What the installed OS said when it registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<Registration>,
     pub created: Timestamp,
+}
+
+/// A registration (Kairos phone-home): the OS's machine-id and what it reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub machine_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    pub boot_state: String,
+    pub at: Timestamp,
 }
 
 impl Machine {
@@ -80,6 +101,8 @@ impl Machine {
             arch: None,
             first_seen: None,
             last_seen: None,
+            boot_ip: None,
+            registration: None,
             created: now,
         }
     }

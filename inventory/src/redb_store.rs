@@ -4,7 +4,9 @@
 //! Tables (values are JSON so records can grow fields without a migration):
 //! `meta` (schema version), `machines` (MAC as u64 → Machine), `reservations` (IPv4 as u32 → MAC),
 //! `profiles` (name → Profile), `events` (seq → Event), `machine_events` ((MAC, seq) → ()),
-//! `leases` (IPv4 as u32 → Lease), `tokens` (sha256 hex → TokenRecord).
+//! `leases` (IPv4 as u32 → Lease), `tokens` (sha256 hex → TokenRecord), `logs` ((MAC, seq) →
+//! LogLine), `log_seq` (MAC → last log seq). Tables added later are created on open (no
+//! migration needed for a new, empty table).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -17,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
+use crate::log::{LogLine, NewLogLine, MAX_LINES_PER_MACHINE};
 use crate::store::{MachineEdit, Store};
 use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord, TokenRole};
 
@@ -28,6 +31,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const MACHINE_EVENTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("machine_events");
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("logs");
+const LOG_SEQ: TableDefinition<u64, u64> = TableDefinition::new("log_seq");
 
 /// Version of the table layout above. Bump it and add a step to [`migrate`] when it changes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -98,6 +103,8 @@ impl RedbStore {
             txn.open_table(MACHINE_EVENTS)?;
             txn.open_table(LEASES)?;
             txn.open_table(TOKENS)?;
+            txn.open_table(LOGS)?;
+            txn.open_table(LOG_SEQ)?;
         }
         txn.commit()?;
         Ok(RedbStore { db })
@@ -443,6 +450,46 @@ impl Store for RedbStore {
             }
         }
         Ok(false)
+    }
+
+    fn append_logs(
+        &self,
+        lines: Vec<(Mac, NewLogLine)>,
+        now: Timestamp,
+    ) -> Result<Vec<(Mac, LogLine)>> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(lines.len());
+        {
+            let mut logs = txn.open_table(LOGS)?;
+            let mut seqs = txn.open_table(LOG_SEQ)?;
+            for (mac, line) in lines {
+                let k = mac_key(mac);
+                let seq = seqs.get(k)?.map(|v| v.value()).unwrap_or(0) + 1;
+                seqs.insert(k, seq)?;
+                let stored = LogLine { seq, at: now, line };
+                logs.insert((k, seq), encode(&stored).as_slice())?;
+                if seq > MAX_LINES_PER_MACHINE {
+                    logs.remove((k, seq - MAX_LINES_PER_MACHINE))?;
+                }
+                out.push((mac, stored));
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn logs(&self, mac: Mac, after: u64, limit: usize) -> Result<Vec<LogLine>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LOGS)?;
+        let k = mac_key(mac);
+        let mut out = Vec::new();
+        for row in table
+            .range((k, after.saturating_add(1))..=(k, u64::MAX))?
+            .take(limit)
+        {
+            out.push(decode("logs", row?.1.value())?);
+        }
+        Ok(out)
     }
 }
 

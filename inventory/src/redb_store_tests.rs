@@ -287,3 +287,43 @@ fn survives_reopen_and_keeps_leases_and_tokens() {
     s.remove_lease("198.18.0.50".parse().unwrap()).unwrap();
     assert!(s.leases().unwrap().is_empty());
 }
+
+#[test]
+fn logs_are_numbered_per_machine_bounded_and_resumable() {
+    use crate::log::{NewLogLine, MAX_LINES_PER_MACHINE};
+    let (_d, s) = open();
+    let (a, b) = (mac(1), mac(2));
+    let n = MAX_LINES_PER_MACHINE + 10;
+    let batch: Vec<_> = (0..n)
+        .map(|i| {
+            (
+                a,
+                NewLogLine::new("syslog", Some(6), None, &format!("line {i}")),
+            )
+        })
+        .chain([(
+            b,
+            NewLogLine::new("installer", None, None, "only\nline\u{7}"),
+        )])
+        .collect();
+    let stored = s.append_logs(batch, Timestamp(5)).unwrap();
+    assert_eq!(stored.len() as u64, n + 1);
+    // The oldest lines of `a` were dropped; `b` has its own numbering.
+    let all = s.logs(a, 0, usize::MAX).unwrap();
+    assert_eq!(all.len() as u64, MAX_LINES_PER_MACHINE);
+    assert_eq!(all[0].seq, 11);
+    assert_eq!(all.last().unwrap().line.text, format!("line {}", n - 1));
+    let after = s.logs(a, n - 2, 10).unwrap();
+    assert_eq!(
+        after.iter().map(|l| l.seq).collect::<Vec<_>>(),
+        vec![n - 1, n]
+    );
+    let bl = s.logs(b, 0, 10).unwrap();
+    assert_eq!((bl.len(), bl[0].seq), (1, 1));
+    assert_eq!(
+        bl[0].line.text, "only\u{fffd}line\u{fffd}",
+        "control characters replaced"
+    );
+    let long = NewLogLine::new("syslog", None, None, &"é".repeat(5000));
+    assert!(long.text.len() <= crate::log::MAX_LINE_BYTES + 3);
+}

@@ -68,6 +68,16 @@ pub trait Store: Send + Sync + 'static {
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     fn has_operator_token(&self) -> Result<bool>;
 
+    /// Appends log lines (many machines, one transaction), numbering them per machine and
+    /// dropping each machine's oldest lines beyond [`crate::log::MAX_LINES_PER_MACHINE`].
+    fn append_logs(
+        &self,
+        lines: Vec<(Mac, crate::log::NewLogLine)>,
+        now: Timestamp,
+    ) -> Result<Vec<(Mac, crate::log::LogLine)>>;
+    /// A machine's log lines with `seq > after`, oldest first.
+    fn logs(&self, mac: Mac, after: u64, limit: usize) -> Result<Vec<crate::log::LogLine>>;
+
     /// Fails every machine stuck in a transitional state past its deadline.
     fn expire_stuck(&self, now: Timestamp, deadlines: &Deadlines) -> Result<Vec<Event>> {
         let mut out = Vec::new();
