@@ -4,10 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use inventory::{Deadlines, Event, Store, Timestamp};
+use inventory::{Deadlines, Event, LogLine, Mac, Store, Timestamp};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::boot_decision::UnknownPolicy;
+use crate::machine_keys::MachineKeys;
 use crate::metrics::Metrics;
 
 /// How many events a slow live follower may fall behind before it is told to reconnect.
@@ -25,6 +27,26 @@ pub struct App {
     /// Cancelled when the server shuts down, so long-lived responses (SSE) end and let the
     /// graceful shutdown finish.
     pub shutdown: CancellationToken,
+    /// What the HTTP boot side needs beyond the store.
+    pub boot: Arc<BootContext>,
+    /// Live feed of stored log lines for `machines logs --follow`.
+    logs: broadcast::Sender<(Mac, LogLine)>,
+}
+
+/// Settings and stores of the boot side (scripts, assets, configs, machine credentials).
+#[derive(Debug)]
+pub struct BootContext {
+    pub assets: boot_assets::AssetStore,
+    pub keys: MachineKeys,
+    /// Base URL machines reach us at (`http.public_url`); else the address each request came in
+    /// on, which is right whenever machines connect to us directly.
+    pub public_url: Option<String>,
+    /// What to do with machines the inventory does not know (shared with DHCP).
+    pub unknown: UnknownPolicy,
+    /// How often a held machine's script polls again.
+    pub poll: std::time::Duration,
+    /// UDP port of our syslog receiver, rendered into configs (`None`: off).
+    pub syslog_port: Option<u16>,
 }
 
 /// The wall clock, read once per request in the I/O layer and passed down as a value.
@@ -33,8 +55,10 @@ pub fn now() -> Timestamp {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, deadlines: Deadlines) -> Self {
+    pub fn new(store: Arc<dyn Store>, deadlines: Deadlines, boot: BootContext) -> Self {
         App {
+            boot: Arc::new(boot),
+            logs: broadcast::channel(EVENT_FEED_CAPACITY).0,
             store,
             events: broadcast::channel(EVENT_FEED_CAPACITY).0,
             write_order: Arc::new(Mutex::new(())),
@@ -46,6 +70,26 @@ impl App {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<(Mac, LogLine)> {
+        self.logs.subscribe()
+    }
+
+    /// Stores log lines in one transaction and publishes them to followers.
+    pub async fn append_logs(
+        &self,
+        lines: Vec<(Mac, inventory::NewLogLine)>,
+    ) -> inventory::Result<()> {
+        let feed = self.logs.clone();
+        let t = now();
+        self.read(move |s| {
+            for stored in s.append_logs(lines, t)? {
+                let _ = feed.send(stored);
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Runs a store call that publishes no events (reads, lease writes) off the async threads.

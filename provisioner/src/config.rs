@@ -29,6 +29,22 @@ pub mod wire {
         pub tftp: Tftp,
         #[serde(default)]
         pub dhcp: crate::dhcp::config::WireDhcp,
+        #[serde(default)]
+        pub boot: Boot,
+        #[serde(default)]
+        pub syslog: Syslog,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Boot {
+        pub poll_interval: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Syslog {
+        pub listen: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -52,6 +68,7 @@ pub mod wire {
     #[serde(deny_unknown_fields)]
     pub struct Http {
         pub listen: Option<String>,
+        pub public_url: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -87,6 +104,12 @@ pub struct Config {
     pub tftp: Option<TftpConfig>,
     /// `None` unless `dhcp.mode` is "full" or "proxy".
     pub dhcp: Option<crate::dhcp::config::DhcpConfig>,
+    /// `http.public_url` without a trailing slash.
+    pub public_url: Option<String>,
+    /// `boot.poll_interval`: how often a held machine asks again.
+    pub poll_interval: Duration,
+    /// `syslog.listen`: the remote syslog receiver (off unless set).
+    pub syslog_listen: Option<SocketAddr>,
 }
 
 /// The validated `[tftp]` section.
@@ -173,6 +196,27 @@ impl TryFrom<wire::ConfigFile> for Config {
                 why: e.to_string(),
             });
         }
+        let public_url = match w.http.public_url {
+            None => None,
+            Some(u) => Some(public_url(u)?),
+        };
+        let poll_interval = duration(
+            "boot.poll_interval",
+            w.boot.poll_interval,
+            Duration::from_secs(10),
+        )?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&poll_interval) {
+            return Err(ConfigError::Value {
+                key: "boot.poll_interval",
+                value: format!("{poll_interval:?}"),
+                why: "must be between 1s and 1h".into(),
+            });
+        }
+        let syslog_listen = w
+            .syslog
+            .listen
+            .map(|v| socket_addr("syslog.listen", v))
+            .transpose()?;
         let tftp = tftp_config(w.tftp)?;
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
@@ -191,8 +235,34 @@ impl TryFrom<wire::ConfigFile> for Config {
             log_level,
             tftp,
             dhcp,
+            public_url,
+            poll_interval,
+            syslog_listen,
         })
     }
+}
+
+/// `http://host[:port][/path]`, rendered into iPXE scripts and configs: only characters that are
+/// inert there.
+fn public_url(u: String) -> Result<String, ConfigError> {
+    let bad = |why: &str| ConfigError::Value {
+        key: "http.public_url",
+        value: u.clone(),
+        why: why.into(),
+    };
+    let rest = u.strip_prefix("http://").ok_or_else(|| {
+        bad("must start with http:// (iPXE and UEFI HTTP boot fetch over plain HTTP)")
+    })?;
+    if rest.is_empty()
+        || !rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:/[]".contains(&b))
+    {
+        return Err(bad(
+            "must be http://HOST[:PORT][/PATH] with letters, digits and - . _ : / [ ] only",
+        ));
+    }
+    Ok(u.trim_end_matches('/').to_string())
 }
 
 fn socket_addr(key: &'static str, v: String) -> Result<SocketAddr, ConfigError> {

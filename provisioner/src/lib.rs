@@ -4,11 +4,14 @@
 //! # Layout
 //! - [`config`]: TOML wire structs and their validation into [`config::Config`].
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
+//! - [`boot`]: HTTP boot: iPXE scripts, UEFI HTTP boot, assets, configs, the machines' API.
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (install, disk, hold).
 //! - [`dhcp`]: DHCP core pieces: client classification, reply destination, boot answers.
 //! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
 //! - [`metrics`]: Prometheus text exposition.
+//! - [`machine_keys`]: per-machine tokens derived with HMAC from one server key.
+//! - [`syslog`]: the remote syslog receiver (RFC 3164 and 5424), lines kept per machine.
 //! - [`operator_token`]: first-start creation of the operator token.
 //! - [`serve`]: runs the server on bound listeners until shutdown; the deadline sweeper.
 //! - [`sockets`]: socket quirks in one place (IP_PKTINFO, per-transfer sockets).
@@ -18,14 +21,17 @@
 
 pub mod api;
 pub mod app;
+pub mod boot;
 pub mod boot_decision;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod import;
+pub mod machine_keys;
 pub mod metrics;
 pub mod operator_token;
 pub mod serve;
 pub mod sockets;
 pub mod startup;
+pub mod syslog;
 pub mod tftp;

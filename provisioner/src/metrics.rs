@@ -131,6 +131,8 @@ pub struct Metrics {
     http_5xx: AtomicU64,
     events: AtomicU64,
     expired: AtomicU64,
+    syslog_lines: AtomicU64,
+    syslog_unattributed: AtomicU64,
 }
 
 impl Metrics {
@@ -145,6 +147,14 @@ impl Metrics {
 
     pub fn events_appended(&self, n: usize) {
         self.events.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn syslog_lines(&self, n: usize) {
+        self.syslog_lines.fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn syslog_unattributed(&self) {
+        self.syslog_unattributed.fetch_add(1, Relaxed);
     }
 
     pub fn machines_expired(&self, n: usize) {
@@ -202,6 +212,15 @@ impl Metrics {
              # TYPE provisioner_build_info gauge\n\
              provisioner_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_syslog_lines_total Syslog lines stored, by whether a machine held the sender's address.\n\
+             # TYPE provisioner_syslog_lines_total counter\n\
+             provisioner_syslog_lines_total{{attributed=\"yes\"}} {}\n\
+             provisioner_syslog_lines_total{{attributed=\"no\"}} {}",
+            self.syslog_lines.load(Relaxed),
+            self.syslog_unattributed.load(Relaxed)
         );
         self.tftp.render(&mut out);
         self.dhcp.render(&mut out);

@@ -17,7 +17,8 @@ pub async fn run(
     let token = app.shutdown.clone();
     let sweeper = tokio::spawn(expire_stuck_machines(app.clone()));
     let router = crate::api::router(app);
-    let result = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<crate::boot::Peer>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down");

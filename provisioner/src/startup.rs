@@ -65,7 +65,31 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let db_path = cfg.data_dir.join(DB_FILE);
     let store = tokio::task::spawn_blocking(move || RedbStore::open(&db_path)).await??;
     let store: Arc<dyn inventory::Store> = Arc::new(store);
-    let app = App::new(store.clone(), cfg.deadlines);
+    let assets_dir = cfg.data_dir.join("assets");
+    let assets = boot_assets::AssetStore::open(&assets_dir)
+        .with_context(|| format!("opening the asset store {}", assets_dir.display()))?;
+    let keys = crate::machine_keys::MachineKeys::load_or_create(&cfg.data_dir)?;
+    let syslog = match cfg.syslog_listen {
+        Some(addr) => Some(tokio::net::UdpSocket::bind(addr).await.with_context(|| {
+            format!("binding the syslog receiver to {addr} (syslog.listen / --syslog-listen; port 514 needs root)")
+        })?),
+        None => None,
+    };
+    let boot = crate::app::BootContext {
+        assets,
+        keys,
+        public_url: cfg.public_url.clone(),
+        unknown: cfg
+            .dhcp
+            .as_ref()
+            .map_or(crate::boot_decision::UnknownPolicy::Ignore, |d| d.unknown),
+        poll: cfg.poll_interval,
+        syslog_port: syslog
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port()),
+    };
+    let app = App::new(store.clone(), cfg.deadlines, boot);
     let data_dir = cfg.data_dir.clone();
     let created = app
         .read(move |s| Ok(crate::operator_token::ensure(s, &data_dir, now())))
@@ -90,7 +114,11 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         start_tftp(tftp, &app).await?;
     }
     if let Some(dhcp) = &cfg.dhcp {
-        start_dhcp(dhcp, &app, addr.port()).await?;
+        start_dhcp(dhcp, &app, addr.port(), cfg.public_url.as_deref()).await?;
+    }
+    if let Some(sock) = syslog {
+        tracing::info!("listening on syslog://{}", sock.local_addr()?);
+        tokio::spawn(crate::syslog::run(sock, app.clone(), app.shutdown.clone()));
     }
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
     crate::serve::run(listener, app, shutdown).await
@@ -136,6 +164,7 @@ async fn start_dhcp(
     cfg: &crate::dhcp::config::DhcpConfig,
     app: &App,
     http_port: u16,
+    public_url: Option<&str>,
 ) -> anyhow::Result<()> {
     use crate::dhcp::core::{Core, Settings};
     use crate::dhcp::pool::Pool;
@@ -160,6 +189,7 @@ async fn start_dhcp(
     let base = cfg
         .http_url
         .clone()
+        .or(public_url.map(str::to_string))
         .unwrap_or_else(|| format!("http://{}:{http_port}", cfg.server_ip));
     let core = Core {
         settings: Settings {

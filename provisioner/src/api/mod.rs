@@ -1,10 +1,13 @@
-//! The operator HTTP API under `/api/v1` (JSON), plus `/healthz` and `/metrics`.
+//! The operator HTTP API under `/api/v1` (JSON), plus `/healthz` and `/metrics`; the boot
+//! endpoints and the machines' own API ([`crate::boot`]) share the listener.
 //!
 //! Every `/api/v1` call needs `Authorization: Bearer <operator token>`. Errors are JSON
 //! `{"error": "<code>", "detail": "<what to fix>"}` with a matching status.
 
+mod assets;
 mod error;
 mod events;
+mod logs;
 mod machines;
 mod profiles;
 
@@ -28,12 +31,15 @@ pub fn router(app: App) -> Router {
         .merge(machines::routes())
         .merge(profiles::routes())
         .merge(events::routes())
+        .merge(assets::routes())
+        .merge(logs::routes())
         .layer(middleware::from_fn_with_state(
             app.clone(),
             require_operator,
         ));
     Router::new()
         .nest("/api/v1", v1)
+        .merge(crate::boot::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -1,0 +1,112 @@
+//! The HTTP boot side, on the same listener as the API: per-machine iPXE scripts, UEFI HTTP
+//! boot, content-addressed asset downloads, per-machine Kairos configs and the machine-facing
+//! API (progress, logs, Kairos-compatible registration).
+//!
+//! Every path that could start an installer asks [`crate::boot_decision::decide`] about the
+//! machine first, so an installed machine is never handed the installer again (no boot loop).
+
+pub mod config_render;
+pub mod files;
+pub mod handlers;
+pub mod node_api;
+pub mod plan;
+pub mod script;
+
+use std::net::SocketAddr;
+
+use axum::extract::connect_info::Connected;
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use axum::Router;
+use inventory::Mac;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use script::Url;
+
+/// Both ends of a connection: the remote address attributes requests to machines, the local
+/// one is the address machines reach us at (used in URLs when `http.public_url` is unset).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        let remote = *stream.remote_addr();
+        let local = stream.io().local_addr().unwrap_or(remote);
+        Peer { local, remote }
+    }
+}
+
+/// Routes served without the operator token.
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/boot/ipxe", get(handlers::ipxe_script))
+        .route("/boot/efi", get(handlers::http_boot))
+        .route("/assets/{digest}/{name}", get(handlers::asset))
+        .route(
+            "/assets/{digest}/sections/{section}",
+            get(handlers::asset_section),
+        )
+        .route("/config", get(handlers::config_by_query))
+        .route("/config/{mac}", get(handlers::config_by_mac))
+        .route("/api/v1/nodes/register", post(node_api::register))
+        .route("/api/v1/nodes/progress", post(node_api::progress))
+        .route("/api/v1/nodes/logs", post(node_api::logs))
+}
+
+/// The base URL machines use to reach us, and the URLs built on it. Only typed parts are added.
+#[derive(Clone, Debug)]
+pub struct Base(String);
+
+impl Base {
+    pub fn new(app: &App, peer: &Peer) -> Base {
+        Base(match &app.boot.public_url {
+            Some(u) => u.clone(),
+            None => format!("http://{}", peer.local),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn script(&self, mac: Mac, platform: Option<&script::Platform>) -> Url {
+        match platform {
+            None => Url(format!(
+                "{}/boot/ipxe?mac={mac}&platform=${{platform}}",
+                self.0
+            )),
+            Some(p) => {
+                let p = match p {
+                    script::Platform::Efi => "efi",
+                    script::Platform::Pcbios => "pcbios",
+                };
+                Url(format!("{}/boot/ipxe?mac={mac}&platform={p}", self.0))
+            }
+        }
+    }
+
+    /// `hex` is a checked digest, `name` a store-cleaned file name.
+    pub fn asset(&self, hex: &str, name: &str, mac: Mac) -> Url {
+        Url(format!("{}/assets/{hex}/{name}?mac={mac}", self.0))
+    }
+
+    pub fn section(&self, hex: &str, section: boot_assets::BootSection, mac: Mac) -> Url {
+        Url(format!(
+            "{}/assets/{hex}/sections/{}?mac={mac}",
+            self.0,
+            section.file_name()
+        ))
+    }
+
+    pub fn config(&self, mac: Mac) -> String {
+        format!("{}/config/{mac}", self.0)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1/nodes/{path}", self.0)
+    }
+}

@@ -1,0 +1,240 @@
+//! From a MAC to what it boots: the machine, its profile and the profile's UKI, the boot
+//! decision, and the script (or file) that carries it out. Also the bookkeeping every boot path
+//! shares: admitting unknown machines under `discover`/`auto`, and recording that a machine
+//! netbooted its installer (`booting`, the address it came from, an event).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use boot_assets::{parse_digest, AssetKind, AssetMeta, BootSection};
+use inventory::{
+    lifecycle, EventKind, Lifecycle, Mac, Machine, NewEvent, Profile, State, Transition,
+};
+
+use super::script::{Cmdline, IpxeText, Platform, Script};
+use super::Base;
+use crate::app::{now, App};
+use crate::boot_decision::{decide, Intent, UnknownPolicy};
+
+/// Everything the decision and the rendering need about one machine.
+#[derive(Clone, Debug)]
+pub struct BootView {
+    pub mac: Mac,
+    pub machine: Option<Machine>,
+    pub profile: Option<Profile>,
+    /// The profile's UKI, when it is in the store.
+    pub uki: Option<AssetMeta>,
+}
+
+impl BootView {
+    pub fn intent(&self, unknown: UnknownPolicy) -> Intent {
+        decide(self.machine.as_ref(), unknown)
+    }
+}
+
+/// Loads the view, admitting an unknown machine first when the policy says so.
+pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
+    let policy = app.boot.unknown;
+    let t = now();
+    let (machine, profile) = app
+        .write(move |s| {
+            let mut events = Vec::new();
+            let mut machine = s.machine(mac)?;
+            if machine.is_none() && policy != UnknownPolicy::Ignore {
+                let mut m = Machine::registered(mac, Default::default(), t);
+                let by = if policy == UnknownPolicy::Discover {
+                    m.lifecycle = Lifecycle::new(State::Discovered, t);
+                    "discover"
+                } else {
+                    "auto"
+                };
+                events = s.create_machines(vec![m.clone()], by, t)?;
+                machine = Some(m);
+            }
+            let profile = match machine.as_ref().and_then(|m| m.spec.profile.clone()) {
+                Some(p) => s.profile(&p)?,
+                None => None,
+            };
+            Ok(((machine, profile), events))
+        })
+        .await?;
+    let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
+        Some(d) => {
+            let assets = app.boot.assets.clone();
+            tokio::task::spawn_blocking(move || assets.get(&d).ok())
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    Ok(BootView {
+        mac,
+        machine,
+        profile,
+        uki,
+    })
+}
+
+/// Why an installer cannot be served (shown on the console, the machine keeps polling).
+pub fn install_problem(view: &BootView) -> Option<String> {
+    let Some(m) = &view.machine else {
+        return None; // `auto` without a record cannot happen: load() admits it.
+    };
+    let Some(pname) = &m.spec.profile else {
+        return Some(format!(
+            "{} has no profile; set one: provisioner machines add {} --profile NAME",
+            m.mac, m.mac
+        ));
+    };
+    let Some(p) = &view.profile else {
+        return Some(format!("profile {pname} does not exist"));
+    };
+    let Some(d) = &p.uki else {
+        return Some(format!(
+            "profile {pname} names no UKI; set its uki to an imported asset"
+        ));
+    };
+    match &view.uki {
+        None => Some(format!(
+            "UKI {d} of profile {pname} is not in the asset store; run provisioner assets import"
+        )),
+        Some(a) if a.kind != AssetKind::Uki => Some(format!("asset {d} is a loader, not a UKI")),
+        Some(_) => None,
+    }
+}
+
+/// The kernel command line the installer boots with: the UKI's own, the profile's, the
+/// machine's, then where to find its config and us.
+pub fn cmdline(view: &BootView, base: &Base) -> Result<Cmdline, String> {
+    let embedded = view
+        .uki
+        .as_ref()
+        .and_then(|a| a.efi.as_ref())
+        .and_then(|e| e.uki.as_ref())
+        .and_then(|u| u.cmdline.clone())
+        .unwrap_or_default();
+    let profile = view
+        .profile
+        .as_ref()
+        .map(|p| p.cmdline.clone())
+        .unwrap_or_default();
+    let extra = view
+        .machine
+        .as_ref()
+        .and_then(|m| m.spec.boot.extra_cmdline.clone())
+        .unwrap_or_default();
+    let ours = format!(
+        "config_url={} provisioner.url={}",
+        base.config(view.mac),
+        base.as_str()
+    );
+    Cmdline::join([
+        embedded.as_str(),
+        profile.as_str(),
+        extra.as_str(),
+        ours.as_str(),
+    ])
+}
+
+/// The script for `intent` on `platform` (`None`: ask iPXE which platform first).
+pub fn script(
+    view: &BootView,
+    intent: &Intent,
+    platform: Option<Platform>,
+    base: &Base,
+    poll: std::time::Duration,
+) -> Option<Script> {
+    let mac = view.mac;
+    let hold = |message: String| Script::Hold {
+        message: IpxeText::new(&message),
+        poll,
+        next: base.script(mac, platform.as_ref()),
+    };
+    if matches!(intent, Intent::Ignore) {
+        return None;
+    }
+    let Some(platform) = platform else {
+        return Some(Script::Dispatch {
+            next: base.script(mac, None),
+        });
+    };
+    Some(match intent {
+        Intent::Ignore => return None,
+        Intent::LocalDisk => Script::LocalDisk { platform },
+        Intent::Hold { reason } => hold(reason.clone()),
+        Intent::Install => {
+            if let Some(problem) = install_problem(view) {
+                return Some(hold(problem));
+            }
+            let uki = view.uki.as_ref().expect("checked by install_problem");
+            let hex = parse_digest(&uki.digest).expect("stored digests are valid");
+            let cmdline = match cmdline(view, base) {
+                Ok(c) => c,
+                Err(e) => return Some(hold(e)),
+            };
+            match platform {
+                Platform::Efi => Script::InstallEfi {
+                    uki: base.asset(&hex, &uki.name, mac),
+                    cmdline,
+                    retry: base.script(mac, Some(&platform)),
+                },
+                Platform::Pcbios => Script::InstallBios {
+                    kernel: base.section(&hex, BootSection::Linux, mac),
+                    initrd: uki
+                        .efi
+                        .as_ref()
+                        .and_then(|e| e.uki.as_ref())
+                        .filter(|u| u.has_initrd)
+                        .map(|_| base.section(&hex, BootSection::Initrd, mac)),
+                    cmdline,
+                    retry: base.script(mac, Some(&platform)),
+                },
+            }
+        }
+    })
+}
+
+/// Records that `mac` fetched its installer (`what`) from `from`: `booting` where the state
+/// machine allows it, the address, and a `seen` event.
+pub async fn record_boot(app: &App, mac: Mac, from: IpAddr, what: String) {
+    let t = now();
+    let ip: Option<Ipv4Addr> = match from {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let result = app
+        .write(move |s| {
+            let (_, events) = s.update_machine(mac, t, &mut |m| {
+                let mut events = vec![EventKind::Seen {
+                    via: "http".into(),
+                    detail: what.clone(),
+                }];
+                m.last_seen = Some(t);
+                if ip.is_some() {
+                    m.boot_ip = ip;
+                }
+                if lifecycle::next(m.state(), &Transition::Boot).is_some()
+                    && m.state() != State::Booting
+                {
+                    events.push(m.transition(&Transition::Boot, t)?);
+                }
+                Ok(events)
+            })?;
+            Ok(((), events))
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(%mac, error = %e, "recording a netboot failed");
+    }
+}
+
+/// Appends one event about `mac` (no state change).
+pub async fn note(app: &App, mac: Mac, kind: EventKind) {
+    let t = now();
+    if let Err(e) = app
+        .write(move |s| Ok(((), s.append_events(vec![NewEvent::machine(mac, kind)], t)?)))
+        .await
+    {
+        tracing::warn!(%mac, error = %e, "recording an event failed");
+    }
+}

@@ -1,0 +1,173 @@
+//! Per-machine credentials, derived rather than stored: a machine's enrollment token is
+//! HMAC-SHA256(server key, MAC + the record's creation time), so it can be rendered into the
+//! machine's config at every fetch and checked without a table of secrets. Deleting and
+//! re-adding a machine changes it. The registration `apiKey` is derived the same way from the
+//! OS's machine-id. The 256-bit server key lives in `<data-dir>/machine-token.key` (mode 0600).
+//!
+//! Token form: `m1.<12 hex MAC>.<40 hex MAC tag>`; the MAC in clear lets the server find the
+//! machine to check the tag against.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::Context;
+use inventory::{Mac, Machine};
+use sha2::{Digest, Sha256};
+
+pub const KEY_FILE: &str = "machine-token.key";
+const TAG_HEX: usize = 40;
+
+#[derive(Clone)]
+pub struct MachineKeys {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for MachineKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MachineKeys(..)")
+    }
+}
+
+impl MachineKeys {
+    pub fn new(key: [u8; 32]) -> Self {
+        MachineKeys { key }
+    }
+
+    /// Reads the key, creating it on first start.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<MachineKeys> {
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read(&path) {
+            Ok(b) if b.len() == 32 => {
+                let mut key = [0; 32];
+                key.copy_from_slice(&b);
+                return Ok(MachineKeys { key });
+            }
+            Ok(b) => anyhow::bail!(
+                "{} holds {} bytes, not 32: remove it to make a new key (every machine token changes)",
+                path.display(),
+                b.len()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("reading random bytes: {e}"))?;
+        let tmp = data_dir.join(format!(".{KEY_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(MachineKeys { key })
+    }
+
+    fn tag(&self, parts: &[&[u8]]) -> String {
+        // HMAC (RFC 2104) over SHA-256.
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for (i, k) in self.key.iter().enumerate() {
+            ipad[i] ^= k;
+            opad[i] ^= k;
+        }
+        let mut inner = Sha256::new();
+        inner.update(ipad);
+        for p in parts {
+            inner.update((p.len() as u64).to_be_bytes());
+            inner.update(p);
+        }
+        let mut outer = Sha256::new();
+        outer.update(opad);
+        outer.update(inner.finalize());
+        let full: String = outer
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        full[..TAG_HEX].to_string()
+    }
+
+    fn token(&self, mac: Mac, purpose: &[u8], value: &[u8]) -> String {
+        let hex: String = mac.octets().iter().map(|b| format!("{b:02x}")).collect();
+        format!("m1.{hex}.{}", self.tag(&[purpose, &mac.octets(), value]))
+    }
+
+    /// The enrollment token rendered into the machine's config.
+    pub fn enrollment_token(&self, m: &Machine) -> String {
+        self.token(m.mac, b"enroll", &m.created.0.to_be_bytes())
+    }
+
+    /// The `apiKey` answered to a registration with this machine-id.
+    pub fn api_key(&self, m: &Machine, machine_id: &str) -> String {
+        self.token(m.mac, b"api-key", machine_id.as_bytes())
+    }
+
+    /// The MAC a token names, before it is checked.
+    pub fn claimed_mac(token: &str) -> Option<Mac> {
+        let mut parts = token.trim().split('.');
+        let (Some("m1"), Some(mac), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        if tag.len() != TAG_HEX {
+            return None;
+        }
+        mac.parse().ok()
+    }
+
+    /// Whether `token` is this machine's enrollment token or its current apiKey.
+    pub fn verify(&self, m: &Machine, token: &str) -> bool {
+        let token = token.trim();
+        let mut ok = constant_time_eq(token, &self.enrollment_token(m));
+        if let Some(r) = &m.registration {
+            ok |= constant_time_eq(token, &self.api_key(m, &r.machine_id));
+        }
+        ok
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inventory::Timestamp;
+
+    #[test]
+    fn tokens_verify_only_for_their_machine_and_key() {
+        let keys = MachineKeys::new([7; 32]);
+        let a = Machine::registered(
+            "52:54:00:00:00:01".parse().unwrap(),
+            Default::default(),
+            Timestamp(1),
+        );
+        let b = Machine::registered(
+            "52:54:00:00:00:02".parse().unwrap(),
+            Default::default(),
+            Timestamp(1),
+        );
+        let t = keys.enrollment_token(&a);
+        assert_eq!(MachineKeys::claimed_mac(&t), Some(a.mac));
+        assert!(keys.verify(&a, &t));
+        assert!(!keys.verify(&b, &t));
+        assert!(!MachineKeys::new([8; 32]).verify(&a, &t));
+        // Re-created record (new creation time): the old token is dead.
+        let mut a2 = a.clone();
+        a2.created = Timestamp(2);
+        assert!(!keys.verify(&a2, &t));
+        assert!(!keys.verify(&a, &t[..t.len() - 1]));
+        assert_eq!(MachineKeys::claimed_mac("m1.zz.x"), None);
+    }
+}
