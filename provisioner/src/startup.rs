@@ -29,6 +29,9 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
     if let Some(f) = args.log_format {
         cfg.log_format = f;
     }
+    if let Some(s) = args.syslog_listen {
+        cfg.syslog_listen = Some(s);
+    }
     if args.no_tftp {
         cfg.tftp = None;
     }

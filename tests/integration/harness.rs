@@ -47,6 +47,8 @@ pub struct Server {
     pub url: String,
     /// The TFTP listener, if the server runs one.
     pub tftp: Option<SocketAddr>,
+    /// The syslog receiver, if the server runs one.
+    pub syslog: Option<SocketAddr>,
     pub data_dir: PathBuf,
     log: Arc<Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
@@ -103,6 +105,7 @@ impl Server {
             child: Some(child),
             url: String::new(),
             tftp: None,
+            syslog: None,
             data_dir: data_dir.to_owned(),
             log,
             _tmp: None,
@@ -117,6 +120,9 @@ impl Server {
                     break;
                 }
                 Ok((scheme, addr)) if scheme == "tftp" => server.tftp = Some(addr.parse().unwrap()),
+                Ok((scheme, addr)) if scheme == "syslog" => {
+                    server.syslog = Some(addr.parse().unwrap())
+                }
                 Ok(_) => {}
                 Err(_) => panic!(
                     "provisioner did not print 'listening on http://' within {START_DEADLINE:?}; log:\n{}",
@@ -155,6 +161,11 @@ impl Server {
     }
 
     /// SIGKILL: no chance to flush anything.
+    /// The server's process id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();

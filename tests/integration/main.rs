@@ -3,6 +3,7 @@
 //! through its own CLI.
 
 mod api;
+mod boot;
 mod cli;
 mod crash;
 mod dhcp;
@@ -11,3 +12,4 @@ mod netns;
 mod serve;
 mod tftp;
 mod tftp_loss;
+mod uki;

@@ -19,11 +19,49 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
     Ok(Json(app.read(|s| s.profiles()).await?))
 }
 
+/// A profile must point at an imported UKI and carry a template that renders.
+async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
+    if let Some(d) = p.uki.clone() {
+        let assets = app.boot.assets.clone();
+        let found = tokio::task::spawn_blocking(move || assets.get(&d))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
+        match found {
+            Ok(a) if a.kind == boot_assets::AssetKind::Uki => {}
+            Ok(a) => {
+                return Err(ApiError::bad_request(format!(
+                    "profile {}: {} ({}) is a loader, not a UKI",
+                    p.name, a.digest, a.name
+                )))
+            }
+            Err(boot_assets::Error::NotFound { digest }) => {
+                return Err(ApiError::bad_request(format!(
+                    "profile {}: UKI {digest} is not in the asset store; run `provisioner assets import FILE` first",
+                    p.name
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let sample = inventory::Machine::registered(
+        "02:00:00:00:00:01".parse().expect("valid MAC"),
+        Default::default(),
+        inventory::Timestamp(0),
+    );
+    let base = crate::boot::Base::sample();
+    crate::boot::config_render::render(p, &sample, "m1.sample", &base, None)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(())
+}
+
 async fn create(
     State(app): State<App>,
     ApiJson(p): ApiJson<Profile>,
 ) -> Result<(StatusCode, Json<Profile>), ApiError> {
     let p = p.validate()?;
+    check(&app, &p).await?;
     let stored = p.clone();
     let t = now();
     app.write(move |s| Ok(((), s.put_profile(p, false, t)?)))
@@ -50,6 +88,7 @@ async fn replace(
         )));
     }
     let p = p.validate()?;
+    check(&app, &p).await?;
     let stored = p.clone();
     let t = now();
     app.write(move |s| Ok(((), s.put_profile(p, true, t)?)))

@@ -73,6 +73,11 @@ impl Base {
         &self.0
     }
 
+    /// For checking templates when a profile is saved.
+    pub fn sample() -> Base {
+        Base("http://198.18.0.1:8080".into())
+    }
+
     pub fn script(&self, mac: Mac, platform: Option<&script::Platform>) -> Url {
         match platform {
             None => Url(format!(

@@ -89,6 +89,8 @@ pub async fn machines(global: &Global, cmd: MachinesCmd) -> anyhow::Result<()> {
                 file.display()
             );
         }
+        MachinesCmd::Logs { mac: m, follow } => super::assets::logs(global, &m, follow).await?,
+        MachinesCmd::Token { mac: m } => super::assets::token(global, &m).await?,
         MachinesCmd::Reprovision { mac: m } => {
             let m = mac(&m)?;
             let machine: Machine = c

@@ -1,6 +1,7 @@
 //! Command-line interface: `serve` runs the daemon; every other subcommand is a client of the
 //! operator API.
 
+pub mod assets;
 pub mod client;
 pub mod commands;
 pub mod output;
@@ -20,11 +21,13 @@ const AFTER_HELP: &str = "\
 Examples:
   provisioner serve                                   # defaults: ./data, API on 0.0.0.0:8080
   provisioner serve --config /etc/provisioner.toml
-  provisioner profiles add hadron --install-disk /dev/sda --cmdline console=ttyS0
+  provisioner assets import hadron.efi && provisioner assets inspect hadron.efi
+  provisioner profiles add hadron --uki sha256:<digest> --install-disk /dev/sda --cmdline console=ttyS0
   provisioner machines add 52:54:00:12:34:56 --hostname node-1 --profile hadron --label rack=a1
   provisioner machines import racks.csv
   provisioner machines list --state installing
   provisioner events --follow
+  provisioner machines logs 52:54:00:12:34:56 --follow
 
 Client commands find the server at --url (or PROVISIONER_URL) and authenticate with --token (or
 PROVISIONER_TOKEN); on the server host the token is read from <data-dir>/operator.token.";
@@ -62,7 +65,7 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the server: operator API, TFTP, and DHCP when configured (boot endpoints come next).
+    /// Run the server: HTTP (API, iPXE scripts, assets, configs), TFTP, DHCP and syslog when configured.
     #[command(
         after_help = "Example:\n  provisioner serve --data-dir /var/lib/provisioner --listen 0.0.0.0:8080\n\n\
 On first start an operator token is created and written once to <data-dir>/operator.token (mode 0600).\n\
@@ -75,6 +78,9 @@ Logs a line 'listening on SCHEME://ADDR' per listener (tftp, dhcp, http last); s
     /// Manage profiles (what a class of machines boots and how it is configured).
     #[command(subcommand)]
     Profiles(ProfilesCmd),
+    /// Import, list, inspect and remove boot assets (UKIs, iPXE loaders).
+    #[command(subcommand)]
+    Assets(AssetsCmd),
     /// Show the event history, or follow it live.
     #[command(
         after_help = "Examples:\n  provisioner events --machine 52:54:00:12:34:56\n  provisioner events --follow --after 1200"
@@ -99,6 +105,38 @@ pub struct ServeArgs {
     /// Log format, overriding log.format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Address for the syslog receiver, overriding syslog.listen (port 0 picks a free port).
+    #[arg(long, value_name = "IP:PORT")]
+    pub syslog_listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AssetsCmd {
+    /// Import a UKI (checked: it must be one) or, with --loader, an iPXE loader.
+    #[command(
+        after_help = "Example:\n  provisioner assets import hadron-v0.1.efi\n\n\
+The file is stored under <data-dir>/assets by its SHA-256; importing it again changes nothing."
+    )]
+    Import {
+        file: PathBuf,
+        /// The file is a network loader (ipxe.efi, snponly.efi, undionly.kpxe), not a UKI.
+        #[arg(long)]
+        loader: bool,
+    },
+    /// List stored assets.
+    List,
+    /// Show a UKI's os-release, uname, cmdline, signature and sections (a local FILE or a DIGEST).
+    Inspect {
+        #[arg(value_name = "FILE|DIGEST")]
+        what: String,
+    },
+    /// Remove an asset (refused while a profile uses it).
+    Rm { digest: String },
+    /// Remove leftovers of interrupted imports; with --unreferenced also every asset no profile uses.
+    Gc {
+        #[arg(long)]
+        unreferenced: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +169,15 @@ line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile
     Import { file: PathBuf },
     /// Reinstall a machine on its next netboot.
     Reprovision { mac: String },
+    /// Show a machine's log lines (remote syslog and installer), or follow them live.
+    Logs {
+        mac: String,
+        /// Keep printing new lines as they arrive (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print a machine's enrollment token (what its config carries) for installers set up by hand.
+    Token { mac: String },
     /// Approve a discovered machine so it installs on its next netboot.
     Approve {
         mac: String,
