@@ -129,13 +129,19 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
 
 /// Binds the TFTP socket, assembles the file sources and starts serving in the background.
 async fn start_tftp(cfg: &crate::config::TftpConfig, app: &App) -> anyhow::Result<()> {
+    use crate::tftp::boot_sources::{ImportedLoaders, InstalledGate};
     use crate::tftp::source::{Chain, DirSource, FileSource};
-    let mut sources: Vec<Arc<dyn FileSource>> = Vec::new();
+    let mut sources: Vec<Arc<dyn FileSource>> = vec![Arc::new(InstalledGate {
+        store: app.store.clone(),
+    })];
     if let Some(root) = &cfg.root {
         let dir =
             DirSource::confined(root).with_context(|| format!("tftp.root {}", root.display()))?;
         sources.push(Arc::new(dir));
     }
+    sources.push(Arc::new(ImportedLoaders {
+        assets: app.boot.assets.clone(),
+    }));
     match DirSource::trusted(&cfg.loaders_dir) {
         Ok(dir) => sources.push(Arc::new(dir)),
         Err(e) => tracing::warn!(

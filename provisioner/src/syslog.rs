@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use inventory::{Mac, NewLogLine};
 use tokio::net::UdpSocket;

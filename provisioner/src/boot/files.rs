@@ -1,22 +1,20 @@
 //! Streaming file responses for boot assets: HEAD, single `Range` requests (RFC 9110 §14),
 //! strong `ETag`s from the content digest with `If-None-Match` and `If-Range`, and a report when
 //! the body ends (complete or cut off), so an interrupted UKI download shows up as an event.
-//! Bodies are read in fixed chunks straight from the file: memory per download is one chunk,
+//! Bodies are mapped window by window (see [`Window`]): memory per download is a window or two,
 //! whatever the file size.
 
-use std::io::SeekFrom;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-/// Read size per chunk: large enough for line rate, small enough that 64 downloads stay small.
+/// Window size: large enough for line rate, small enough that 64 downloads stay small.
 const CHUNK: usize = 256 * 1024;
 
 /// Called once when a GET body ends: bytes sent, whether all of them went, elapsed time.
@@ -99,7 +97,7 @@ pub async fn serve(
     headers: &HeaderMap,
     report: Option<Report>,
 ) -> Response {
-    let mut file = match tokio::fs::File::open(f.path).await {
+    let file = match tokio::fs::File::open(f.path).await {
         Ok(file) => file,
         Err(e) => {
             tracing::error!(path = %f.path.display(), error = %e, "asset file missing");
@@ -157,72 +155,73 @@ pub async fn serve(
     if method == Method::HEAD {
         return (status, common).into_response();
     }
-    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
     let body = Body::from_stream(FileStream {
-        file: Some(file),
+        file: file.into_std().await,
+        offset: start,
         left: count,
         sent: 0,
         total: count,
         started: Instant::now(),
         report,
-        pending: None,
     });
     (status, common, body).into_response()
 }
 
-type ReadFuture =
-    Pin<Box<dyn std::future::Future<Output = (tokio::fs::File, std::io::Result<Vec<u8>>)> + Send>>;
+/// A mapped window of the file, handed to hyper as `Bytes` without a copy: the kernel copies
+/// straight from the page cache into the socket (one copy instead of read()'s two). Windows are
+/// unmapped as soon as hyper has written them, so resident memory stays at a few windows per
+/// download. Safe because stored assets are immutable: written once under a temporary name,
+/// renamed into place, never truncated or rewritten (removal only unlinks, which keeps mapped
+/// pages valid).
+struct Window(memmap2::Mmap);
 
-/// Reads `left` bytes in [`CHUNK`]s and reports on drop.
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Streams `left` bytes from the current offset in [`CHUNK`] windows and reports on drop.
 struct FileStream {
-    file: Option<tokio::fs::File>,
+    file: std::fs::File,
+    offset: u64,
     left: u64,
     sent: u64,
     total: u64,
     started: Instant,
     report: Option<Report>,
-    pending: Option<ReadFuture>,
+}
+
+impl FileStream {
+    fn next_window(&mut self) -> std::io::Result<Bytes> {
+        let len = self.left.min(CHUNK as u64) as usize;
+        // SAFETY: see `Window`: the file is never modified while mapped.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(self.offset)
+                .len(len)
+                .populate()
+                .map(&self.file)?
+        };
+        self.offset += len as u64;
+        self.left -= len as u64;
+        self.sent += len as u64;
+        Ok(Bytes::from_owner(Window(map)))
+    }
 }
 
 impl Stream for FileStream {
     type Item = std::io::Result<Bytes>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.left == 0 && self.pending.is_none() {
+    fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.left == 0 {
             return Poll::Ready(None);
         }
-        if self.pending.is_none() {
-            let Some(mut file) = self.file.take() else {
-                return Poll::Ready(None);
-            };
-            let want = self.left.min(CHUNK as u64) as usize;
-            self.pending = Some(Box::pin(async move {
-                let mut buf = vec![0u8; want];
-                let r = file.read_exact(&mut buf).await.map(|_| buf);
-                (file, r)
-            }));
+        let r = self.next_window();
+        if r.is_err() {
+            self.left = 0;
         }
-        let fut = self.pending.as_mut().expect("set above");
-        match fut.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready((file, result)) => {
-                self.pending = None;
-                self.file = Some(file);
-                match result {
-                    Ok(buf) => {
-                        self.left -= buf.len() as u64;
-                        self.sent += buf.len() as u64;
-                        Poll::Ready(Some(Ok(Bytes::from(buf))))
-                    }
-                    Err(e) => {
-                        self.left = 0;
-                        Poll::Ready(Some(Err(e)))
-                    }
-                }
-            }
-        }
+        Poll::Ready(Some(r))
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`source`]: where files come from (directories, memory, chains), behind a trait.
 //! - [`server`]: the tokio shell: listener, per-transfer sockets, limits, reports.
 //! - [`observer`]: turns finished transfers into inventory events.
+//! - [`boot_sources`]: the installed-machine gate and loaders imported into the asset store.
 
+pub mod boot_sources;
 pub mod observer;
 pub mod packet;
 pub mod path;

@@ -33,9 +33,9 @@ pub trait FileSource: Send + Sync + 'static {
         -> Result<Option<Arc<dyn BlockFile>>, OpenError>;
 }
 
-struct DiskFile {
-    file: File,
-    size: u64,
+pub(crate) struct DiskFile {
+    pub(crate) file: File,
+    pub(crate) size: u64,
 }
 
 impl BlockFile for DiskFile {
