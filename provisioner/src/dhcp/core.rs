@@ -146,7 +146,9 @@ impl Core {
         if client.stage == Stage::Plain {
             return Decision::drop("proxy mode answers netbooting clients only", Some(client));
         }
-        if matches!(intent, Intent::Ignore | Intent::LocalDisk) {
+        let installed_pxe = intent == Intent::LocalDisk
+            && matches!(client.stage, Stage::Pxe | Stage::HttpBoot);
+        if intent == Intent::Ignore || (intent == Intent::LocalDisk && !installed_pxe) {
             return Decision::drop("proxy mode: nothing to boot for this machine", Some(client));
         }
         let reply_kind = match (kind, input.arrived.local_port) {
@@ -206,12 +208,8 @@ impl Core {
         client: Client,
         intent: Intent,
     ) -> Decision {
-        // In full mode an ignored machine is still a DHCP client: address yes, boot file no.
-        let intent = if intent == Intent::Ignore {
-            Intent::LocalDisk
-        } else {
-            intent
-        };
+        // In full mode an ignored machine is still a DHCP client: address yes, boot file no
+        // (`boot_file` answers `None` for `Ignore`).
         let Some(idx) = self
             .subnets
             .iter()

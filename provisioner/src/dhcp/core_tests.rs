@@ -187,22 +187,24 @@ fn uefi_pxe_dora_for_a_registered_machine() {
 }
 
 #[test]
-fn installed_machines_get_an_address_but_no_boot_file() {
+fn installed_machines_get_an_address_but_no_installer() {
     let mut c = core(Mode::Full, UnknownPolicy::Auto);
+    let mut ipxe = pxe(7);
+    ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
     for state in [State::Installed, State::Ready] {
-        let d = run(
-            &mut c,
-            &request(MessageType::Discover, pxe(7)),
-            arrived(67),
-            Some(&machine(state)),
-        );
+        // iPXE: no boot file at all.
+        let d = run(&mut c, &request(MessageType::Discover, ipxe.clone()), arrived(67), Some(&machine(state)));
         let (offer, _) = d.reply.unwrap();
         assert!(!offer.yiaddr().is_unspecified());
         assert!(
             offer.fname().is_none() && opt(&offer, OptionCode::BootfileName).is_none(),
             "{state}"
         );
-        assert_eq!(offer.siaddr(), Ipv4Addr::UNSPECIFIED);
+        // PXE firmware: its loader, which TFTP refuses to an installed machine, so the firmware
+        // fails over to its disk at once instead of waiting for a boot offer.
+        let d = run(&mut c, &request(MessageType::Discover, pxe(7)), arrived(67), Some(&machine(state)));
+        let (offer, _) = d.reply.unwrap();
+        assert_eq!(offer.fname(), Some(&b"snponly.efi"[..]), "{state}");
     }
 }
 

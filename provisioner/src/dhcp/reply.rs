@@ -114,8 +114,15 @@ pub fn boot_file(
     urls: &BootUrls,
     tftp_server: Ipv4Addr,
 ) -> Result<BootFile, NoBootFile> {
-    if matches!(intent, Intent::Ignore | Intent::LocalDisk) {
-        return Ok(BootFile::None);
+    // An installed machine's PXE and HTTP-boot firmware still get their file name: the TFTP
+    // server and `/boot/efi` refuse it to that machine (the decision again), which makes the
+    // firmware move on to its disk at once. Offering no file instead leaves OVMF waiting ~60 s
+    // per boot entry for a usable offer. iPXE gives up at once on an offer without a file.
+    match (intent, client.stage) {
+        (Intent::Ignore, _) => return Ok(BootFile::None),
+        (Intent::LocalDisk, Stage::Pxe | Stage::HttpBoot) => {}
+        (Intent::LocalDisk, _) => return Ok(BootFile::None),
+        _ => {}
     }
     // The MAC is rendered by our own Display (hex digits and colons): nothing from the request
     // text reaches the URL.

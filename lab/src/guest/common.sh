@@ -1,0 +1,32 @@
+# Shared by the installer and the installed OS (sourced by their /init).
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /tmp /run /var/log
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+say() { echo "LAB-$ROLE: $* (uptime $(cut -d' ' -f1 /proc/uptime)s)"; }
+# Debian builds virtio as modules: load them in dependency order.
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
+  insmod /lib/modules/$m.ko 2>/dev/null || say "insmod $m failed"
+done
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    config_url=*) CONFIG_URL=${a#config_url=} ;;
+    provisioner.url=*) URL=${a#provisioner.url=} ;;
+  esac
+done
+IF=eth0
+for i in $(seq 50); do [ -e /sys/class/net/$IF ] && break; sleep 0.1; done
+ip link set lo up
+ip link set $IF up
+MAC=$(cat /sys/class/net/$IF/address)
+say "mac $MAC, DHCP"
+udhcpc -i $IF -s /udhcpc.script -q -f -n -t 10 -T 2 || say "DHCP FAILED"
+[ -f /tmp/dhcp.env ] && . /tmp/dhcp.env
+say "address $ip"
+post() { # URL JSON
+  wget -q -O /tmp/post.out --header "Authorization: Bearer $TOKEN" \
+    --header "Content-Type: application/json" --post-data "$2" "$1"
+}
+halt_now() { sync; say "powering off"; poweroff -f; sleep 5; }

@@ -1,0 +1,40 @@
+//! The lab: network namespaces and QEMU VMs (OVMF and SeaBIOS, with iPXE) that really netboot
+//! through the provisioner, install to a disk, register, reboot and come up from that disk.
+//!
+//! # Layout
+//! - [`setup`]: installs QEMU, OVMF, iPXE and tools from Debian; unpacks a kernel into the cache.
+//! - [`cpio`]: the initramfs archive writer.
+//! - [`images`]: the installer UKI and the installed-OS disk images (UEFI and BIOS), cached.
+//! - [`netns`]: the namespace, bridge, taps and the optional site-DHCP namespace.
+//! - [`vm`]: QEMU under TCG with a timestamped serial log, per firmware path.
+//! - [`scenario`]: one run: provisioner, machines, VMs, flows (register, discover+approve,
+//!   reprovision), outcome from the inventory.
+
+pub mod cpio;
+pub mod images;
+pub mod netns;
+pub mod scenario;
+pub mod setup;
+pub mod vm;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Turns SIGINT/SIGTERM into a flag the run loop checks, so a Ctrl-C still tears everything down
+/// (namespaces, VMs, the provisioner) through the normal drop path.
+pub fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}

@@ -1,0 +1,89 @@
+//! The lab network: a namespace with a random name holding a bridge (198.18.0.1/24 and
+//! 2001:2::1/64, RFC 2544 / RFC 5180 benchmarking ranges) and tap devices for the VMs, created
+//! inside the namespace. Nothing connects it to the host network. Optionally a second namespace
+//! for the "site" DHCP server (proxy mode), joined to the bridge by a veth pair. Everything is
+//! deleted on drop, which also runs when a Ctrl-C interrupts a run (see [`crate::interrupted`]).
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+pub const SERVER_IP: &str = "198.18.0.1";
+pub const SITE_IP: &str = "198.18.0.2";
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+fn suffix() -> String {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub struct Topology {
+    pub ns: String,
+    pub site_ns: Option<String>,
+    pub taps: usize,
+}
+
+impl Topology {
+    /// A namespace with the bridge and `taps` tap devices (`tap0`…).
+    pub fn new(taps: usize, with_site: bool) -> anyhow::Result<Topology> {
+        let s = suffix();
+        let t = Topology {
+            ns: format!("lab-{s}"),
+            site_ns: with_site.then(|| format!("labsite-{s}")),
+            taps,
+        };
+        ip(&["netns", "add", &t.ns])?;
+        let n = t.ns.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        ip(&["-n", n, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", n, "link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        ip(&["-n", n, "addr", "add", &format!("{SERVER_IP}/24"), "dev", "br0"])?;
+        ip(&["-n", n, "addr", "add", "2001:2::1/64", "dev", "br0", "nodad"])?;
+        ip(&["-n", n, "link", "set", "br0", "up"])?;
+        for i in 0..taps {
+            let tap = format!("tap{i}");
+            ip(&["-n", n, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+            ip(&["-n", n, "link", "set", &tap, "master", "br0"])?;
+            ip(&["-n", n, "link", "set", &tap, "up"])?;
+        }
+        if let Some(site) = &t.site_ns {
+            ip(&["netns", "add", site])?;
+            ip(&["-n", site, "link", "set", "lo", "up"])?;
+            ip(&["-n", n, "link", "add", "vsite", "type", "veth", "peer", "name", "eth0", "netns", site])?;
+            ip(&["-n", n, "link", "set", "vsite", "master", "br0"])?;
+            ip(&["-n", n, "link", "set", "vsite", "up"])?;
+            ip(&["-n", site, "addr", "add", &format!("{SITE_IP}/24"), "dev", "eth0"])?;
+            ip(&["-n", site, "link", "set", "eth0", "up"])?;
+        }
+        Ok(t)
+    }
+
+    /// `ip netns exec <ns> <program>`.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, program]);
+        c
+    }
+
+    pub fn exec_site(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.site_ns.as_deref().expect("site namespace"), program]);
+        c
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [Some(&self.ns), self.site_ns.as_ref()].into_iter().flatten() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! One lab run: images, network, the provisioner inside the namespace, machines in the inventory,
+//! VMs booting through every step, and the outcome read back from the provisioner's inventory.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::images::{self, Images};
+use crate::netns::{Topology, SERVER_IP, SITE_IP};
+use crate::vm::{self, Firmware, Vm, VmSpec};
+
+pub const HTTP_PORT: u16 = 8080;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// The provisioner is the DHCP server.
+    Full,
+    /// dnsmasq (in its own namespace) is the site's DHCP server; the provisioner answers only
+    /// the netboot part (proxyDHCP).
+    Proxy,
+}
+
+/// What to do besides "register, boot, wait for ready".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flow {
+    /// Register the MACs first (`machines add`).
+    Register,
+    /// Do not register: the machines show up as `discovered` (policy discover) and wait; the lab
+    /// then runs `machines approve` without touching the VMs.
+    DiscoverApprove,
+    /// After ready, `machines reprovision` and boot again: the machine installs again.
+    Reprovision,
+}
+
+pub struct RunOpts {
+    pub firmware: Vec<Firmware>,
+    pub dhcp: DhcpMode,
+    pub flow: Flow,
+    pub work: PathBuf,
+    pub cache: PathBuf,
+    pub provisioner: PathBuf,
+    /// VMs booting at once (2 cores: 2).
+    pub parallel: usize,
+    /// Per VM boot (power-on to power-off).
+    pub vm_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineOutcome {
+    pub name: String,
+    pub mac: String,
+    pub firmware: Firmware,
+    pub state: String,
+    /// Power-on to `ready` (the last boot, for reprovision).
+    pub seconds_to_ready: Option<f64>,
+    pub boots: usize,
+    pub serial_log: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub machines: Vec<MachineOutcome>,
+    /// `provisioner machines list` at the end.
+    pub inventory_table: String,
+    pub data_dir: PathBuf,
+    pub provisioner_log: PathBuf,
+}
+
+/// Progress callback: machine name, its state or a note.
+pub type Progress<'a> = &'a dyn Fn(&str, &str);
+
+pub fn mac_for(i: usize) -> String {
+    format!("52:54:00:1a:b0:{:02x}", i + 1)
+}
+
+pub struct Lab {
+    pub topo: Topology,
+    pub work: PathBuf,
+    provisioner: PathBuf,
+    server: Option<Child>,
+    helpers: Vec<Child>,
+    pub log: PathBuf,
+}
+
+impl Lab {
+    /// `provisioner <args>` as a client inside the namespace.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let out = self
+            .topo
+            .exec(self.provisioner.to_str().context("provisioner path")?)
+            .arg("--url")
+            .arg(format!("http://{SERVER_IP}:{HTTP_PORT}"))
+            .arg("--data-dir")
+            .arg(self.work.join("data"))
+            .args(args)
+            .output()?;
+        Ok(out)
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!("provisioner {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn machine(&self, mac: &str) -> anyhow::Result<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&self.cli_ok(&["--json", "machines", "show", mac])?)?;
+        Ok(v["machine"].clone())
+    }
+
+    fn start_server(&mut self, dhcp: DhcpMode, unknown: &str) -> anyhow::Result<()> {
+        let data = self.work.join("data");
+        std::fs::create_dir_all(&data)?;
+        let dhcp_section = match dhcp {
+            DhcpMode::Full => format!(
+                "[dhcp]\nmode = \"full\"\ninterface = \"br0\"\nserver_ip = \"{SERVER_IP}\"\nunknown_machines = \"{unknown}\"\n\
+                 [[dhcp.subnet]]\nnetwork = \"198.18.0.0/24\"\nrange = \"198.18.0.100-198.18.0.199\"\nlease_time = \"1h\"\n"
+            ),
+            DhcpMode::Proxy => format!(
+                "[dhcp]\nmode = \"proxy\"\ninterface = \"br0\"\nserver_ip = \"{SERVER_IP}\"\nunknown_machines = \"{unknown}\"\n"
+            ),
+        };
+        let cfg = format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"{SERVER_IP}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{SERVER_IP}:69\"\n\
+             [syslog]\nlisten = \"{SERVER_IP}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{dhcp_section}",
+            data.display()
+        );
+        let cfg_path = self.work.join("provisioner.toml");
+        std::fs::write(&cfg_path, cfg)?;
+        let log = std::fs::File::create(&self.log)?;
+        let mut child = self
+            .topo
+            .exec(self.provisioner.to_str().context("provisioner path")?)
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the provisioner")?;
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = log;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on http://") {
+                    let _ = tx.send(());
+                }
+                let _ = writeln!(log, "{line}");
+            }
+        });
+        self.server = Some(child);
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            bail!("the provisioner did not start; its log:\n{}", vm::tail(&self.log, 30));
+        }
+        Ok(())
+    }
+
+    /// dnsmasq answering IPv6 router solicitations on the bridge (iPXE otherwise waits ~15 s for
+    /// one), and in proxy mode a second dnsmasq as the site's DHCP server in its own namespace.
+    fn start_helpers(&mut self, dhcp: DhcpMode) -> anyhow::Result<()> {
+        let ra = self
+            .topo
+            .exec("dnsmasq")
+            .args(["-k", "--conf-file=/dev/null", "--port=0", "--interface=br0", "--bind-interfaces"])
+            .args(["--enable-ra", "--dhcp-range=::,constructor:br0,ra-only,64,1h"])
+            .arg(format!("--pid-file={}", self.work.join("ra.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.work.join("ra.log"))?)
+            .spawn()
+            .context("starting dnsmasq (router advertisements)")?;
+        self.helpers.push(ra);
+        if dhcp == DhcpMode::Proxy {
+            let site = self
+                .topo
+                .exec_site("dnsmasq")
+                .args(["-k", "--conf-file=/dev/null", "--port=0", "--interface=eth0", "--bind-interfaces"])
+                .args(["--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h", "--dhcp-authoritative", "--no-ping", "--log-dhcp"])
+                .arg(format!("--dhcp-leasefile={}", self.work.join("site.leases").display()))
+                .arg(format!("--pid-file={}", self.work.join("site.pid").display()))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.work.join("site-dhcp.log"))?)
+                .spawn()
+                .context("starting dnsmasq (site DHCP)")?;
+            self.helpers.push(site);
+            let _ = SITE_IP;
+        }
+        Ok(())
+    }
+
+    /// Imports the images and creates the `lab` profile whose template tells the installer where
+    /// the disk images are.
+    fn provision_assets(&self, images: &Images) -> anyhow::Result<()> {
+        let digest = |out: String| -> anyhow::Result<String> {
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(v["digest"].as_str().context("digest")?.trim_start_matches("sha256:").to_string())
+        };
+        let uki = digest(self.cli_ok(&["--json", "assets", "import", path(&images.installer_uki)?])?)?;
+        let efi = digest(self.cli_ok(&["--json", "assets", "import", "--loader", path(&images.disk_efi)?])?)?;
+        let bios = digest(self.cli_ok(&["--json", "assets", "import", "--loader", path(&images.disk_bios)?])?)?;
+        let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
+        let template = format!(
+            "#cloud-config\nhostname: {{{{ hostname }}}}\ninstall:\n  device: {{{{ install.device }}}}\n  auto: true\n  reboot: true\n\
+             provisioner:\n  token: {{{{ token }}}}\n  progress: {{{{ urls.progress }}}}\n  register: {{{{ urls.register }}}}\n\
+             \x20 logs: {{{{ urls.logs }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
+             \x20 image_bios: {base}/assets/{bios}/disk-bios.img\n"
+        );
+        let tpl_path = self.work.join("lab-profile.yaml");
+        std::fs::write(&tpl_path, template)?;
+        self.cli_ok(&[
+            "profiles", "add", "lab", "--uki", &format!("sha256:{uki}"), "--install-disk", "/dev/vda",
+            "--cloud-config", path(&tpl_path)?,
+        ])?;
+        Ok(())
+    }
+}
+
+fn path(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().context("non-UTF-8 path")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.helpers.iter_mut().chain(self.server.iter_mut()) {
+            // SAFETY: signalling our own child by PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Running {
+    idx: usize,
+    vm: Vm,
+    boots: usize,
+}
+
+/// Runs the scenario; `progress` hears about every state change.
+pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(&opts.work)?;
+    let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
+    progress("lab", "building images");
+    let images = images::build(&opts.cache, &base)?;
+    let n = opts.firmware.len();
+    let topo = Topology::new(n, opts.dhcp == DhcpMode::Proxy)?;
+    let mut lab = Lab {
+        topo,
+        work: opts.work.clone(),
+        provisioner: opts.provisioner.clone(),
+        server: None,
+        helpers: Vec::new(),
+        log: opts.work.join("provisioner.log"),
+    };
+    lab.start_helpers(opts.dhcp)?;
+    let unknown = if opts.flow == Flow::DiscoverApprove { "discover" } else { "ignore" };
+    lab.start_server(opts.dhcp, unknown)?;
+    progress("lab", &format!("provisioner up in namespace {}", lab.topo.ns));
+    lab.provision_assets(&images)?;
+    let specs: Vec<VmSpec> = opts
+        .firmware
+        .iter()
+        .enumerate()
+        .map(|(i, fw)| VmSpec {
+            name: format!("vm{i}"),
+            firmware: *fw,
+            mac: mac_for(i),
+            tap: i,
+            disk: opts.work.join(format!("vm{i}.disk")),
+            vars: opts.work.join(format!("vm{i}.vars")),
+            serial_log: opts.work.join(format!("vm{i}.serial.log")),
+            timeout: opts.vm_timeout,
+        })
+        .collect();
+    if opts.flow != Flow::DiscoverApprove {
+        for s in &specs {
+            lab.cli_ok(&["machines", "add", &s.mac, "--profile", "lab", "--hostname", &s.name])?;
+        }
+    }
+    let mut outcomes: Vec<MachineOutcome> = specs
+        .iter()
+        .map(|s| MachineOutcome {
+            name: s.name.clone(),
+            mac: s.mac.clone(),
+            firmware: s.firmware,
+            state: "registered".into(),
+            seconds_to_ready: None,
+            boots: 0,
+            serial_log: s.serial_log.clone(),
+        })
+        .collect();
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut running: Vec<Running> = Vec::new();
+    let mut approved = vec![false; n];
+    let mut reprovisioned = vec![false; n];
+    let deadline = Instant::now() + opts.vm_timeout * (n as u32 * 2 + 1);
+    loop {
+        if crate::interrupted() {
+            bail!("interrupted");
+        }
+        if Instant::now() > deadline {
+            bail!("the lab run took too long");
+        }
+        while running.len() < opts.parallel.max(1) && !pending.is_empty() {
+            let idx = pending.remove(0);
+            vm::prepare(&specs[idx], 64)?;
+            progress(&specs[idx].name, &format!("power on ({})", specs[idx].firmware.name()));
+            running.push(Running { idx, vm: vm::start(&lab.topo, &specs[idx])?, boots: outcomes[idx].boots + 1 });
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut still = Vec::new();
+        for mut r in running.drain(..) {
+            let spec = &specs[r.idx];
+            let m = lab.machine(&spec.mac).ok();
+            let state = m.as_ref().and_then(|m| m["lifecycle"]["state"].as_str().map(str::to_string));
+            if let Some(st) = &state {
+                if *st != outcomes[r.idx].state {
+                    progress(&spec.name, st);
+                    outcomes[r.idx].state = st.clone();
+                }
+            }
+            if state.as_deref() == Some("discovered") && !approved[r.idx] {
+                lab.cli_ok(&["machines", "approve", &spec.mac, "--profile", "lab"])?;
+                approved[r.idx] = true;
+                progress(&spec.name, "approved by the operator (the VM was not touched)");
+            }
+            let ready = state.as_deref() == Some("ready")
+                && m.as_ref().is_some_and(|m| m["registration"]["boot_state"] == "active_boot");
+            if ready && outcomes[r.idx].seconds_to_ready.is_none() {
+                outcomes[r.idx].seconds_to_ready = Some(r.vm.started.elapsed().as_secs_f64());
+            }
+            match r.vm.try_wait() {
+                None => still.push(r),
+                Some(_) => {
+                    // It may have registered just before powering off.
+                    let m = lab.machine(&spec.mac).ok();
+                    let ready = m.as_ref().is_some_and(|m| {
+                        m["lifecycle"]["state"] == "ready" && m["registration"]["boot_state"] == "active_boot"
+                    });
+                    if ready && outcomes[r.idx].seconds_to_ready.is_none() {
+                        outcomes[r.idx].seconds_to_ready = Some(r.vm.started.elapsed().as_secs_f64());
+                    }
+                    outcomes[r.idx].boots = r.boots;
+                    if opts.flow == Flow::Reprovision && ready && !reprovisioned[r.idx] {
+                        lab.cli_ok(&["machines", "reprovision", &spec.mac])?;
+                        reprovisioned[r.idx] = true;
+                        outcomes[r.idx].seconds_to_ready = None;
+                        progress(&spec.name, "reprovision requested; booting it again");
+                        pending.push(r.idx);
+                    } else if !ready {
+                        progress(&spec.name, "powered off before ready");
+                    }
+                }
+            }
+        }
+        running = still;
+    }
+    // Final states from the inventory.
+    for o in &mut outcomes {
+        if let Ok(m) = lab.machine(&o.mac) {
+            o.state = m["lifecycle"]["state"].as_str().unwrap_or("?").to_string();
+        }
+    }
+    let inventory_table = lab.cli_ok(&["machines", "list"]).unwrap_or_default();
+    let outcome = Outcome {
+        inventory_table,
+        machines: outcomes,
+        data_dir: opts.work.join("data"),
+        provisioner_log: lab.log.clone(),
+    };
+    drop(lab);
+    Ok(outcome)
+}

@@ -1,0 +1,177 @@
+//! QEMU VMs under TCG (KVM on this machine hangs guests), inside the lab namespace, one tap each.
+//! The serial console goes to a log file with a timestamp per line; a per-VM copy of the OVMF
+//! variables keeps VMs independent. The boot order is network first, disk second — so after an
+//! install the machine netboots again and it is the provisioner that must send it to its disk.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::netns::Topology;
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// How a VM netboots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Firmware {
+    /// OVMF with iPXE as the NIC option ROM: DHCP → our script → chain the UKI.
+    UefiIpxe,
+    /// OVMF's own PXE: DHCP → TFTP snponly.efi → iPXE → script → UKI.
+    UefiPxe,
+    /// OVMF HTTP boot: DHCP hands out the UKI's URL; the firmware fetches it itself.
+    UefiHttp,
+    /// SeaBIOS with the iPXE ROM: script → kernel + initrd extracted from the UKI.
+    BiosIpxe,
+}
+
+impl Firmware {
+    pub fn is_uefi(self) -> bool {
+        self != Firmware::BiosIpxe
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::UefiIpxe => "uefi-ipxe",
+            Firmware::UefiPxe => "uefi-pxe",
+            Firmware::UefiHttp => "uefi-http",
+            Firmware::BiosIpxe => "bios-ipxe",
+        }
+    }
+}
+
+pub struct VmSpec {
+    pub name: String,
+    pub firmware: Firmware,
+    pub mac: String,
+    pub tap: usize,
+    pub disk: PathBuf,
+    pub vars: PathBuf,
+    pub serial_log: PathBuf,
+    pub timeout: Duration,
+}
+
+pub struct Vm {
+    child: Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub started: Instant,
+}
+
+/// A blank disk and, for UEFI, a fresh copy of the OVMF variables.
+pub fn prepare(spec: &VmSpec, disk_mib: u64) -> anyhow::Result<()> {
+    if !spec.disk.exists() {
+        let f = std::fs::File::create(&spec.disk)?;
+        f.set_len(disk_mib << 20)?;
+    }
+    if spec.firmware.is_uefi() && !spec.vars.exists() {
+        std::fs::copy(OVMF_VARS, &spec.vars).with_context(|| format!("{OVMF_VARS}: lab setup installs ovmf"))?;
+    }
+    Ok(())
+}
+
+pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
+    let mut cmd = topo.exec("timeout");
+    cmd.args(["--signal=KILL", &spec.timeout.as_secs().to_string(), "qemu-system-x86_64"]);
+    cmd.args(["-accel", "tcg", "-M", "q35", "-m", "256", "-smp", "1", "-nographic"]);
+    cmd.args(["-serial", "stdio", "-monitor", "none", "-name", &spec.name]);
+    if spec.firmware.is_uefi() {
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+        cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", spec.vars.display()));
+        // No DHCPv6 here: keep OVMF from trying IPv6 PXE/HTTP after IPv4.
+        cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+    }
+    let mut nic = format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", spec.mac);
+    match spec.firmware {
+        Firmware::UefiPxe => nic.push_str(",romfile="),
+        // OVMF's own PXE would otherwise add boot entries that wait ~60 s each for an offer.
+        Firmware::UefiHttp => {
+            nic.push_str(",romfile=");
+            cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+        }
+        Firmware::UefiIpxe => {
+            cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+        }
+        Firmware::BiosIpxe => {}
+    }
+    cmd.arg("-netdev").arg(format!("tap,id=n0,ifname=tap{},script=no,downscript=no", spec.tap));
+    cmd.arg("-device").arg(nic);
+    cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=d0", spec.disk.display()));
+    cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=2"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (lab setup installs it)")?;
+    let started = Instant::now();
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let log_path = spec.serial_log.clone();
+    let reader = std::thread::spawn(move || copy_with_timestamps(stdout, stderr, &log_path, started));
+    Ok(Vm { child, reader: Some(reader), started })
+}
+
+fn copy_with_timestamps(out: impl std::io::Read, err: impl std::io::Read + Send + 'static, path: &Path, t0: Instant) {
+    let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+        return;
+    };
+    let err_path = path.with_extension("qemu.err");
+    std::thread::spawn(move || {
+        let mut e = err;
+        if let Ok(mut f) = std::fs::File::create(err_path) {
+            let _ = std::io::copy(&mut e, &mut f);
+        }
+    });
+    let mut r = BufReader::new(out);
+    let mut buf = Vec::new();
+    while let Ok(n) = r.read_until(b'\n', &mut buf) {
+        if n == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        for part in line.split('\r').map(str::trim_end).filter(|p| !p.is_empty()) {
+            let clean: String = part.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+            let _ = writeln!(log, "[{:8.3}] {clean}", t0.elapsed().as_secs_f64());
+        }
+        buf.clear();
+    }
+}
+
+impl Vm {
+    /// Whether QEMU has exited (the guest powered off, or the timeout hit).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM to `timeout`, which passes it on to QEMU; SIGKILL if that does not end it.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..50 {
+            if self.try_wait().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            self.kill();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// The last `n` lines of a log, for failure reports.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
