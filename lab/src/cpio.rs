@@ -81,7 +81,9 @@ mod tests {
     #[test]
     fn cpio_reads_back_with_gnu_cpio() {
         let mut c = super::Cpio::default();
-        c.dir("bin").file("bin/hello", 0o755, b"#!/bin/sh\necho hi\n").char_dev("console", 0o600, 5, 1);
+        c.dir("bin")
+            .file("bin/hello", 0o755, b"#!/bin/sh\necho hi\n")
+            .char_dev("console", 0o600, 5, 1);
         c.symlink("sh", "bin/hello");
         let bytes = c.finish();
         let dir = tempfile::tempdir().unwrap();
@@ -97,7 +99,16 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{text}");
-        assert!(text.contains("bin/hello") && text.contains("console") && text.contains("sh -> bin/hello"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with('c') && l.contains("5,") && l.contains("console")), "{text}");
+        assert!(
+            text.contains("bin/hello")
+                && text.contains("console")
+                && text.contains("sh -> bin/hello"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with('c') && l.contains("5,") && l.contains("console")),
+            "{text}"
+        );
     }
 }

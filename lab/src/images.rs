@@ -61,11 +61,22 @@ fn module_root(cache: &Path) -> anyhow::Result<PathBuf> {
 
 fn initramfs(cache: &Path, init: &str) -> anyhow::Result<Vec<u8>> {
     let mut c = Cpio::default();
-    for d in ["bin", "dev", "proc", "sys", "tmp", "run", "lib", "lib/modules"] {
+    for d in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "lib",
+        "lib/modules",
+    ] {
         c.dir(d);
     }
-    c.char_dev("dev/console", 0o600, 5, 1).char_dev("dev/null", 0o666, 1, 3);
-    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("{BUSYBOX}: install busybox-static (lab setup)"))?;
+    c.char_dev("dev/console", 0o600, 5, 1)
+        .char_dev("dev/null", 0o666, 1, 3);
+    let busybox = std::fs::read(BUSYBOX)
+        .with_context(|| format!("{BUSYBOX}: install busybox-static (lab setup)"))?;
     c.file("bin/busybox", 0o755, &busybox);
     c.file("init", 0o755, init.as_bytes());
     c.file("common.sh", 0o644, COMMON.as_bytes());
@@ -73,7 +84,8 @@ fn initramfs(cache: &Path, init: &str) -> anyhow::Result<Vec<u8>> {
     let root = module_root(cache)?;
     for m in MODULES {
         let path = root.join(format!("{m}.ko"));
-        let bytes = std::fs::read(&path).with_context(|| format!("kernel module {}", path.display()))?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("kernel module {}", path.display()))?;
         let name = m.rsplit('/').next().unwrap();
         c.file(&format!("lib/modules/{name}.ko"), 0o644, &bytes);
     }
@@ -81,16 +93,27 @@ fn initramfs(cache: &Path, init: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?} (lab setup installs it)"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {cmd:?} (lab setup installs it)"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
 
-fn build_uki(cache: &Path, init: &str, cmdline: &str, name: &str, out: &Path) -> anyhow::Result<()> {
-    let kernel = std::fs::read(kernel_dir(cache).join("vmlinuz")).context("kernel: run `lab setup`")?;
-    let osrel = format!("NAME=\"Hadron lab\"\nID=hadron-lab\nVERSION_ID=0.1\nPRETTY_NAME=\"Hadron lab {name}\"\n");
+fn build_uki(
+    cache: &Path,
+    init: &str,
+    cmdline: &str,
+    name: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let kernel =
+        std::fs::read(kernel_dir(cache).join("vmlinuz")).context("kernel: run `lab setup`")?;
+    let osrel = format!(
+        "NAME=\"Hadron lab\"\nID=hadron-lab\nVERSION_ID=0.1\nPRETTY_NAME=\"Hadron lab {name}\"\n"
+    );
     boot_assets::UkiBuilder::new()
         .section(".osrel", osrel.into_bytes())
         .section(".cmdline", cmdline.as_bytes().to_vec())
@@ -103,7 +126,10 @@ fn build_uki(cache: &Path, init: &str, cmdline: &str, name: &str, out: &Path) ->
 /// A FAT filesystem image of `mib` MiB whose boot sector says it starts at sector 2048.
 fn fat(path: &Path, mib: u64) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
-    run(Command::new("mkfs.vfat").args(["-h", "2048", "-n", "LABOS", "-C"]).arg(path).arg((mib * 1024).to_string()))
+    run(Command::new("mkfs.vfat")
+        .args(["-h", "2048", "-n", "LABOS", "-C"])
+        .arg(path)
+        .arg((mib * 1024).to_string()))
 }
 
 fn mcopy(fat: &Path, from: &Path, to: &str) -> anyhow::Result<()> {
@@ -142,14 +168,22 @@ fn disk(out: &Path, fat_img: &Path, label: &str) -> anyhow::Result<()> {
 fn inputs_key(cache: &Path, server_url: &str) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     h.update(b"lab-images-v1");
-    for p in [PathBuf::from(STUB), PathBuf::from(BUSYBOX), kernel_dir(cache).join("vmlinuz")] {
+    for p in [
+        PathBuf::from(STUB),
+        PathBuf::from(BUSYBOX),
+        kernel_dir(cache).join("vmlinuz"),
+    ] {
         h.update(std::fs::read(&p).with_context(|| format!("{}: run `lab setup`", p.display()))?);
     }
     for s in [COMMON, INSTALLER_INIT, OS_INIT, UDHCPC, server_url] {
         h.update(s.as_bytes());
         h.update([0]);
     }
-    Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
+    Ok(h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Builds (or finds in the cache) everything the VMs boot. `server_url` is embedded in the
@@ -169,13 +203,28 @@ pub fn build(cache: &Path, server_url: &str) -> anyhow::Result<Images> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let installer_cmdline = format!("console=ttyS0 panic=-1 provisioner.url={server_url}");
-    build_uki(cache, INSTALLER_INIT, &installer_cmdline, "installer", &tmp.join("installer.efi"))?;
+    build_uki(
+        cache,
+        INSTALLER_INIT,
+        &installer_cmdline,
+        "installer",
+        &tmp.join("installer.efi"),
+    )?;
     // UEFI disk: the OS as a UKI at the removable-media path.
     let os_efi = tmp.join("os.efi");
-    build_uki(cache, OS_INIT, "console=ttyS0 panic=-1", "installed OS", &os_efi)?;
+    build_uki(
+        cache,
+        OS_INIT,
+        "console=ttyS0 panic=-1",
+        "installed OS",
+        &os_efi,
+    )?;
     let esp = tmp.join("esp.fat");
     fat(&esp, DISK_MIB - 2)?;
-    run(Command::new("mmd").arg("-i").arg(&esp).args(["::/EFI", "::/EFI/BOOT"]))?;
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&esp)
+        .args(["::/EFI", "::/EFI/BOOT"]))?;
     mcopy(&esp, &os_efi, "::/EFI/BOOT/BOOTX64.EFI")?;
     disk(&tmp.join("disk-efi.img"), &esp, "gpt")?;
     // BIOS disk: syslinux loading the same kernel and OS initramfs.

@@ -19,7 +19,12 @@ struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
     /// Cache for the kernel and built images.
-    #[arg(long, global = true, env = "PROVISIONER_LAB_CACHE", default_value = "/var/cache/provisioner-lab")]
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISIONER_LAB_CACHE",
+        default_value = "/var/cache/provisioner-lab"
+    )]
     cache: PathBuf,
 }
 
@@ -71,7 +76,10 @@ fn provisioner_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let sibling = me.with_file_name("provisioner");
     if !sibling.exists() {
-        let release = me.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "release");
+        let release = me
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "release");
         eprintln!("lab: building the provisioner");
         let mut c = std::process::Command::new("cargo");
         c.args(["build", "-q", "-p", "provisioner"]);
@@ -84,7 +92,10 @@ fn provisioner_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 fn opts(a: &RunArgs, cache: PathBuf) -> anyhow::Result<(RunOpts, Option<tempfile::TempDir>)> {
-    anyhow::ensure!(lab::setup::is_root(), "the lab needs root (network namespaces, taps): sudo lab …");
+    anyhow::ensure!(
+        lab::setup::is_root(),
+        "the lab needs root (network namespaces, taps): sudo lab …"
+    );
     let n = a.machines.unwrap_or(a.firmware.len()).max(1);
     let firmware = (0..n).map(|i| a.firmware[i % a.firmware.len()]).collect();
     let (work, tmp) = match &a.work {
@@ -115,8 +126,16 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Setup => lab::setup::setup(&cli.cache),
         Cmd::Build => {
-            let i = lab::images::build(&cli.cache, &format!("http://{}:{}", lab::netns::SERVER_IP, scenario::HTTP_PORT))?;
-            println!("{}\n{}\n{}", i.installer_uki.display(), i.disk_efi.display(), i.disk_bios.display());
+            let i = lab::images::build(
+                &cli.cache,
+                &format!("http://{}:{}", lab::netns::SERVER_IP, scenario::HTTP_PORT),
+            )?;
+            println!(
+                "{}\n{}\n{}",
+                i.installer_uki.display(),
+                i.disk_efi.display(),
+                i.disk_bios.display()
+            );
             Ok(())
         }
         Cmd::Run(a) => {
@@ -148,7 +167,8 @@ fn demo(a: RunArgs, cache: PathBuf) -> anyhow::Result<()> {
     }
     let (o, _) = opts(&a, cache)?;
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{spinner} {prefix:>5} [{elapsed:>4}] {msg}").context("style")?;
+    let style = ProgressStyle::with_template("{spinner} {prefix:>5} [{elapsed:>4}] {msg}")
+        .context("style")?;
     let bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> = Default::default();
     let started = std::time::Instant::now();
     let outcome = scenario::run(&o, &|who, what| {
@@ -177,10 +197,18 @@ fn demo(a: RunArgs, cache: PathBuf) -> anyhow::Result<()> {
             m.mac,
             m.firmware.name(),
             m.state,
-            m.seconds_to_ready.map_or("-".into(), |s| format!("{s:.1} s"))
+            m.seconds_to_ready
+                .map_or("-".into(), |s| format!("{s:.1} s"))
         );
     }
-    println!("total {:.1} s; logs and serial consoles in {}", started.elapsed().as_secs_f64(), o.work.display());
-    anyhow::ensure!(outcome.machines.iter().all(|m| m.state == "ready"), "not every machine reached ready");
+    println!(
+        "total {:.1} s; logs and serial consoles in {}",
+        started.elapsed().as_secs_f64(),
+        o.work.display()
+    );
+    anyhow::ensure!(
+        outcome.machines.iter().all(|m| m.state == "ready"),
+        "not every machine reached ready"
+    );
     Ok(())
 }

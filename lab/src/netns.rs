@@ -12,9 +12,16 @@ pub const SERVER_IP: &str = "198.18.0.1";
 pub const SITE_IP: &str = "198.18.0.2";
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -44,9 +51,38 @@ impl Topology {
         let n = t.ns.as_str();
         ip(&["-n", n, "link", "set", "lo", "up"])?;
         ip(&["-n", n, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", n, "link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
-        ip(&["-n", n, "addr", "add", &format!("{SERVER_IP}/24"), "dev", "br0"])?;
-        ip(&["-n", n, "addr", "add", "2001:2::1/64", "dev", "br0", "nodad"])?;
+        ip(&[
+            "-n",
+            n,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{SERVER_IP}/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            "2001:2::1/64",
+            "dev",
+            "br0",
+            "nodad",
+        ])?;
         ip(&["-n", n, "link", "set", "br0", "up"])?;
         for i in 0..taps {
             let tap = format!("tap{i}");
@@ -57,10 +93,21 @@ impl Topology {
         if let Some(site) = &t.site_ns {
             ip(&["netns", "add", site])?;
             ip(&["-n", site, "link", "set", "lo", "up"])?;
-            ip(&["-n", n, "link", "add", "vsite", "type", "veth", "peer", "name", "eth0", "netns", site])?;
+            ip(&[
+                "-n", n, "link", "add", "vsite", "type", "veth", "peer", "name", "eth0", "netns",
+                site,
+            ])?;
             ip(&["-n", n, "link", "set", "vsite", "master", "br0"])?;
             ip(&["-n", n, "link", "set", "vsite", "up"])?;
-            ip(&["-n", site, "addr", "add", &format!("{SITE_IP}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                site,
+                "addr",
+                "add",
+                &format!("{SITE_IP}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", site, "link", "set", "eth0", "up"])?;
         }
         Ok(t)
@@ -75,14 +122,22 @@ impl Topology {
 
     pub fn exec_site(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.site_ns.as_deref().expect("site namespace"), program]);
+        c.args([
+            "netns",
+            "exec",
+            self.site_ns.as_deref().expect("site namespace"),
+            program,
+        ]);
         c
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in [Some(&self.ns), self.site_ns.as_ref()].into_iter().flatten() {
+        for ns in [Some(&self.ns), self.site_ns.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }

@@ -106,13 +106,18 @@ impl Lab {
     pub fn cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.cli(args)?;
         if !out.status.success() {
-            bail!("provisioner {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "provisioner {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn machine(&self, mac: &str) -> anyhow::Result<serde_json::Value> {
-        let v: serde_json::Value = serde_json::from_str(&self.cli_ok(&["--json", "machines", "show", mac])?)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&self.cli_ok(&["--json", "machines", "show", mac])?)?;
         Ok(v["machine"].clone())
     }
 
@@ -152,7 +157,10 @@ impl Lab {
         std::thread::spawn(move || {
             use std::io::Write;
             let mut log = log;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if line.contains("listening on http://") {
                     let _ = tx.send(());
                 }
@@ -161,19 +169,35 @@ impl Lab {
         });
         self.server = Some(child);
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            bail!("the provisioner did not start; its log:\n{}", vm::tail(&self.log, 30));
+            bail!(
+                "the provisioner did not start; its log:\n{}",
+                vm::tail(&self.log, 30)
+            );
         }
         Ok(())
     }
 
     /// dnsmasq answering IPv6 router solicitations on the bridge (iPXE otherwise waits ~15 s for
-    /// one), and in proxy mode a second dnsmasq as the site's DHCP server in its own namespace.
+    /// one) and DHCPv6 with a boot-file URL nothing listens on, so OVMF's "HTTP boot over IPv6"
+    /// entry fails at once instead of waiting ~64 s for an offer (there is no IPv6 boot service
+    /// here; the provisioner is IPv4). In proxy mode a second dnsmasq is the site's DHCP server,
+    /// in its own namespace.
     fn start_helpers(&mut self, dhcp: DhcpMode) -> anyhow::Result<()> {
         let ra = self
             .topo
             .exec("dnsmasq")
-            .args(["-k", "--conf-file=/dev/null", "--port=0", "--interface=br0", "--bind-interfaces"])
-            .args(["--enable-ra", "--dhcp-range=::,constructor:br0,ra-only,64,1h"])
+            .args([
+                "-k",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--enable-ra",
+                "--dhcp-range=2001:2::1000,2001:2::1fff,64,1h",
+            ])
+            .arg("--dhcp-option=option6:bootfile-url,http://[2001:2::1]:9/no-ipv6-boot-here")
             .arg(format!("--pid-file={}", self.work.join("ra.pid").display()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.work.join("ra.log"))?)
@@ -184,10 +208,27 @@ impl Lab {
             let site = self
                 .topo
                 .exec_site("dnsmasq")
-                .args(["-k", "--conf-file=/dev/null", "--port=0", "--interface=eth0", "--bind-interfaces"])
-                .args(["--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h", "--dhcp-authoritative", "--no-ping", "--log-dhcp"])
-                .arg(format!("--dhcp-leasefile={}", self.work.join("site.leases").display()))
-                .arg(format!("--pid-file={}", self.work.join("site.pid").display()))
+                .args([
+                    "-k",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--interface=eth0",
+                    "--bind-interfaces",
+                ])
+                .args([
+                    "--dhcp-range=198.18.0.100,198.18.0.199,255.255.255.0,1h",
+                    "--dhcp-authoritative",
+                    "--no-ping",
+                    "--log-dhcp",
+                ])
+                .arg(format!(
+                    "--dhcp-leasefile={}",
+                    self.work.join("site.leases").display()
+                ))
+                .arg(format!(
+                    "--pid-file={}",
+                    self.work.join("site.pid").display()
+                ))
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(self.work.join("site-dhcp.log"))?)
                 .spawn()
@@ -203,11 +244,28 @@ impl Lab {
     fn provision_assets(&self, images: &Images) -> anyhow::Result<()> {
         let digest = |out: String| -> anyhow::Result<String> {
             let v: serde_json::Value = serde_json::from_str(&out)?;
-            Ok(v["digest"].as_str().context("digest")?.trim_start_matches("sha256:").to_string())
+            Ok(v["digest"]
+                .as_str()
+                .context("digest")?
+                .trim_start_matches("sha256:")
+                .to_string())
         };
-        let uki = digest(self.cli_ok(&["--json", "assets", "import", path(&images.installer_uki)?])?)?;
-        let efi = digest(self.cli_ok(&["--json", "assets", "import", "--loader", path(&images.disk_efi)?])?)?;
-        let bios = digest(self.cli_ok(&["--json", "assets", "import", "--loader", path(&images.disk_bios)?])?)?;
+        let uki =
+            digest(self.cli_ok(&["--json", "assets", "import", path(&images.installer_uki)?])?)?;
+        let efi = digest(self.cli_ok(&[
+            "--json",
+            "assets",
+            "import",
+            "--loader",
+            path(&images.disk_efi)?,
+        ])?)?;
+        let bios = digest(self.cli_ok(&[
+            "--json",
+            "assets",
+            "import",
+            "--loader",
+            path(&images.disk_bios)?,
+        ])?)?;
         let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
         let template = format!(
             "#cloud-config\nhostname: {{{{ hostname }}}}\ninstall:\n  device: {{{{ install.device }}}}\n  auto: true\n  reboot: true\n\
@@ -218,8 +276,15 @@ impl Lab {
         let tpl_path = self.work.join("lab-profile.yaml");
         std::fs::write(&tpl_path, template)?;
         self.cli_ok(&[
-            "profiles", "add", "lab", "--uki", &format!("sha256:{uki}"), "--install-disk", "/dev/vda",
-            "--cloud-config", path(&tpl_path)?,
+            "profiles",
+            "add",
+            "lab",
+            "--uki",
+            &format!("sha256:{uki}"),
+            "--install-disk",
+            "/dev/vda",
+            "--cloud-config",
+            path(&tpl_path)?,
         ])?;
         Ok(())
     }
@@ -262,9 +327,16 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         log: opts.work.join("provisioner.log"),
     };
     lab.start_helpers(opts.dhcp)?;
-    let unknown = if opts.flow == Flow::DiscoverApprove { "discover" } else { "ignore" };
+    let unknown = if opts.flow == Flow::DiscoverApprove {
+        "discover"
+    } else {
+        "ignore"
+    };
     lab.start_server(opts.dhcp, unknown)?;
-    progress("lab", &format!("provisioner up in namespace {}", lab.topo.ns));
+    progress(
+        "lab",
+        &format!("provisioner up in namespace {}", lab.topo.ns),
+    );
     lab.provision_assets(&images)?;
     let specs: Vec<VmSpec> = opts
         .firmware
@@ -283,7 +355,15 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         .collect();
     if opts.flow != Flow::DiscoverApprove {
         for s in &specs {
-            lab.cli_ok(&["machines", "add", &s.mac, "--profile", "lab", "--hostname", &s.name])?;
+            lab.cli_ok(&[
+                "machines",
+                "add",
+                &s.mac,
+                "--profile",
+                "lab",
+                "--hostname",
+                &s.name,
+            ])?;
         }
     }
     let mut outcomes: Vec<MachineOutcome> = specs
@@ -313,8 +393,15 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         while running.len() < opts.parallel.max(1) && !pending.is_empty() {
             let idx = pending.remove(0);
             vm::prepare(&specs[idx], 64)?;
-            progress(&specs[idx].name, &format!("power on ({})", specs[idx].firmware.name()));
-            running.push(Running { idx, vm: vm::start(&lab.topo, &specs[idx])?, boots: outcomes[idx].boots + 1 });
+            progress(
+                &specs[idx].name,
+                &format!("power on ({})", specs[idx].firmware.name()),
+            );
+            running.push(Running {
+                idx,
+                vm: vm::start(&lab.topo, &specs[idx])?,
+                boots: outcomes[idx].boots + 1,
+            });
         }
         if running.is_empty() {
             break;
@@ -324,7 +411,9 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         for mut r in running.drain(..) {
             let spec = &specs[r.idx];
             let m = lab.machine(&spec.mac).ok();
-            let state = m.as_ref().and_then(|m| m["lifecycle"]["state"].as_str().map(str::to_string));
+            let state = m
+                .as_ref()
+                .and_then(|m| m["lifecycle"]["state"].as_str().map(str::to_string));
             if let Some(st) = &state {
                 if *st != outcomes[r.idx].state {
                     progress(&spec.name, st);
@@ -334,10 +423,14 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             if state.as_deref() == Some("discovered") && !approved[r.idx] {
                 lab.cli_ok(&["machines", "approve", &spec.mac, "--profile", "lab"])?;
                 approved[r.idx] = true;
-                progress(&spec.name, "approved by the operator (the VM was not touched)");
+                progress(
+                    &spec.name,
+                    "approved by the operator (the VM was not touched)",
+                );
             }
             let ready = state.as_deref() == Some("ready")
-                && m.as_ref().is_some_and(|m| m["registration"]["boot_state"] == "active_boot");
+                && m.as_ref()
+                    .is_some_and(|m| m["registration"]["boot_state"] == "active_boot");
             if ready && outcomes[r.idx].seconds_to_ready.is_none() {
                 outcomes[r.idx].seconds_to_ready = Some(r.vm.started.elapsed().as_secs_f64());
             }
@@ -347,10 +440,12 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
                     // It may have registered just before powering off.
                     let m = lab.machine(&spec.mac).ok();
                     let ready = m.as_ref().is_some_and(|m| {
-                        m["lifecycle"]["state"] == "ready" && m["registration"]["boot_state"] == "active_boot"
+                        m["lifecycle"]["state"] == "ready"
+                            && m["registration"]["boot_state"] == "active_boot"
                     });
                     if ready && outcomes[r.idx].seconds_to_ready.is_none() {
-                        outcomes[r.idx].seconds_to_ready = Some(r.vm.started.elapsed().as_secs_f64());
+                        outcomes[r.idx].seconds_to_ready =
+                            Some(r.vm.started.elapsed().as_secs_f64());
                     }
                     outcomes[r.idx].boots = r.boots;
                     if opts.flow == Flow::Reprovision && ready && !reprovisioned[r.idx] {

@@ -13,8 +13,21 @@ use anyhow::{bail, Context};
 
 /// From bookworm (main).
 const PACKAGES: [&str; 15] = [
-    "ovmf", "ipxe", "ipxe-qemu", "seabios", "busybox-static", "systemd-boot-efi", "cpio", "iproute2",
-    "mtools", "dosfstools", "syslinux", "syslinux-common", "fdisk", "dnsmasq", "curl",
+    "ovmf",
+    "ipxe",
+    "ipxe-qemu",
+    "seabios",
+    "busybox-static",
+    "systemd-boot-efi",
+    "cpio",
+    "iproute2",
+    "mtools",
+    "dosfstools",
+    "syslinux",
+    "syslinux-common",
+    "fdisk",
+    "dnsmasq",
+    "curl",
 ];
 /// From bookworm-backports.
 const BACKPORTS: [&str; 3] = ["qemu-system-x86", "qemu-system-common", "qemu-system-data"];
@@ -59,7 +72,11 @@ pub fn is_root() -> bool {
 /// Installs missing packages and the kernel. Fails, saying what to run, when not root.
 pub fn setup(cache: &Path) -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-    let missing_bp: Vec<&str> = BACKPORTS.iter().copied().filter(|p| !installed(p)).collect();
+    let missing_bp: Vec<&str> = BACKPORTS
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
     let kernel = crate::images::kernel_dir(cache).join("vmlinuz");
     if missing.is_empty() && missing_bp.is_empty() && kernel.exists() {
         eprintln!("lab setup: everything is in place ({})", cache.display());
@@ -78,17 +95,26 @@ pub fn setup(cache: &Path) -> anyhow::Result<()> {
         apt(&[&["install"], &missing[..]].concat(), &[])?;
     }
     if !missing_bp.is_empty() {
-        eprintln!("lab setup: installing {} from bookworm-backports", missing_bp.join(" "));
+        eprintln!(
+            "lab setup: installing {} from bookworm-backports",
+            missing_bp.join(" ")
+        );
         let dir = tempfile::tempdir()?;
         let list = dir.path().join("backports.list");
-        std::fs::write(&list, format!("deb {} bookworm-backports main\n", mirror()?))?;
+        std::fs::write(
+            &list,
+            format!("deb {} bookworm-backports main\n", mirror()?),
+        )?;
         let opts = vec![
             format!("-oDir::Etc::sourcelist={}", list.display()),
             "-oDir::Etc::sourceparts=/etc/apt/sources.list.d".to_string(),
             "-oAPT::Get::List-Cleanup=0".to_string(),
         ];
         apt(&["update", "-qq"], &opts)?;
-        apt(&[&["install", "-t", "bookworm-backports"], &missing_bp[..]].concat(), &opts)?;
+        apt(
+            &[&["install", "-t", "bookworm-backports"], &missing_bp[..]].concat(),
+            &opts,
+        )?;
     }
     if !kernel.exists() {
         fetch_kernel(cache)?;
@@ -99,18 +125,28 @@ pub fn setup(cache: &Path) -> anyhow::Result<()> {
 
 /// `apt-get download` the kernel `linux-image-amd64` depends on and unpack it with `dpkg -x`.
 fn fetch_kernel(cache: &Path) -> anyhow::Result<()> {
-    let deps = Command::new("apt-cache").args(["depends", "linux-image-amd64"]).output()?;
+    let deps = Command::new("apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()?;
     let text = String::from_utf8_lossy(&deps.stdout);
     let pkg = text
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-") && p.chars().nth(12).is_some_and(|c| c.is_ascii_digit()))
+        .find(|p| {
+            p.starts_with("linux-image-") && p.chars().nth(12).is_some_and(|c| c.is_ascii_digit())
+        })
         .context("cannot tell which kernel linux-image-amd64 depends on")?
         .to_string();
     eprintln!("lab setup: unpacking {pkg} into {}", cache.display());
     let work = tempfile::tempdir()?;
-    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let ok = Command::new("apt-get").args(["download", "-qq", &pkg]).current_dir(work.path()).status()?;
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let ok = Command::new("apt-get")
+        .args(["download", "-qq", &pkg])
+        .current_dir(work.path())
+        .status()?;
     if !ok.success() {
         bail!("apt-get download {pkg} failed");
     }
@@ -120,7 +156,11 @@ fn fetch_kernel(cache: &Path) -> anyhow::Result<()> {
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .context("no .deb downloaded")?;
     let root = work.path().join("root");
-    let ok = Command::new("dpkg").arg("-x").arg(&deb).arg(&root).status()?;
+    let ok = Command::new("dpkg")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()?;
     if !ok.success() {
         bail!("dpkg -x {} failed", deb.display());
     }
@@ -130,7 +170,10 @@ fn fetch_kernel(cache: &Path) -> anyhow::Result<()> {
     let vmlinuz = std::fs::read_dir(root.join("boot"))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .context("no vmlinuz in the kernel package")?;
     std::fs::copy(vmlinuz, staging.join("vmlinuz"))?;
     std::fs::rename(root.join("lib/modules"), staging.join("modules"))?;

@@ -16,7 +16,9 @@ pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// How a VM netboots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Firmware {
     /// OVMF with iPXE as the NIC option ROM: DHCP → our script → chain the UKI.
@@ -68,19 +70,36 @@ pub fn prepare(spec: &VmSpec, disk_mib: u64) -> anyhow::Result<()> {
         f.set_len(disk_mib << 20)?;
     }
     if spec.firmware.is_uefi() && !spec.vars.exists() {
-        std::fs::copy(OVMF_VARS, &spec.vars).with_context(|| format!("{OVMF_VARS}: lab setup installs ovmf"))?;
+        std::fs::copy(OVMF_VARS, &spec.vars)
+            .with_context(|| format!("{OVMF_VARS}: lab setup installs ovmf"))?;
     }
     Ok(())
 }
 
 pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
     let mut cmd = topo.exec("timeout");
-    cmd.args(["--signal=KILL", &spec.timeout.as_secs().to_string(), "qemu-system-x86_64"]);
-    cmd.args(["-accel", "tcg", "-M", "q35", "-m", "256", "-smp", "1", "-nographic"]);
+    cmd.args([
+        "--signal=KILL",
+        &spec.timeout.as_secs().to_string(),
+        "qemu-system-x86_64",
+    ]);
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-M",
+        "q35",
+        "-m",
+        "256",
+        "-smp",
+        "1",
+        "-nographic",
+    ]);
     cmd.args(["-serial", "stdio", "-monitor", "none", "-name", &spec.name]);
     if spec.firmware.is_uefi() {
-        cmd.arg("-drive").arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
-        cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", spec.vars.display()));
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+        cmd.arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", spec.vars.display()));
         // No DHCPv6 here: keep OVMF from trying IPv6 PXE/HTTP after IPv4.
         cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
     }
@@ -97,22 +116,46 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         }
         Firmware::BiosIpxe => {}
     }
-    cmd.arg("-netdev").arg(format!("tap,id=n0,ifname=tap{},script=no,downscript=no", spec.tap));
+    cmd.arg("-netdev").arg(format!(
+        "tap,id=n0,ifname=tap{},script=no,downscript=no",
+        spec.tap
+    ));
     cmd.arg("-device").arg(nic);
-    cmd.arg("-drive").arg(format!("file={},format=raw,if=none,id=d0", spec.disk.display()));
+    cmd.arg("-drive").arg(format!(
+        "file={},format=raw,if=none,id=d0",
+        spec.disk.display()
+    ));
     cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=2"]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (lab setup installs it)")?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .context("starting qemu-system-x86_64 (lab setup installs it)")?;
     let started = Instant::now();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let log_path = spec.serial_log.clone();
-    let reader = std::thread::spawn(move || copy_with_timestamps(stdout, stderr, &log_path, started));
-    Ok(Vm { child, reader: Some(reader), started })
+    let reader =
+        std::thread::spawn(move || copy_with_timestamps(stdout, stderr, &log_path, started));
+    Ok(Vm {
+        child,
+        reader: Some(reader),
+        started,
+    })
 }
 
-fn copy_with_timestamps(out: impl std::io::Read, err: impl std::io::Read + Send + 'static, path: &Path, t0: Instant) {
-    let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+fn copy_with_timestamps(
+    out: impl std::io::Read,
+    err: impl std::io::Read + Send + 'static,
+    path: &Path,
+    t0: Instant,
+) {
+    let Ok(mut log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
         return;
     };
     let err_path = path.with_extension("qemu.err");
@@ -129,8 +172,15 @@ fn copy_with_timestamps(out: impl std::io::Read, err: impl std::io::Read + Send 
             break;
         }
         let line = String::from_utf8_lossy(&buf);
-        for part in line.split('\r').map(str::trim_end).filter(|p| !p.is_empty()) {
-            let clean: String = part.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+        for part in line
+            .split('\r')
+            .map(str::trim_end)
+            .filter(|p| !p.is_empty())
+        {
+            let clean: String = part
+                .chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect();
             let _ = writeln!(log, "[{:8.3}] {clean}", t0.elapsed().as_secs_f64());
         }
         buf.clear();

@@ -274,10 +274,17 @@ async fn serve_asset(
         }
         _ => None,
     };
+    // UEFI HTTP boot decides what it downloaded from the Content-Type (or else the URL's
+    // extension, which `/boot/efi?mac=` lacks): EFI images must say application/efi.
+    let is_efi = section.is_none() && meta.efi.is_some();
     let reply = FileReply {
         path: &path,
         etag: &etag,
-        content_type: "application/octet-stream",
+        content_type: if is_efi {
+            "application/efi"
+        } else {
+            "application/octet-stream"
+        },
         immutable: true,
     };
     Ok(files::serve(reply, method, headers, report).await)

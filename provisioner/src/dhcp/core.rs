@@ -146,8 +146,8 @@ impl Core {
         if client.stage == Stage::Plain {
             return Decision::drop("proxy mode answers netbooting clients only", Some(client));
         }
-        let installed_pxe = intent == Intent::LocalDisk
-            && matches!(client.stage, Stage::Pxe | Stage::HttpBoot);
+        let installed_pxe =
+            intent == Intent::LocalDisk && matches!(client.stage, Stage::Pxe | Stage::HttpBoot);
         if intent == Intent::Ignore || (intent == Intent::LocalDisk && !installed_pxe) {
             return Decision::drop("proxy mode: nothing to boot for this machine", Some(client));
         }
@@ -373,10 +373,22 @@ impl Core {
                 }
             }
         }
-        // PXE firmware and iPXE wait ~3 s for proxy offers unless the offer says PXEClient.
-        if matches!(client.stage, Stage::Pxe | Stage::Ipxe) && !matches!(boot, BootFile::None) {
+        // PXE firmware and iPXE wait ~3 s for proxy offers unless the offer says PXEClient
+        // (iPXE also when there is nothing to boot: it then gives up at once).
+        let pxe_offer = match client.stage {
+            Stage::Ipxe => true,
+            Stage::Pxe => !matches!(boot, BootFile::None),
+            _ => false,
+        };
+        if pxe_offer {
             r.opts_mut()
                 .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+        }
+        // OVMF's PXE takes an offer with PXEClient but without option 43 for a BINL offer and
+        // rejects it ("PXE-E16: No valid offer received"): say the boot file is right here.
+        if client.stage == Stage::Pxe && matches!(boot, BootFile::Tftp { .. }) {
+            r.opts_mut()
+                .insert(DhcpOption::VendorExtensions(pxe_vendor_options()));
         }
         r
     }

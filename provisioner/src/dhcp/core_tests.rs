@@ -132,6 +132,11 @@ fn uefi_pxe_dora_for_a_registered_machine() {
         opt(&offer, OptionCode::ClassIdentifier),
         Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
     );
+    // Without option 43 OVMF's PXE rejects the offer (PXE-E16), as the lab showed.
+    assert_eq!(
+        opt(&offer, OptionCode::VendorExtensions),
+        Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+    );
     assert_eq!(
         opt(&offer, OptionCode::ServerIdentifier),
         Some(&DhcpOption::ServerIdentifier(ip("198.18.0.1")))
@@ -193,7 +198,12 @@ fn installed_machines_get_an_address_but_no_installer() {
     ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
     for state in [State::Installed, State::Ready] {
         // iPXE: no boot file at all.
-        let d = run(&mut c, &request(MessageType::Discover, ipxe.clone()), arrived(67), Some(&machine(state)));
+        let d = run(
+            &mut c,
+            &request(MessageType::Discover, ipxe.clone()),
+            arrived(67),
+            Some(&machine(state)),
+        );
         let (offer, _) = d.reply.unwrap();
         assert!(!offer.yiaddr().is_unspecified());
         assert!(
@@ -202,7 +212,12 @@ fn installed_machines_get_an_address_but_no_installer() {
         );
         // PXE firmware: its loader, which TFTP refuses to an installed machine, so the firmware
         // fails over to its disk at once instead of waiting for a boot offer.
-        let d = run(&mut c, &request(MessageType::Discover, pxe(7)), arrived(67), Some(&machine(state)));
+        let d = run(
+            &mut c,
+            &request(MessageType::Discover, pxe(7)),
+            arrived(67),
+            Some(&machine(state)),
+        );
         let (offer, _) = d.reply.unwrap();
         assert_eq!(offer.fname(), Some(&b"snponly.efi"[..]), "{state}");
     }

@@ -150,10 +150,20 @@ fn installed_and_ignored_machines_get_no_boot_file_on_any_path() {
         );
         // Installed: nothing that boots the installer. PXE firmware gets its loader, which TFTP
         // then refuses (a quick failure sends the firmware to its disk; no offer would stall it).
-        let installed = answer(&client(stage, Some(7)), &Intent::LocalDisk, Some("ipxe.efi"));
+        let installed = answer(
+            &client(stage, Some(7)),
+            &Intent::LocalDisk,
+            Some("ipxe.efi"),
+        );
         match stage {
-            Stage::Pxe => assert!(matches!(installed, Ok(BootFile::Tftp { .. })), "{installed:?}"),
-            Stage::HttpBoot => assert!(matches!(installed, Ok(BootFile::Url { .. })), "{installed:?}"),
+            Stage::Pxe => assert!(
+                matches!(installed, Ok(BootFile::Tftp { .. })),
+                "{installed:?}"
+            ),
+            Stage::HttpBoot => assert!(
+                matches!(installed, Ok(BootFile::Url { .. })),
+                "{installed:?}"
+            ),
             _ => assert_eq!(installed, Ok(BootFile::None), "{stage:?}"),
         }
     }
