@@ -1,5 +1,8 @@
 //! `lab`: real firmware netbooting through the provisioner, in network namespaces. Needs root.
 
+// The lab is a test tool: it measures wall time (power-on to ready) and sets deadlines.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod dhcp;
 mod harness;
+mod lab;
 mod netns;
 mod serve;
 mod tftp;

@@ -1,0 +1,328 @@
+//! End to end: real firmware (OVMF or SeaBIOS, with iPXE or the firmware's own PXE/HTTP boot) in
+//! QEMU, netbooting through the real provisioner inside an isolated namespace, installing to its
+//! disk, rebooting, and coming up from that disk — run by the `lab` binary. Every assertion reads
+//! the provisioner's inventory and events afterwards (the server restarted on the lab's data
+//! directory, on loopback); the serial consoles and the server log are printed on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::{Api, Server};
+
+fn lab_bin() -> PathBuf {
+    match std::env::var_os("LAB_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = crate::harness::binary().with_file_name("lab");
+            assert!(
+                p.exists(),
+                "{} missing: cargo build -p lab (scripts/test does)",
+                p.display()
+            );
+            p
+        }
+    }
+}
+
+struct Run {
+    work: tempfile::TempDir,
+    outcome: Value,
+}
+
+impl Run {
+    fn dump(&self) -> String {
+        let mut s = String::new();
+        for m in self.outcome["machines"].as_array().into_iter().flatten() {
+            let log = m["serial_log"].as_str().unwrap_or("");
+            s.push_str(&format!(
+                "----- serial console of {} (tail) -----\n",
+                m["name"]
+            ));
+            s.push_str(&tail(Path::new(log), 40));
+        }
+        s.push_str("----- provisioner log (tail) -----\n");
+        s.push_str(&tail(&self.work.path().join("provisioner.log"), 40));
+        s
+    }
+}
+
+fn tail(p: &Path, n: usize) -> String {
+    let t = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = t.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
+}
+
+fn lab(args: &[&str]) -> Run {
+    let work = tempfile::Builder::new()
+        .prefix("lab-test-")
+        .tempdir()
+        .unwrap();
+    let out = Command::new(lab_bin())
+        .arg("run")
+        .arg("--json")
+        .arg("--work")
+        .arg(work.path())
+        .args(args)
+        .env("PROVISIONER_BIN", crate::harness::binary())
+        .output()
+        .expect("running lab");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let serials: String = std::fs::read_dir(work.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".serial.log"))
+            .map(|p| format!("----- {} -----\n{}", p.display(), tail(&p, 40)))
+            .collect();
+        panic!(
+            "lab run failed: {}\n{serials}----- provisioner log -----\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            tail(&work.path().join("provisioner.log"), 40)
+        );
+    }
+    let outcome: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    Run { work, outcome }
+}
+
+/// The provisioner again, on the lab's data directory, to read what it recorded.
+fn inventory(run: &Run) -> (Server, Api) {
+    let server = Server::start_in(&run.work.path().join("data"), &["--no-tftp"]);
+    let api = server.http();
+    (server, api)
+}
+
+fn events(api: &Api, mac: &str) -> Vec<Value> {
+    api.get(&format!("/api/v1/events?machine={mac}"))
+        .body
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn transitions(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .filter(|e| e["type"] == "state")
+        .map(|e| {
+            format!(
+                "{}→{}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Ready, registered from its disk, installed exactly `installs` times, and after the last install
+/// never handed the installer again.
+fn assert_installed_and_booted_from_disk(run: &Run, api: &Api, mac: &str, installs: usize) {
+    let ctx = || run.dump();
+    let m = api.get(&format!("/api/v1/machines/{mac}")).body;
+    assert_eq!(m["lifecycle"]["state"], "ready", "{m}\n{}", ctx());
+    assert_eq!(m["registration"]["boot_state"], "active_boot", "{m}");
+    let evs = events(api, mac);
+    let steps = transitions(&evs);
+    let count = |s: &str| steps.iter().filter(|x| x.ends_with(s)).count();
+    assert_eq!(count("→installed"), installs, "{steps:?}");
+    assert_eq!(count("→installing"), installs, "{steps:?}");
+    let last_installed = evs
+        .iter()
+        .rposition(|e| e["type"] == "state" && e["to"] == "installed")
+        .unwrap();
+    // After the install: no installer script or UKI, and the OS's registration from its disk.
+    for e in &evs[last_installed..] {
+        let detail = e["detail"].as_str().unwrap_or("");
+        assert!(
+            !detail.contains("install (") && !detail.contains("UEFI HTTP boot: UKI"),
+            "installer served again after install: {e}\n{}",
+            ctx()
+        );
+        assert!(
+            !(e["type"] == "transfer"
+                && e["protocol"] == "http"
+                && e["outcome"] == "complete"
+                && e["file"].as_str().unwrap_or("").ends_with(".efi")),
+            "UKI downloaded again after install: {e}"
+        );
+    }
+    assert!(
+        evs[last_installed..]
+            .iter()
+            .any(|e| e["type"] == "registered" && e["boot_state"] == "active_boot"),
+        "no registration from the disk after install: {steps:?}"
+    );
+    assert!(steps.last().unwrap().ends_with("→ready"), "{steps:?}");
+    // The installer reported progress and logged over syslog and HTTP.
+    assert!(
+        evs.iter()
+            .any(|e| e["type"] == "progress" && e["phase"] == "write-image"),
+        "{evs:?}"
+    );
+    let logs = api.get(&format!("/api/v1/machines/{mac}/logs")).body;
+    let logs = logs.as_array().unwrap();
+    assert!(
+        logs.iter().any(|l| l["source"] == "syslog"
+            && l["text"].as_str().unwrap_or("").contains("install done")),
+        "{logs:?}"
+    );
+    assert!(evs.iter().any(|e| e["type"] == "seen"
+        && e["detail"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("config fetched")));
+}
+
+fn machine_outcome(run: &Run, i: usize) -> &Value {
+    &run.outcome["machines"][i]
+}
+
+#[test]
+fn uefi_ipxe_full_dhcp_installs_registers_and_boots_from_disk() {
+    let run = lab(&["--firmware", "uefi-ipxe"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    let evs = events(&api, &mac);
+    // The reboot netbooted first and was told "disk": DHCP seen again after install, no script.
+    let after = evs
+        .iter()
+        .rposition(|e| e["type"] == "state" && e["to"] == "installed")
+        .unwrap();
+    assert!(
+        evs[after..]
+            .iter()
+            .any(|e| e["type"] == "seen" && e["via"] == "dhcp"),
+        "{}",
+        run.dump()
+    );
+}
+
+#[test]
+fn uefi_pxe_through_tftp_snponly() {
+    let run = lab(&["--firmware", "uefi-pxe"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    let evs = events(&api, &mac);
+    let tftp: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["type"] == "transfer" && e["protocol"] == "tftp")
+        .collect();
+    assert!(
+        tftp.iter()
+            .any(|e| e["file"] == "snponly.efi" && e["outcome"] == "complete"),
+        "{tftp:?}"
+    );
+}
+
+#[test]
+fn uefi_http_boot_of_the_uki() {
+    let run = lab(&["--firmware", "uefi-http"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    let evs = events(&api, &mac);
+    assert!(
+        evs.iter().any(|e| e["detail"] == "UEFI HTTP boot: UKI"),
+        "{}",
+        run.dump()
+    );
+    assert!(evs.iter().any(|e| e["type"] == "transfer"
+        && e["file"] == "installer.efi"
+        && e["outcome"] == "complete"));
+}
+
+#[test]
+fn bios_ipxe_boots_kernel_and_initrd_extracted_from_the_uki() {
+    let run = lab(&["--firmware", "bios-ipxe"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    let evs = events(&api, &mac);
+    for part in ["installer.efi#linux", "installer.efi#initrd"] {
+        assert!(
+            evs.iter().any(|e| e["type"] == "transfer"
+                && e["file"] == part
+                && e["outcome"] == "complete"),
+            "{part}: {}",
+            run.dump()
+        );
+    }
+}
+
+#[test]
+fn uefi_ipxe_in_proxy_mode_beside_dnsmasq() {
+    let run = lab(&["--firmware", "uefi-ipxe", "--dhcp", "proxy"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    // The addresses came from the site's dnsmasq: we hold no lease.
+    let leases = std::fs::read_to_string(run.work.path().join("site.leases")).unwrap_or_default();
+    assert!(leases.contains(&mac), "dnsmasq gave no lease: {leases}");
+}
+
+#[test]
+fn discovered_machine_installs_once_approved_without_touching_the_vm() {
+    let run = lab(&["--firmware", "uefi-ipxe", "--flow", "discover-approve"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    let evs = events(&api, &mac);
+    assert_eq!(evs[0]["type"], "created");
+    assert_eq!(evs[0]["by"], "discover");
+    let steps = transitions(&evs);
+    assert_eq!(
+        steps.first().map(String::as_str),
+        Some("discovered→registered"),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn reprovision_installs_again_after_a_reboot() {
+    let run = lab(&["--firmware", "uefi-ipxe", "--flow", "reprovision"]);
+    let (_s, api) = inventory(&run);
+    let mac = machine_outcome(&run, 0)["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(machine_outcome(&run, 0)["boots"], 2);
+    assert_installed_and_booted_from_disk(&run, &api, &mac, 2);
+    let steps = transitions(&events(&api, &mac));
+    assert!(steps.iter().any(|s| s == "ready→reprovision"), "{steps:?}");
+}
+
+#[test]
+fn two_vms_at_once_uefi_and_bios() {
+    let run = lab(&["--firmware", "uefi-ipxe,bios-ipxe", "--parallel", "2"]);
+    let (_s, api) = inventory(&run);
+    for i in 0..2 {
+        let mac = machine_outcome(&run, i)["mac"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    }
+    let leases = api.get("/api/v1/machines").body;
+    assert_eq!(leases.as_array().unwrap().len(), 2);
+}
