@@ -58,6 +58,9 @@ struct RunArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+    /// Do not answer IPv6 router solicitations (to measure the ~15 s iPXE then waits).
+    #[arg(long)]
+    no_ra: bool,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,7 @@ fn opts(a: &RunArgs, cache: PathBuf) -> anyhow::Result<(RunOpts, Option<tempfile
             provisioner: provisioner_bin(a.provisioner.clone())?,
             parallel: a.parallel,
             vm_timeout: Duration::from_secs(a.vm_timeout),
+            router_advertisements: !a.no_ra,
         },
         tmp,
     ))

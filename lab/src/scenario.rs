@@ -49,6 +49,9 @@ pub struct RunOpts {
     pub parallel: usize,
     /// Per VM boot (power-on to power-off).
     pub vm_timeout: Duration,
+    /// Answer IPv6 router solicitations (and DHCPv6) on the lab link; off only to measure what
+    /// that saves.
+    pub router_advertisements: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,7 +185,14 @@ impl Lab {
     /// entry fails at once instead of waiting ~64 s for an offer (there is no IPv6 boot service
     /// here; the provisioner is IPv4). In proxy mode a second dnsmasq is the site's DHCP server,
     /// in its own namespace.
-    fn start_helpers(&mut self, dhcp: DhcpMode) -> anyhow::Result<()> {
+    fn start_helpers(&mut self, dhcp: DhcpMode, ra: bool) -> anyhow::Result<()> {
+        if ra {
+            self.start_ra()?;
+        }
+        self.start_site(dhcp)
+    }
+
+    fn start_ra(&mut self) -> anyhow::Result<()> {
         let ra = self
             .topo
             .exec("dnsmasq")
@@ -204,6 +214,10 @@ impl Lab {
             .spawn()
             .context("starting dnsmasq (router advertisements)")?;
         self.helpers.push(ra);
+        Ok(())
+    }
+
+    fn start_site(&mut self, dhcp: DhcpMode) -> anyhow::Result<()> {
         if dhcp == DhcpMode::Proxy {
             let site = self
                 .topo
@@ -326,7 +340,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         helpers: Vec::new(),
         log: opts.work.join("provisioner.log"),
     };
-    lab.start_helpers(opts.dhcp)?;
+    lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
     let unknown = if opts.flow == Flow::DiscoverApprove {
         "discover"
     } else {
