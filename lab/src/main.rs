@@ -178,7 +178,12 @@ fn demo(a: RunArgs, cache: PathBuf) -> anyhow::Result<()> {
         .context("style")?;
     let bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>> = Default::default();
     let started = std::time::Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let outcome = scenario::run(&o, &|who, what| {
+        if !tty {
+            eprintln!("[{:6.1}s] {who}: {what}", started.elapsed().as_secs_f64());
+            return;
+        }
         let mut bars = bars.lock().unwrap();
         let bar = bars.entry(who.to_string()).or_insert_with(|| {
             let b = multi.add(ProgressBar::new_spinner());
