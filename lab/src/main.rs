@@ -61,6 +61,9 @@ struct RunArgs {
     /// Do not answer IPv6 router solicitations (to measure the ~15 s iPXE then waits).
     #[arg(long)]
     no_ra: bool,
+    /// Record the DHCP traffic to <work>/dhcp.pcap (tcpdump).
+    #[arg(long)]
+    capture: bool,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,7 @@ fn opts(a: &RunArgs, cache: PathBuf) -> anyhow::Result<(RunOpts, Option<tempfile
             parallel: a.parallel,
             vm_timeout: Duration::from_secs(a.vm_timeout),
             router_advertisements: !a.no_ra,
+            capture: a.capture,
         },
         tmp,
     ))

@@ -52,6 +52,8 @@ pub struct RunOpts {
     /// Answer IPv6 router solicitations (and DHCPv6) on the lab link; off only to measure what
     /// that saves.
     pub router_advertisements: bool,
+    /// Record the DHCP traffic on the lab link to `<work>/dhcp.pcap` (tcpdump).
+    pub capture: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,6 +219,37 @@ impl Lab {
         Ok(())
     }
 
+    fn start_capture(&mut self) -> anyhow::Result<()> {
+        let pcap = self.work.join("dhcp.pcap");
+        let child = self
+            .topo
+            .exec("tcpdump")
+            .args(["-i", "br0", "-U", "-s", "0", "-w"])
+            .arg(&pcap)
+            .args([
+                "udp", "port", "67", "or", "udp", "port", "68", "or", "udp", "port", "4011",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.work.join("tcpdump.log"))?)
+            .spawn()
+            .context("starting tcpdump (apt-get install tcpdump)")?;
+        self.helpers.push(child);
+        // tcpdump says "listening on br0" once it captures.
+        for _ in 0..50 {
+            if std::fs::read_to_string(self.work.join("tcpdump.log"))
+                .unwrap_or_default()
+                .contains("listening on")
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "tcpdump did not start: {}",
+            vm::tail(&self.work.join("tcpdump.log"), 5)
+        )
+    }
+
     fn start_site(&mut self, dhcp: DhcpMode) -> anyhow::Result<()> {
         if dhcp == DhcpMode::Proxy {
             let site = self
@@ -341,6 +374,9 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         log: opts.work.join("provisioner.log"),
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
+    if opts.capture {
+        lab.start_capture()?;
+    }
     let unknown = if opts.flow == Flow::DiscoverApprove {
         "discover"
     } else {

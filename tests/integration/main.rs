@@ -7,6 +7,7 @@ mod boot;
 mod cli;
 mod crash;
 mod dhcp;
+mod dhcp_crash;
 mod harness;
 mod lab;
 mod netns;

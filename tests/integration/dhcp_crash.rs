@@ -1,0 +1,233 @@
+//! kill -9 under DHCP load: every address a client got an ACK for is still its lease after the
+//! restart (RFC 2131 §4.3.1: stable storage before the ACK). The test is the relay: four threads
+//! on 127.0.0.{3..6}:67 run DISCOVER/OFFER/REQUEST/ACK for their own MACs against the server on
+//! loopback while the server is killed; afterwards each acknowledged MAC is offered its address
+//! again, and no address was acknowledged to two MACs.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::Server;
+
+const DISCOVER: u8 = 1;
+const OFFER: u8 = 2;
+const REQUEST: u8 = 3;
+const ACK: u8 = 5;
+
+fn packet(kind: u8, xid: u32, mac: [u8; 6], giaddr: Ipv4Addr, extra: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut p = vec![0u8; 236];
+    p[0] = 1; // BOOTREQUEST
+    p[1] = 1; // Ethernet
+    p[2] = 6;
+    p[3] = 1; // hops: relayed
+    p[4..8].copy_from_slice(&xid.to_be_bytes());
+    p[24..28].copy_from_slice(&giaddr.octets());
+    p[28..34].copy_from_slice(&mac);
+    p.extend_from_slice(&[99, 130, 83, 99]);
+    p.extend_from_slice(&[53, 1, kind]);
+    for (code, v) in extra {
+        p.push(*code);
+        p.push(v.len() as u8);
+        p.extend_from_slice(v);
+    }
+    p.push(255);
+    p
+}
+
+/// (message type, xid, yiaddr, server id) of a reply.
+fn parse(b: &[u8]) -> Option<(u8, u32, Ipv4Addr, Option<Ipv4Addr>)> {
+    if b.len() < 240 || b[0] != 2 || b[236..240] != [99, 130, 83, 99] {
+        return None;
+    }
+    let xid = u32::from_be_bytes(b[4..8].try_into().ok()?);
+    let yiaddr = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+    let (mut kind, mut sid, mut i) = (0, None, 240);
+    while i + 1 < b.len() && b[i] != 255 {
+        if b[i] == 0 {
+            i += 1;
+            continue;
+        }
+        let (code, len) = (b[i], b[i + 1] as usize);
+        let v = b.get(i + 2..i + 2 + len)?;
+        match code {
+            53 => kind = v[0],
+            54 if len == 4 => sid = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    Some((kind, xid, yiaddr, sid))
+}
+
+fn exchange(
+    sock: &UdpSocket,
+    server: SocketAddrV4,
+    msg: &[u8],
+    want: u8,
+    xid: u32,
+) -> Option<(Ipv4Addr, Option<Ipv4Addr>)> {
+    sock.send_to(msg, server).ok()?;
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            return None;
+        };
+        if let Some((kind, x, ip, sid)) = parse(&buf[..n]) {
+            if x == xid && kind == want {
+                return Some((ip, sid));
+            }
+        }
+    }
+    None
+}
+
+fn mac(thread: u8, i: u32) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x52, 0x54, 0xcc, thread, b[2], b[3]]
+}
+
+fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let cfg = dir.join("p.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[dhcp]\nmode = \"full\"\nlisten = \"127.0.0.1\"\nport = {port}\nserver_ip = \"127.0.0.1\"\n\
+             [[dhcp.subnet]]\nnetwork = \"127.0.0.0/8\"\nrange = \"127.1.0.1-127.1.255.254\"\nlease_time = \"1h\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn kill_9_under_load_keeps_every_acknowledged_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(dir.path(), port);
+    let data = dir.path().join("data");
+    let mut s = Server::start_in(&data, &["--config", cfg.to_str().unwrap(), "--no-tftp"]);
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let acked: Arc<Mutex<Vec<([u8; 6], Ipv4Addr)>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (3u8..=6)
+        .map(|t| {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let relay = Ipv4Addr::new(127, 0, 0, t);
+                let sock = UdpSocket::bind(SocketAddrV4::new(relay, 67)).expect("bind :67 (root)");
+                sock.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                // Bounded: at most 20,000 exchanges per thread, and the kill stops it anyway.
+                for i in 0..20_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let m = mac(t, i);
+                    let xid = (t as u32) << 24 | i;
+                    let Some((ip, sid)) = exchange(
+                        &sock,
+                        server,
+                        &packet(DISCOVER, xid, m, relay, &[]),
+                        OFFER,
+                        xid,
+                    ) else {
+                        continue;
+                    };
+                    let opts = [
+                        (50, ip.octets().to_vec()),
+                        (54, sid.unwrap_or(Ipv4Addr::LOCALHOST).octets().to_vec()),
+                    ];
+                    if let Some((got, _)) = exchange(
+                        &sock,
+                        server,
+                        &packet(REQUEST, xid, m, relay, &opts),
+                        ACK,
+                        xid,
+                    ) {
+                        acked.lock().unwrap().push((m, got));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the load run, then kill the server in the middle of it.
+    let started = Instant::now();
+    while acked.lock().unwrap().len() < 400 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 400,
+        "only {} ACKs before the kill",
+        acked.len()
+    );
+    let mut owner: HashMap<Ipv4Addr, [u8; 6]> = HashMap::new();
+    for (m, ip) in &acked {
+        if let Some(prev) = owner.insert(*ip, *m) {
+            assert_eq!(&prev, m, "{ip} acknowledged to two MACs");
+        }
+    }
+    // Restart on the same data directory; every acknowledged MAC is offered its address.
+    let _s2 = Server::start_in(&data, &["--config", cfg.to_str().unwrap(), "--no-tftp"]);
+    let relay = Ipv4Addr::new(127, 0, 0, 3);
+    let sock = UdpSocket::bind(SocketAddrV4::new(relay, 67)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    // New clients first: had a lease been lost, its address would be free and offered to them.
+    for i in 0..5u32 {
+        let xid = 0x6000_0000 | i;
+        let (ip, _) = exchange(
+            &sock,
+            server,
+            &packet(DISCOVER, xid, mac(99, i), relay, &[]),
+            OFFER,
+            xid,
+        )
+        .expect("a new client gets an offer after the restart");
+        assert!(
+            !owner.contains_key(&ip),
+            "{ip}, acknowledged before the kill, was offered to a new client"
+        );
+    }
+    let mut lost = Vec::new();
+    for (i, (m, ip)) in acked.iter().enumerate() {
+        let xid = 0x7000_0000 | i as u32;
+        let offered = (0..3).find_map(|_| {
+            exchange(
+                &sock,
+                server,
+                &packet(DISCOVER, xid, *m, relay, &[]),
+                OFFER,
+                xid,
+            )
+        });
+        if offered.map(|(o, _)| o) != Some(*ip) {
+            lost.push((m, ip, offered));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged leases lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+    eprintln!(
+        "{} acknowledged leases before kill -9, all kept",
+        acked.len()
+    );
+}
