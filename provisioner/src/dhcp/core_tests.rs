@@ -496,3 +496,6 @@ fn random_wire_bytes_never_panic() {
         }
     }
 }
+
+#[path = "captures_tests.rs"]
+mod captures;
