@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::Server;
 
+/// A MAC and the address it was acknowledged.
+type Acked = ([u8; 6], Ipv4Addr);
+
 const DISCOVER: u8 = 1;
 const OFFER: u8 = 2;
 const REQUEST: u8 = 3;
@@ -115,7 +118,7 @@ fn kill_9_under_load_keeps_every_acknowledged_lease() {
     let data = dir.path().join("data");
     let mut s = Server::start_in(&data, &["--config", cfg.to_str().unwrap(), "--no-tftp"]);
     let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let acked: Arc<Mutex<Vec<([u8; 6], Ipv4Addr)>>> = Default::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (3u8..=6)
         .map(|t| {

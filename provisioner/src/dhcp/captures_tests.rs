@@ -29,7 +29,8 @@ fn registered(msg: &Message) -> Machine {
 
 #[test]
 fn captured_discovers_are_classified() {
-    let cases: [(&[u8], Stage, Option<u16>, Option<Firmware>); 6] = [
+    type Case = (&'static [u8], Stage, Option<u16>, Option<Firmware>);
+    let cases: [Case; 6] = [
         (OVMF_PXE, Stage::Pxe, Some(7), Some(Firmware::EfiX64)),
         (IPXE_EFI_ROM, Stage::Ipxe, Some(7), Some(Firmware::EfiX64)),
         (IPXE_SNPONLY, Stage::Ipxe, Some(7), Some(Firmware::EfiX64)),
