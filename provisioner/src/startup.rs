@@ -212,6 +212,7 @@ async fn start_dhcp(
             },
         },
         subnets,
+        unknown_seen: Default::default(),
     };
     let core = std::sync::Arc::new(std::sync::Mutex::new(core));
     let socks = crate::dhcp::server::bind(cfg).await.with_context(|| {

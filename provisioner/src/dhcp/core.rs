@@ -77,7 +77,8 @@ pub struct Decision {
     pub commit: Option<Lease>,
     /// A binding to remove (RELEASE).
     pub remove: Option<Ipv4Addr>,
-    /// Events for the machine, when it is in the inventory.
+    /// Events about the client (a machine of the inventory, or a rate-limited `seen` for an
+    /// unknown MAC).
     pub events: Vec<EventKind>,
     /// Who asked (for discovery and logging), when the request could be classified.
     pub client: Option<Client>,
@@ -98,6 +99,8 @@ impl Decision {
 pub struct Core {
     pub settings: Settings,
     pub subnets: Vec<(SubnetOptions, Pool)>,
+    /// Rate limit of `seen` events for MACs the inventory does not know.
+    pub unknown_seen: super::seen_limit::SeenLimiter,
 }
 
 fn message_type(m: &Message) -> Option<MessageType> {
@@ -130,10 +133,31 @@ impl Core {
             Err(_) => return Decision::drop("hardware address is not Ethernet", None),
         };
         let intent = decide(input.machine, self.settings.unknown);
-        match self.settings.mode {
+        let unknown_event = (input.machine.is_none()
+            && matches!(kind, MessageType::Discover | MessageType::Request)
+            && self.unknown_seen.allow(client.mac, input.now))
+        .then(|| EventKind::Seen {
+            via: "dhcp".into(),
+            detail: format!(
+                "{kind:?} from a machine not in the inventory{} ({:?}{}); not registered",
+                client
+                    .arch
+                    .map(|a| format!(", arch {a}"))
+                    .unwrap_or_default(),
+                client.stage,
+                client
+                    .vendor_class
+                    .as_deref()
+                    .map(|v| format!(", {}", v.chars().take(48).collect::<String>()))
+                    .unwrap_or_default(),
+            ),
+        });
+        let mut d = match self.settings.mode {
             Mode::Proxy => self.proxy(kind, &input, client, intent),
             Mode::Full => self.full(kind, &input, client, intent),
-        }
+        };
+        d.events.extend(unknown_event);
+        d
     }
 
     fn proxy(

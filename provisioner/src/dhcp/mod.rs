@@ -1,10 +1,11 @@
-//! DHCP for netboot: full server and proxyDHCP (in progress; see the DHCP issue).
+//! DHCP for netboot: full server and proxyDHCP.
 //!
 //! - [`config`]: the `[dhcp]` section and its validation (off unless configured).
 //! - [`classify`]: boot stage and architecture of a request (option 60/77/93/97/175).
 //! - [`core`]: the sans-IO decision: full mode (DORA, renew, decline, release, inform) and proxy.
 //! - [`pool`]: one subnet's dynamic range: offers, bindings, reservations, quarantine, expiry.
 //! - [`reply`]: where a reply goes (RFC 2131 §4.1), PXE option 43, and the boot file to offer.
+//! - [`seen_limit`]: at most one `seen` event per unknown MAC per window, in bounded memory.
 //! - [`server`]: the tokio shell: receive, decide, commit the lease durably, then reply.
 
 pub mod classify;
@@ -12,4 +13,5 @@ pub mod config;
 pub mod core;
 pub mod pool;
 pub mod reply;
+pub mod seen_limit;
 pub mod server;

@@ -327,6 +327,18 @@ async fn decide(
             if let Some(ip) = d.remove {
                 store.remove_lease(ip)?;
             }
+            if machine.is_none() {
+                if let Some(c) = &d.client {
+                    let news = d
+                        .events
+                        .iter()
+                        .map(|k| NewEvent::machine(c.mac, k.clone()))
+                        .collect::<Vec<_>>();
+                    if !news.is_empty() {
+                        events.extend(store.append_events(news, t)?);
+                    }
+                }
+            }
             if let Some(m) = &machine {
                 let mut kinds = d.events.clone();
                 if let (
