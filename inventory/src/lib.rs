@@ -37,7 +37,7 @@ pub use lease::Lease;
 pub use lifecycle::{Deadlines, Lifecycle, State, Transition};
 pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;
-pub use machine::{BootOverrides, Machine, MachineSpec, Registration};
+pub use machine::{BootOverrides, Machine, MachineSpec, NetworkLocation, Registration};
 pub use profile::Profile;
 pub use redb_store::RedbStore;
 pub use store::Store;

@@ -71,10 +71,25 @@ pub struct Machine {
     /// mode, where there is no lease of ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_ip: Option<Ipv4Addr>,
+    /// Where it is on the network, as its DHCP relay agent reported it (option 82).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<NetworkLocation>,
     /// What the installed OS said when it registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<Registration>,
     pub created: Timestamp,
+}
+
+/// A relayed machine's place in the network: the relay (giaddr) and what it said in option 82.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLocation {
+    pub relay: Ipv4Addr,
+    /// Option 82 sub-option 1, usually the switch port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_id: Option<String>,
+    /// Option 82 sub-option 2, usually the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
 }
 
 /// A registration (Kairos phone-home): the OS's machine-id and what it reported.
@@ -102,6 +117,7 @@ impl Machine {
             first_seen: None,
             last_seen: None,
             boot_ip: None,
+            location: None,
             registration: None,
             created: now,
         }

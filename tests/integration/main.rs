@@ -7,7 +7,7 @@ mod boot;
 mod cli;
 mod crash;
 mod dhcp;
-mod dhcp_crash;
+mod dhcp_relay;
 mod harness;
 mod lab;
 mod netns;

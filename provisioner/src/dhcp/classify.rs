@@ -81,6 +81,47 @@ pub struct Client {
     pub vendor_class: Option<String>,
     /// Option 97 as an SMBIOS UUID, when the client sent one (Intel NICs often do not).
     pub uuid: Option<String>,
+    /// Option 82 from the relay agent (RFC 3046), when relayed with one.
+    pub relay: Option<RelayAgent>,
+}
+
+/// What a relay agent said about where the client is (option 82).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RelayAgent {
+    /// Sub-option 1: usually the switch port.
+    pub circuit_id: Option<String>,
+    /// Sub-option 2: usually the switch.
+    pub remote_id: Option<String>,
+    /// Sub-option 5 (RFC 3527): the subnet to serve, when it differs from giaddr's.
+    pub link_selection: Option<std::net::Ipv4Addr>,
+}
+
+/// Printable text as is; anything else as hex (circuit ids are often binary).
+fn id_text(v: &[u8]) -> String {
+    if !v.is_empty() && v.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        String::from_utf8_lossy(v).into_owned()
+    } else {
+        v.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn relay_agent(opts: &dhcproto::v4::DhcpOptions) -> Option<RelayAgent> {
+    use dhcproto::v4::relay::{RelayCode, RelayInfo};
+    let Some(DhcpOption::RelayAgentInformation(info)) = opts.get(OptionCode::RelayAgentInformation)
+    else {
+        return None;
+    };
+    let mut r = RelayAgent::default();
+    if let Some(RelayInfo::AgentCircuitId(v)) = info.get(RelayCode::AgentCircuitId) {
+        r.circuit_id = Some(id_text(v));
+    }
+    if let Some(RelayInfo::AgentRemoteId(v)) = info.get(RelayCode::AgentRemoteId) {
+        r.remote_id = Some(id_text(v));
+    }
+    if let Some(RelayInfo::LinkSelection(ip)) = info.get(RelayCode::LinkSelection) {
+        r.link_selection = Some(*ip);
+    }
+    Some(r)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +177,7 @@ pub fn classify(msg: &Message) -> Result<Client, ClassifyError> {
         firmware: arch.map(Firmware::from_arch),
         vendor_class,
         uuid,
+        relay: relay_agent(opts),
     })
 }
 

@@ -332,6 +332,12 @@ impl Core {
         r.opts_mut().insert(DhcpOption::MessageType(kind));
         r.opts_mut()
             .insert(DhcpOption::ServerIdentifier(self.settings.server_ip));
+        // RFC 3046 §2.2: relay agent information goes back to the relay as it came.
+        if let Some(o82) = req.opts().get(OptionCode::RelayAgentInformation) {
+            if !req.giaddr().is_unspecified() {
+                r.opts_mut().insert(o82.clone());
+            }
+        }
         r
     }
 

@@ -307,6 +307,26 @@ fn relayed_requests_pick_the_subnet_by_giaddr_and_go_back_to_the_relay() {
         (ip("198.18.5.100"), "198.18.5.1:67".parse().unwrap())
     );
     assert_eq!(offer.giaddr(), ip("198.18.5.1"));
+    // Option 82 from the relay: parsed for the inventory and echoed back (RFC 3046 §2.2).
+    use dhcproto::v4::relay::{RelayAgentInformation, RelayInfo};
+    let mut info = RelayAgentInformation::default();
+    info.insert(RelayInfo::AgentCircuitId(b"Gi1/0/17".to_vec()));
+    info.insert(RelayInfo::AgentRemoteId(vec![
+        0x00, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f,
+    ]));
+    info.insert(RelayInfo::LinkSelection(ip("198.18.5.0")));
+    msg.opts_mut()
+        .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    let d = run(&mut c, &msg, a, None);
+    let relay = d.client.unwrap().relay.unwrap();
+    assert_eq!(relay.circuit_id.as_deref(), Some("Gi1/0/17"));
+    assert_eq!(relay.remote_id.as_deref(), Some("001b2c3d4e5f"));
+    assert_eq!(relay.link_selection, Some(ip("198.18.5.0")));
+    let (offer, _) = d.reply.unwrap();
+    assert_eq!(
+        opt(&offer, OptionCode::RelayAgentInformation),
+        Some(&DhcpOption::RelayAgentInformation(info))
+    );
     // A relay on a link we have no subnet for: nothing.
     msg.set_giaddr(ip("198.18.7.1"));
     a.giaddr = ip("198.18.7.1");

@@ -55,6 +55,7 @@ fn client(stage: Stage, arch: Option<u16>) -> Client {
         firmware: arch.map(Firmware::from_arch),
         vendor_class: None,
         uuid: None,
+        relay: None,
     }
 }
 

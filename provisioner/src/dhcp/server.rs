@@ -282,10 +282,16 @@ async fn decide(
             let mut machine = mac.map(|m| store.machine(m)).transpose()?.flatten();
             let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
             let server_ip = core.settings.server_ip;
+            // The client's link: the relay's (or what its option 82 link selection names,
+            // RFC 3527), else the interface the request came in on.
             let link = if msg.giaddr().is_unspecified() {
                 local_ip.unwrap_or(server_ip)
             } else {
-                msg.giaddr()
+                super::classify::classify(&msg)
+                    .ok()
+                    .and_then(|c| c.relay)
+                    .and_then(|r| r.link_selection)
+                    .unwrap_or(msg.giaddr())
             };
             let mut events = Vec::new();
             // Unknown netbooting machines under `discover` or `auto` join the inventory first.
@@ -336,6 +342,30 @@ async fn decide(
                         .collect::<Vec<_>>();
                     if !news.is_empty() {
                         events.extend(store.append_events(news, t)?);
+                    }
+                }
+            }
+            // A relayed machine's switch port and switch, when the relay says (option 82).
+            if let (Some(m), Some(c)) = (&machine, &d.client) {
+                if let (Some(r), false) = (&c.relay, msg.giaddr().is_unspecified()) {
+                    let here = inventory::NetworkLocation {
+                        relay: msg.giaddr(),
+                        circuit_id: r.circuit_id.clone(),
+                        remote_id: r.remote_id.clone(),
+                    };
+                    if m.location.as_ref() != Some(&here) {
+                        let (_, evs) = store.update_machine(m.mac, t, &mut |x| {
+                            x.location = Some(here.clone());
+                            Ok(vec![EventKind::Note {
+                                message: format!(
+                                    "behind relay {} (circuit {}, remote {})",
+                                    here.relay,
+                                    here.circuit_id.as_deref().unwrap_or("-"),
+                                    here.remote_id.as_deref().unwrap_or("-")
+                                ),
+                            }])
+                        })?;
+                        events.extend(evs);
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! kill -9 under DHCP load: every address a client got an ACK for is still its lease after the
+//! Relayed DHCP on loopback, the test acting as the relay. kill -9 under DHCP load: every address a client got an ACK for is still its lease after the
 //! restart (RFC 2131 §4.3.1: stable storage before the ACK). The test is the relay: four threads
 //! on 127.0.0.{3..6}:67 run DISCOVER/OFFER/REQUEST/ACK for their own MACs against the server on
 //! loopback while the server is killed; afterwards each acknowledged MAC is offered its address
@@ -233,4 +233,53 @@ fn kill_9_under_load_keeps_every_acknowledged_lease() {
         "{} acknowledged leases before kill -9, all kept",
         acked.len()
     );
+}
+
+#[test]
+fn relay_agent_information_is_recorded_on_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(dir.path(), port);
+    let s = Server::start_in(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "--no-tftp"],
+    );
+    let api = s.http();
+    let m = mac(42, 1);
+    let mac_text = m
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let r = api.json(
+        "POST",
+        "/api/v1/machines",
+        serde_json::json!({ "mac": mac_text }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let relay = Ipv4Addr::new(127, 0, 0, 7);
+    let sock = UdpSocket::bind(SocketAddrV4::new(relay, 67)).expect("bind :67 (root)");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    // Option 82: circuit id "Gi1/0/17", remote id 00:1b:2c:3d:4e:5f.
+    let mut o82 = vec![1, 8];
+    o82.extend_from_slice(b"Gi1/0/17");
+    o82.extend_from_slice(&[2, 6, 0x00, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f]);
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let offered = exchange(
+        &sock,
+        server,
+        &packet(DISCOVER, 77, m, relay, &[(82, o82)]),
+        OFFER,
+        77,
+    );
+    assert!(offered.is_some(), "no offer");
+    let loc = &api.get(&format!("/api/v1/machines/{mac_text}")).body["location"];
+    assert_eq!(loc["relay"], "127.0.0.7");
+    assert_eq!(loc["circuit_id"], "Gi1/0/17");
+    assert_eq!(loc["remote_id"], "001b2c3d4e5f");
 }
