@@ -7,8 +7,6 @@
 //! Token form: `m1.<12 hex MAC>.<40 hex MAC tag>`; the MAC in clear lets the server find the
 //! machine to check the tag against.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -53,17 +51,7 @@ impl MachineKeys {
         }
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("reading random bytes: {e}"))?;
-        let tmp = data_dir.join(format!(".{KEY_FILE}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        crate::operator_token::write_secret(data_dir, KEY_FILE, &key)?;
         Ok(MachineKeys { key })
     }
 

@@ -17,6 +17,24 @@ pub fn generate() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Writes `bytes` to `<dir>/<name>` with mode 0600, through a temporary file, fsync and rename,
+/// so the file is either absent or complete.
+pub fn write_secret(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Makes sure an operator token exists; returns the file it was written to if one was created.
 pub fn ensure(
     store: &dyn Store,
@@ -27,20 +45,7 @@ pub fn ensure(
         return Ok(None);
     }
     let token = generate()?;
-    let path = data_dir.join(TOKEN_FILE);
-    let tmp = data_dir.join(format!(".{TOKEN_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        writeln!(f, "{token}")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let path = write_secret(data_dir, TOKEN_FILE, format!("{token}\n").as_bytes())?;
     // File first, hash second: a crash in between leaves no valid token, and the next start
     // simply writes a new one.
     store.put_token(

@@ -54,6 +54,23 @@ fn setup(extra: &[&str]) -> Setup {
     }
 }
 
+/// Registers another machine with the `hadron` profile; returns its enrollment token.
+fn add_machine(s: &Setup, mac: &str) -> String {
+    let r = s.api.json(
+        "POST",
+        "/api/v1/machines",
+        json!({"mac": mac, "profile": "hadron"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    token_of(s, mac)
+}
+
+fn token_of(s: &Setup, mac: &str) -> String {
+    stdout(&s.server.cli(&["machines", "token", mac]))
+        .trim()
+        .to_string()
+}
+
 trait ArgPath {
     fn arg_path(self, p: &std::path::Path) -> std::process::Output;
 }
@@ -411,22 +428,8 @@ fn configs_are_rendered_per_machine_and_served_only_to_it() {
     let mut p = api.get("/api/v1/profiles/hadron").body;
     p["cloud_config"] = json!(tpl);
     assert_eq!(api.json("PUT", "/api/v1/profiles/hadron", p).status, 200);
-    let other = "52:54:00:be:ef:02";
-    assert_eq!(
-        api.json(
-            "POST",
-            "/api/v1/machines",
-            json!({"mac": other, "profile": "hadron"})
-        )
-        .status,
-        201
-    );
-    let token = stdout(&s.server.cli(&["machines", "token", MAC]))
-        .trim()
-        .to_string();
-    let other_token = stdout(&s.server.cli(&["machines", "token", other]))
-        .trim()
-        .to_string();
+    let other_token = add_machine(&s, "52:54:00:be:ef:02");
+    let token = token_of(&s, MAC);
     let anon = api.without_token();
     let get = |path: &str, tok: &str| anon.send(anon.request("GET", path).bearer_auth(tok));
     let r = get(&format!("/config/{MAC}"), &token);
@@ -523,19 +526,7 @@ fn kairos_shaped_registration_is_idempotent_and_checked() {
     );
     assert_eq!(r.status, 204);
     // Another machine cannot claim this machine-id.
-    let other = "52:54:00:be:ef:03";
-    assert_eq!(
-        api.json(
-            "POST",
-            "/api/v1/machines",
-            json!({"mac": other, "profile": "hadron"})
-        )
-        .status,
-        201
-    );
-    let t2 = stdout(&s.server.cli(&["machines", "token", other]))
-        .trim()
-        .to_string();
+    let t2 = add_machine(&s, "52:54:00:be:ef:03");
     let r = anon.json("POST", "/api/v1/nodes/register", body(&t2, "5f1c0ffee"));
     assert_eq!(r.status, 409, "{}", r.text);
     // The events tell the story.

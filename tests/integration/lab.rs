@@ -178,41 +178,54 @@ fn machine_outcome(run: &Run, i: usize) -> &Value {
     &run.outcome["machines"][i]
 }
 
-#[test]
-fn uefi_ipxe_full_dhcp_installs_registers_and_boots_from_disk() {
-    let run = lab(&["--firmware", "uefi-ipxe"]);
-    let (_s, api) = inventory(&run);
+/// A one-VM run, checked for the common outcome, with what the tests look at further.
+struct One {
+    run: Run,
+    _server: Server,
+    mac: String,
+    evs: Vec<Value>,
+}
+
+fn one_machine(args: &[&str], installs: usize) -> One {
+    let run = lab(args);
+    let (server, api) = inventory(&run);
     let mac = machine_outcome(&run, 0)["mac"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    assert_installed_and_booted_from_disk(&run, &api, &mac, installs);
     let evs = events(&api, &mac);
+    One {
+        run,
+        _server: server,
+        mac,
+        evs,
+    }
+}
+
+#[test]
+fn uefi_ipxe_full_dhcp_installs_registers_and_boots_from_disk() {
+    let one = one_machine(&["--firmware", "uefi-ipxe"], 1);
     // The reboot netbooted first and was told "disk": DHCP seen again after install, no script.
-    let after = evs
+    let after = one
+        .evs
         .iter()
         .rposition(|e| e["type"] == "state" && e["to"] == "installed")
         .unwrap();
     assert!(
-        evs[after..]
+        one.evs[after..]
             .iter()
             .any(|e| e["type"] == "seen" && e["via"] == "dhcp"),
         "{}",
-        run.dump()
+        one.run.dump()
     );
 }
 
 #[test]
 fn uefi_pxe_through_tftp_snponly() {
-    let run = lab(&["--firmware", "uefi-pxe"]);
-    let (_s, api) = inventory(&run);
-    let mac = machine_outcome(&run, 0)["mac"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
-    let evs = events(&api, &mac);
-    let tftp: Vec<&Value> = evs
+    let one = one_machine(&["--firmware", "uefi-pxe"], 1);
+    let tftp: Vec<&Value> = one
+        .evs
         .iter()
         .filter(|e| e["type"] == "transfer" && e["protocol"] == "tftp")
         .collect();
@@ -225,72 +238,49 @@ fn uefi_pxe_through_tftp_snponly() {
 
 #[test]
 fn uefi_http_boot_of_the_uki() {
-    let run = lab(&["--firmware", "uefi-http"]);
-    let (_s, api) = inventory(&run);
-    let mac = machine_outcome(&run, 0)["mac"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
-    let evs = events(&api, &mac);
+    let one = one_machine(&["--firmware", "uefi-http"], 1);
     assert!(
-        evs.iter().any(|e| e["detail"] == "UEFI HTTP boot: UKI"),
+        one.evs.iter().any(|e| e["detail"] == "UEFI HTTP boot: UKI"),
         "{}",
-        run.dump()
+        one.run.dump()
     );
-    assert!(evs.iter().any(|e| e["type"] == "transfer"
+    assert!(one.evs.iter().any(|e| e["type"] == "transfer"
         && e["file"] == "installer.efi"
         && e["outcome"] == "complete"));
 }
 
 #[test]
 fn bios_ipxe_boots_kernel_and_initrd_extracted_from_the_uki() {
-    let run = lab(&["--firmware", "bios-ipxe"]);
-    let (_s, api) = inventory(&run);
-    let mac = machine_outcome(&run, 0)["mac"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
-    let evs = events(&api, &mac);
+    let one = one_machine(&["--firmware", "bios-ipxe"], 1);
     for part in ["installer.efi#linux", "installer.efi#initrd"] {
         assert!(
-            evs.iter().any(|e| e["type"] == "transfer"
+            one.evs.iter().any(|e| e["type"] == "transfer"
                 && e["file"] == part
                 && e["outcome"] == "complete"),
             "{part}: {}",
-            run.dump()
+            one.run.dump()
         );
     }
 }
 
 #[test]
 fn uefi_ipxe_in_proxy_mode_beside_dnsmasq() {
-    let run = lab(&["--firmware", "uefi-ipxe", "--dhcp", "proxy"]);
-    let (_s, api) = inventory(&run);
-    let mac = machine_outcome(&run, 0)["mac"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
+    let one = one_machine(&["--firmware", "uefi-ipxe", "--dhcp", "proxy"], 1);
     // The addresses came from the site's dnsmasq: we hold no lease.
-    let leases = std::fs::read_to_string(run.work.path().join("site.leases")).unwrap_or_default();
-    assert!(leases.contains(&mac), "dnsmasq gave no lease: {leases}");
+    let leases =
+        std::fs::read_to_string(one.run.work.path().join("site.leases")).unwrap_or_default();
+    assert!(leases.contains(&one.mac), "dnsmasq gave no lease: {leases}");
 }
 
 #[test]
 fn discovered_machine_installs_once_approved_without_touching_the_vm() {
-    let run = lab(&["--firmware", "uefi-ipxe", "--flow", "discover-approve"]);
-    let (_s, api) = inventory(&run);
-    let mac = machine_outcome(&run, 0)["mac"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_installed_and_booted_from_disk(&run, &api, &mac, 1);
-    let evs = events(&api, &mac);
-    assert_eq!(evs[0]["type"], "created");
-    assert_eq!(evs[0]["by"], "discover");
-    let steps = transitions(&evs);
+    let one = one_machine(
+        &["--firmware", "uefi-ipxe", "--flow", "discover-approve"],
+        1,
+    );
+    assert_eq!(one.evs[0]["type"], "created");
+    assert_eq!(one.evs[0]["by"], "discover");
+    let steps = transitions(&one.evs);
     assert_eq!(
         steps.first().map(String::as_str),
         Some("discovered→registered"),
