@@ -106,8 +106,14 @@ fn config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     cfg
 }
 
-#[test]
-fn kill_9_under_load_keeps_every_acknowledged_lease() {
+/// A full-mode server on a free loopback port: (dir, data dir, config, port, server).
+fn relay_server() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    u16,
+    Server,
+) {
     let dir = tempfile::tempdir().unwrap();
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -116,7 +122,13 @@ fn kill_9_under_load_keeps_every_acknowledged_lease() {
         .port();
     let cfg = config(dir.path(), port);
     let data = dir.path().join("data");
-    let mut s = Server::start_in(&data, &["--config", cfg.to_str().unwrap(), "--no-tftp"]);
+    let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap(), "--no-tftp"]);
+    (dir, data, cfg, port, s)
+}
+
+#[test]
+fn kill_9_under_load_keeps_every_acknowledged_lease() {
+    let (_dir, data, cfg, port, mut s) = relay_server();
     let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let acked: Arc<Mutex<Vec<Acked>>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -237,17 +249,7 @@ fn kill_9_under_load_keeps_every_acknowledged_lease() {
 
 #[test]
 fn relay_agent_information_is_recorded_on_the_machine() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = config(dir.path(), port);
-    let s = Server::start_in(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--no-tftp"],
-    );
+    let (_dir, _data, _cfg, port, s) = relay_server();
     let api = s.http();
     let m = mac(42, 1);
     let mac_text = m
