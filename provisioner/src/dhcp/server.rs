@@ -183,6 +183,29 @@ async fn committer(
     }
 }
 
+/// Appends queued observation events in batches: one transaction (one fsync) for all that
+/// arrived while the previous one was written, so a boot storm's `seen` events do not cost a
+/// disk flush per packet. These are observations, not acknowledgements: a crash may lose the last
+/// batch, never a lease.
+async fn event_writer(mut rx: tokio::sync::mpsc::Receiver<Vec<NewEvent>>, app: App) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = first;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let t = now();
+        if let Err(e) = app
+            .write(move |s| Ok(((), s.append_events(batch, t)?)))
+            .await
+        {
+            tracing::warn!(error = %e, "dhcp: recording seen events failed");
+        }
+    }
+}
+
 /// Serves one bound socket (port 67, or 4011 in proxy mode) until `shutdown`.
 pub async fn run(
     sock: UdpSocket,
@@ -195,6 +218,8 @@ pub async fn run(
     let sock = Arc::new(sock);
     let (acks, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
     tokio::spawn(committer(rx, sock.clone(), app.clone(), metrics.clone()));
+    let (observations, events_rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(event_writer(events_rx, app.clone()));
     let mut buf = vec![0u8; 4096];
     loop {
         let received = tokio::select! {
@@ -224,7 +249,12 @@ pub async fn run(
         };
         let decided = decide(&app, &core, msg, arrived, local_ip).await;
         let d = match decided {
-            Ok(d) => d,
+            Ok((d, deferred)) => {
+                if !deferred.is_empty() && observations.try_send(deferred).is_err() {
+                    DhcpMetrics::bump(&metrics.dropped, "event queue full (events only)");
+                }
+                d
+            }
             Err(e) => {
                 tracing::error!(error = %e, "dhcp: request failed; no reply sent");
                 DhcpMetrics::bump(&metrics.dropped, "store error");
@@ -260,14 +290,15 @@ pub async fn run(
     }
 }
 
-/// Runs the core on a blocking thread with the inventory at hand.
+/// Runs the core on a blocking thread with the inventory at hand; returns the decision and the
+/// observation events for the event writer.
 async fn decide(
     app: &App,
     core: &Arc<Mutex<Core>>,
     msg: Message,
     arrived: Arrived,
     local_ip: Option<Ipv4Addr>,
-) -> inventory::Result<Decision> {
+) -> inventory::Result<(Decision, Vec<NewEvent>)> {
     let core = core.clone();
     let store = app.store.clone();
     let t = now();
@@ -333,16 +364,12 @@ async fn decide(
             if let Some(ip) = d.remove {
                 store.remove_lease(ip)?;
             }
+            // Observations (`seen`, notes) are written by the event writer in batches, off the
+            // reply path; only discovery and location changes above are committed here.
+            let mut deferred: Vec<NewEvent> = Vec::new();
             if machine.is_none() {
                 if let Some(c) = &d.client {
-                    let news = d
-                        .events
-                        .iter()
-                        .map(|k| NewEvent::machine(c.mac, k.clone()))
-                        .collect::<Vec<_>>();
-                    if !news.is_empty() {
-                        events.extend(store.append_events(news, t)?);
-                    }
+                    deferred.extend(d.events.iter().map(|k| NewEvent::machine(c.mac, k.clone())));
                 }
             }
             // A relayed machine's switch port and switch, when the relay says (option 82).
@@ -384,19 +411,9 @@ async fn decide(
                         detail: format!("{k:?}{arch} ({:?})", c.stage),
                     });
                 }
-                if !kinds.is_empty() {
-                    events.extend(
-                        store.append_events(
-                            kinds
-                                .into_iter()
-                                .map(|k| NewEvent::machine(m.mac, k))
-                                .collect(),
-                            t,
-                        )?,
-                    );
-                }
+                deferred.extend(kinds.into_iter().map(|k| NewEvent::machine(m.mac, k)));
             }
-            Ok((d, events))
+            Ok(((d, deferred), events))
         })
         .await?;
     Ok(decision)
