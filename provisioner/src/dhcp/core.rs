@@ -133,7 +133,10 @@ impl Core {
             Err(_) => return Decision::drop("hardware address is not Ethernet", None),
         };
         let intent = decide(input.machine, self.settings.unknown);
+        // Unknown netbooting machines are worth an operator's look; ordinary DHCP clients of a
+        // full-mode server (phones, printers, a load generator's 50,000 MACs) are not.
         let unknown_event = (input.machine.is_none()
+            && client.stage != Stage::Plain
             && matches!(kind, MessageType::Discover | MessageType::Request)
             && self.unknown_seen.allow(client.mac, input.now))
         .then(|| EventKind::Seen {
