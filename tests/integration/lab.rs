@@ -316,3 +316,50 @@ fn two_vms_at_once_uefi_and_bios() {
     let leases = api.get("/api/v1/machines").body;
     assert_eq!(leases.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn interrupting_a_run_tears_everything_down() {
+    use std::io::BufRead;
+    let work = tempfile::Builder::new()
+        .prefix("lab-test-")
+        .tempdir()
+        .unwrap();
+    let mut child = Command::new(lab_bin())
+        .args(["run", "--firmware", "uefi-ipxe", "--work"])
+        .arg(work.path())
+        .env("PROVISIONER_BIN", crate::harness::binary())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the VM to power on, then Ctrl-C (SIGINT to the lab only).
+    let stderr = child.stderr.take().unwrap();
+    let mut ns = None;
+    for line in std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(rest) = line.split("provisioner up in namespace ").nth(1) {
+            ns = Some(rest.trim().to_string());
+        }
+        if line.contains("power on") {
+            break;
+        }
+    }
+    let ns = ns.expect("the lab names its namespace");
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted run reports failure");
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&ns), "{ns} left behind: {list}");
+    // No QEMU or provisioner of this run is left (they ran with this work directory).
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let mine = work.path().to_string_lossy().to_string();
+    assert!(
+        !ps.lines().any(|l| l.contains(&mine)),
+        "processes left:\n{ps}"
+    );
+}
