@@ -518,3 +518,77 @@ fn relayed_requests_are_answered_by_unicast_to_the_relay() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn bound_to_one_interface_it_answers_only_there() {
+    // Two links into the server namespace: br0 (198.18.0.0/24) and br1 (198.18.1.0/24); the
+    // server is configured for both subnets but bound to br1 (SO_BINDTODEVICE).
+    let (srv, cli) = topology(&["52:54:00:00:0b:01"]);
+    ip(&srv, &["link", "add", "br1", "type", "bridge"]);
+    ip(&srv, &["addr", "add", "198.18.1.1/24", "dev", "br1"]);
+    ip(&srv, &["link", "set", "br1", "up"]);
+    ip(
+        &srv,
+        &[
+            "link", "add", "vs9", "type", "veth", "peer", "name", "vc9", "netns", &cli.name,
+        ],
+    );
+    ip(&srv, &["link", "set", "vs9", "master", "br1"]);
+    ip(&srv, &["link", "set", "vs9", "up"]);
+    ip(
+        &cli,
+        &["link", "set", "vc9", "address", "52:54:00:00:0b:09"],
+    );
+    ip(&cli, &["link", "set", "vc9", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[dhcp]
+mode = "full"
+interface = "br1"
+server_ip = "198.18.1.1"
+[[dhcp.subnet]]
+network = "198.18.0.0/24"
+range = "198.18.0.100-198.18.0.199"
+[[dhcp.subnet]]
+network = "198.18.1.0/24"
+range = "198.18.1.100-198.18.1.199"
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let _s = Server::spawn(srv.wrap(&serve_cmd(&cfg, &data)), &data);
+    let udhcpc = |iface: &str| {
+        let o = cli
+            .command("busybox")
+            .args([
+                "udhcpc",
+                "-i",
+                iface,
+                "-n",
+                "-q",
+                "-f",
+                "-t",
+                "3",
+                "-T",
+                "1",
+                "-s",
+                "/bin/true",
+            ])
+            .output()
+            .unwrap();
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    };
+    let (ok, out) = udhcpc("vc9");
+    assert!(
+        ok && out.contains("lease of 198.18.1.100 obtained from 198.18.1.1"),
+        "br1: {out}"
+    );
+    let (ok, out) = udhcpc("vc0");
+    assert!(
+        !ok && !out.contains("obtained"),
+        "br0 must get no answer: {out}"
+    );
+}
