@@ -1,12 +1,13 @@
-//! The provisioner daemon and its CLI: the operator API over the inventory and TFTP today; DHCP
-//! and HTTP boot land beside them.
+//! The provisioner daemon and its CLI: DHCP (full and proxy), TFTP, HTTP boot (iPXE scripts,
+//! UEFI HTTP boot, assets, per-machine configs, the machines' API), remote syslog and the
+//! operator API over the inventory.
 //!
 //! # Layout
 //! - [`config`]: TOML wire structs and their validation into [`config::Config`].
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
 //! - [`boot`]: HTTP boot: iPXE scripts, UEFI HTTP boot, assets, configs, the machines' API.
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (install, disk, hold).
-//! - [`dhcp`]: DHCP core pieces: client classification, reply destination, boot answers.
+//! - [`dhcp`]: DHCP: classification, the sans-IO core, pools, replies, the tokio server.
 //! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
 //! - [`metrics`]: Prometheus text exposition.
