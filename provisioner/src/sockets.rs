@@ -92,9 +92,15 @@ pub async fn connected_udp(local: IpAddr, peer: SocketAddr) -> io::Result<UdpSoc
 
 /// Binds the DHCP server socket: IP_PKTINFO on receive, broadcast allowed, optionally tied to one
 /// interface (SO_BINDTODEVICE) when the server serves one link of several.
+/// Requested receive buffer of DHCP sockets.
+pub const DHCP_RECEIVE_BUFFER: usize = 4 << 20;
+
 pub async fn bind_dhcp(addr: SocketAddr, interface: Option<&str>) -> io::Result<UdpSocket> {
     let sock = bind_udp_with_pktinfo(addr).await?;
     sock.set_broadcast(true)?;
+    // A boot storm arrives in bursts while lease writes wait for the disk: a deep receive queue
+    // absorbs them instead of dropping (the kernel caps this at net.core.rmem_max).
+    let _ = setsockopt(&sock, sockopt::RcvBuf, &DHCP_RECEIVE_BUFFER);
     if let Some(dev) = interface {
         setsockopt(&sock, sockopt::BindToDevice, &std::ffi::OsString::from(dev))
             .map_err(io::Error::from)?;
