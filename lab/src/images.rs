@@ -167,7 +167,7 @@ fn disk(out: &Path, fat_img: &Path, label: &str) -> anyhow::Result<()> {
 
 fn inputs_key(cache: &Path, server_url: &str) -> anyhow::Result<String> {
     let mut h = Sha256::new();
-    h.update(b"lab-images-v1");
+    h.update(b"lab-images-v2");
     for p in [
         PathBuf::from(STUB),
         PathBuf::from(BUSYBOX),
@@ -199,10 +199,19 @@ pub fn build(cache: &Path, server_url: &str) -> anyhow::Result<Images> {
     if dir.join("complete").exists() {
         return Ok(images);
     }
-    let tmp = cache.join("images").join(format!(".{key}.tmp"));
+    // Per-process staging: parallel lab runs may build the same images at once; the first
+    // rename wins and the others use its result.
+    let tmp = cache
+        .join("images")
+        .join(format!(".{key}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let installer_cmdline = format!("console=ttyS0 panic=-1 provisioner.url={server_url}");
+    // Like a signed Kairos UKI: one `config_url` for every machine, templated with the SMBIOS
+    // UUID (the installer fills it in). iPXE paths append a per-machine config_url, which wins;
+    // UEFI HTTP boot passes no arguments, so it uses this one.
+    let installer_cmdline = format!(
+        "console=ttyS0 panic=-1 provisioner.url={server_url} config_url={server_url}/config?uuid={{{{.Values.product.uuid}}}}"
+    );
     build_uki(
         cache,
         INSTALLER_INIT,
@@ -251,7 +260,14 @@ pub fn build(cache: &Path, server_url: &str) -> anyhow::Result<Images> {
         let _ = std::fs::remove_file(tmp.join(f));
     }
     std::fs::write(tmp.join("complete"), b"")?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir)?;
+    if dir.exists() && !dir.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&dir); // a leftover of an interrupted older layout
+    }
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dir.join("complete").exists() {
+            return Err(e).with_context(|| format!("moving the images into {}", dir.display()));
+        }
+    }
     Ok(images)
 }

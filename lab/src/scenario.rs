@@ -84,6 +84,10 @@ pub fn mac_for(i: usize) -> String {
     format!("52:54:00:1a:b0:{:02x}", i + 1)
 }
 
+pub fn uuid_for(i: usize) -> String {
+    format!("5a1ab000-0000-4000-8000-0000000000{:02x}", i + 1)
+}
+
 pub struct Lab {
     pub topo: Topology,
     pub work: PathBuf,
@@ -396,6 +400,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             name: format!("vm{i}"),
             firmware: *fw,
             mac: mac_for(i),
+            uuid: uuid_for(i),
             tap: i,
             disk: opts.work.join(format!("vm{i}.disk")),
             vars: opts.work.join(format!("vm{i}.vars")),
@@ -413,6 +418,8 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
                 "lab",
                 "--hostname",
                 &s.name,
+                "--uuid",
+                &s.uuid,
             ])?;
         }
     }

@@ -50,6 +50,8 @@ pub struct VmSpec {
     pub name: String,
     pub firmware: Firmware,
     pub mac: String,
+    /// SMBIOS system UUID (what `dmidecode` and option 97 report).
+    pub uuid: String,
     pub tap: usize,
     pub disk: PathBuf,
     pub vars: PathBuf,
@@ -94,7 +96,9 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         "1",
         "-nographic",
     ]);
-    cmd.args(["-serial", "stdio", "-monitor", "none", "-name", &spec.name]);
+    cmd.args([
+        "-serial", "stdio", "-monitor", "none", "-name", &spec.name, "-uuid", &spec.uuid,
+    ]);
     if spec.firmware.is_uefi() {
         cmd.arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));

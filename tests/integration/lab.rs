@@ -182,6 +182,7 @@ fn machine_outcome(run: &Run, i: usize) -> &Value {
 struct One {
     run: Run,
     _server: Server,
+    api: Api,
     mac: String,
     evs: Vec<Value>,
 }
@@ -198,6 +199,7 @@ fn one_machine(args: &[&str], installs: usize) -> One {
     One {
         run,
         _server: server,
+        api,
         mac,
         evs,
     }
@@ -280,6 +282,9 @@ fn discovered_machine_installs_once_approved_without_touching_the_vm() {
     );
     assert_eq!(one.evs[0]["type"], "created");
     assert_eq!(one.evs[0]["by"], "discover");
+    // Discovery recorded the SMBIOS UUID the firmware sent (option 97).
+    let m = one.api.get(&format!("/api/v1/machines/{}", one.mac)).body;
+    assert_eq!(m["uuid"], "5a1ab000-0000-4000-8000-000000000001", "{m}");
     let steps = transitions(&one.evs);
     assert_eq!(
         steps.first().map(String::as_str),

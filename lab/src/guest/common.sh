@@ -16,6 +16,12 @@ for a in $(cat /proc/cmdline); do
     provisioner.url=*) URL=${a#provisioner.url=} ;;
   esac
 done
+# Kairos-style templated config_url: fill in this machine's SMBIOS UUID.
+case "$CONFIG_URL" in
+  *'{{.Values.product.uuid}}'*)
+    UUID=$(tr 'A-Z' 'a-z' < /sys/class/dmi/id/product_uuid 2>/dev/null)
+    CONFIG_URL=$(echo "$CONFIG_URL" | sed "s/{{.Values.product.uuid}}/$UUID/") ;;
+esac
 IF=eth0
 for i in $(seq 50); do [ -e /sys/class/net/$IF ] && break; sleep 0.1; done
 ip link set lo up

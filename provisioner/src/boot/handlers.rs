@@ -305,6 +305,7 @@ pub async fn config_by_query(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<ConfigQuery>,
 ) -> Reply {
+    let found_by = if q.uuid.is_some() { "?uuid=" } else { "?mac=" };
     let machine = match (q.mac.as_deref(), q.uuid.as_deref()) {
         (Some(m), None) => {
             let mac = parse_mac(m)?;
@@ -326,7 +327,7 @@ pub async fn config_by_query(
     };
     let machine =
         machine.ok_or_else(|| text(StatusCode::NOT_FOUND, "no such machine in the inventory"))?;
-    serve_config(&app, &peer, &headers, q.token.as_deref(), machine).await
+    serve_config(&app, &peer, &headers, q.token.as_deref(), machine, found_by).await
 }
 
 /// `GET /config/<mac>`: the per-machine URL the installer's command line carries.
@@ -348,7 +349,15 @@ pub async fn config_by_mac(
                 format!("{mac} is not in the inventory"),
             )
         })?;
-    serve_config(&app, &peer, &headers, q.token.as_deref(), machine).await
+    serve_config(
+        &app,
+        &peer,
+        &headers,
+        q.token.as_deref(),
+        machine,
+        "/config/<mac>",
+    )
+    .await
 }
 
 /// The bearer token of a request, from `Authorization: Bearer` or `?token=`.
@@ -371,6 +380,7 @@ async fn serve_config(
     headers: &HeaderMap,
     query_token: Option<&str>,
     machine: Machine,
+    found_by: &str,
 ) -> Reply {
     let by_token = bearer(headers, query_token).is_some_and(|t| app.boot.keys.verify(&machine, t));
     let by_address = match ipv4(peer.remote.ip()) {
@@ -422,7 +432,7 @@ async fn serve_config(
             let how = if by_token { "token" } else { "address" };
             let kind = EventKind::Seen {
                 via: "http".into(),
-                detail: format!("config fetched (authorized by {how})"),
+                detail: format!("config fetched via {found_by} (authorized by {how})"),
             };
             plan::note(app, mac, kind).await;
             Ok((

@@ -328,11 +328,17 @@ async fn decide(
             // Unknown netbooting machines under `discover` or `auto` join the inventory first.
             if let (None, Some(mac)) = (&machine, mac) {
                 let policy = core.settings.unknown;
-                let netbooting = super::classify::classify(&msg)
-                    .map(|c| c.stage != Stage::Plain)
-                    .unwrap_or(false);
+                let seen = super::classify::classify(&msg).ok();
+                let netbooting = seen.as_ref().is_some_and(|c| c.stage != Stage::Plain);
                 if netbooting && policy != UnknownPolicy::Ignore {
-                    let mut m = Machine::registered(mac, Default::default(), t);
+                    // What the firmware told about itself: its SMBIOS UUID (option 97), so a
+                    // `config?uuid=` URL finds it, and its architecture.
+                    let spec = inventory::MachineSpec {
+                        uuid: seen.as_ref().and_then(|c| c.uuid.clone()),
+                        ..Default::default()
+                    };
+                    let mut m = Machine::registered(mac, spec, t);
+                    m.arch = seen.as_ref().and_then(|c| c.arch);
                     if policy == UnknownPolicy::Discover {
                         m.lifecycle = Lifecycle::new(State::Discovered, t);
                     }
