@@ -22,6 +22,18 @@ fn ip(ns: &Netns, args: &[&str]) {
     );
 }
 
+/// A veth pair from `a` (named `a_if`) to `b` (named `b_if`), both ends up.
+fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    ip(
+        a,
+        &[
+            "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+        ],
+    );
+    ip(a, &["link", "set", a_if, "up"]);
+    ip(b, &["link", "set", b_if, "up"]);
+}
+
 /// Server namespace (bridge `br0`, 198.18.0.1/24) and client namespace with one veth per MAC.
 fn topology(macs: &[&str]) -> (Netns, Netns) {
     let srv = Netns::new("dhcpsrv");
@@ -31,16 +43,9 @@ fn topology(macs: &[&str]) -> (Netns, Netns) {
     ip(&srv, &["link", "set", "br0", "up"]);
     for (i, mac) in macs.iter().enumerate() {
         let (s, c) = (format!("vs{i}"), format!("vc{i}"));
-        ip(
-            &srv,
-            &[
-                "link", "add", &s, "type", "veth", "peer", "name", &c, "netns", &cli.name,
-            ],
-        );
+        veth(&srv, &s, &cli, &c);
         ip(&srv, &["link", "set", &s, "master", "br0"]);
-        ip(&srv, &["link", "set", &s, "up"]);
         ip(&cli, &["link", "set", &c, "address", mac]);
-        ip(&cli, &["link", "set", &c, "up"]);
     }
     (srv, cli)
 }
@@ -238,16 +243,9 @@ fn proxy_mode_beside_dnsmasq_adds_boot_information_and_no_address() {
     let (srv, cli) = topology(&[mac]);
     // The site's own DHCP server, dnsmasq, on 198.18.0.2 in a third namespace on the bridge.
     let site = Netns::new("dhcpsite");
-    ip(
-        &srv,
-        &[
-            "link", "add", "vsite", "type", "veth", "peer", "name", "vsite", "netns", &site.name,
-        ],
-    );
+    veth(&srv, "vsite", &site, "vsite");
     ip(&srv, &["link", "set", "vsite", "master", "br0"]);
-    ip(&srv, &["link", "set", "vsite", "up"]);
     ip(&site, &["addr", "add", "198.18.0.2/24", "dev", "vsite"]);
-    ip(&site, &["link", "set", "vsite", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let mut dnsmasq = site
         .command("dnsmasq")
@@ -397,16 +395,9 @@ fn relayed_requests_are_answered_by_unicast_to_the_relay() {
     // perfdhcp always acts as a relay: it listens on 198.18.0.2:67 and sets giaddr to it.
     let srv = Netns::new("relaysrv");
     let cli = Netns::new("relaycli");
-    ip(
-        &srv,
-        &[
-            "link", "add", "vs", "type", "veth", "peer", "name", "vc", "netns", &cli.name,
-        ],
-    );
+    veth(&srv, "vs", &cli, "vc");
     ip(&srv, &["addr", "add", "198.18.0.1/24", "dev", "vs"]);
-    ip(&srv, &["link", "set", "vs", "up"]);
     ip(&cli, &["addr", "add", "198.18.0.2/24", "dev", "vc"]);
-    ip(&cli, &["link", "set", "vc", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("p.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
@@ -527,19 +518,12 @@ fn bound_to_one_interface_it_answers_only_there() {
     ip(&srv, &["link", "add", "br1", "type", "bridge"]);
     ip(&srv, &["addr", "add", "198.18.1.1/24", "dev", "br1"]);
     ip(&srv, &["link", "set", "br1", "up"]);
-    ip(
-        &srv,
-        &[
-            "link", "add", "vs9", "type", "veth", "peer", "name", "vc9", "netns", &cli.name,
-        ],
-    );
+    veth(&srv, "vs9", &cli, "vc9");
     ip(&srv, &["link", "set", "vs9", "master", "br1"]);
-    ip(&srv, &["link", "set", "vs9", "up"]);
     ip(
         &cli,
         &["link", "set", "vc9", "address", "52:54:00:00:0b:09"],
     );
-    ip(&cli, &["link", "set", "vc9", "up"]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("p.toml");
     std::fs::write(
