@@ -44,7 +44,7 @@ pub struct Cli {
 /// Options shared by all subcommands.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Data directory: the inventory database and operator.token live here.
+    /// Data directory: the inventory database, operator.token and the asset store live here.
     #[arg(long, global = true, env = "PROVISIONER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// API base URL for client commands.
@@ -69,7 +69,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  provisioner serve --data-dir /var/lib/provisioner --listen 0.0.0.0:8080\n\n\
 On first start an operator token is created and written once to <data-dir>/operator.token (mode 0600).\n\
-Logs a line 'listening on SCHEME://ADDR' per listener (tftp, dhcp, http last); stops cleanly on SIGTERM or Ctrl-C."
+Logs a line 'listening on SCHEME://ADDR' per listener (tftp, dhcp, syslog, http last); stops cleanly on SIGTERM or Ctrl-C."
     )]
     Serve(ServeArgs),
     /// Register, list and manage machines.
