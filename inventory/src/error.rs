@@ -32,6 +32,14 @@ pub enum Error {
         ip: std::net::Ipv4Addr,
         holder: String,
     },
+    /// Another machine already holds this SMBIOS UUID: a UUID names one machine, or a
+    /// `config?uuid=` look-up could hand one machine's config to another.
+    #[error("UUID {uuid} already belongs to machine {holder}")]
+    UuidTaken { uuid: String, holder: String },
+    /// Several machines of a store written before UUIDs were unique hold this UUID; a look-up
+    /// by it is refused until the operator removes the UUID from all but one.
+    #[error("UUID {uuid} is held by several machines ({holders}); remove it from all but one")]
+    UuidAmbiguous { uuid: String, holders: String },
     /// A machine names a profile that does not exist.
     #[error("unknown profile {name:?}: create it first with `provisioner profiles add {name}`")]
     UnknownProfile { name: String },

@@ -1,5 +1,7 @@
 //! DHCP leases: which address a MAC holds until when. The DHCP server keeps them in memory and
-//! writes them through to the store before it sends an ACK (RFC 2131 §4.3.1).
+//! writes them through to the store before it sends an ACK (RFC 2131 §4.3.1). An active lease is
+//! the server's own evidence that requests from its address come from its MAC (see the README's
+//! security model); proxy mode records *observed* bindings for the same purpose.
 
 use std::net::Ipv4Addr;
 
@@ -15,6 +17,11 @@ pub struct Lease {
     /// Host name the client sent (option 12), for the operator's eyes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Not granted by us: in proxy mode the server saw the client ask the site's DHCP server for
+    /// this address (a REQUEST with option 50, or a PXE boot-server REQUEST from `ciaddr`). It
+    /// identifies the machine like a lease does, but a pool never counts it as taken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observed: bool,
 }
 
 impl Lease {

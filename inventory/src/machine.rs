@@ -67,10 +67,14 @@ pub struct Machine {
     pub first_seen: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
-    /// The address it last fetched boot content from (lets its config be served to it in proxy
-    /// mode, where there is no lease of ours).
+    /// The address its last netboot request came from, as the server's evidence attributed it
+    /// (a lease or an observed binding). For the operator's eyes only: never an identity proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_ip: Option<Ipv4Addr>,
+    /// Generation of the machine's enrollment token: part of what the token is derived from, so
+    /// raising it revokes every token issued before (a reprovision or `machines token --rotate`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_epoch: u32,
     /// Where it is on the network, as its DHCP relay agent reported it (option 82).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<NetworkLocation>,
@@ -78,6 +82,10 @@ pub struct Machine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<Registration>,
     pub created: Timestamp,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A relayed machine's place in the network: the relay (giaddr) and what it said in option 82.
@@ -117,6 +125,7 @@ impl Machine {
             first_seen: None,
             last_seen: None,
             boot_ip: None,
+            token_epoch: 0,
             location: None,
             registration: None,
             created: now,

@@ -4,6 +4,7 @@
 //! Tables (values are JSON so records can grow fields without a migration):
 //! `meta` (schema version), `machines` (MAC as u64 → Machine), `reservations` (IPv4 as u32 → MAC),
 //! `profiles` (name → Profile), `events` (seq → Event), `machine_events` ((MAC, seq) → ()),
+//! `uuids` (SMBIOS UUID → MAC, or [`AMBIGUOUS`] for duplicates a version-1 file already held),
 //! `leases` (IPv4 as u32 → Lease), `tokens` (sha256 hex → TokenRecord), `logs` ((MAC, seq) →
 //! LogLine), `log_seq` (MAC → last log seq). Tables added later are created on open (no
 //! migration needed for a new, empty table).
@@ -26,6 +27,9 @@ use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord,
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MACHINES: TableDefinition<u64, &[u8]> = TableDefinition::new("machines");
 const RESERVATIONS: TableDefinition<u32, u64> = TableDefinition::new("reservations");
+const UUIDS: TableDefinition<&str, u64> = TableDefinition::new("uuids");
+/// `uuids` value for a UUID several machines held before schema 2 made UUIDs unique.
+const AMBIGUOUS: u64 = u64::MAX;
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const MACHINE_EVENTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("machine_events");
@@ -35,7 +39,7 @@ const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("logs");
 const LOG_SEQ: TableDefinition<u64, u64> = TableDefinition::new("log_seq");
 
 /// Version of the table layout above. Bump it and add a step to [`migrate`] when it changes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 pub struct RedbStore {
     db: Database,
@@ -63,12 +67,97 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
 }
 
 /// Upgrades the tables from `from` to [`SCHEMA_VERSION`] inside the opening transaction.
-fn migrate(_txn: &WriteTransaction, from: u64) -> Result<()> {
-    match from {
-        // 0: a new, empty file. No older layouts exist yet.
-        0 => Ok(()),
-        _ => Ok(()),
+fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
+    if from == 1 {
+        // 1 → 2: index the UUIDs. Duplicates (possible before) are marked ambiguous, so a
+        // look-up by them fails instead of picking one; the operator is told which machines.
+        let machines: Vec<Machine> = {
+            let table = txn.open_table(MACHINES)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                out.push(decode("machines", row?.1.value())?);
+            }
+            out
+        };
+        let mut uuids = txn.open_table(UUIDS)?;
+        for m in machines {
+            if let Some(u) = &m.spec.uuid {
+                let held = uuids.get(u.as_str())?.map(|v| v.value());
+                let value = if held.is_some() { AMBIGUOUS } else { mac_key(m.mac) };
+                uuids.insert(u.as_str(), value)?;
+            }
+        }
     }
+    // 0: a new, empty file: every table is created below.
+    Ok(())
+}
+
+/// Machines holding `uuid`, by a scan (only for UUIDs marked ambiguous).
+fn uuid_holders(txn: &WriteTransaction, uuid: &str) -> Result<Vec<Mac>> {
+    let table = txn.open_table(MACHINES)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let m: Machine = decode("machines", v.value())?;
+        if m.spec.uuid.as_deref() == Some(uuid) {
+            out.push(key_mac(k.value()));
+        }
+    }
+    Ok(out)
+}
+
+/// Moves the UUID index entry of a machine from `old` to `new`; a UUID held by another machine
+/// is refused. `old` entries marked ambiguous are recounted once this machine no longer holds it.
+fn index_uuid(txn: &WriteTransaction, key: u64, old: Option<&str>, new: Option<&str>) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(u) = new {
+        let held = txn.open_table(UUIDS)?.get(u)?.map(|v| v.value());
+        match held {
+            Some(AMBIGUOUS) => {
+                return Err(Error::UuidTaken {
+                    uuid: u.to_string(),
+                    holder: "several machines".into(),
+                })
+            }
+            Some(h) if h != key => {
+                return Err(Error::UuidTaken {
+                    uuid: u.to_string(),
+                    holder: key_mac(h).to_string(),
+                })
+            }
+            _ => {}
+        }
+        txn.open_table(UUIDS)?.insert(u, key)?;
+    }
+    if let Some(u) = old {
+        let held = txn.open_table(UUIDS)?.get(u)?.map(|v| v.value());
+        match held {
+            Some(h) if h == key => {
+                txn.open_table(UUIDS)?.remove(u)?;
+            }
+            Some(AMBIGUOUS) => {
+                // The caller writes the machine after this: leave it out of the count.
+                let rest: Vec<Mac> = uuid_holders(txn, u)?
+                    .into_iter()
+                    .filter(|m| mac_key(*m) != key)
+                    .collect();
+                let mut uuids = txn.open_table(UUIDS)?;
+                match rest.as_slice() {
+                    [] => {
+                        uuids.remove(u)?;
+                    }
+                    [one] => {
+                        uuids.insert(u, mac_key(*one))?;
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl RedbStore {
@@ -98,6 +187,7 @@ impl RedbStore {
             // Create every table so read transactions never see a missing one.
             txn.open_table(MACHINES)?;
             txn.open_table(RESERVATIONS)?;
+            txn.open_table(UUIDS)?;
             txn.open_table(PROFILES)?;
             txn.open_table(EVENTS)?;
             txn.open_table(MACHINE_EVENTS)?;
@@ -162,6 +252,13 @@ fn write_machine(txn: &WriteTransaction, m: &Machine, old: Option<&Machine>) -> 
         }
         res.insert(u32::from(ip), key)?;
     }
+    drop(res);
+    index_uuid(
+        txn,
+        key,
+        old.and_then(|o| o.spec.uuid.as_deref()),
+        m.spec.uuid.as_deref(),
+    )?;
     txn.open_table(MACHINES)?
         .insert(key, encode(m).as_slice())?;
     Ok(())
@@ -254,10 +351,39 @@ impl Store for RedbStore {
         if let Some(ip) = old.spec.ip {
             txn.open_table(RESERVATIONS)?.remove(u32::from(ip))?;
         }
+        index_uuid(&txn, mac_key(mac), old.spec.uuid.as_deref(), None)?;
         txn.open_table(MACHINES)?.remove(mac_key(mac))?;
         let events = append(&txn, vec![NewEvent::machine(mac, EventKind::Deleted)], now)?;
         txn.commit()?;
         Ok(events)
+    }
+
+    fn machine_by_uuid(&self, uuid: &str) -> Result<Option<Machine>> {
+        let txn = self.db.begin_read()?;
+        let held = txn.open_table(UUIDS)?.get(uuid)?.map(|v| v.value());
+        match held {
+            None => Ok(None),
+            Some(AMBIGUOUS) => {
+                let table = txn.open_table(MACHINES)?;
+                let mut holders = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let m: Machine = decode("machines", v.value())?;
+                    if m.spec.uuid.as_deref() == Some(uuid) {
+                        holders.push(key_mac(k.value()).to_string());
+                    }
+                }
+                Err(Error::UuidAmbiguous {
+                    uuid: uuid.to_string(),
+                    holders: holders.join(", "),
+                })
+            }
+            Some(key) => {
+                let table = txn.open_table(MACHINES)?;
+                let v = table.get(key)?;
+                v.map(|v| decode("machines", v.value())).transpose()
+            }
+        }
     }
 
     fn reservation_owner(&self, ip: Ipv4Addr) -> Result<Option<Mac>> {
@@ -496,3 +622,7 @@ impl Store for RedbStore {
 #[cfg(test)]
 #[path = "redb_store_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "redb_store_uuid_tests.rs"]
+mod uuid_tests;

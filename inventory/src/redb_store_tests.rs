@@ -260,6 +260,7 @@ fn survives_reopen_and_keeps_leases_and_tokens() {
             mac: mac(1),
             expires: Timestamp(99),
             hostname: None,
+            observed: false,
         }])
         .unwrap();
         s.put_token(

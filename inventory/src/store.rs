@@ -18,12 +18,28 @@ pub trait Store: Send + Sync + 'static {
     fn machine(&self, mac: Mac) -> Result<Option<Machine>>;
     /// All machines, ordered by MAC.
     fn machines(&self) -> Result<Vec<Machine>>;
-    /// The machine holding a UUID (SMBIOS), for `config?uuid=` look-ups.
+    /// The machine holding a UUID (SMBIOS), for `config?uuid=` look-ups. A UUID belongs to one
+    /// machine: creates and updates that would give it to a second fail with
+    /// [`crate::Error::UuidTaken`]; a look-up that would be ambiguous (duplicates kept from an
+    /// older store) fails with [`crate::Error::UuidAmbiguous`], never answers the first match.
+    /// The default scans; backends index it.
     fn machine_by_uuid(&self, uuid: &str) -> Result<Option<Machine>> {
-        Ok(self
+        let mut found: Vec<Machine> = self
             .machines()?
             .into_iter()
-            .find(|m| m.spec.uuid.as_deref() == Some(uuid)))
+            .filter(|m| m.spec.uuid.as_deref() == Some(uuid))
+            .collect();
+        if found.len() > 1 {
+            return Err(crate::Error::UuidAmbiguous {
+                uuid: uuid.to_string(),
+                holders: found
+                    .iter()
+                    .map(|m| m.mac.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(found.pop())
     }
     /// Inserts every machine or none: a duplicate MAC, a taken reservation or an unknown profile
     /// anywhere in the batch fails the whole batch. Each machine gets a `created` event.

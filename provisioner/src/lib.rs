@@ -11,6 +11,8 @@
 //! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
 //! - [`metrics`]: Prometheus text exposition.
+//! - [`identity`]: who a request comes from, by the server's own evidence (leases, observed
+//!   bindings); what address evidence may open.
 //! - [`machine_keys`]: per-machine tokens derived with HMAC from one server key.
 //! - [`syslog`]: the remote syslog receiver (RFC 3164 and 5424), lines kept per machine.
 //! - [`operator_token`]: first-start creation of the operator token.
@@ -27,6 +29,7 @@ pub mod boot_decision;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod identity;
 pub mod import;
 pub mod machine_keys;
 pub mod metrics;

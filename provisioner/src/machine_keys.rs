@@ -85,14 +85,24 @@ impl MachineKeys {
         format!("m1.{hex}.{}", self.tag(&[purpose, &mac.octets(), value]))
     }
 
-    /// The enrollment token rendered into the machine's config.
+    /// The enrollment token rendered into the machine's config: bound to the record's creation
+    /// time and its token epoch (epoch 0 keeps the form tokens had before epochs existed).
     pub fn enrollment_token(&self, m: &Machine) -> String {
-        self.token(m.mac, b"enroll", &m.created.0.to_be_bytes())
+        let mut value = m.created.0.to_be_bytes().to_vec();
+        if m.token_epoch != 0 {
+            value.extend_from_slice(&m.token_epoch.to_be_bytes());
+        }
+        self.token(m.mac, b"enroll", &value)
     }
 
     /// The `apiKey` answered to a registration with this machine-id.
     pub fn api_key(&self, m: &Machine, machine_id: &str) -> String {
-        self.token(m.mac, b"api-key", machine_id.as_bytes())
+        let mut value = machine_id.as_bytes().to_vec();
+        if m.token_epoch != 0 {
+            value.extend_from_slice(b"\0");
+            value.extend_from_slice(&m.token_epoch.to_be_bytes());
+        }
+        self.token(m.mac, b"api-key", &value)
     }
 
     /// The MAC a token names, before it is checked.
@@ -151,6 +161,22 @@ mod tests {
         assert!(keys.verify(&a, &t));
         assert!(!keys.verify(&b, &t));
         assert!(!MachineKeys::new([8; 32]).verify(&a, &t));
+        // A rotation (reprovision, `machines token --rotate`) revokes the old token and apiKey.
+        let key = keys.api_key(&a, "os-1");
+        let mut rotated = a.clone();
+        rotated.registration = Some(inventory::Registration {
+            machine_id: "os-1".into(),
+            hostname: String::new(),
+            agent_version: String::new(),
+            addresses: vec![],
+            boot_state: "active_boot".into(),
+            at: Timestamp(1),
+        });
+        assert!(keys.verify(&rotated, &key));
+        rotated.token_epoch = 1;
+        assert!(!keys.verify(&rotated, &t));
+        assert!(!keys.verify(&rotated, &key));
+        assert!(keys.verify(&rotated, &keys.enrollment_token(&rotated)));
         // Re-created record (new creation time): the old token is dead.
         let mut a2 = a.clone();
         a2.created = Timestamp(2);

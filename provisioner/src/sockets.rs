@@ -108,6 +108,19 @@ pub async fn bind_dhcp(addr: SocketAddr, interface: Option<&str>) -> io::Result<
     Ok(sock)
 }
 
+/// Requested receive buffer of the syslog socket: a boot storm's installers log in bursts.
+pub const SYSLOG_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Binds the syslog receiver with a deep receive queue. As root the kernel's `rmem_max` cap is
+/// bypassed (SO_RCVBUFFORCE); otherwise the buffer is what `net.core.rmem_max` allows.
+pub async fn bind_syslog(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(addr).await?;
+    if setsockopt(&sock, sockopt::RcvBufForce, &SYSLOG_RECEIVE_BUFFER).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &SYSLOG_RECEIVE_BUFFER);
+    }
+    Ok(sock)
+}
+
 /// Sends `buf` to `dest` out of interface `ifindex` (0: let routing choose). A limited broadcast
 /// (255.255.255.255) has no route in a network without a default gateway, so DHCP replies name
 /// the interface the request came in on.

@@ -73,7 +73,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         .with_context(|| format!("opening the asset store {}", assets_dir.display()))?;
     let keys = crate::machine_keys::MachineKeys::load_or_create(&cfg.data_dir)?;
     let syslog = match cfg.syslog_listen {
-        Some(addr) => Some(tokio::net::UdpSocket::bind(addr).await.with_context(|| {
+        Some(addr) => Some(crate::sockets::bind_syslog(addr).await.with_context(|| {
             format!("binding the syslog receiver to {addr} (syslog.listen / --syslog-listen; port 514 needs root)")
         })?),
         None => None,

@@ -1,10 +1,11 @@
 //! Remote syslog receiver (UDP): RFC 5424 and RFC 3164 (BSD) messages from installers and
-//! installed systems, attributed to machines by source address (our lease, or the address the
-//! machine netbooted from) and kept per machine (bounded) for `provisioner machines logs`.
+//! installed systems, attributed to machines by source address only where the server's own
+//! evidence gives that address to a machine (an active lease, or a binding proxy mode observed;
+//! see [`crate::identity`]), and kept per machine (bounded) for `provisioner machines logs`.
 //! Anything without a `<PRI>` header is kept as plain text (RFC 3164 §4.3.3).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -121,12 +122,43 @@ pub fn parse(datagram: &[u8]) -> Message {
 
 /// How long an address → machine answer is reused.
 const ATTRIBUTION_TTL: Duration = Duration::from_secs(5);
+/// Addresses remembered at most (a flood from many addresses cannot grow it further).
+const MAX_REMEMBERED: usize = 65_536;
 /// Datagrams stored per transaction, at most.
 const BATCH: usize = 256;
 
+/// Address → machine answers of the last few seconds, so a chatty installer costs one store
+/// read per [`ATTRIBUTION_TTL`], not one per line.
+#[derive(Default)]
+struct Owners {
+    known: HashMap<Ipv4Addr, (Option<Mac>, Instant)>,
+}
+
+impl Owners {
+    fn fresh(&self, ip: Ipv4Addr, now: Instant) -> Option<Option<Mac>> {
+        self.known
+            .get(&ip)
+            .filter(|(_, at)| now.duration_since(*at) < ATTRIBUTION_TTL)
+            .map(|(owner, _)| *owner)
+    }
+
+    fn remember(&mut self, answers: Vec<(Ipv4Addr, Option<Mac>)>, now: Instant) {
+        if self.known.len() + answers.len() > MAX_REMEMBERED {
+            self.known
+                .retain(|_, (_, at)| now.duration_since(*at) < ATTRIBUTION_TTL);
+            if self.known.len() + answers.len() > MAX_REMEMBERED {
+                self.known.clear();
+            }
+        }
+        for (ip, owner) in answers {
+            self.known.insert(ip, (owner, now));
+        }
+    }
+}
+
 /// Serves until `shutdown`.
 pub async fn run(socket: UdpSocket, app: App, shutdown: CancellationToken) {
-    let mut owners: HashMap<Ipv4Addr, (Option<Mac>, Instant)> = HashMap::new();
+    let mut owners = Owners::default();
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, from) = tokio::select! {
@@ -143,27 +175,25 @@ pub async fn run(socket: UdpSocket, app: App, shutdown: CancellationToken) {
                 Err(_) => break,
             }
         }
+        let batch: Vec<(Ipv4Addr, Message)> = batch
+            .into_iter()
+            .filter_map(|(ip, m)| crate::identity::ipv4(ip).map(|ip| (ip, m)))
+            .collect();
+        // Addresses not answered lately: looked up together, in one read transaction each.
+        let at = Instant::now();
+        let mut unknown: Vec<Ipv4Addr> = batch
+            .iter()
+            .map(|(ip, _)| *ip)
+            .filter(|ip| owners.fresh(*ip, at).is_none())
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            owners.remember(attribute(&app, unknown).await, at);
+        }
         let mut lines = Vec::with_capacity(batch.len());
         for (ip, msg) in batch {
-            let ip = match ip {
-                IpAddr::V4(v) => v,
-                IpAddr::V6(v) => match v.to_ipv4_mapped() {
-                    Some(v) => v,
-                    None => continue,
-                },
-            };
-            let fresh = owners
-                .get(&ip)
-                .filter(|(_, at)| at.elapsed() < ATTRIBUTION_TTL);
-            let owner = match fresh {
-                Some((owner, _)) => *owner,
-                None => {
-                    let owner = attribute(&app, ip).await;
-                    owners.insert(ip, (owner, Instant::now()));
-                    owner
-                }
-            };
-            match owner {
+            match owners.fresh(ip, at).flatten() {
                 Some(mac) => lines.push((
                     mac,
                     NewLogLine::new("syslog", msg.severity, msg.app, &msg.text),
@@ -174,9 +204,6 @@ pub async fn run(socket: UdpSocket, app: App, shutdown: CancellationToken) {
                 }
             }
         }
-        if owners.len() > 4096 {
-            owners.retain(|_, (_, at)| at.elapsed() < ATTRIBUTION_TTL);
-        }
         if !lines.is_empty() {
             app.metrics.syslog_lines(lines.len());
             if let Err(e) = app.append_logs(lines).await {
@@ -186,19 +213,22 @@ pub async fn run(socket: UdpSocket, app: App, shutdown: CancellationToken) {
     }
 }
 
-async fn attribute(app: &App, ip: Ipv4Addr) -> Option<Mac> {
+/// Who holds each address now, by the server's own evidence (an active lease or observed
+/// binding; see [`crate::identity`]): one point read per address, never a scan. A store error
+/// attributes nothing (the lines are counted as unattributed).
+async fn attribute(app: &App, ips: Vec<Ipv4Addr>) -> Vec<(Ipv4Addr, Option<Mac>)> {
+    let t = crate::app::now();
+    let asked = ips.clone();
     app.read(move |s| {
-        if let Some(l) = s.lease_by_ip(ip)? {
-            return Ok(Some(l.mac));
-        }
-        Ok(s.machines()?
-            .into_iter()
-            .find(|m| m.boot_ip == Some(ip))
-            .map(|m| m.mac))
+        ips.into_iter()
+            .map(|ip| Ok((ip, crate::identity::holder_of(s, ip, t)?.map(|h| h.mac))))
+            .collect()
     })
     .await
-    .ok()
-    .flatten()
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "syslog: looking up senders failed");
+        asked.into_iter().map(|ip| (ip, None)).collect()
+    })
 }
 
 #[cfg(test)]

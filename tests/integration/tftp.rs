@@ -452,6 +452,7 @@ fn transfers_are_recorded_on_the_machine_holding_the_lease() {
                 mac,
                 expires: Timestamp(u64::MAX),
                 hostname: None,
+                observed: false,
             }])
             .unwrap();
     }

@@ -20,6 +20,7 @@ pub fn routes() -> Router<App> {
         .route("/machines/{mac}/logs", get(list))
         .route("/machines/{mac}/logs/stream", get(follow))
         .route("/machines/{mac}/token", get(token))
+        .route("/machines/{mac}/token/rotate", axum::routing::post(rotate_token))
 }
 
 #[derive(Deserialize, Default)]
@@ -105,6 +106,31 @@ async fn token(
             mac: mac.to_string(),
         }
     })?;
+    Ok(Json(TokenReply {
+        mac,
+        token: app.boot.keys.enrollment_token(&m),
+    }))
+}
+
+/// Revokes the machine's enrollment token and apiKey (a new token epoch) and returns the new
+/// token. The machine gets it with its next config (a reprovision rotates as well).
+async fn rotate_token(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+) -> Result<Json<TokenReply>, ApiError> {
+    let mac: Mac = mac.parse()?;
+    let t = crate::app::now();
+    let m = app
+        .write(move |s| {
+            let (m, events) = s.update_machine(mac, t, &mut |m| {
+                m.token_epoch = m.token_epoch.saturating_add(1);
+                Ok(vec![inventory::EventKind::Operator {
+                    action: "rotate-token".into(),
+                }])
+            })?;
+            Ok((m, events))
+        })
+        .await?;
     Ok(Json(TokenReply {
         mac,
         token: app.boot.keys.enrollment_token(&m),

@@ -152,6 +152,10 @@ async fn operator_action(
         .write(move |s| {
             s.update_machine(mac, now, &mut |m| {
                 let step = m.transition(&t, now)?;
+                // A reinstall gets new credentials: whatever the old install leaked dies with it.
+                if t == Transition::Reprovision {
+                    m.token_epoch = m.token_epoch.saturating_add(1);
+                }
                 if let Some(p) = &profile {
                     m.spec.profile = Some(p.clone());
                 }

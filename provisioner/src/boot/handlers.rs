@@ -4,7 +4,7 @@
 // Handlers answer errors as ready responses (axum's idiom); their size does not matter here.
 #![allow(clippy::result_large_err)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -20,6 +20,7 @@ use super::{config_render, Base, Peer};
 use crate::api::ApiQuery;
 use crate::app::App;
 use crate::boot_decision::Intent;
+use crate::identity::{self, Holder};
 use crate::machine_keys::MachineKeys;
 
 type Reply = Result<Response, Response>;
@@ -48,11 +49,24 @@ fn parse_mac(s: &str) -> Result<Mac, Response> {
         .map_err(|e: inventory::Error| text(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-fn ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(v) => v.to_ipv4_mapped(),
-    }
+/// The machine the caller's address belongs to by the server's own evidence (an active lease
+/// or observed binding), if any. A MAC in the URL is never evidence.
+pub async fn caller_holder(app: &App, peer: &Peer) -> Result<Option<Holder>, Response> {
+    let Some(ip) = identity::ipv4(peer.remote.ip()) else {
+        return Ok(None);
+    };
+    let t = crate::app::now();
+    app.read(move |s| identity::holder_of(s, ip, t))
+        .await
+        .map_err(internal)
+}
+
+/// The caller's IPv4 address when the server's evidence says it is `mac`.
+async fn attributed_ip(app: &App, peer: &Peer, mac: Mac) -> Result<Option<Ipv4Addr>, Response> {
+    let holder = caller_holder(app, peer).await?;
+    Ok(identity::is_machine(holder, mac)
+        .then(|| identity::ipv4(peer.remote.ip()))
+        .flatten())
 }
 
 #[derive(Deserialize)]
@@ -92,22 +106,33 @@ pub async fn ipxe_script(
             format!("provisioner: {mac} is not in the inventory (unknown machines are ignored)"),
         ));
     };
-    match &script {
-        Script::InstallEfi { .. } | Script::InstallBios { .. } => {
+    // A script holds no secret, so anyone gets it; only a caller the server's evidence says is
+    // the machine moves it to `booting` or leaves a trace on it.
+    let attributed = match &script {
+        Script::InstallEfi { .. } | Script::InstallBios { .. } | Script::LocalDisk { .. } => {
+            attributed_ip(&app, &peer, mac).await?
+        }
+        Script::Dispatch { .. } | Script::Hold { .. } => None,
+    };
+    match (&script, attributed) {
+        (Script::InstallEfi { .. } | Script::InstallBios { .. }, Some(ip)) => {
             let what = format!(
                 "iPXE script: install ({})",
                 q.platform.as_deref().unwrap_or("?")
             );
-            plan::record_boot(&app, mac, peer.remote.ip(), what).await;
+            plan::record_boot(&app, mac, ip, what).await;
         }
-        Script::LocalDisk { .. } => {
+        (Script::LocalDisk { .. }, Some(_)) => {
             let kind = EventKind::Seen {
                 via: "http".into(),
                 detail: "iPXE script: boot from disk".into(),
             };
             plan::note(&app, mac, kind).await;
         }
-        Script::Dispatch { .. } | Script::Hold { .. } => {}
+        (Script::InstallEfi { .. } | Script::InstallBios { .. } | Script::LocalDisk { .. }, None) => {
+            tracing::debug!(%mac, from = %peer.remote, "script asked without evidence of the machine; nothing recorded");
+        }
+        _ => {}
     }
     Ok(text(StatusCode::OK, script.render(mac).trim_end()))
 }
@@ -151,28 +176,34 @@ pub async fn http_boot(
         return Err(text(StatusCode::NOT_FOUND, problem));
     }
     let uki = view.uki.clone().expect("checked by install_problem");
-    if method == Method::GET {
-        plan::record_boot(&app, mac, peer.remote.ip(), "UEFI HTTP boot: UKI".into()).await;
+    // Only the machine itself (by the server's evidence) moves to `booting`, gets its
+    // download recorded; anyone else just gets the bytes (a UKI holds no per-machine secret).
+    let attributed = attributed_ip(&app, &peer, mac).await?;
+    if let (Some(ip), true) = (attributed, method == Method::GET) {
+        plan::record_boot(&app, mac, ip, "UEFI HTTP boot: UKI".into()).await;
     }
-    serve_asset(&app, &uki, None, &method, &headers, Some(mac)).await
+    serve_asset(&app, &uki, None, &method, &headers, attributed.map(|_| mac)).await
 }
 
-/// Which machine a download is for: `?mac=` (our own URLs carry it), else the lease of the
-/// address it comes from.
-async fn downloader(app: &App, q: &MacQuery, peer: &Peer) -> Result<Option<BootView>, Response> {
+/// Which machine a download is for: `?mac=` (our own URLs carry it), else the machine the
+/// caller's address belongs to. Also whether the server's evidence says the caller *is* it:
+/// only then is the download recorded on the machine.
+async fn downloader(
+    app: &App,
+    q: &MacQuery,
+    peer: &Peer,
+) -> Result<(Option<BootView>, bool), Response> {
+    let holder = caller_holder(app, peer).await?;
     let mac = match q.mac.as_deref() {
         Some(m) => Some(parse_mac(m)?),
-        None => match ipv4(peer.remote.ip()) {
-            Some(ip) => app
-                .read(move |s| Ok(s.lease_by_ip(ip)?.map(|l| l.mac)))
-                .await
-                .map_err(internal)?,
-            None => None,
-        },
+        None => holder.map(|h| h.mac),
     };
     match mac {
-        Some(mac) => Ok(Some(plan::load(app, mac).await.map_err(internal)?)),
-        None => Ok(None),
+        Some(mac) => Ok((
+            Some(plan::load(app, mac).await.map_err(internal)?),
+            identity::is_machine(holder, mac),
+        )),
+        None => Ok((None, false)),
     }
 }
 
@@ -188,8 +219,9 @@ async fn asset_request(
         .await
         .map_err(internal)?
         .map_err(|e| text(StatusCode::NOT_FOUND, e.to_string()))?;
-    let view = downloader(app, q, peer).await?;
-    // No boot loop: an installed machine gets no installer, whichever URL it kept.
+    let (view, attributed) = downloader(app, q, peer).await?;
+    // No boot loop: an installed machine gets no installer, whichever URL it kept. (A refusal
+    // needs no evidence: asking for another machine's refusal gains nothing.)
     if let Some(v) = &view {
         if meta.kind == AssetKind::Uki && v.intent(app.boot.unknown) == Intent::LocalDisk {
             return Err(text(
@@ -201,7 +233,7 @@ async fn asset_request(
             ));
         }
     }
-    Ok((meta, view.map(|v| v.mac)))
+    Ok((meta, view.filter(|_| attributed).map(|v| v.mac)))
 }
 
 /// `GET|HEAD /assets/<digest>/<name>`: any stored asset, by content address.
@@ -314,9 +346,14 @@ pub async fn config_by_query(
         (None, Some(u)) => {
             let uuid = inventory::machine::normalize_uuid(u)
                 .map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
-            app.read(move |s| s.machine_by_uuid(&uuid))
-                .await
-                .map_err(internal)?
+            match app.read(move |s| s.machine_by_uuid(&uuid)).await {
+                Ok(m) => m,
+                // Never the first of several: the operator has to say which machine it is.
+                Err(e @ inventory::Error::UuidAmbiguous { .. }) => {
+                    return Err(text(StatusCode::CONFLICT, e.to_string()))
+                }
+                Err(e) => return Err(internal(e)),
+            }
         }
         _ => {
             return Err(text(
@@ -372,8 +409,8 @@ pub fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a 
 }
 
 /// A config holds secrets (its token, whatever the template adds): only the machine itself
-/// gets it, proven by its token or by asking from its own address (our lease, or the address
-/// it netbooted from).
+/// gets it, proven by its token, or while it installs by asking from an address the server's
+/// own evidence gives it (an active lease we granted, or a binding proxy mode observed).
 async fn serve_config(
     app: &App,
     peer: &Peer,
@@ -383,21 +420,19 @@ async fn serve_config(
     found_by: &str,
 ) -> Reply {
     let by_token = bearer(headers, query_token).is_some_and(|t| app.boot.keys.verify(&machine, t));
-    let by_address = match ipv4(peer.remote.ip()) {
-        Some(ip) if !by_token => {
-            let lease = app
-                .read(move |s| s.lease_by_ip(ip))
-                .await
-                .map_err(internal)?;
-            lease.is_some_and(|l| l.mac == machine.mac) || machine.boot_ip == Some(ip)
-        }
-        _ => false,
-    };
+    let by_address = !by_token
+        && identity::may_read_config(machine.state())
+        && identity::is_machine(caller_holder(app, peer).await?, machine.mac);
     if !by_token && !by_address {
+        let how = if identity::may_read_config(machine.state()) {
+            "from the address this server leased to it (or saw it take, in proxy mode) or with its token"
+        } else {
+            "with its token (it is not installing, so its address no longer counts)"
+        };
         return Err(text(
             StatusCode::FORBIDDEN,
             format!(
-                "the config of {} is served only to that machine: from its leased or netboot address, or with its token",
+                "the config of {} is served only to that machine: {how}",
                 machine.mac
             ),
         ));
@@ -429,7 +464,7 @@ async fn serve_config(
     let mac = machine.mac;
     match config_render::render(&profile, &machine, &token, &base, syslog) {
         Ok(body) => {
-            let how = if by_token { "token" } else { "address" };
+            let how = if by_token { "token" } else { "lease address" };
             let kind = EventKind::Seen {
                 via: "http".into(),
                 detail: format!("config fetched via {found_by} (authorized by {how})"),

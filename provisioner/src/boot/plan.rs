@@ -3,7 +3,7 @@
 //! shares: admitting unknown machines under `discover`/`auto`, and recording that a machine
 //! netbooted its installer (`booting`, the address it came from, an event).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use boot_assets::{parse_digest, AssetKind, AssetMeta, BootSection};
 use inventory::{
@@ -194,14 +194,12 @@ pub fn script(
     })
 }
 
-/// Records that `mac` fetched its installer (`what`) from `from`: `booting` where the state
+/// Records that `mac` fetched its installer (`what`) from `from`, an address the server's own
+/// evidence gives it (callers check, see [`crate::identity`]): `booting` where the state
 /// machine allows it, the address, and a `seen` event.
-pub async fn record_boot(app: &App, mac: Mac, from: IpAddr, what: String) {
+pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
     let t = now();
-    let ip: Option<Ipv4Addr> = match from {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
-    };
+    let ip = Some(from);
     let result = app
         .write(move |s| {
             let (_, events) = s.update_machine(mac, t, &mut |m| {

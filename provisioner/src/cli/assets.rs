@@ -287,11 +287,20 @@ pub async fn logs(global: &Global, mac: &str, follow: bool) -> anyhow::Result<()
 }
 
 /// `machines token MAC`.
-pub async fn token(global: &Global, mac: &str) -> anyhow::Result<()> {
+pub async fn token(global: &Global, mac: &str, rotate: bool) -> anyhow::Result<()> {
     let mac: inventory::Mac = mac.parse()?;
-    let v: serde_json::Value = Client::new(global)?
-        .get(&format!("/machines/{mac}/token"))
-        .await?;
+    let client = Client::new(global)?;
+    let v: serde_json::Value = if rotate {
+        client
+            .send_json(
+                reqwest::Method::POST,
+                &format!("/machines/{mac}/token/rotate"),
+                &serde_json::json!({}),
+            )
+            .await?
+    } else {
+        client.get(&format!("/machines/{mac}/token")).await?
+    };
     println!("{}", v["token"].as_str().unwrap_or_default());
     Ok(())
 }

@@ -90,7 +90,7 @@ pub async fn machines(global: &Global, cmd: MachinesCmd) -> anyhow::Result<()> {
             );
         }
         MachinesCmd::Logs { mac: m, follow } => super::assets::logs(global, &m, follow).await?,
-        MachinesCmd::Token { mac: m } => super::assets::token(global, &m).await?,
+        MachinesCmd::Token { mac: m, rotate } => super::assets::token(global, &m, rotate).await?,
         MachinesCmd::Reprovision { mac: m } => {
             let m = mac(&m)?;
             let machine: Machine = c

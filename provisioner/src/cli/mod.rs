@@ -177,7 +177,15 @@ line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile
         follow: bool,
     },
     /// Print a machine's enrollment token (what its config carries) for installers set up by hand.
-    Token { mac: String },
+    ///
+    /// With --rotate, revoke the current token and the installed OS's apiKey first and print the
+    /// new token (a reprovision also rotates). The machine gets the new one with its next config.
+    Token {
+        mac: String,
+        /// Revoke the current token and apiKey, then print the new token.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Approve a discovered machine so it installs on its next netboot.
     Approve {
         mac: String,

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
-use inventory::{EventKind, Lease, Machine, Timestamp};
+use inventory::{EventKind, Lease, Mac, Machine, Timestamp};
 
 use super::classify::{classify, Client, Stage};
 use super::pool::{Pool, Reservations};
@@ -77,6 +77,10 @@ pub struct Decision {
     pub commit: Option<Lease>,
     /// A binding to remove (RELEASE).
     pub remove: Option<Ipv4Addr>,
+    /// Proxy mode: a binding the site's DHCP server is giving a machine of the inventory, as
+    /// seen in its REQUEST; stored as evidence of who holds that address (see
+    /// [`crate::identity`]). Never an address of ours.
+    pub observed: Option<Lease>,
     /// Events about the client (a machine of the inventory, or a rate-limited `seen` for an
     /// unknown MAC).
     pub events: Vec<EventKind>,
@@ -156,11 +160,41 @@ impl Core {
             ),
         });
         let mut d = match self.settings.mode {
-            Mode::Proxy => self.proxy(kind, &input, client, intent),
+            Mode::Proxy => {
+                let observed = self.observe(kind, &input, client.mac);
+                let mut d = self.proxy(kind, &input, client, intent);
+                d.observed = observed;
+                d
+            }
             Mode::Full => self.full(kind, &input, client, intent),
         };
         d.events.extend(unknown_event);
         d
+    }
+
+    /// Proxy mode: which address a known machine is taking from the site's DHCP server, by
+    /// what it says in a REQUEST we see (RFC 2131 §4.3.2): option 50 in SELECTING (option 54
+    /// names the other server) or INIT-REBOOT (no option 54), or `ciaddr` when it is also the
+    /// datagram's source (a REQUEST to our PXE boot-server port, a unicast renewal). Unknown
+    /// MACs leave nothing: the table stays as small as the inventory.
+    fn observe(&self, kind: MessageType, input: &Input<'_>, mac: Mac) -> Option<Lease> {
+        let machine = input.machine?;
+        if kind != MessageType::Request || machine.mac != mac {
+            return None;
+        }
+        let msg = input.msg;
+        let server_id = ip_option(msg, OptionCode::ServerIdentifier);
+        let requested = ip_option(msg, OptionCode::RequestedIpAddress);
+        let ip = match (requested, server_id) {
+            (Some(ip), None) => ip,
+            (Some(ip), Some(sid)) if sid != self.settings.server_ip => ip,
+            _ if !msg.ciaddr().is_unspecified() && *input.arrived.src.ip() == msg.ciaddr() => {
+                msg.ciaddr()
+            }
+            _ => return None,
+        };
+        let usable = !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback());
+        usable.then(|| crate::identity::observed_binding(ip, mac, input.now))
     }
 
     fn proxy(

@@ -7,6 +7,9 @@ use inventory::{Lifecycle, Mac, Machine, State, Timestamp};
 use super::*;
 use crate::dhcp::pool::{Pool, PoolTimes};
 
+#[path = "core_observe_tests.rs"]
+mod observe;
+
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const NOW: Timestamp = Timestamp(1_000_000);
 

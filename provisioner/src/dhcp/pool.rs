@@ -132,10 +132,11 @@ impl Pool {
         (self.first..=self.last).contains(&ip)
     }
 
-    /// Loads bindings from the store at startup (expired ones are skipped).
+    /// Loads bindings from the store at startup (expired ones, and bindings proxy mode only
+    /// observed, are skipped).
     pub fn restore(&mut self, leases: &[Lease], now: Timestamp) {
         for l in leases {
-            if l.is_active(now) && self.contains(l.ip) {
+            if l.is_active(now) && !l.observed && self.contains(l.ip) {
                 self.put(
                     u32::from(l.ip),
                     Entry {
@@ -285,6 +286,7 @@ impl Pool {
             mac,
             expires,
             hostname: None,
+            observed: false,
         })
     }
 

@@ -198,12 +198,14 @@ fn restore_keeps_live_bindings() {
             mac: mac(1),
             expires: at(100),
             hostname: None,
+            observed: false,
         },
         Lease {
             ip: ip("198.18.0.102"),
             mac: mac(2),
             expires: at(0),
             hostname: None,
+            observed: false,
         },
     ];
     p.restore(&leases, at(1));

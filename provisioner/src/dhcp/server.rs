@@ -370,6 +370,20 @@ async fn decide(
             if let Some(ip) = d.remove {
                 store.remove_lease(ip)?;
             }
+            // Proxy mode: who holds which address, as evidence for the HTTP side. Written
+            // only when it says something new (a renewal of the same binding within the
+            // first half of its life costs no write).
+            if let Some(b) = &d.observed {
+                let stored = store.lease_by_ip(b.ip)?;
+                let fresh = stored.as_ref().is_some_and(|l| {
+                    l.mac == b.mac
+                        && l.observed
+                        && l.expires.0 > t.0 + (b.expires.0 - t.0) / 2
+                });
+                if !fresh {
+                    store.put_leases(std::slice::from_ref(b))?;
+                }
+            }
             // Observations (`seen`, notes) are written by the event writer in batches, off the
             // reply path; only discovery and location changes above are committed here.
             let mut deferred: Vec<NewEvent> = Vec::new();

@@ -12,7 +12,8 @@ use inventory::Store;
 use super::source::{BlockFile, DiskFile, FileSource, OpenError};
 use crate::boot_decision::{decide, Intent, UnknownPolicy};
 
-/// First in the chain: asks the boot decision for the machine holding the client's lease.
+/// First in the chain: asks the boot decision for the machine holding the client's address by
+/// the server's evidence (an active lease or observed binding).
 pub struct InstalledGate {
     pub store: Arc<dyn Store>,
 }
@@ -27,7 +28,9 @@ impl FileSource for InstalledGate {
             return Ok(None);
         };
         let io = |e: inventory::Error| OpenError::Io(std::io::Error::other(e.to_string()));
-        let Some(lease) = self.store.lease_by_ip(ip).map_err(io)? else {
+        // Only an active binding says who is asking (an expired one may be a new machine's).
+        let holder = crate::identity::holder_of(self.store.as_ref(), ip, crate::app::now());
+        let Some(lease) = holder.map_err(io)? else {
             return Ok(None);
         };
         let machine = self.store.machine(lease.mac).map_err(io)?;
@@ -91,6 +94,7 @@ mod tests {
                 mac,
                 expires: Timestamp(u64::MAX / 2),
                 hostname: None,
+                observed: false,
             }])
             .unwrap();
         let gate = InstalledGate {

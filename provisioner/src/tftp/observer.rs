@@ -30,7 +30,7 @@ impl Observer for InventoryObserver {
             };
             let result = app
                 .write(move |s| {
-                    let Some(lease) = s.lease_by_ip(ip)? else {
+                    let Some(lease) = crate::identity::holder_of(s, ip, t)? else {
                         return Ok(((), vec![]));
                     };
                     let events = s.append_events(vec![NewEvent::machine(lease.mac, kind)], t)?;

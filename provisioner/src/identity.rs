@@ -1,0 +1,180 @@
+//! Who a request comes from, by evidence the server produced itself.
+//!
+//! Anything a machine can send, anyone on the provisioning network can send: a MAC or UUID in a
+//! URL, a `User-Agent`, a request to a "per-machine" path. None of that says who is asking. The
+//! server believes an address belongs to machine V only when it has evidence of its own:
+//!
+//! - **a lease it granted** to V's MAC (full DHCP mode, direct or relayed), while it is active;
+//! - **a binding it observed** (proxy mode): V's chaddr asked the site's DHCP server for that
+//!   address in a REQUEST we saw (option 50), or sent our PXE boot-server port a REQUEST from it
+//!   (`ciaddr`); it counts for [`OBSERVED_BINDING_TTL`], as the site's lease time is not ours to
+//!   know;
+//! - **V's token** (HMAC-derived, see [`crate::machine_keys`]), which is not an address matter
+//!   and is checked where it is presented.
+//!
+//! Address evidence ends with the lease, and for reading a machine's config also with the
+//! install ([`may_read_config`]): once a machine is `installed`, only its token opens its config.
+//! A request without evidence may still get public answers (an iPXE script holds no secret), but
+//! it never changes what the server believes about a machine: no `booting` step, no recorded
+//! address, no log lines filed under it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use inventory::{Lease, Mac, State, Store, Timestamp};
+
+/// How long a binding observed in proxy mode identifies its machine: long enough for an install
+/// over a slow link, short enough that an address the site's server hands on is soon released.
+pub const OBSERVED_BINDING_TTL: Duration = Duration::from_secs(3600);
+
+/// What vouches for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// An active lease this server granted (full mode).
+    Lease,
+    /// An active binding seen in proxy mode.
+    Observed,
+}
+
+impl Evidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evidence::Lease => "lease",
+            Evidence::Observed => "observed DHCP binding",
+        }
+    }
+}
+
+/// The machine an address belongs to, by the server's evidence, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub mac: Mac,
+    pub evidence: Evidence,
+    /// When the evidence ends (the lease's expiry).
+    pub until: Timestamp,
+}
+
+/// IPv4 of a peer (IPv4-mapped IPv6 included); DHCPv4 evidence knows nothing of other IPv6.
+pub fn ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(v) => v.to_ipv4_mapped(),
+    }
+}
+
+/// What a stored binding says about its address at `now`: nothing once it has expired.
+pub fn holder_from(lease: &Lease, now: Timestamp) -> Option<Holder> {
+    lease.is_active(now).then_some(Holder {
+        mac: lease.mac,
+        evidence: if lease.observed {
+            Evidence::Observed
+        } else {
+            Evidence::Lease
+        },
+        until: lease.expires,
+    })
+}
+
+/// The machine holding `ip` at `now`: one point read of the lease table (keyed by address).
+///
+/// Errors: the store's. Blocking: call it on a blocking thread.
+pub fn holder_of(
+    store: &dyn Store,
+    ip: Ipv4Addr,
+    now: Timestamp,
+) -> inventory::Result<Option<Holder>> {
+    Ok(store
+        .lease_by_ip(ip)?
+        .and_then(|l| holder_from(&l, now)))
+}
+
+/// Whether `peer` is machine `mac` by address evidence at `now`.
+pub fn is_machine(holder: Option<Holder>, mac: Mac) -> bool {
+    holder.is_some_and(|h| h.mac == mac)
+}
+
+/// Whether address evidence may open a machine's config in `state`: only while an install is
+/// expected or under way. Afterwards (installed, ready) or when held (discovered, failed) the
+/// config, which carries the machine's token, needs the token itself.
+pub fn may_read_config(state: State) -> bool {
+    matches!(
+        state,
+        State::Registered | State::Reprovision | State::Booting | State::Installing
+    )
+}
+
+/// An observed proxy-mode binding of `mac` to `ip` from `now` on.
+pub fn observed_binding(ip: Ipv4Addr, mac: Mac, now: Timestamp) -> Lease {
+    Lease {
+        ip,
+        mac,
+        expires: now.saturating_add(OBSERVED_BINDING_TTL),
+        hostname: None,
+        observed: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> Mac {
+        Mac::new([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn evidence_ends_with_the_lease() {
+        let l = Lease {
+            ip: Ipv4Addr::new(198, 18, 0, 10),
+            mac: mac(1),
+            expires: Timestamp(1_000),
+            hostname: None,
+            observed: false,
+        };
+        let h = holder_from(&l, Timestamp(999)).expect("active");
+        assert_eq!((h.mac, h.evidence), (mac(1), Evidence::Lease));
+        assert!(is_machine(Some(h), mac(1)));
+        assert!(!is_machine(Some(h), mac(2)));
+        assert_eq!(holder_from(&l, Timestamp(1_000)), None, "expired at expiry");
+        assert_eq!(holder_from(&l, Timestamp(5_000)), None);
+        assert!(!is_machine(None, mac(1)));
+    }
+
+    #[test]
+    fn observed_bindings_last_the_ttl() {
+        let b = observed_binding(Ipv4Addr::new(198, 18, 0, 11), mac(2), Timestamp(0));
+        let ttl = OBSERVED_BINDING_TTL.as_millis() as u64;
+        assert_eq!(
+            holder_from(&b, Timestamp(ttl - 1)).map(|h| h.evidence),
+            Some(Evidence::Observed)
+        );
+        assert_eq!(holder_from(&b, Timestamp(ttl)), None);
+    }
+
+    #[test]
+    fn config_by_address_only_while_installing() {
+        use State::*;
+        for (s, ok) in [
+            (Unknown, false),
+            (Discovered, false),
+            (Registered, true),
+            (Reprovision, true),
+            (Booting, true),
+            (Installing, true),
+            (Installed, false),
+            (Ready, false),
+            (Failed, false),
+        ] {
+            assert_eq!(may_read_config(s), ok, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn mapped_ipv6_is_ipv4() {
+        assert_eq!(
+            ipv4("::ffff:198.18.0.9".parse().unwrap()),
+            Some(Ipv4Addr::new(198, 18, 0, 9))
+        );
+        assert_eq!(ipv4("2001:2::1".parse().unwrap()), None);
+    }
+}
