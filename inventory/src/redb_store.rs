@@ -83,7 +83,11 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
         for m in machines {
             if let Some(u) = &m.spec.uuid {
                 let held = uuids.get(u.as_str())?.map(|v| v.value());
-                let value = if held.is_some() { AMBIGUOUS } else { mac_key(m.mac) };
+                let value = if held.is_some() {
+                    AMBIGUOUS
+                } else {
+                    mac_key(m.mac)
+                };
                 uuids.insert(u.as_str(), value)?;
             }
         }
@@ -108,7 +112,12 @@ fn uuid_holders(txn: &WriteTransaction, uuid: &str) -> Result<Vec<Mac>> {
 
 /// Moves the UUID index entry of a machine from `old` to `new`; a UUID held by another machine
 /// is refused. `old` entries marked ambiguous are recounted once this machine no longer holds it.
-fn index_uuid(txn: &WriteTransaction, key: u64, old: Option<&str>, new: Option<&str>) -> Result<()> {
+fn index_uuid(
+    txn: &WriteTransaction,
+    key: u64,
+    old: Option<&str>,
+    new: Option<&str>,
+) -> Result<()> {
     if old == new {
         return Ok(());
     }

@@ -39,11 +39,7 @@ fn a_second_machine_cannot_take_a_uuid() {
     assert!(s.machine(mac(2)).unwrap().is_none(), "nothing was created");
     // Within one batch too.
     let err = s
-        .create_machines(
-            vec![with_uuid(3, V), with_uuid(4, V)],
-            "test",
-            Timestamp(1),
-        )
+        .create_machines(vec![with_uuid(3, V), with_uuid(4, V)], "test", Timestamp(1))
         .unwrap_err();
     assert!(matches!(err, Error::UuidTaken { .. }), "{err}");
     assert!(s.machine(mac(3)).unwrap().is_none(), "all or nothing");

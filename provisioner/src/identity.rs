@@ -83,9 +83,7 @@ pub fn holder_of(
     ip: Ipv4Addr,
     now: Timestamp,
 ) -> inventory::Result<Option<Holder>> {
-    Ok(store
-        .lease_by_ip(ip)?
-        .and_then(|l| holder_from(&l, now)))
+    Ok(store.lease_by_ip(ip)?.and_then(|l| holder_from(&l, now)))
 }
 
 /// Whether `peer` is machine `mac` by address evidence at `now`.

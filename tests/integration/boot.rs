@@ -7,6 +7,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::harness::{stderr, stdout, Api, Server};
+use crate::loopback_dhcp::{from_address, LeaseServer};
 use crate::uki;
 
 const MAC: &str = "52:54:00:be:ef:01";
@@ -14,15 +15,22 @@ const MAC: &str = "52:54:00:be:ef:01";
 struct Setup {
     server: Server,
     api: Api,
+    /// Requests from the address the server leased to `MAC` (the machine, by the server's own
+    /// evidence), without a token.
+    machine: Api,
+    /// The leased address.
+    machine_ip: std::net::Ipv4Addr,
     uki: uki::TestUki,
     digest: String,
     _dir: tempfile::TempDir,
 }
 
-/// A server, a UKI imported with the CLI, a profile using it and a registered machine.
+/// A server (with full-mode DHCP on loopback), a UKI imported with the CLI, a profile using it
+/// and a registered machine that holds a lease.
 fn setup(extra: &[&str]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_in(&dir.path().join("data"), extra);
+    let LeaseServer { server, dhcp_port } =
+        LeaseServer::start(dir.path(), &dir.path().join("data"), "", extra);
     let uki = uki::build(dir.path(), "hadron.efi", "Hadron 0.1 (test)");
     let out = server.cli_cmd(&["assets", "import"]).arg_path(&uki.path);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -45,8 +53,12 @@ fn setup(extra: &[&str]) -> Setup {
         json!({"mac": MAC, "profile": "hadron", "hostname": "node-1", "labels": {"rack": "a1"}}),
     );
     assert_eq!(r.status, 201, "{}", r.text);
+    let machine_ip = crate::loopback_dhcp::lease(dhcp_port, MAC);
+    let machine = from_address(&api, machine_ip);
     Setup {
         server,
+        machine,
+        machine_ip,
         api,
         uki,
         digest,
@@ -234,22 +246,22 @@ fn scripts_follow_the_lifecycle_and_installed_machines_never_get_the_installer()
     );
     assert_eq!(state(api), "registered", "a dispatch is not a boot");
     // EFI: chain the UKI with the embedded cmdline, the profile's, then ours.
-    let efi = script(api, "efi");
+    let efi = script(&s.machine, "efi");
     let chain = efi.lines().find(|l| l.starts_with("chain")).unwrap();
     assert!(
         chain.contains("console=ttyS0 quiet rd.neednet=1 config_url="),
         "{chain}"
     );
     assert_eq!(state(api), "booting");
-    let (st, body) = bytes(api, &url_of(&efi, "chain", base));
+    let (st, body) = bytes(&s.machine, &url_of(&efi, "chain", base));
     assert!(
         st == 200 && body == std::fs::read(&s.uki.path).unwrap(),
         "UKI bytes differ"
     );
     // BIOS: the kernel and initrd from the same UKI.
-    let bios = script(api, "pcbios");
-    let (_, k) = bytes(api, &url_of(&bios, "kernel", base));
-    let (_, i) = bytes(api, &url_of(&bios, "initrd", base));
+    let bios = script(&s.machine, "pcbios");
+    let (_, k) = bytes(&s.machine, &url_of(&bios, "kernel", base));
+    let (_, i) = bytes(&s.machine, &url_of(&bios, "initrd", base));
     assert!(
         k == s.uki.linux && i == s.uki.initrd,
         "extracted sections differ"
@@ -277,14 +289,15 @@ fn scripts_follow_the_lifecycle_and_installed_machines_never_get_the_installer()
     let token = stdout(&s.server.cli(&["machines", "token", MAC]))
         .trim()
         .to_string();
-    let progress = |body: Value| {
+    let progress_with = |token: &str, body: Value| {
         anon.send(
             anon.request("POST", "/api/v1/nodes/progress")
-                .bearer_auth(&token)
+                .bearer_auth(token)
                 .json(&body),
         )
         .status
     };
+    let progress = |body: Value| progress_with(&token, body);
     assert_eq!(
         progress(json!({"state": "installing", "phase": "write-image", "percent": 40})),
         204
@@ -293,21 +306,21 @@ fn scripts_follow_the_lifecycle_and_installed_machines_never_get_the_installer()
     assert_eq!(progress(json!({"state": "installed"})), 204);
     assert_eq!(state(api), "installed");
     // Every path now says "boot from disk".
-    assert!(script(api, "efi").contains("\nexit 1"));
-    assert!(script(api, "pcbios").contains("sanboot --no-describe --drive 0x80"));
-    let (st, _) = bytes(api, &url_of(&efi, "chain", base));
+    assert!(script(&s.machine, "efi").contains("\nexit 1"));
+    assert!(script(&s.machine, "pcbios").contains("sanboot --no-describe --drive 0x80"));
+    let (st, _) = bytes(&s.machine, &url_of(&efi, "chain", base));
     assert_eq!(st, 403, "the UKI URL it kept must not reinstall it");
-    let (st, _) = bytes(api, &url_of(&bios, "kernel", base));
+    let (st, _) = bytes(&s.machine, &url_of(&bios, "kernel", base));
     assert_eq!(st, 403);
     assert_eq!(anon.get(&format!("/boot/efi?mac={MAC}")).status, 404);
     assert_eq!(state(api), "installed");
     // Until an operator asks for it.
     let out = s.server.cli(&["machines", "reprovision", MAC]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(script(api, "efi").contains("chain --autofree"));
+    assert!(script(&s.machine, "efi").contains("chain --autofree"));
     assert_eq!(state(api), "booting");
     // UEFI HTTP boot gets the UKI itself.
-    let (st, body) = bytes(api, &format!("/boot/efi?mac={MAC}"));
+    let (st, body) = bytes(&s.machine, &format!("/boot/efi?mac={MAC}"));
     assert!(st == 200 && body.len() as u64 == std::fs::metadata(&s.uki.path).unwrap().len());
     // Unknown machines are ignored by default.
     assert_eq!(
@@ -321,12 +334,18 @@ fn scripts_follow_the_lifecycle_and_installed_machines_never_get_the_installer()
             .status,
         400
     );
+    // The reprovision revoked the old install's token; the new one is in the new config.
+    assert_eq!(progress(json!({"state": "installing"})), 401);
+    let token = token_of(&s, MAC);
     // Failure holds the machine with the reason.
     assert_eq!(
-        progress(json!({"state": "failed", "reason": "no disk /dev/vda"})),
+        progress_with(
+            &token,
+            json!({"state": "failed", "reason": "no disk /dev/vda"})
+        ),
         204
     );
-    let held = script(api, "efi");
+    let held = script(&s.machine, "efi");
     assert!(
         held.contains("echo provisioner: install failed (no disk /dev/vda)")
             && held.contains("sleep 10"),
@@ -446,18 +465,11 @@ fn configs_are_rendered_per_machine_and_served_only_to_it() {
         .status,
         403
     );
-    // By address: once the machine netbooted from 127.0.0.1, that address gets it; 127.0.0.2 does not.
-    script(api, "efi");
-    assert_eq!(anon.get(&format!("/config?mac={MAC}")).status, 200);
-    let from2 = reqwest::blocking::Client::builder()
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .build()
-        .unwrap();
-    let r = from2
-        .get(format!("{}/config?mac={MAC}", s.server.url))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    // By address: from the address the server leased to it, while it installs; not from
+    // 127.0.0.1 even after a script was fetched from there for its MAC.
+    assert_eq!(s.machine.get(&format!("/config?mac={MAC}")).status, 200);
+    anon.get(&format!("/boot/ipxe?mac={MAC}&platform=efi"));
+    assert_eq!(anon.get(&format!("/config?mac={MAC}")).status, 403);
     // The Kairos-template URL by UUID.
     let r = api.json("PUT", &format!("/api/v1/machines/{MAC}"), json!({"profile": "hadron", "hostname": "node-1", "uuid": "4C4C4544-0042-3510-8052-B4C04F4B4E31"}));
     assert_eq!(r.status, 200, "{}", r.text);
@@ -478,7 +490,7 @@ fn kairos_shaped_registration_is_idempotent_and_checked() {
     let token = stdout(&s.server.cli(&["machines", "token", MAC]))
         .trim()
         .to_string();
-    script(api, "efi");
+    script(&s.machine, "efi");
     let body = |tok: &str, id: &str| {
         json!({"registrationToken": tok, "machineID": id, "hostname": "node-1",
                "agentVersion": "v2.20.0", "addresses": ["198.18.0.50"], "bootState": "active_boot"})
@@ -547,8 +559,8 @@ fn syslog_lines_in_both_formats_are_kept_per_machine() {
     let s = setup(&["--syslog-listen", "127.0.0.1:0"]);
     let api = &s.api;
     let target = s.server.syslog.expect("syslog listening line");
-    script(api, "efi"); // the machine is now known at 127.0.0.1
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // From the machine's leased address: attributed to it.
+    let sock = std::net::UdpSocket::bind((s.machine_ip, 0)).unwrap();
     let big = format!("<14>1 - - big - - - {}", "x".repeat(60_000));
     let datagrams: Vec<Vec<u8>> = vec![
         b"<165>1 2026-11-22T10:00:00Z node-1 installer 42 ID1 [meta x=\"1\"] writing image 40%"
@@ -560,8 +572,15 @@ fn syslog_lines_in_both_formats_are_kept_per_machine() {
     for d in &datagrams {
         sock.send_to(d, target).unwrap();
     }
-    // Another address: not attributed to anyone, only counted.
-    let stranger = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    // Another address, even one that asked for the machine's script: not attributed to anyone,
+    // only counted (a request naming a MAC is no evidence).
+    assert_eq!(
+        api.without_token()
+            .get(&format!("/boot/ipxe?mac={MAC}&platform=efi"))
+            .status,
+        200
+    );
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     stranger.send_to(b"<13>who am i", target).unwrap();
     // Wait (bounded) until all four are stored.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -11,82 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::Server;
+use crate::loopback_dhcp::{exchange, packet, ACK, DISCOVER, OFFER, REQUEST};
 
 /// A MAC and the address it was acknowledged.
 type Acked = ([u8; 6], Ipv4Addr);
-
-const DISCOVER: u8 = 1;
-const OFFER: u8 = 2;
-const REQUEST: u8 = 3;
-const ACK: u8 = 5;
-
-fn packet(kind: u8, xid: u32, mac: [u8; 6], giaddr: Ipv4Addr, extra: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1; // BOOTREQUEST
-    p[1] = 1; // Ethernet
-    p[2] = 6;
-    p[3] = 1; // hops: relayed
-    p[4..8].copy_from_slice(&xid.to_be_bytes());
-    p[24..28].copy_from_slice(&giaddr.octets());
-    p[28..34].copy_from_slice(&mac);
-    p.extend_from_slice(&[99, 130, 83, 99]);
-    p.extend_from_slice(&[53, 1, kind]);
-    for (code, v) in extra {
-        p.push(*code);
-        p.push(v.len() as u8);
-        p.extend_from_slice(v);
-    }
-    p.push(255);
-    p
-}
-
-/// (message type, xid, yiaddr, server id) of a reply.
-fn parse(b: &[u8]) -> Option<(u8, u32, Ipv4Addr, Option<Ipv4Addr>)> {
-    if b.len() < 240 || b[0] != 2 || b[236..240] != [99, 130, 83, 99] {
-        return None;
-    }
-    let xid = u32::from_be_bytes(b[4..8].try_into().ok()?);
-    let yiaddr = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
-    let (mut kind, mut sid, mut i) = (0, None, 240);
-    while i + 1 < b.len() && b[i] != 255 {
-        if b[i] == 0 {
-            i += 1;
-            continue;
-        }
-        let (code, len) = (b[i], b[i + 1] as usize);
-        let v = b.get(i + 2..i + 2 + len)?;
-        match code {
-            53 => kind = v[0],
-            54 if len == 4 => sid = Some(Ipv4Addr::new(v[0], v[1], v[2], v[3])),
-            _ => {}
-        }
-        i += 2 + len;
-    }
-    Some((kind, xid, yiaddr, sid))
-}
-
-fn exchange(
-    sock: &UdpSocket,
-    server: SocketAddrV4,
-    msg: &[u8],
-    want: u8,
-    xid: u32,
-) -> Option<(Ipv4Addr, Option<Ipv4Addr>)> {
-    sock.send_to(msg, server).ok()?;
-    let deadline = Instant::now() + Duration::from_millis(800);
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
-            return None;
-        };
-        if let Some((kind, x, ip, sid)) = parse(&buf[..n]) {
-            if x == xid && kind == want {
-                return Some((ip, sid));
-            }
-        }
-    }
-    None
-}
 
 fn mac(thread: u8, i: u32) -> [u8; 6] {
     let b = i.to_be_bytes();

@@ -20,7 +20,10 @@ pub fn routes() -> Router<App> {
         .route("/machines/{mac}/logs", get(list))
         .route("/machines/{mac}/logs/stream", get(follow))
         .route("/machines/{mac}/token", get(token))
-        .route("/machines/{mac}/token/rotate", axum::routing::post(rotate_token))
+        .route(
+            "/machines/{mac}/token/rotate",
+            axum::routing::post(rotate_token),
+        )
 }
 
 #[derive(Deserialize, Default)]

@@ -129,7 +129,10 @@ pub async fn ipxe_script(
             };
             plan::note(&app, mac, kind).await;
         }
-        (Script::InstallEfi { .. } | Script::InstallBios { .. } | Script::LocalDisk { .. }, None) => {
+        (
+            Script::InstallEfi { .. } | Script::InstallBios { .. } | Script::LocalDisk { .. },
+            None,
+        ) => {
             tracing::debug!(%mac, from = %peer.remote, "script asked without evidence of the machine; nothing recorded");
         }
         _ => {}

@@ -193,7 +193,8 @@ impl Core {
             }
             _ => return None,
         };
-        let usable = !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback());
+        let usable =
+            !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback());
         usable.then(|| crate::identity::observed_binding(ip, mac, input.now))
     }
 

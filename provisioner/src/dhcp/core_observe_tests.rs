@@ -90,7 +90,11 @@ fn nothing_is_observed_that_proves_nothing() {
             MessageType::Request,
             vec![DhcpOption::RequestedIpAddress(ip(bad))],
         );
-        assert_eq!(run(&mut c, &req, arrived(67), Some(&m)).observed, None, "{bad}");
+        assert_eq!(
+            run(&mut c, &req, arrived(67), Some(&m)).observed,
+            None,
+            "{bad}"
+        );
     }
 }
 

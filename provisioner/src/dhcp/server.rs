@@ -376,9 +376,7 @@ async fn decide(
             if let Some(b) = &d.observed {
                 let stored = store.lease_by_ip(b.ip)?;
                 let fresh = stored.as_ref().is_some_and(|l| {
-                    l.mac == b.mac
-                        && l.observed
-                        && l.expires.0 > t.0 + (b.expires.0 - t.0) / 2
+                    l.mac == b.mac && l.observed && l.expires.0 > t.0 + (b.expires.0 - t.0) / 2
                 });
                 if !fresh {
                     store.put_leases(std::slice::from_ref(b))?;

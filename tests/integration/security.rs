@@ -1,0 +1,223 @@
+//! The attacker on the provisioning network (issue: "security first"): with nothing but a
+//! machine's MAC and UUID, a stranger must not get its config or token, move it through its
+//! lifecycle, or register it; and the machine itself, proven by the lease the server granted it,
+//! still installs normally. Identity comes only from the server's own evidence.
+
+use std::net::Ipv4Addr;
+
+use serde_json::json;
+
+use crate::harness::{stdout, Api};
+use crate::loopback_dhcp::{from_address, lease, LeaseServer};
+use crate::uki;
+
+const V: &str = "52:54:00:5e:c0:01";
+const U: &str = "4c4c4544-0042-3510-8052-b4c04f4b4e31";
+const ATTACKER: &str = "52:54:00:ba:d0:01";
+
+struct Rack {
+    s: LeaseServer,
+    api: Api,
+    _dir: tempfile::TempDir,
+}
+
+/// A server leasing 127.200.x.y, a UKI, a profile whose template prints the token, and V.
+fn rack() -> Rack {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LeaseServer::start(dir.path(), &dir.path().join("data"), "", &[]);
+    let u = uki::build(dir.path(), "hadron.efi", "Hadron (security test)");
+    let out = s
+        .server
+        .cli_cmd(&["assets", "import"])
+        .arg(&u.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let digest = stdout(&out)
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap()
+        .to_string();
+    let api = s.server.http();
+    let tpl = "#cloud-config\nhostname: {{ hostname }}\ntoken: {{ token }}\n";
+    let r = api.json(
+        "POST",
+        "/api/v1/profiles",
+        json!({"name": "hadron", "uki": digest, "cloud_config": tpl}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = api.json(
+        "POST",
+        "/api/v1/machines",
+        json!({"mac": V, "profile": "hadron", "hostname": "v", "uuid": U}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    Rack { s, api, _dir: dir }
+}
+
+fn machine(api: &Api) -> serde_json::Value {
+    api.get(&format!("/api/v1/machines/{V}")).body
+}
+
+fn events_of_v(api: &Api) -> usize {
+    api.get(&format!("/api/v1/events?machine={V}"))
+        .body
+        .as_array()
+        .map_or(0, |a| a.len())
+}
+
+fn register(api: &Api, token: &str, id: &str) -> u16 {
+    api.json(
+        "POST",
+        "/api/v1/nodes/register",
+        json!({"registrationToken": token, "machineID": id, "bootState": "active_boot"}),
+    )
+    .status
+}
+
+#[test]
+fn a_stranger_with_only_the_mac_and_uuid_cannot_take_over_a_waiting_machine() {
+    let r = rack();
+    let api = &r.api;
+    // Two attackers: one with no lease (127.0.0.1), one with a lease of its own.
+    let stranger = api.without_token();
+    let attacker_ip = lease(r.s.dhcp_port, ATTACKER);
+    let attacker = from_address(api, attacker_ip);
+    let events_before = events_of_v(api);
+    for who in [&stranger, &attacker] {
+        // Public answers still come (a script and a UKI hold no per-machine secret)...
+        assert_eq!(
+            who.get(&format!("/boot/ipxe?mac={V}&platform=efi")).status,
+            200
+        );
+        let ranged = who.send(
+            who.request("GET", &format!("/boot/efi?mac={V}"))
+                .header("Range", "bytes=0-0"),
+        );
+        assert_eq!(ranged.status, 206);
+        // ...but no secret, and nothing the server believes about V changes.
+        for path in [
+            format!("/config/{V}"),
+            format!("/config?mac={V}"),
+            format!("/config?uuid={U}"),
+        ] {
+            let got = who.get(&path);
+            assert_eq!(got.status, 403, "{path}: {}", got.text);
+            assert!(!got.text.contains("m1."), "a token leaked: {}", got.text);
+        }
+        assert_eq!(register(who, "", "attacker-os"), 401);
+        assert_eq!(
+            register(
+                who,
+                "m1.5254005ec001.0000000000000000000000000000000000000000",
+                "x"
+            ),
+            401
+        );
+    }
+    let m = machine(api);
+    assert_eq!(m["lifecycle"]["state"], "registered", "{m}");
+    assert!(m.get("boot_ip").is_none(), "no address recorded: {m}");
+    assert_eq!(
+        events_of_v(api),
+        events_before,
+        "no event on V from strangers"
+    );
+
+    // V itself, from the address the server leased to it, installs normally.
+    let v_ip: Ipv4Addr = lease(r.s.dhcp_port, V);
+    assert_ne!(v_ip, attacker_ip);
+    let v = from_address(api, v_ip);
+    assert_eq!(
+        v.get(&format!("/boot/ipxe?mac={V}&platform=efi")).status,
+        200
+    );
+    let m = machine(api);
+    assert_eq!(m["lifecycle"]["state"], "booting");
+    assert_eq!(m["boot_ip"], v_ip.to_string());
+    let cfg = v.get(&format!("/config?uuid={U}"));
+    assert_eq!(cfg.status, 200, "{}", cfg.text);
+    let token = cfg
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token in the config")
+        .to_string();
+    // The attacker still gets nothing from its own address.
+    assert_eq!(attacker.get(&format!("/config/{V}")).status, 403);
+    let progress = |state: &str| {
+        v.send(
+            v.request("POST", "/api/v1/nodes/progress")
+                .bearer_auth(&token)
+                .json(&json!({ "state": state })),
+        )
+        .status
+    };
+    assert_eq!(progress("installing"), 204);
+    assert_eq!(progress("installed"), 204);
+    assert_eq!(register(&v, &token, "v-machine-id"), 200);
+    let m = machine(api);
+    assert_eq!(m["lifecycle"]["state"], "ready");
+    assert_eq!(m["registration"]["machine_id"], "v-machine-id");
+    // The install is over: V's address no longer opens its config; its token still does.
+    assert_eq!(v.get(&format!("/config/{V}")).status, 403);
+    let with_token = v.send(
+        v.request("GET", &format!("/config/{V}"))
+            .bearer_auth(&token),
+    );
+    assert_eq!(with_token.status, 200);
+    // Lower-case auth scheme (RFC 9110 §11.1: case-insensitive).
+    let lower = v.send(
+        v.request("GET", &format!("/config/{V}"))
+            .header("Authorization", format!("bearer {token}")),
+    );
+    assert_eq!(lower.status, 200, "{}", lower.text);
+}
+
+#[test]
+fn evidence_ends_with_the_lease() {
+    let r = rack();
+    let v_ip = lease(r.s.dhcp_port, V);
+    let v = from_address(&r.api, v_ip);
+    assert_eq!(v.get(&format!("/config/{V}")).status, 200);
+    // V releases its lease (RFC 2131 §4.4.6; expiry is the unit tests' part): from then on the
+    // address is nobody's, whoever uses it next.
+    crate::loopback_dhcp::release(r.s.dhcp_port, V, v_ip);
+    assert_eq!(v.get(&format!("/config/{V}")).status, 403);
+}
+
+#[test]
+fn a_uuid_belongs_to_one_machine() {
+    let r = rack();
+    let api = &r.api;
+    let dup = api.json(
+        "POST",
+        "/api/v1/machines",
+        json!({"mac": "52:54:00:00:00:01", "uuid": U.to_uppercase()}),
+    );
+    assert_eq!(dup.status, 409, "{}", dup.text);
+    assert_eq!(dup.body["error"], "uuid_taken");
+    assert!(dup.text.contains(V), "names the holder: {}", dup.text);
+    // Nor by CSV import or by editing another machine.
+    let csv = api.csv(format!("mac,uuid\n52:54:00:00:00:02,{U}\n"));
+    assert_eq!(csv.status, 409, "{}", csv.text);
+    let r2 = api.json(
+        "POST",
+        "/api/v1/machines",
+        json!({"mac": "52:54:00:00:00:03"}),
+    );
+    assert_eq!(r2.status, 201);
+    let put = api.json(
+        "PUT",
+        "/api/v1/machines/52:54:00:00:00:03",
+        json!({"uuid": U}),
+    );
+    assert_eq!(put.status, 409, "{}", put.text);
+    // V's own look-up by UUID keeps working with its token.
+    let token = stdout(&r.s.server.cli(&["machines", "token", V]))
+        .trim()
+        .to_string();
+    let anon = api.without_token();
+    let got = anon.get(&format!("/config?uuid={U}&token={token}"));
+    assert_eq!(got.status, 200, "{}", got.text);
+}
