@@ -230,6 +230,15 @@ pub fn release(port: u16, mac: &str, ip: Ipv4Addr) {
     .expect("the server answers after the RELEASE");
 }
 
+/// One relayed DISCOVER from `mac` with `options`; whether an OFFER came back.
+pub fn discover(port: u16, mac: &str, options: &[(u8, Vec<u8>)]) -> bool {
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let (relay, sock) = relay_socket();
+    let xid = 0x3d00_0000 | rand_u16() as u32;
+    let p = packet(DISCOVER, xid, parse_mac(mac), relay, options);
+    exchange(&sock, server, &p, OFFER, xid).is_some()
+}
+
 fn parse_mac(mac: &str) -> [u8; 6] {
     let m: Vec<u8> = mac
         .split(':')

@@ -288,7 +288,11 @@ fn syslog_from_many_addresses_is_cheap_and_attributed_only_by_lease() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let used = cpu_ticks(pid) - before;
-    assert_eq!((no, yes), (2_000, sent_from_v), "every datagram counted, none dropped");
+    assert_eq!(
+        (no, yes),
+        (2_000, sent_from_v),
+        "every datagram counted, none dropped"
+    );
     let lines = api.get(&format!("/api/v1/machines/{V}/logs")).body;
     assert_eq!(lines.as_array().unwrap().len() as u64, sent_from_v);
     // Was ~6 s of CPU with a scan per address; now point reads. 2 s of ticks (at 100 Hz) is a
@@ -296,3 +300,62 @@ fn syslog_from_many_addresses_is_cheap_and_attributed_only_by_lease() {
     assert!(used < 200, "syslog attribution used {used} ticks of CPU");
     eprintln!("syslog: 2,100 datagrams from 2,001 addresses cost {used} ticks of server CPU");
 }
+
+/// Option 97 (client machine identifier, type 0) carrying `uuid` in SMBIOS wire order: the
+/// first three fields little-endian.
+fn option_97(uuid: &str) -> Vec<u8> {
+    let hex: String = uuid.chars().filter(|c| *c != '-').collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut out = vec![0u8];
+    out.extend(b[0..4].iter().rev());
+    out.extend(b[4..6].iter().rev());
+    out.extend(b[6..8].iter().rev());
+    out.extend(&b[8..16]);
+    out
+}
+
+#[test]
+fn a_discovered_record_never_shadows_a_registered_uuid() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LeaseServer::start(
+        dir.path(),
+        &dir.path().join("data"),
+        "unknown_machines = \"discover\"",
+        &[],
+    );
+    let api = s.server.http();
+    let r = api.json("POST", "/api/v1/machines", json!({"mac": V, "uuid": U}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    // One PXE DISCOVER from a lower MAC claiming V's UUID (and one with a fresh UUID).
+    let low = "52:54:00:00:00:01";
+    let pxe = |uuid: &str| {
+        vec![
+            (60, b"PXEClient:Arch:00007:UNDI:003016".to_vec()),
+            (93, vec![0, 7]),
+            (97, option_97(uuid)),
+        ]
+    };
+    crate::loopback_dhcp::discover(s.dhcp_port, low, &pxe(U));
+    crate::loopback_dhcp::discover(s.dhcp_port, "52:54:00:00:00:02", &pxe(V_OTHER));
+    // The newcomers are discovered; the one claiming V's UUID without it.
+    let low_m = api.get(&format!("/api/v1/machines/{low}"));
+    assert_eq!(low_m.status, 200, "{}", low_m.text);
+    assert_eq!(low_m.body["lifecycle"]["state"], "discovered");
+    assert!(low_m.body.get("uuid").is_none(), "{}", low_m.text);
+    let other = api.get("/api/v1/machines/52:54:00:00:00:02").body;
+    assert_eq!(other["uuid"], V_OTHER, "{other}");
+    // V's own look-up by UUID still finds V.
+    let token = stdout(&s.server.cli(&["machines", "token", V]))
+        .trim()
+        .to_string();
+    let got = api
+        .without_token()
+        .get(&format!("/config?uuid={U}&token={token}"));
+    // (V has no profile here: "V has no profile" proves the look-up found V, not the newcomer.)
+    assert!(got.text.contains(V), "{} {}", got.status, got.text);
+    assert_eq!(api.get(&format!("/api/v1/machines/{V}")).body["uuid"], U);
+}
+
+const V_OTHER: &str = "00000000-1111-2222-3333-444444444444";
