@@ -15,12 +15,18 @@ use crate::harness::Server;
 /// A MAC and the address it was acknowledged.
 type Acked = ([u8; 6], Ipv4Addr);
 
-const DISCOVER: u8 = 1;
-const OFFER: u8 = 2;
-const REQUEST: u8 = 3;
-const ACK: u8 = 5;
+pub const DISCOVER: u8 = 1;
+pub const OFFER: u8 = 2;
+pub const REQUEST: u8 = 3;
+pub const ACK: u8 = 5;
 
-fn packet(kind: u8, xid: u32, mac: [u8; 6], giaddr: Ipv4Addr, extra: &[(u8, Vec<u8>)]) -> Vec<u8> {
+pub fn packet(
+    kind: u8,
+    xid: u32,
+    mac: [u8; 6],
+    giaddr: Ipv4Addr,
+    extra: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
     let mut p = vec![0u8; 236];
     p[0] = 1; // BOOTREQUEST
     p[1] = 1; // Ethernet
@@ -65,7 +71,7 @@ fn parse(b: &[u8]) -> Option<(u8, u32, Ipv4Addr, Option<Ipv4Addr>)> {
     Some((kind, xid, yiaddr, sid))
 }
 
-fn exchange(
+pub fn exchange(
     sock: &UdpSocket,
     server: SocketAddrV4,
     msg: &[u8],
