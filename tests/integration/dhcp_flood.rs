@@ -204,7 +204,8 @@ fn strangers_do_not_keep_a_registered_machine_from_an_address() {
     .expect("an ACK for the registered machine");
     assert_eq!(acked, ip);
     let evs = api.get("/api/v1/events?machine=02:00:00:00:33:01").body;
-    assert_eq!(evs.as_array().map(Vec::len), Some(0), "{evs}");
+    let evs = evs.as_array().unwrap();
+    assert_eq!(evs.len(), 0, "{:?}", &evs[..evs.len().min(2)]);
     let metrics = api.get("/metrics").text;
     assert!(
         metric(
