@@ -43,6 +43,9 @@ pub struct BootContext {
     pub public_url: Option<String>,
     /// What to do with machines the inventory does not know (shared with DHCP).
     pub unknown: UnknownPolicy,
+    /// The cap and rate on recording unknown machines, shared with DHCP so one limit holds
+    /// however strangers arrive.
+    pub admission: crate::admission::Admission,
     /// How often a held machine's script polls again.
     pub poll: std::time::Duration,
     /// UDP port of our syslog receiver, rendered into configs (`None`: off).

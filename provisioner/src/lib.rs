@@ -3,6 +3,7 @@
 //! operator API over the inventory.
 //!
 //! # Layout
+//! - [`admission`]: the one rule (count cap and rate) for recording unknown machines.
 //! - [`config`]: TOML wire structs and their validation into [`config::Config`].
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
 //! - [`boot`]: HTTP boot: iPXE scripts, UEFI HTTP boot, assets, configs, the machines' API.
@@ -22,6 +23,7 @@
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod boot;

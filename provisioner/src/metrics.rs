@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use inventory::{Machine, State};
 
 /// A monotonically increasing counter.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
@@ -126,6 +126,8 @@ impl TftpMetrics {
 pub struct Metrics {
     pub tftp: std::sync::Arc<TftpMetrics>,
     pub dhcp: std::sync::Arc<crate::dhcp::server::DhcpMetrics>,
+    /// Unknown machines recorded or refused by [`crate::admission`] (DHCP and HTTP boot).
+    pub discovery: crate::admission::AdmissionMetrics,
     http_2xx: AtomicU64,
     http_4xx: AtomicU64,
     http_5xx: AtomicU64,
@@ -224,6 +226,7 @@ impl Metrics {
         );
         self.tftp.render(&mut out);
         self.dhcp.render(&mut out);
+        self.discovery.render(&mut out, machines);
         out
     }
 }

@@ -86,6 +86,9 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
             .dhcp
             .as_ref()
             .map_or(crate::boot_decision::UnknownPolicy::Ignore, |d| d.unknown),
+        admission: crate::admission::Admission::new(
+            cfg.dhcp.as_ref().map(|d| d.admission).unwrap_or_default(),
+        ),
         poll: cfg.poll_interval,
         syslog_port: syslog
             .as_ref()
@@ -178,7 +181,13 @@ async fn start_dhcp(
     use crate::dhcp::core::{Core, Settings};
     use crate::dhcp::pool::Pool;
     use crate::dhcp::reply::BootUrls;
-    let leases = app.read(|s| s.leases()).await?;
+    let (leases, machines) = app.read(|s| Ok((s.leases()?, s.machines()?))).await?;
+    // Bindings of machines the inventory vouches for; the others count as strangers' holdings.
+    let vouched: std::collections::HashSet<inventory::Mac> = machines
+        .iter()
+        .filter(|m| m.state() != inventory::State::Discovered)
+        .map(|m| m.mac)
+        .collect();
     let t = now();
     let subnets = cfg
         .subnets
@@ -190,8 +199,9 @@ async fn start_dhcp(
                 s.first,
                 s.last,
                 s.times,
-            );
-            pool.restore(&leases, t);
+            )
+            .with_stranger_share(s.unknown_share);
+            pool.restore(&leases, t, &|mac| !vouched.contains(&mac));
             (s.options.clone(), pool)
         })
         .collect();
@@ -212,7 +222,8 @@ async fn start_dhcp(
             },
         },
         subnets,
-        unknown_seen: Default::default(),
+        observations: Default::default(),
+        pool_warned: None,
     };
     let core = std::sync::Arc::new(std::sync::Mutex::new(core));
     let socks = crate::dhcp::server::bind(cfg).await.with_context(|| {

@@ -7,6 +7,7 @@ mod boot;
 mod cli;
 mod crash;
 mod dhcp;
+mod dhcp_flood;
 mod dhcp_relay;
 mod harness;
 mod lab;

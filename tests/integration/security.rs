@@ -180,7 +180,10 @@ fn evidence_ends_with_the_lease() {
     let v_ip = lease(r.s.dhcp_port, V);
     let v = from_address(&r.api, v_ip);
     // V netboots from its address (the old code remembered that address forever).
-    assert_eq!(v.get(&format!("/boot/ipxe?mac={V}&platform=efi")).status, 200);
+    assert_eq!(
+        v.get(&format!("/boot/ipxe?mac={V}&platform=efi")).status,
+        200
+    );
     assert_eq!(v.get(&format!("/config/{V}")).status, 200);
     // V releases its lease (RFC 2131 §4.4.6; expiry is the unit tests' part): from then on the
     // address is nobody's, whoever uses it next.

@@ -6,9 +6,7 @@
 use std::net::Ipv4Addr;
 
 use boot_assets::{parse_digest, AssetKind, AssetMeta, BootSection};
-use inventory::{
-    lifecycle, EventKind, Lifecycle, Mac, Machine, NewEvent, Profile, State, Transition,
-};
+use inventory::{lifecycle, EventKind, Mac, Machine, NewEvent, Profile, State, Transition};
 
 use super::script::{Cmdline, IpxeText, Platform, Script};
 use super::Base;
@@ -35,20 +33,25 @@ impl BootView {
 pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
     let policy = app.boot.unknown;
     let t = now();
+    let (boot, metrics) = (app.boot.clone(), app.metrics.clone());
     let (machine, profile) = app
         .write(move |s| {
             let mut events = Vec::new();
             let mut machine = s.machine(mac)?;
-            if machine.is_none() && policy != UnknownPolicy::Ignore {
-                let mut m = Machine::registered(mac, Default::default(), t);
-                let by = if policy == UnknownPolicy::Discover {
-                    m.lifecycle = Lifecycle::new(State::Discovered, t);
-                    "discover"
-                } else {
-                    "auto"
+            if machine.is_none() {
+                // The same cap and rate as DHCP discovery; refused: stays unknown (and polls).
+                let who = crate::admission::Newcomer {
+                    mac,
+                    uuid: None,
+                    arch: None,
+                    via: "http",
                 };
-                events = s.create_machines(vec![m.clone()], by, t)?;
-                machine = Some(m);
+                if let Some((m, evs)) =
+                    boot.admission
+                        .admit(s, who, policy, t, &metrics.discovery)?
+                {
+                    (machine, events) = (Some(m), evs);
+                }
             }
             let profile = match machine.as_ref().and_then(|m| m.spec.profile.clone()) {
                 Some(p) => s.profile(&p)?,

@@ -10,8 +10,12 @@ use serde::Deserialize;
 use super::core::{Mode, SubnetOptions};
 use super::pool::PoolTimes;
 use super::reply::Loaders;
+use crate::admission::Limits;
 use crate::boot_decision::UnknownPolicy;
 use crate::config::ConfigError;
+
+/// Default of `dhcp.subnet.unknown_share`: a fifth of each range stays for registered machines.
+pub const DEFAULT_UNKNOWN_SHARE: u8 = 80;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +27,10 @@ pub struct WireDhcp {
     pub server_ip: Option<String>,
     pub http_url: Option<String>,
     pub unknown_machines: Option<UnknownPolicy>,
+    /// Unclaimed records of unknown machines at most (`discover`/`auto`).
+    pub max_discovered: Option<u64>,
+    /// New records of unknown machines per minute at most.
+    pub discover_rate: Option<u64>,
     #[serde(default)]
     pub loaders: WireLoaders,
     #[serde(default)]
@@ -48,6 +56,8 @@ pub struct WireSubnet {
     pub dns: Vec<String>,
     pub domain: Option<String>,
     pub lease_time: Option<String>,
+    /// Percent of the range that machines not registered may hold at once.
+    pub unknown_share: Option<u64>,
 }
 
 /// A validated subnet with its dynamic range.
@@ -57,6 +67,9 @@ pub struct SubnetConfig {
     pub first: Ipv4Addr,
     pub last: Ipv4Addr,
     pub times: PoolTimes,
+    /// Percent (0–100) of the range unregistered clients may hold at once; the rest is kept for
+    /// registered machines (see [`super::pool::Pool::with_stranger_share`]).
+    pub unknown_share: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +83,9 @@ pub struct DhcpConfig {
     /// `server_ip` and the HTTP listener's port at start-up.
     pub http_url: Option<String>,
     pub unknown: UnknownPolicy,
+    /// Cap and rate of recording unknown machines (`dhcp.max_discovered`, `dhcp.discover_rate`);
+    /// HTTP boot applies the same limits.
+    pub admission: Limits,
     pub loaders: Loaders,
     pub subnets: Vec<SubnetConfig>,
 }
@@ -192,6 +208,17 @@ pub fn validate(w: WireDhcp) -> Result<Option<DhcpConfig>, ConfigError> {
             s.lease_time.as_deref(),
             Duration::from_secs(3600),
         )?;
+        let unknown_share = match s.unknown_share {
+            None => DEFAULT_UNKNOWN_SHARE,
+            Some(p) if p <= 100 => p as u8,
+            Some(p) => {
+                return Err(bad(
+                    "dhcp.subnet.unknown_share",
+                    p.to_string(),
+                    "a percentage, 0-100",
+                ))
+            }
+        };
         subnets.push(SubnetConfig {
             options: SubnetOptions {
                 network,
@@ -207,6 +234,7 @@ pub fn validate(w: WireDhcp) -> Result<Option<DhcpConfig>, ConfigError> {
                 lease,
                 ..PoolTimes::default()
             },
+            unknown_share,
         });
     }
     if mode == Mode::Full && subnets.is_empty() {
@@ -232,6 +260,29 @@ pub fn validate(w: WireDhcp) -> Result<Option<DhcpConfig>, ConfigError> {
             ));
         }
     }
+    let d = Limits::default();
+    let max_waiting = match w.max_discovered {
+        None => d.max_waiting,
+        Some(n) if n <= 1_000_000 => n as usize,
+        Some(n) => {
+            return Err(bad(
+                "dhcp.max_discovered",
+                n.to_string(),
+                "at most 1000000 (0: never record unknown machines)",
+            ))
+        }
+    };
+    let per_minute = match w.discover_rate {
+        None => d.per_minute,
+        Some(n) if (1..=100_000).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(bad(
+                "dhcp.discover_rate",
+                n.to_string(),
+                "new records per minute, 1-100000",
+            ))
+        }
+    };
     Ok(Some(DhcpConfig {
         mode,
         listen: w
@@ -245,6 +296,10 @@ pub fn validate(w: WireDhcp) -> Result<Option<DhcpConfig>, ConfigError> {
         server_ip,
         http_url: w.http_url.map(|u| u.trim_end_matches('/').to_string()),
         unknown: w.unknown_machines.unwrap_or(UnknownPolicy::Ignore),
+        admission: Limits {
+            max_waiting,
+            per_minute,
+        },
         loaders,
         subnets,
     }))
@@ -299,6 +354,43 @@ lease_time = "2h"
         );
         assert_eq!(s.times.lease, Duration::from_secs(7200));
         assert_eq!(c.loaders.efi_x64, "snponly.efi");
+        assert_eq!(
+            (c.admission, s.unknown_share),
+            (Limits::default(), DEFAULT_UNKNOWN_SHARE)
+        );
+        let tuned = FULL
+            .replace(
+                "unknown_machines = \"discover\"",
+                "unknown_machines = \"discover\"\nmax_discovered = 50\ndiscover_rate = 10",
+            )
+            .replace(
+                "lease_time = \"2h\"",
+                "lease_time = \"2h\"\nunknown_share = 0",
+            );
+        let c = parse(&tuned).unwrap().unwrap();
+        assert_eq!((c.admission.max_waiting, c.admission.per_minute), (50, 10));
+        assert_eq!(c.subnets[0].unknown_share, 0);
+    }
+
+    #[test]
+    fn the_example_configs_full_mode_block_shows_the_defaults() {
+        // The shipped example keeps DHCP off and shows full mode in comments: uncommented, those
+        // lines must parse and say the defaults.
+        let text = include_str!("../../provisioner.example.toml");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# Example for full mode:"))
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim_start())
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .collect();
+        let c = parse(&format!("[dhcp]\n{}", block.join("\n")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.admission, Limits::default());
+        assert_eq!(c.subnets[0].unknown_share, DEFAULT_UNKNOWN_SHARE);
+        assert_eq!(c.unknown, UnknownPolicy::Ignore);
     }
 
     #[test]
@@ -337,6 +429,14 @@ lease_time = "2h"
             (
                 &FULL.replace("domain", "dommain"),
                 "unknown field `dommain`",
+            ),
+            (
+                &FULL.replace("lease_time = \"2h\"", "unknown_share = 101"),
+                "dhcp.subnet.unknown_share = \"101\"",
+            ),
+            (
+                &FULL.replace("mode = \"full\"", "mode = \"full\"\ndiscover_rate = 0"),
+                "dhcp.discover_rate = \"0\"",
             ),
         ];
         for (text, want) in cases {

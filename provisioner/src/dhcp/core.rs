@@ -5,6 +5,12 @@
 //! address and answers only netbooting clients (DISCOVER on 67 with a proxy offer, REQUEST on 4011
 //! with a proxy ACK). The unknown-machine policy applies to netbooting: in full mode an unknown
 //! machine under `ignore` still gets an address, just no boot file; in proxy mode it gets silence.
+//!
+//! Floods (issue 18, item 8): every per-packet observation goes through
+//! [`super::seen_limit::Observations`]; ordinary DHCP clients the inventory does not know leave
+//! no events at all; a full pool is a warning at most once a minute ([`Decision::warning`]); and
+//! clients the inventory does not vouch for are served from their share of the range
+//! ([`super::pool::Standing`]).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -13,7 +19,7 @@ use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use inventory::{EventKind, Lease, Mac, Machine, Timestamp};
 
 use super::classify::{classify, Client, Stage};
-use super::pool::{Pool, Reservations};
+use super::pool::{NoOffer, Pool, Reservations, Standing};
 use super::reply::{
     boot_file, destination, pxe_vendor_options, Arrived, BootFile, BootUrls, Loaders,
     PXE_BOOT_SERVER_PORT,
@@ -88,6 +94,10 @@ pub struct Decision {
     pub client: Option<Client>,
     /// Why nothing is sent, for the dropped-packet counter.
     pub dropped: Option<&'static str>,
+    /// Something the operator should see in the log (rate-limited by the core).
+    pub warning: Option<String>,
+    /// Observations the rate limits kept out of the event history.
+    pub suppressed: usize,
 }
 
 impl Decision {
@@ -103,9 +113,14 @@ impl Decision {
 pub struct Core {
     pub settings: Settings,
     pub subnets: Vec<(SubnetOptions, Pool)>,
-    /// Rate limit of `seen` events for MACs the inventory does not know.
-    pub unknown_seen: super::seen_limit::SeenLimiter,
+    /// Rate limits of per-packet events (strangers and inventory machines).
+    pub observations: super::seen_limit::Observations,
+    /// When a pool's exhaustion was last logged (one warning a minute, not one per packet).
+    pub pool_warned: Option<Timestamp>,
 }
+
+/// At most one pool warning per this long (milliseconds).
+const POOL_WARNING_EVERY_MS: u64 = 60_000;
 
 fn message_type(m: &Message) -> Option<MessageType> {
     match m.opts().get(OptionCode::MessageType) {
@@ -123,6 +138,36 @@ fn ip_option(m: &Message, code: OptionCode) -> Option<Ipv4Addr> {
     }
 }
 
+/// The `seen` event of a DISCOVER or REQUEST: the stage and architecture for a machine of the
+/// inventory; for a stranger also its vendor class, saying it is not registered.
+fn seen_event(kind: MessageType, client: &Client, known: bool) -> EventKind {
+    let arch = client
+        .arch
+        .map(|a| format!(" arch {a}"))
+        .unwrap_or_default();
+    let detail = if known {
+        format!("{kind:?}{arch} ({:?})", client.stage)
+    } else {
+        format!(
+            "{kind:?} from a machine not in the inventory{} ({:?}{}); not registered",
+            client
+                .arch
+                .map(|a| format!(", arch {a}"))
+                .unwrap_or_default(),
+            client.stage,
+            client
+                .vendor_class
+                .as_deref()
+                .map(|v| format!(", {}", v.chars().take(48).collect::<String>()))
+                .unwrap_or_default(),
+        )
+    };
+    EventKind::Seen {
+        via: "dhcp".into(),
+        detail,
+    }
+}
+
 impl Core {
     pub fn handle(&mut self, input: Input<'_>) -> Decision {
         let msg = input.msg;
@@ -137,28 +182,13 @@ impl Core {
             Err(_) => return Decision::drop("hardware address is not Ethernet", None),
         };
         let intent = decide(input.machine, self.settings.unknown);
-        // Unknown netbooting machines are worth an operator's look; ordinary DHCP clients of a
-        // full-mode server (phones, printers, a load generator's 50,000 MACs) are not.
-        let unknown_event = (input.machine.is_none()
-            && client.stage != Stage::Plain
-            && matches!(kind, MessageType::Discover | MessageType::Request)
-            && self.unknown_seen.allow(client.mac, input.now))
-        .then(|| EventKind::Seen {
-            via: "dhcp".into(),
-            detail: format!(
-                "{kind:?} from a machine not in the inventory{} ({:?}{}); not registered",
-                client
-                    .arch
-                    .map(|a| format!(", arch {a}"))
-                    .unwrap_or_default(),
-                client.stage,
-                client
-                    .vendor_class
-                    .as_deref()
-                    .map(|v| format!(", {}", v.chars().take(48).collect::<String>()))
-                    .unwrap_or_default(),
-            ),
-        });
+        let standing = match input.machine {
+            Some(m) if m.state() != inventory::State::Discovered => Standing::Registered,
+            _ => Standing::Stranger,
+        };
+        let (mac, stage, known) = (client.mac, client.stage, input.machine.is_some());
+        let seen = matches!(kind, MessageType::Discover | MessageType::Request)
+            .then(|| seen_event(kind, &client, known));
         let mut d = match self.settings.mode {
             Mode::Proxy => {
                 let observed = self.observe(kind, &input, client.mac);
@@ -166,9 +196,18 @@ impl Core {
                 d.observed = observed;
                 d
             }
-            Mode::Full => self.full(kind, &input, client, intent),
+            Mode::Full => self.full(kind, &input, client, intent, standing),
         };
-        d.events.extend(unknown_event);
+        let mut observed = std::mem::take(&mut d.events);
+        observed.extend(seen);
+        // Unknown netbooting machines are worth an operator's look; ordinary DHCP clients of a
+        // full-mode server (phones, printers, a load generator's 50,000 MACs) are not.
+        if !known && stage == Stage::Plain {
+            observed.clear();
+        }
+        let (kept, suppressed) = self.observations.filter(mac, known, observed, input.now);
+        d.events = kept;
+        d.suppressed = suppressed;
         d
     }
 
@@ -196,6 +235,17 @@ impl Core {
         let usable =
             !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback());
         usable.then(|| crate::identity::observed_binding(ip, mac, input.now))
+    }
+
+    /// A warning about a pool, unless one was given in the last minute.
+    fn pool_warning(&mut self, now: Timestamp, text: impl FnOnce() -> String) -> Option<String> {
+        let due = self
+            .pool_warned
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= POOL_WARNING_EVERY_MS);
+        due.then(|| {
+            self.pool_warned = Some(now);
+            text()
+        })
     }
 
     fn proxy(
@@ -269,6 +319,7 @@ impl Core {
         input: &Input<'_>,
         client: Client,
         intent: Intent,
+        standing: Standing,
     ) -> Decision {
         // In full mode an ignored machine is still a DHCP client: address yes, boot file no
         // (`boot_file` answers `None` for `Ignore`).
@@ -289,12 +340,33 @@ impl Core {
         match kind {
             MessageType::Discover => {
                 let requested = ip_option(msg, OptionCode::RequestedIpAddress);
-                let Some(ip) = self.subnets[idx].1.offer(mac, requested, res, now) else {
-                    d.events.push(EventKind::Note {
-                        message: "no address free in the pool".into(),
-                    });
-                    d.dropped = Some("pool exhausted");
-                    return d;
+                let offered = self.subnets[idx]
+                    .1
+                    .offer_to(mac, standing, requested, res, now);
+                let ip = match offered {
+                    Ok(ip) => ip,
+                    Err(why) => {
+                        let (net, size) = {
+                            let (o, p) = &self.subnets[idx];
+                            (format!("{}/{}", o.network, o.prefix), p.utilization(now).1)
+                        };
+                        let (note, dropped, warning) = match why {
+                            NoOffer::Exhausted => (
+                                "no address free in the pool".to_string(),
+                                "pool exhausted",
+                                format!("DHCP pool {net}: all {size} addresses of the range are held; clients get no offer"),
+                            ),
+                            NoOffer::StrangerShare { limit } => (
+                                format!("no address for machines not registered: they hold their share ({limit}) of the pool"),
+                                "unregistered share of the pool in use",
+                                format!("DHCP pool {net}: machines not registered hold their share ({limit} of {size} addresses, dhcp.subnet.unknown_share); they get no offer, registered machines still do"),
+                            ),
+                        };
+                        d.events.push(EventKind::Note { message: note });
+                        d.dropped = Some(dropped);
+                        d.warning = self.pool_warning(now, || warning);
+                        return d;
+                    }
                 };
                 let boot = self.boot(&client, &intent, input.machine, &mut d);
                 let reply = self.reply(msg, MessageType::Offer, ip, Some(idx), &boot, &client);
@@ -312,7 +384,10 @@ impl Core {
                 else {
                     return Decision::drop("REQUEST without an address", Some(client));
                 };
-                match self.subnets[idx].1.request(mac, ip, res, now) {
+                match self.subnets[idx]
+                    .1
+                    .request_from(mac, standing, ip, res, now)
+                {
                     Ok(lease) => {
                         let boot = self.boot(&client, &intent, input.machine, &mut d);
                         let reply =

@@ -47,7 +47,8 @@ fn core(mode: Mode, unknown: UnknownPolicy) -> Core {
             subnet("198.18.0.0", "198.18.0.100", "198.18.0.199"),
             subnet("198.18.5.0", "198.18.5.100", "198.18.5.199"),
         ],
-        unknown_seen: Default::default(),
+        observations: Default::default(),
+        pool_warned: None,
     }
 }
 
@@ -524,33 +525,5 @@ fn random_wire_bytes_never_panic() {
 #[path = "captures_tests.rs"]
 mod captures;
 
-#[test]
-fn ten_thousand_random_macs_in_ignore_mode_leave_one_event_each_at_most() {
-    let mut c = core(Mode::Proxy, UnknownPolicy::Ignore);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut macs = Vec::new();
-    for _ in 0..10_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        macs.push([b[0] & 0xfe, b[1], b[2], b[3], b[4], b[5]]);
-    }
-    let mut events = 0;
-    for round in 0..2 {
-        for m in &macs {
-            let mut msg = request(MessageType::Discover, pxe(7));
-            msg.set_chaddr(m);
-            let d = run(&mut c, &msg, arrived(67), None);
-            assert!(d.reply.is_none(), "ignore: no answer");
-            assert!(
-                d.dropped.is_some(),
-                "every dropped packet has a reason (counted)"
-            );
-            events += d.events.len();
-        }
-        // One `seen` per MAC in the first round, none in the second (same window).
-        assert_eq!(events, 10_000, "after round {round}");
-    }
-    assert!(c.unknown_seen.len() <= crate::dhcp::seen_limit::CAPACITY);
-}
+#[path = "flood_tests.rs"]
+mod flood;

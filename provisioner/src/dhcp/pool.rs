@@ -6,6 +6,12 @@
 //! (sticky, even expired); else the address it asks for (option 50) if free; else the first free
 //! address of the range. Offers hold an address briefly; DECLINEd addresses are quarantined; expired
 //! bindings are reclaimed lazily.
+//!
+//! Registered machines come first (issue 18, item 8): clients the inventory does not vouch for
+//! ([`Standing::Stranger`]) may hold at most a share of the range at once
+//! ([`Pool::with_stranger_share`]), and when nothing else is free a registered machine takes an
+//! address that is merely *offered* to a stranger (an OFFER is no promise: RFC 2131 §4.3.1 lets
+//! the server reuse it; the stranger's REQUEST for it is then NAKed). Bindings are never taken.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,7 +32,30 @@ struct Entry {
     mac: Mac,
     hold: Hold,
     until: Timestamp,
+    /// Held by a client the inventory does not vouch for (counts against the stranger share).
+    stranger: bool,
 }
+
+/// Whether the inventory vouches for a client: a machine of the inventory past `discovered`, or a
+/// stranger (not in the inventory, or `discovered` and waiting for an operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Registered,
+    Stranger,
+}
+
+/// Why a DISCOVER gets no offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoOffer {
+    /// Every address of the range is held.
+    Exhausted,
+    /// Strangers hold their whole share (`limit` addresses) of the range.
+    StrangerShare { limit: usize },
+}
+
+/// How often (milliseconds) the count of stranger holdings is taken again when it says "full":
+/// between counts it only grows, so it errs on the side of the registered machines.
+const STRANGER_RECOUNT_MS: u64 = 1_000;
 
 /// Timers of the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +90,8 @@ pub enum Refusal {
     NotItsReservation { ip: Ipv4Addr, reserved: Ipv4Addr },
     #[error("{ip} is outside the dynamic range and not reserved for this machine")]
     OutsideRange { ip: Ipv4Addr },
+    #[error("machines not registered hold their whole share ({limit} addresses) of the range")]
+    StrangerShare { limit: usize },
 }
 
 pub struct Pool {
@@ -74,6 +105,11 @@ pub struct Pool {
     /// Where the search for a free address resumes: allocation is amortized O(1) instead of a
     /// scan from the start of the range, and just-freed addresses are not reused at once.
     cursor: u32,
+    /// Addresses strangers may hold at once (`None`: the whole range).
+    stranger_limit: Option<usize>,
+    /// Stranger holdings: the last exact count plus new holdings since (never too low).
+    strangers: usize,
+    strangers_counted: Option<Timestamp>,
 }
 
 /// Reservations as the inventory knows them: address → owner, and owner → address.
@@ -110,12 +146,53 @@ impl Pool {
             entries: HashMap::new(),
             by_mac: HashMap::new(),
             cursor: u32::from(first),
+            stranger_limit: None,
+            strangers: 0,
+            strangers_counted: None,
         };
         assert!(
             p.contains(first) && p.contains(last) && p.first <= p.last,
             "range outside subnet"
         );
         p
+    }
+
+    /// Lets strangers hold at most `percent` of the range at once (rounded down; 100: no limit,
+    /// 0: strangers get no dynamic address). Registered machines and reservations are not limited.
+    pub fn with_stranger_share(mut self, percent: u8) -> Pool {
+        let size = (self.last - self.first) as usize + 1;
+        self.stranger_limit = (percent < 100).then(|| size * usize::from(percent.min(100)) / 100);
+        self
+    }
+
+    /// Whether strangers hold their whole share now (counting again at most once a second).
+    fn stranger_share_full(&mut self, now: Timestamp) -> Option<usize> {
+        let limit = self.stranger_limit?;
+        if self.strangers >= limit
+            && self
+                .strangers_counted
+                .is_none_or(|t| now.0.saturating_sub(t.0) >= STRANGER_RECOUNT_MS)
+        {
+            self.strangers = self
+                .entries
+                .iter()
+                .filter(|(ip, e)| {
+                    e.stranger
+                        && e.hold != Hold::Quarantined
+                        && e.until > now
+                        && self.in_range(**ip)
+                })
+                .count();
+            self.strangers_counted = Some(now);
+        }
+        (self.strangers >= limit).then_some(limit)
+    }
+
+    /// Whether `mac` holds `ip` now (offered or bound, not expired).
+    fn holds(&self, mac: Mac, ip: u32, now: Timestamp) -> bool {
+        self.entries
+            .get(&ip)
+            .is_some_and(|e| e.mac == mac && e.hold != Hold::Quarantined && e.until > now)
     }
 
     /// Whether `ip` is in this pool's subnet (not necessarily in its dynamic range).
@@ -133,16 +210,19 @@ impl Pool {
     }
 
     /// Loads bindings from the store at startup (expired ones, and bindings proxy mode only
-    /// observed, are skipped).
-    pub fn restore(&mut self, leases: &[Lease], now: Timestamp) {
+    /// observed, are skipped); `stranger` says which holders the inventory does not vouch for.
+    pub fn restore(&mut self, leases: &[Lease], now: Timestamp, stranger: &dyn Fn(Mac) -> bool) {
         for l in leases {
             if l.is_active(now) && !l.observed && self.contains(l.ip) {
+                let stranger = stranger(l.mac);
+                self.strangers += usize::from(stranger);
                 self.put(
                     u32::from(l.ip),
                     Entry {
                         mac: l.mac,
                         hold: Hold::Bound,
                         until: l.expires,
+                        stranger,
                     },
                 );
             }
@@ -182,8 +262,7 @@ impl Pool {
         }
     }
 
-    /// Chooses an address to offer `mac` and holds it for the offer time; `None` when the pool is
-    /// exhausted.
+    /// [`Pool::offer_to`] for a registered machine; `None` when the pool is exhausted.
     pub fn offer(
         &mut self,
         mac: Mac,
@@ -191,7 +270,39 @@ impl Pool {
         res: &dyn Reservations,
         now: Timestamp,
     ) -> Option<Ipv4Addr> {
-        let (pick, scanned) = self.choose(mac, requested, res, now)?;
+        self.offer_to(mac, Standing::Registered, requested, res, now)
+            .ok()
+    }
+
+    /// Chooses an address to offer `mac` and holds it for the offer time. A stranger gets none
+    /// once strangers hold their share (unless it holds one already); a registered machine facing
+    /// an exhausted range takes an address only offered to a stranger.
+    pub fn offer_to(
+        &mut self,
+        mac: Mac,
+        standing: Standing,
+        requested: Option<Ipv4Addr>,
+        res: &dyn Reservations,
+        now: Timestamp,
+    ) -> Result<Ipv4Addr, NoOffer> {
+        let stranger = self.is_stranger(mac, standing, res);
+        let holding = self
+            .by_mac
+            .get(&mac)
+            .is_some_and(|ip| self.in_range(*ip) && self.holds(mac, *ip, now));
+        if stranger && !holding {
+            if let Some(limit) = self.stranger_share_full(now) {
+                return Err(NoOffer::StrangerShare { limit });
+            }
+        }
+        let (pick, scanned) = match self.choose(mac, requested, res, now) {
+            Some(p) => p,
+            None if !stranger => (self.offered_to_a_stranger(mac, res, now)?, false),
+            None => return Err(NoOffer::Exhausted),
+        };
+        if stranger && !self.holds(mac, pick, now) {
+            self.strangers += 1;
+        }
         if scanned {
             self.cursor = if pick >= self.last {
                 self.first
@@ -214,8 +325,47 @@ impl Pool {
         } else {
             Hold::Offered
         };
-        self.put(pick, Entry { mac, hold, until });
-        Some(Ipv4Addr::from(pick))
+        self.put(
+            pick,
+            Entry {
+                mac,
+                hold,
+                until,
+                stranger,
+            },
+        );
+        Ok(Ipv4Addr::from(pick))
+    }
+
+    /// A stranger with no reservation here (a reserved address is never limited).
+    fn is_stranger(&self, mac: Mac, standing: Standing, res: &dyn Reservations) -> bool {
+        standing == Standing::Stranger
+            && res
+                .reserved_for(mac)
+                .filter(|r| self.contains(*r))
+                .is_none()
+    }
+
+    /// An in-range address that is only offered (not bound) to a stranger, for a registered
+    /// machine when nothing else is free. O(range), only when the range is exhausted.
+    fn offered_to_a_stranger(
+        &self,
+        mac: Mac,
+        res: &dyn Reservations,
+        now: Timestamp,
+    ) -> Result<u32, NoOffer> {
+        self.entries
+            .iter()
+            .filter(|(ip, e)| {
+                e.stranger
+                    && e.hold == Hold::Offered
+                    && e.until > now
+                    && self.in_range(**ip)
+                    && res.owner_of(Ipv4Addr::from(**ip)).is_none_or(|o| o == mac)
+            })
+            .map(|(ip, _)| *ip)
+            .min()
+            .ok_or(NoOffer::Exhausted)
     }
 
     /// The address to offer, and whether it came from the free-address search.
@@ -245,10 +395,23 @@ impl Pool {
             .map(|ip| (ip, true))
     }
 
-    /// Binds `ip` to `mac` for the lease time (DHCPREQUEST), or says why not (DHCPNAK).
+    /// [`Pool::request_from`] for a registered machine.
     pub fn request(
         &mut self,
         mac: Mac,
+        ip: Ipv4Addr,
+        res: &dyn Reservations,
+        now: Timestamp,
+    ) -> Result<Lease, Refusal> {
+        self.request_from(mac, Standing::Registered, ip, res, now)
+    }
+
+    /// Binds `ip` to `mac` for the lease time (DHCPREQUEST), or says why not (DHCPNAK). A
+    /// stranger that does not hold `ip` already is refused while strangers hold their share.
+    pub fn request_from(
+        &mut self,
+        mac: Mac,
+        standing: Standing,
         ip: Ipv4Addr,
         res: &dyn Reservations,
         now: Timestamp,
@@ -272,6 +435,13 @@ impl Pool {
                 return Err(Refusal::Taken { ip, holder: e.mac });
             }
         }
+        let stranger = self.is_stranger(mac, standing, res);
+        if stranger && !self.holds(mac, key, now) {
+            if let Some(limit) = self.stranger_share_full(now) {
+                return Err(Refusal::StrangerShare { limit });
+            }
+            self.strangers += 1;
+        }
         let expires = now.saturating_add(self.times.lease);
         self.put(
             key,
@@ -279,6 +449,7 @@ impl Pool {
                 mac,
                 hold: Hold::Bound,
                 until: expires,
+                stranger,
             },
         );
         Ok(Lease {
@@ -318,6 +489,7 @@ impl Pool {
                 mac,
                 hold: Hold::Quarantined,
                 until: now.saturating_add(self.times.quarantine),
+                stranger: false,
             },
         );
     }

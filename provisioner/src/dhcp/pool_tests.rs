@@ -208,7 +208,7 @@ fn restore_keeps_live_bindings() {
             observed: false,
         },
     ];
-    p.restore(&leases, at(1));
+    p.restore(&leases, at(1), &|_| false);
     let r = none();
     assert_eq!(p.offer(mac(1), None, &r, at(2)), Some(ip("198.18.0.101")));
     assert_eq!(

@@ -12,9 +12,9 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::v4::{DhcpOption, Message, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
-use inventory::{EventKind, Lifecycle, Mac, Machine, NewEvent, State, Store};
+use inventory::{EventKind, Mac, NewEvent, Store};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +22,8 @@ use super::classify::Stage;
 use super::core::{Core, Decision, Input};
 use super::pool::Reservations;
 use super::reply::Arrived;
+use crate::admission::Newcomer;
 use crate::app::{now, App};
-use crate::boot_decision::UnknownPolicy;
 use crate::sockets;
 
 /// Upper bounds (seconds) of the decision-latency histogram buckets.
@@ -40,6 +40,8 @@ pub struct DhcpMetrics {
     /// Time from receiving a request to sending its reply (ACKs include the durable commit):
     /// counts per bucket of `LATENCY_BUCKETS` plus overflow, sum, count.
     latency: Mutex<([u64; 9], f64, u64)>,
+    /// Per-packet observations the rate limits kept out of the event history.
+    suppressed: crate::metrics::Counter,
 }
 
 impl DhcpMetrics {
@@ -93,6 +95,8 @@ impl DhcpMetrics {
                 "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"total\"}} {total}"
             );
         }
+        let name = "provisioner_dhcp_events_suppressed_total";
+        let _ = writeln!(out, "# HELP {name} Per-packet observations not recorded as events (rate limits).\n# TYPE {name} counter\n{name} {}", self.suppressed.get());
         let (buckets, sum, count) = *self.latency.lock().unwrap();
         let name = "provisioner_dhcp_reply_latency_seconds";
         let _ = writeln!(out, "# HELP {name} Time from request to reply (ACKs include the durable lease write).\n# TYPE {name} histogram");
@@ -264,6 +268,10 @@ pub async fn run(
         if let Some(why) = d.dropped {
             DhcpMetrics::bump(&metrics.dropped, why);
         }
+        if let Some(w) = &d.warning {
+            tracing::warn!("{w} (repeats at most once a minute; provisioner_dhcp_dropped_total counts every refusal)");
+        }
+        metrics.suppressed.add(d.suppressed as u64);
         if let Some((reply, to)) = d.reply {
             let Ok(bytes) = reply.to_vec() else { continue };
             if let Some(lease) = d.commit {
@@ -301,6 +309,7 @@ async fn decide(
 ) -> inventory::Result<(Decision, Vec<NewEvent>)> {
     let core = core.clone();
     let store = app.store.clone();
+    let (boot, metrics) = (app.boot.clone(), app.metrics.clone());
     let t = now();
     // `write`, not `read`: discovery and `seen` events are committed here, and publishing them
     // under the write-order lock keeps live followers in sequence order.
@@ -325,30 +334,28 @@ async fn decide(
                     .unwrap_or(msg.giaddr())
             };
             let mut events = Vec::new();
-            // Unknown netbooting machines under `discover` or `auto` join the inventory first.
+            // Unknown netbooting machines under `discover` or `auto` join the inventory first,
+            // within the admission limits HTTP boot shares.
             if let (None, Some(mac)) = (&machine, mac) {
-                let policy = core.settings.unknown;
                 let seen = super::classify::classify(&msg).ok();
-                let netbooting = seen.as_ref().is_some_and(|c| c.stage != Stage::Plain);
-                if netbooting && policy != UnknownPolicy::Ignore {
+                if let Some(c) = seen.filter(|c| c.stage != Stage::Plain) {
                     // What the firmware told about itself: its SMBIOS UUID (option 97), so a
                     // `config?uuid=` URL finds it, and its architecture.
-                    let spec = inventory::MachineSpec {
-                        uuid: seen.as_ref().and_then(|c| c.uuid.clone()),
-                        ..Default::default()
+                    let who = Newcomer {
+                        mac,
+                        uuid: c.uuid,
+                        arch: c.arch,
+                        via: "dhcp",
                     };
-                    let mut m = Machine::registered(mac, spec, t);
-                    m.arch = seen.as_ref().and_then(|c| c.arch);
-                    if policy == UnknownPolicy::Discover {
-                        m.lifecycle = Lifecycle::new(State::Discovered, t);
+                    let policy = core.settings.unknown;
+                    let discovery = &metrics.discovery;
+                    if let Some((m, evs)) =
+                        boot.admission
+                            .admit(store.as_ref(), who, policy, t, discovery)?
+                    {
+                        events.extend(evs);
+                        machine = Some(m);
                     }
-                    let by = if policy == UnknownPolicy::Discover {
-                        "discover"
-                    } else {
-                        "auto"
-                    };
-                    events.extend(store.create_machines(vec![m.clone()], by, t)?);
-                    machine = Some(m);
                 }
             }
             let res = StoreReservations {
@@ -382,14 +389,17 @@ async fn decide(
                     store.put_leases(std::slice::from_ref(b))?;
                 }
             }
-            // Observations (`seen`, notes) are written by the event writer in batches, off the
-            // reply path; only discovery and location changes above are committed here.
-            let mut deferred: Vec<NewEvent> = Vec::new();
-            if machine.is_none() {
-                if let Some(c) = &d.client {
-                    deferred.extend(d.events.iter().map(|k| NewEvent::machine(c.mac, k.clone())));
-                }
-            }
+            // Observations (`seen`, notes; rate-limited by the core) are written by the event
+            // writer in batches, off the reply path; only discovery and location changes above
+            // are committed here.
+            let deferred: Vec<NewEvent> = match &d.client {
+                Some(c) => d
+                    .events
+                    .iter()
+                    .map(|k| NewEvent::machine(c.mac, k.clone()))
+                    .collect(),
+                None => Vec::new(),
+            };
             // A relayed machine's switch port and switch, when the relay says (option 82).
             if let (Some(m), Some(c)) = (&machine, &d.client) {
                 if let (Some(r), false) = (&c.relay, msg.giaddr().is_unspecified()) {
@@ -413,23 +423,6 @@ async fn decide(
                         events.extend(evs);
                     }
                 }
-            }
-            if let Some(m) = &machine {
-                let mut kinds = d.events.clone();
-                if let (
-                    Some(c),
-                    Some(DhcpOption::MessageType(
-                        k @ (MessageType::Discover | MessageType::Request),
-                    )),
-                ) = (&d.client, msg.opts().get(OptionCode::MessageType))
-                {
-                    let arch = c.arch.map(|a| format!(" arch {a}")).unwrap_or_default();
-                    kinds.push(EventKind::Seen {
-                        via: "dhcp".into(),
-                        detail: format!("{k:?}{arch} ({:?})", c.stage),
-                    });
-                }
-                deferred.extend(kinds.into_iter().map(|k| NewEvent::machine(m.mac, k)));
             }
             Ok(((d, deferred), events))
         })

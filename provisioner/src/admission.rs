@@ -1,0 +1,336 @@
+//! Admission of machines the inventory does not know, under `discover` and `auto`: the one rule
+//! DHCP and HTTP boot both apply before a stranger becomes a record, so anyone who can send
+//! packets on the provisioning network cannot grow the inventory (or its event history) without
+//! bound (issue 18, item 8).
+//!
+//! The rule: at most [`Limits::max_waiting`] *unclaimed* records at once (see [`unclaimed`]), and
+//! new records at most [`Limits::per_minute`] a minute (a token bucket as deep as one minute's
+//! worth, so a rack that powers on at once gets in at once). A refused machine is simply not
+//! recorded: it is treated as unknown (DHCP still holds it, its iPXE script polls, and a later
+//! attempt is admitted once there is room). Refusals are counted
+//! (`provisioner_discovery_refused_total{reason}`) and logged at most once a minute.
+//!
+//! [`Gate`] is the sans-IO decision (time as input); [`Admission`] is the shell that counts
+//! records in the store and creates them, called inside a store write by both paths.
+
+use std::sync::Mutex;
+
+use inventory::Timestamp;
+use inventory::{Event, EventKind, Lifecycle, Mac, Machine, MachineSpec, NewEvent, State, Store};
+
+use crate::boot_decision::UnknownPolicy;
+use crate::metrics::Counter;
+
+/// How long a count of unclaimed records taken from the store is trusted (milliseconds). Between
+/// counts the gate adds its own admissions, so the count can only be too high (an operator's
+/// approvals are seen at the next count), never too low.
+pub const RECOUNT_MS: u64 = 15_000;
+/// At most one warning about refusals per this long (milliseconds).
+pub const WARN_EVERY_MS: u64 = 60_000;
+
+/// A token bucket over [`Timestamp`]s: up to `capacity` takes at once, refilled at `per_minute`.
+/// Kept in thousandths of a token so slow rates refill smoothly with integer arithmetic.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    capacity: u64,
+    per_minute: u64,
+    milli: u64,
+    at: Option<Timestamp>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: u32, per_minute: u32) -> TokenBucket {
+        TokenBucket {
+            capacity: u64::from(capacity) * 1000,
+            per_minute: u64::from(per_minute),
+            milli: u64::from(capacity) * 1000,
+            at: None,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Timestamp) -> bool {
+        if let Some(at) = self.at {
+            // ms × tokens/min ÷ 60 = thousandths of a token.
+            let refill = now.0.saturating_sub(at.0).saturating_mul(self.per_minute) / 60;
+            self.milli = self.milli.saturating_add(refill).min(self.capacity);
+        }
+        self.at = Some(now);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The validated `dhcp.max_discovered` and `dhcp.discover_rate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Unclaimed records at most; at this count strangers are no longer recorded.
+    pub max_waiting: usize,
+    /// New records per minute (also the burst).
+    pub per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_waiting: 1000,
+            per_minute: 120,
+        }
+    }
+}
+
+/// Why a stranger was not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_waiting` unclaimed records exist.
+    Cap,
+    /// More than `per_minute` new records in the last minute.
+    Rate,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Cap => "cap",
+            Refusal::Rate => "rate",
+        }
+    }
+}
+
+/// The gate's answer for one stranger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// Not recorded; `warn` is set at most once per [`WARN_EVERY_MS`].
+    Refuse {
+        why: Refusal,
+        warn: bool,
+    },
+}
+
+/// Whether a record is one the server made for a stranger and nobody has claimed since: a
+/// `discovered` machine, or (under `auto`) a `registered` one with no profile, hostname, labels or
+/// reservation. These count against the cap.
+pub fn unclaimed(m: &Machine) -> bool {
+    let s = &m.spec;
+    match m.state() {
+        State::Discovered => true,
+        State::Registered => {
+            s.profile.is_none() && s.hostname.is_none() && s.labels.is_empty() && s.ip.is_none()
+        }
+        _ => false,
+    }
+}
+
+/// The sans-IO admission decision.
+#[derive(Debug)]
+pub struct Gate {
+    limits: Limits,
+    /// Unclaimed records: the last count from the store plus admissions since.
+    waiting: usize,
+    counted_at: Option<Timestamp>,
+    bucket: TokenBucket,
+    warned_at: Option<Timestamp>,
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Gate {
+        Gate {
+            limits,
+            waiting: 0,
+            counted_at: None,
+            bucket: TokenBucket::new(limits.per_minute, limits.per_minute),
+            warned_at: None,
+        }
+    }
+
+    /// Whether the caller should count unclaimed records in the store (then [`Gate::counted`]).
+    pub fn needs_count(&self, now: Timestamp) -> bool {
+        self.counted_at
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= RECOUNT_MS)
+    }
+
+    pub fn counted(&mut self, waiting: usize, now: Timestamp) {
+        self.waiting = waiting;
+        self.counted_at = Some(now);
+    }
+
+    /// Unclaimed records as the gate knows them.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Decides about one stranger; an admission counts as one more unclaimed record.
+    pub fn check(&mut self, now: Timestamp) -> Verdict {
+        let why = if self.waiting >= self.limits.max_waiting {
+            Refusal::Cap
+        } else if !self.bucket.take(now) {
+            Refusal::Rate
+        } else {
+            self.waiting += 1;
+            return Verdict::Admit;
+        };
+        let warn = self
+            .warned_at
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= WARN_EVERY_MS);
+        if warn {
+            self.warned_at = Some(now);
+        }
+        Verdict::Refuse { why, warn }
+    }
+}
+
+/// What a stranger told about itself (DHCP option 97 and 93; HTTP boot knows only the MAC).
+#[derive(Clone, Debug)]
+pub struct Newcomer {
+    pub mac: Mac,
+    pub uuid: Option<String>,
+    pub arch: Option<u16>,
+    /// `dhcp` or `http`, for the log.
+    pub via: &'static str,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AdmissionMetrics {
+    pub admitted: Counter,
+    pub refused_cap: Counter,
+    pub refused_rate: Counter,
+}
+
+impl AdmissionMetrics {
+    /// Appends the admission metrics in Prometheus text format; `machines` is the inventory
+    /// (the unclaimed records are counted from it).
+    pub fn render(&self, out: &mut String, machines: &[Machine]) {
+        use std::fmt::Write;
+        let waiting = machines.iter().filter(|m| unclaimed(m)).count();
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_discovery_admitted_total Unknown machines recorded (discover/auto).\n\
+             # TYPE provisioner_discovery_admitted_total counter\n\
+             provisioner_discovery_admitted_total {}\n\
+             # HELP provisioner_discovery_refused_total Unknown machines not recorded, by the limit that refused them.\n\
+             # TYPE provisioner_discovery_refused_total counter\n\
+             provisioner_discovery_refused_total{{reason=\"cap\"}} {}\n\
+             provisioner_discovery_refused_total{{reason=\"rate\"}} {}\n\
+             # HELP provisioner_discovery_unclaimed Records made for unknown machines that nobody has claimed yet.\n\
+             # TYPE provisioner_discovery_unclaimed gauge\n\
+             provisioner_discovery_unclaimed {waiting}",
+            self.admitted.get(),
+            self.refused_cap.get(),
+            self.refused_rate.get(),
+        );
+    }
+}
+
+/// The gate behind a lock, shared by the DHCP server and HTTP boot.
+#[derive(Debug)]
+pub struct Admission {
+    gate: Mutex<Gate>,
+}
+
+impl Admission {
+    pub fn new(limits: Limits) -> Admission {
+        Admission {
+            gate: Mutex::new(Gate::new(limits)),
+        }
+    }
+
+    /// Records `who` as the policy says (`discovered` or `registered`) if the gate lets it in;
+    /// returns the new record and its events, or `None` when it is refused (or the policy is
+    /// `ignore`). Call inside a store write, after finding no machine with this MAC. A UUID
+    /// (option 97) another machine already holds is dropped, with a note saying so: a stranger
+    /// never takes a registered machine's UUID.
+    pub fn admit(
+        &self,
+        store: &dyn Store,
+        who: Newcomer,
+        policy: UnknownPolicy,
+        now: Timestamp,
+        metrics: &AdmissionMetrics,
+    ) -> inventory::Result<Option<(Machine, Vec<Event>)>> {
+        let by = match policy {
+            UnknownPolicy::Ignore => return Ok(None),
+            UnknownPolicy::Discover => "discover",
+            UnknownPolicy::Auto => "auto",
+        };
+        let verdict = {
+            let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+            if gate.needs_count(now) {
+                let n = store.machines()?.iter().filter(|m| unclaimed(m)).count();
+                gate.counted(n, now);
+            }
+            let v = gate.check(now);
+            if let Verdict::Refuse { why, warn: true } = v {
+                let Limits {
+                    max_waiting,
+                    per_minute,
+                } = gate.limits();
+                tracing::warn!(
+                    mac = %who.mac,
+                    via = who.via,
+                    reason = why.label(),
+                    waiting = gate.waiting(),
+                    max_discovered = max_waiting,
+                    per_minute,
+                    "unknown machines are not being recorded (dhcp.max_discovered / dhcp.discover_rate); \
+                     approve or delete discovered machines to make room (this warning repeats at most once a minute; \
+                     provisioner_discovery_refused_total counts every refusal)"
+                );
+            }
+            v
+        };
+        match verdict {
+            Verdict::Admit => metrics.admitted.inc(),
+            Verdict::Refuse { why, .. } => {
+                match why {
+                    Refusal::Cap => metrics.refused_cap.inc(),
+                    Refusal::Rate => metrics.refused_rate.inc(),
+                }
+                return Ok(None);
+            }
+        }
+        let mut note = None;
+        let uuid = match who.uuid {
+            Some(u) => match store.machine_by_uuid(&u)? {
+                Some(holder) if holder.mac != who.mac => {
+                    note = Some(format!(
+                        "SMBIOS UUID {u} (DHCP option 97) is held by {}; not recorded here",
+                        holder.mac
+                    ));
+                    None
+                }
+                _ => Some(u),
+            },
+            None => None,
+        };
+        let spec = MachineSpec {
+            uuid,
+            ..Default::default()
+        };
+        let mut m = Machine::registered(who.mac, spec, now);
+        m.arch = who.arch;
+        if policy == UnknownPolicy::Discover {
+            m.lifecycle = Lifecycle::new(State::Discovered, now);
+        }
+        let mut events = store.create_machines(vec![m.clone()], by, now)?;
+        if let Some(message) = note {
+            let note = NewEvent::machine(who.mac, EventKind::Note { message });
+            events.extend(store.append_events(vec![note], now)?);
+        }
+        Ok(Some((m, events)))
+    }
+}
+
+#[cfg(test)]
+#[path = "admission_tests.rs"]
+mod tests;
