@@ -54,6 +54,7 @@ fn private_file(path: &Path) -> Result<Option<u32>> {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(path)
         .map_err(io)?;

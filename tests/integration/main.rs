@@ -3,12 +3,14 @@
 //! through its own CLI.
 
 mod api;
+mod api_hardening;
 mod boot;
 mod cli;
 mod crash;
 mod dhcp;
 mod dhcp_relay;
 mod harness;
+mod http_limits;
 mod lab;
 mod netns;
 mod serve;
