@@ -75,9 +75,22 @@ impl Error {
     ) -> Self {
         Error::Invalid {
             field,
-            value: value.into(),
+            value: excerpt(&value.into(), MAX_ECHO),
             why,
         }
+    }
+}
+
+/// How much of a refused value an error message repeats (characters).
+pub const MAX_ECHO: usize = 200;
+
+/// `value` as it may be echoed in an error message: unchanged up to `max` characters, otherwise
+/// its first `max` characters, an ellipsis and the original length — so a 10 MB bad value costs
+/// a 10 MB request, not also a 10 MB answer and log line.
+pub fn excerpt(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &value[..cut], value.len()),
     }
 }
 
@@ -98,3 +111,20 @@ storage_from!(
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        assert_eq!(excerpt("short", 200), "short");
+        let long = "é".repeat(10_000);
+        let cut = excerpt(&long, 200);
+        assert!(cut.starts_with(&"é".repeat(200)));
+        assert!(cut.ends_with("… (20000 bytes in all)"), "{cut}");
+        let msg = Error::invalid("hostname", "x".repeat(10_000_000), "too long").to_string();
+        assert!(msg.len() < 400, "{} bytes", msg.len());
+        assert!(msg.contains("(10000000 bytes in all)"), "{msg}");
+    }
+}

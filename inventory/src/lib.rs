@@ -31,7 +31,7 @@ pub mod store;
 pub mod time;
 pub mod token;
 
-pub use error::{Error, Result};
+pub use error::{excerpt, Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
 pub use lease::Lease;
 pub use lifecycle::{Deadlines, Lifecycle, State, Transition};

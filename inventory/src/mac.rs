@@ -30,7 +30,7 @@ impl FromStr for Mac {
 
     fn from_str(input: &str) -> Result<Self, Error> {
         let bad = |why| Error::BadMac {
-            input: input.to_string(),
+            input: crate::excerpt(input, crate::error::MAX_ECHO),
             why,
         };
         let trimmed = input.trim();

@@ -147,8 +147,20 @@ impl Machine {
     }
 }
 
+/// Most labels one machine may carry.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key and value, in bytes.
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 256;
+/// Largest operator part of a machine record, as stored (JSON bytes). With the per-field limits
+/// a spec stays near 24 KiB; this bounds what any later field can add.
+pub const MAX_SPEC_BYTES: usize = 32 * 1024;
+
 impl MachineSpec {
-    /// Checks and normalizes every field; errors name the field and the value.
+    /// Checks and normalizes every field; errors name the field and the value. Anyone who can
+    /// write a machine can make us store it, so every field is bounded: at most [`MAX_LABELS`]
+    /// labels, keys of [`MAX_LABEL_KEY`] and values of [`MAX_LABEL_VALUE`] bytes, and the whole
+    /// spec at most [`MAX_SPEC_BYTES`].
     pub fn validate(mut self) -> Result<Self, Error> {
         if let Some(u) = self.uuid.take() {
             self.uuid = Some(normalize_uuid(&u)?);
@@ -157,6 +169,13 @@ impl MachineSpec {
             validate_hostname(h)?;
         }
         self.hostname = self.hostname.map(|h| h.to_ascii_lowercase());
+        if self.labels.len() > MAX_LABELS {
+            return Err(Error::invalid(
+                "labels",
+                format!("{} labels", self.labels.len()),
+                "at most 64 labels per machine",
+            ));
+        }
         for (k, v) in &self.labels {
             validate_label(k, v)?;
         }
@@ -180,6 +199,14 @@ impl MachineSpec {
         }
         if let Some(c) = &self.boot.extra_cmdline {
             validate_text("boot.extra_cmdline", c, 1024)?;
+        }
+        let size = serde_json::to_vec(&self).map_or(usize::MAX, |v| v.len());
+        if size > MAX_SPEC_BYTES {
+            return Err(Error::invalid(
+                "machine record",
+                format!("{size} bytes"),
+                "the operator fields may take at most 32 KiB",
+            ));
         }
         Ok(self)
     }
@@ -219,7 +246,7 @@ pub fn validate_hostname(h: &str) -> Result<(), Error> {
 
 fn validate_label(k: &str, v: &str) -> Result<(), Error> {
     let key_ok = !k.is_empty()
-        && k.len() <= 63
+        && k.len() <= MAX_LABEL_KEY
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
     if !key_ok {
@@ -229,7 +256,7 @@ fn validate_label(k: &str, v: &str) -> Result<(), Error> {
             "must be 1-63 characters of letters, digits, '-', '_', '.', '/'",
         ));
     }
-    validate_text("label value", v, 256)
+    validate_text("label value", v, MAX_LABEL_VALUE)
 }
 
 /// Lower-case hyphenated form of an SMBIOS UUID given with or without hyphens or braces.
@@ -308,6 +335,49 @@ mod tests {
             let err = spec.validate().unwrap_err().to_string();
             assert!(err.starts_with(want), "{err}");
         }
+    }
+
+    #[test]
+    fn labels_and_record_size_are_capped() {
+        let labels = |n: usize, v: &str| MachineSpec {
+            labels: (0..n).map(|i| (format!("k{i}"), v.to_string())).collect(),
+            ..Default::default()
+        };
+        assert!(labels(MAX_LABELS, "x").validate().is_ok());
+        let err = labels(MAX_LABELS + 1, "x")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid labels \"65 labels\": at most 64 labels per machine"
+        );
+        let err = labels(200_000, "x").validate().unwrap_err().to_string();
+        assert!(err.starts_with("invalid labels \"200000 labels\""), "{err}");
+        let err = labels(1, &"v".repeat(MAX_LABEL_VALUE + 1))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid label value"), "{err}");
+        // The largest spec the field limits allow still fits the record cap.
+        let full = MachineSpec {
+            labels: (0..MAX_LABELS)
+                .map(|i| (format!("{i:0>63}"), "v".repeat(MAX_LABEL_VALUE)))
+                .collect(),
+            hostname: Some("h".repeat(63)),
+            serial: Some("s".repeat(128)),
+            site: Some("s".repeat(128)),
+            boot: BootOverrides {
+                loader: Some("l".repeat(255)),
+                extra_cmdline: Some("c".repeat(1024)),
+            },
+            ..Default::default()
+        };
+        assert!(full.validate().is_ok());
+        // Escaping can make a stored record larger than its raw bytes: the record cap holds.
+        let quoted = labels(MAX_LABELS, &"\"".repeat(MAX_LABEL_VALUE));
+        let err = quoted.validate().unwrap_err().to_string();
+        assert!(err.starts_with("invalid machine record"), "{err}");
     }
 
     #[test]

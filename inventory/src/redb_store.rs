@@ -43,6 +43,32 @@ pub const SCHEMA_VERSION: u64 = 2;
 
 pub struct RedbStore {
     db: Database,
+    /// The file's permission bits before `open` narrowed them to 0600 (an older version created
+    /// it world-readable), so the caller can log the change; `None` when nothing changed.
+    tightened_from: Option<u32>,
+}
+
+/// Makes sure the database file exists with mode 0600 (it holds machine records, token hashes
+/// and logs): creates it so, or narrows an existing file's mode. Returns the old mode if it was
+/// wider.
+fn private_file(path: &Path) -> Result<Option<u32>> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| Error::Storage(format!("opening {}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    Ok(Some(mode))
 }
 
 fn mac_key(mac: Mac) -> u64 {
@@ -170,8 +196,11 @@ fn index_uuid(
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database file and brings its schema up to date.
+    /// Opens (or creates) the database file and brings its schema up to date. The file is
+    /// created with mode 0600; an existing file readable by others is narrowed to 0600 (see
+    /// [`RedbStore::tightened_from`]).
     pub fn open(path: &Path) -> Result<Self> {
+        let tightened_from = private_file(path)?;
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
                 "{} is in use by another provisioner process",
@@ -206,7 +235,13 @@ impl RedbStore {
             txn.open_table(LOG_SEQ)?;
         }
         txn.commit()?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db, tightened_from })
+    }
+
+    /// The permission bits the file had before [`RedbStore::open`] narrowed them to 0600, if
+    /// it did (for a log line).
+    pub fn tightened_from(&self) -> Option<u32> {
+        self.tightened_from
     }
 
     pub fn schema_version(&self) -> Result<u64> {

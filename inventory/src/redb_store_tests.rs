@@ -328,3 +328,25 @@ fn logs_are_numbered_per_machine_bounded_and_resumable() {
     let long = NewLogLine::new("syslog", None, None, &"é".repeat(5000));
     assert!(long.text.len() <= crate::log::MAX_LINE_BYTES + 3);
 }
+
+#[test]
+fn database_file_is_private_and_an_existing_one_is_narrowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.redb");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600, "a new database is created 0600");
+    assert_eq!(store.tightened_from(), None);
+    drop(store);
+    // As an older version (or a permissive umask) left it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "an existing database is narrowed to 0600"
+    );
+    assert_eq!(store.tightened_from(), Some(0o644));
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use inventory::Deadlines;
 
+use crate::http_server::HttpLimits;
 use crate::tftp::server::TftpSettings;
 use crate::tftp::transfer::Limits;
 
@@ -69,6 +70,9 @@ pub mod wire {
     pub struct Http {
         pub listen: Option<String>,
         pub public_url: Option<String>,
+        pub header_timeout: Option<String>,
+        pub body_stall_timeout: Option<String>,
+        pub max_connections: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -110,6 +114,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// `syslog.listen`: the remote syslog receiver (off unless set).
     pub syslog_listen: Option<SocketAddr>,
+    /// `http.header_timeout`, `http.body_stall_timeout`, `http.max_connections`.
+    pub http_limits: HttpLimits,
 }
 
 /// The validated `[tftp]` section.
@@ -155,6 +161,7 @@ impl TryFrom<wire::ConfigFile> for Config {
     type Error = ConfigError;
 
     fn try_from(w: wire::ConfigFile) -> Result<Self, ConfigError> {
+        let http_limits = http_limits(&w.http)?;
         let listen = w.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         let http_listen =
             listen
@@ -238,8 +245,39 @@ impl TryFrom<wire::ConfigFile> for Config {
             public_url,
             poll_interval,
             syslog_listen,
+            http_limits,
         })
     }
+}
+
+/// `[http]` limits; timeouts within 1s–1h, the connection cap within 16–1,000,000.
+fn http_limits(w: &wire::Http) -> Result<HttpLimits, ConfigError> {
+    let d = HttpLimits::default();
+    let bounded = |key: &'static str, v: &Option<String>, default: Duration| {
+        let t = duration(key, v.clone(), default)?;
+        if t > Duration::from_secs(3600) {
+            return Err(ConfigError::Value {
+                key,
+                value: format!("{t:?}"),
+                why: "must be at most 1h".into(),
+            });
+        }
+        Ok(t)
+    };
+    Ok(HttpLimits {
+        header_timeout: bounded("http.header_timeout", &w.header_timeout, d.header_timeout)?,
+        body_stall_timeout: bounded(
+            "http.body_stall_timeout",
+            &w.body_stall_timeout,
+            d.body_stall_timeout,
+        )?,
+        max_connections: in_range(
+            "http.max_connections",
+            w.max_connections,
+            d.max_connections as u64,
+            16..=1_000_000,
+        )? as usize,
+    })
 }
 
 /// `http://host[:port][/path]`, rendered into iPXE scripts and configs: only characters that are
@@ -469,6 +507,12 @@ mod tests {
             ("[tftp]\nmax_windowsize = 0", "tftp.max_windowsize"),
             ("[tftp]\nmin_timeout = \"2s\"", "tftp.min_timeout"),
             ("[tftp]\nwindowsize = 8", "unknown field `windowsize`"),
+            ("[http]\nheader_timeout = \"0s\"", "http.header_timeout"),
+            ("[http]\nbody_stall_timeout = \"2h\"", "must be at most 1h"),
+            (
+                "[http]\nmax_connections = 3",
+                "config key http.max_connections = \"3\": must be between 16 and 1000000",
+            ),
             ("[http]\nlisen = \"0.0.0.0:80\"", "unknown field `lisen`"),
             ("data_dir = ", "config file x:"),
             ("[http\nlisten=1", "config file x:"),

@@ -68,7 +68,10 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
                     out.push((mac, spec));
                 }
             }
-            Err(message) => errors.push(LineError { line: l, message }),
+            Err(message) => errors.push(LineError {
+                line: l,
+                message: inventory::excerpt(&message, crate::api::MAX_DETAIL),
+            }),
         }
     }
     if errors.is_empty() {

@@ -18,6 +18,7 @@
 //! - [`syslog`]: the remote syslog receiver (RFC 3164 and 5424), lines kept per machine.
 //! - [`operator_token`]: first-start creation of the operator token.
 //! - [`serve`]: runs the server on bound listeners until shutdown; the deadline sweeper.
+//! - [`http_server`]: the HTTP listener's limits: header and body-stall timeouts, connection cap.
 //! - [`sockets`]: socket quirks in one place (IP_PKTINFO, per-transfer sockets).
 //! - [`tftp`]: the TFTP server (sans-IO transfers, tokio shell, file sources).
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
@@ -31,6 +32,7 @@ pub mod boot_decision;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod http_server;
 pub mod identity;
 pub mod import;
 pub mod machine_keys;

@@ -8,23 +8,26 @@ use tokio::net::TcpListener;
 
 use crate::app::{now, App};
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish.
+/// How long open connections may take to finish after shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish (at most [`DRAIN`]).
 pub async fn run(
     listener: TcpListener,
     app: App,
+    limits: crate::http_server::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let token = app.shutdown.clone();
     let sweeper = tokio::spawn(expire_stuck_machines(app.clone()));
     let router = crate::api::router(app);
-    let service = router.into_make_service_with_connect_info::<crate::boot::Peer>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            token.cancel();
-        })
-        .await;
+    let result = crate::http_server::run(listener, router, limits, DRAIN, async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        // Ends long-lived responses (SSE) so their connections can close.
+        token.cancel();
+    })
+    .await;
     sweeper.abort();
     result?;
     Ok(())

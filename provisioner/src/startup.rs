@@ -66,7 +66,16 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     init_logging(&cfg);
     prepare_data_dir(&cfg.data_dir)?;
     let db_path = cfg.data_dir.join(DB_FILE);
-    let store = tokio::task::spawn_blocking(move || RedbStore::open(&db_path)).await??;
+    let store = {
+        let db_path = db_path.clone();
+        tokio::task::spawn_blocking(move || RedbStore::open(&db_path)).await??
+    };
+    if let Some(mode) = store.tightened_from() {
+        tracing::warn!(
+            "{} was readable by others (mode {mode:o}); it holds token hashes and machine records, so it is now 0600",
+            db_path.display()
+        );
+    }
     let store: Arc<dyn inventory::Store> = Arc::new(store);
     let assets_dir = cfg.data_dir.join("assets");
     let assets = boot_assets::AssetStore::open(&assets_dir)
@@ -126,8 +135,37 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         tracing::info!("listening on syslog://{}", sock.local_addr()?);
         tokio::spawn(crate::syslog::run(sock, app.clone(), app.shutdown.clone()));
     }
+    let limits = http_limits(&cfg.http_limits);
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
-    crate::serve::run(listener, app, shutdown).await
+    crate::serve::run(listener, app, limits, shutdown).await
+}
+
+/// Raises the open-file limit and fits the HTTP connection cap under it (logged).
+fn http_limits(configured: &crate::http_server::HttpLimits) -> crate::http_server::HttpLimits {
+    use crate::http_server::{connection_cap, raise_open_file_limit};
+    let mut limits = configured.clone();
+    match raise_open_file_limit() {
+        Ok((before, now)) => {
+            limits.max_connections = connection_cap(configured.max_connections, now);
+            tracing::info!(
+                nofile_before = before,
+                nofile = now,
+                max_connections = limits.max_connections,
+                header_timeout = ?limits.header_timeout,
+                body_stall_timeout = ?limits.body_stall_timeout,
+                "open-file limit raised to the hard limit; HTTP connection cap set below it"
+            );
+            if limits.max_connections < configured.max_connections {
+                tracing::warn!(
+                    "http.max_connections {} lowered to {} to fit the open-file limit {now}",
+                    configured.max_connections,
+                    limits.max_connections
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading or raising RLIMIT_NOFILE failed"),
+    }
+    limits
 }
 
 /// Binds the TFTP socket, assembles the file sources and starts serving in the background.

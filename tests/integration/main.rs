@@ -3,6 +3,7 @@
 //! through its own CLI.
 
 mod api;
+mod api_hardening;
 mod boot;
 mod cli;
 mod crash;
@@ -10,6 +11,7 @@ mod dhcp;
 mod dhcp_flood;
 mod dhcp_relay;
 mod harness;
+mod http_limits;
 mod lab;
 mod loopback_dhcp;
 mod netns;

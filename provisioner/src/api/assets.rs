@@ -69,14 +69,28 @@ async fn upload(
     ApiQuery(q): ApiQuery<UploadQuery>,
     req: Request,
 ) -> Result<(StatusCode, Json<AssetMeta>), ApiError> {
+    // Body errors (a client that stopped sending, `http.body_stall_timeout`) are marked so
+    // they answer 400, not 500: the store is fine.
     let stream = req
         .into_body()
         .into_data_stream()
-        .map_err(std::io::Error::other);
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e));
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let store = app.boot.assets.clone();
     let kind = q.kind.unwrap_or(AssetKind::Uki);
-    let meta = blocking(move || Ok(store.import_reader(reader, &q.name, kind)?)).await?;
+    let meta = blocking(move || match store.import_reader(reader, &q.name, kind) {
+        Err(boot_assets::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::ConnectionAborted =>
+        {
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("the upload stopped: {source}"),
+            ))
+        }
+        r => Ok(r?),
+    })
+    .await?;
     tracing::info!(digest = %meta.digest, name = %meta.name, size = meta.size, "asset imported");
     Ok((StatusCode::CREATED, Json(meta)))
 }

@@ -25,13 +25,19 @@ pub struct ErrorBody {
     pub lines: Vec<crate::import::LineError>,
 }
 
+/// Longest `detail` an error answer carries (characters). Details name the bad value, and a
+/// value can be megabytes (a 10 MB hostname, a serde message quoting a whole string): past this
+/// the detail is cut, saying how long it was ([`inventory::excerpt`]).
+pub const MAX_DETAIL: usize = 1000;
+
 impl ApiError {
+    /// An error answer; `detail` is cut to [`MAX_DETAIL`] characters.
     pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             body: ErrorBody {
                 error,
-                detail: detail.into(),
+                detail: inventory::excerpt(&detail.into(), MAX_DETAIL),
                 lines: Vec::new(),
             },
         }

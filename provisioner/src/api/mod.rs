@@ -12,13 +12,13 @@ mod machines;
 mod profiles;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-pub use error::{ApiError, ApiJson, ApiQuery};
+pub use error::{ApiError, ApiJson, ApiQuery, MAX_DETAIL};
 
 use crate::app::App;
 use inventory::{hash_token, TokenRole};
@@ -45,8 +45,55 @@ pub fn router(app: App) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(app.clone(), count_responses))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    uri = %redacted(req.uri()),
+                    version = ?req.version(),
+                )
+            }),
+        )
         .with_state(app)
+}
+
+/// The token in `Authorization: Bearer <token>`. The scheme is matched case-insensitively
+/// (RFC 9110 §11.1: `bearer`, `BEARER` and `Bearer` are the same scheme); surrounding spaces are
+/// trimmed. `None` when the header is missing, not text, another scheme, or the token is empty.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Query parameters whose values are secrets: never written to a log line.
+fn is_secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("token") || n.contains("key") || n.contains("secret") || n.contains("password")
+}
+
+/// `uri` as it may be logged: the value of every secret query parameter (`token=`, `apiKey=`,
+/// …) replaced by `REDACTED`. Path and other parameters are kept as sent.
+pub fn redacted(uri: &Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}=REDACTED"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 async fn require_operator(
@@ -54,14 +101,7 @@ async fn require_operator(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
+    let presented = bearer_token(req.headers()).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -102,4 +142,48 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        for v in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc  "] {
+            assert_eq!(bearer_token(&with(v)), Some("abc"), "{v:?}");
+        }
+        for v in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "Token abc"] {
+            assert_eq!(bearer_token(&with(v)), None, "{v:?}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn secret_query_values_are_redacted() {
+        let cases = [
+            (
+                "/config?uuid=u&token=SECRET",
+                "/config?uuid=u&token=REDACTED",
+            ),
+            (
+                "/a?Token=SECRET&x=1&apiKey=K",
+                "/a?Token=REDACTED&x=1&apiKey=REDACTED",
+            ),
+            (
+                "/boot/ipxe?mac=aa&platform=efi",
+                "/boot/ipxe?mac=aa&platform=efi",
+            ),
+            ("/healthz", "/healthz"),
+            ("/x?token", "/x?token"),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(redacted(&uri.parse().unwrap()), want);
+        }
+    }
 }

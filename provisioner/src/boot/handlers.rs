@@ -402,10 +402,7 @@ pub async fn config_by_mac(
 
 /// The bearer token of a request, from `Authorization: Bearer` or `?token=`.
 pub fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    crate::api::bearer_token(headers)
         .or(query)
         .map(str::trim)
         .filter(|t| !t.is_empty())

@@ -14,12 +14,9 @@ pub mod script;
 
 use std::net::SocketAddr;
 
-use axum::extract::connect_info::Connected;
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use axum::Router;
 use inventory::Mac;
-use tokio::net::TcpListener;
 
 use crate::app::App;
 use script::Url;
@@ -30,14 +27,6 @@ use script::Url;
 pub struct Peer {
     pub local: SocketAddr,
     pub remote: SocketAddr,
-}
-
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        let remote = *stream.remote_addr();
-        let local = stream.io().local_addr().unwrap_or(remote);
-        Peer { local, remote }
-    }
 }
 
 /// Routes served without the operator token.

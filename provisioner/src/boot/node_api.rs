@@ -2,10 +2,19 @@
 //! install progress, log lines, and registration in the Kairos phone-home shape
 //! (`POST /api/v1/nodes/register` `{registrationToken, machineID, hostname, agentVersion,
 //! addresses, bootState}` → `{id, apiKey}`), so stock Kairos nodes can register with us.
+//!
+//! Anyone on the provisioning network can call these, so no body is read before it is known to
+//! be small: progress and logs authenticate from the headers (`Authorization: Bearer` or
+//! `?token=`) before a byte of the body is read; registration carries its token in the body
+//! (the Kairos shape), so its body is read under the same small limit. Every body has a size
+//! limit ([`SMALL_BODY`], [`LOG_BODY`]) and must arrive within [`BODY_DEADLINE`].
 
 // Handlers answer errors as ready responses (axum's idiom); their size does not matter here.
 #![allow(clippy::result_large_err)]
 
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,9 +24,37 @@ use inventory::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::handlers::{bearer, machine_for_token};
-use crate::api::{ApiError, ApiJson, ApiQuery};
+use super::handlers::machine_for_token;
+use crate::api::{bearer_token, ApiError, ApiQuery};
 use crate::app::{now, App};
+use crate::http_server::{read_limited, BodyError};
+
+/// Largest registration or progress body (bytes). A Kairos registration is under 4 KiB.
+pub const SMALL_BODY: usize = 16 * 1024;
+/// Largest log upload (bytes): up to 1000 lines are kept per call.
+pub const LOG_BODY: usize = 256 * 1024;
+/// A machine's whole request body must arrive within this.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The body of a machine request, read under `limit` and [`BODY_DEADLINE`].
+async fn small_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+    read_limited(headers, body, limit, BODY_DEADLINE)
+        .await
+        .map_err(|e| {
+            let status = match e {
+                BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
+                BodyError::Failed(_) => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, "bad_body", e.to_string()).into_response()
+        })
+}
+
+/// `bytes` as JSON of type `T`; errors in the API's shape.
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")).into_response())
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,10 +104,13 @@ fn apply_all(
 }
 
 /// `POST /api/v1/nodes/register`: idempotent by machine-id; moves the machine to `ready`.
+/// The token is in the body, which is read only up to [`SMALL_BODY`] bytes.
 pub async fn register(
     State(app): State<App>,
-    ApiJson(req): ApiJson<RegisterRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, Response> {
+    let req: RegisterRequest = json(&small_body(&headers, body, SMALL_BODY).await?)?;
     let machine = machine_for_token(&app, &req.registration_token).await?;
     let id = req.machine_id.trim().to_string();
     if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control()) {
@@ -166,8 +206,10 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+/// The machine whose token the request carries in its headers (or `?token=`).
 async fn caller(app: &App, headers: &HeaderMap, q: &TokenQuery) -> Result<Machine, Response> {
-    let Some(t) = bearer(headers, q.token.as_deref()) else {
+    let from_query = q.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let Some(t) = bearer_token(headers).or(from_query) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -188,14 +230,16 @@ fn clean(s: Option<String>, max: usize) -> Option<String> {
     })
 }
 
-/// `POST /api/v1/nodes/progress`: `{state, phase?, percent?, message?, reason?}`.
+/// `POST /api/v1/nodes/progress`: `{state, phase?, percent?, message?, reason?}`; the token
+/// is checked before the body (at most [`SMALL_BODY`] bytes) is read.
 pub async fn progress(
     State(app): State<App>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<TokenQuery>,
-    ApiJson(req): ApiJson<ProgressRequest>,
+    body: Body,
 ) -> Result<StatusCode, Response> {
     let machine = caller(&app, &headers, &q).await?;
+    let req: ProgressRequest = json(&small_body(&headers, body, SMALL_BODY).await?)?;
     let steps: Vec<Transition> = match req.state.as_str() {
         "installing" => vec![Transition::Progress],
         "installed" => vec![Transition::InstallDone],
@@ -205,7 +249,8 @@ pub async fn progress(
         }],
         other => {
             return Err(ApiError::bad_request(format!(
-                "state {other:?}: expected installing, installed or failed"
+                "state {:?}: expected installing, installed or failed",
+                inventory::excerpt(other, inventory::error::MAX_ECHO)
             ))
             .into_response())
         }
@@ -246,14 +291,19 @@ pub async fn progress(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/v1/nodes/logs`: a text body, one log line per line (at most 1000 per call).
+/// `POST /api/v1/nodes/logs`: a text body, one log line per line (at most 1000 per call, at
+/// most [`LOG_BODY`] bytes); the token is checked before the body is read.
 pub async fn logs(
     State(app): State<App>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<TokenQuery>,
-    body: String,
+    body: Body,
 ) -> Result<StatusCode, Response> {
     let machine = caller(&app, &headers, &q).await?;
+    let bytes = small_body(&headers, body, LOG_BODY).await?;
+    let body = std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("log lines must be UTF-8 text: {e}")).into_response()
+    })?;
     let lines: Vec<_> = body
         .lines()
         .filter(|l| !l.trim().is_empty())
