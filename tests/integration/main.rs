@@ -12,6 +12,7 @@ mod harness;
 mod lab;
 mod netns;
 mod serve;
+mod templates;
 mod tftp;
 mod tftp_loss;
 mod uki;
