@@ -14,5 +14,6 @@ mod netns;
 mod serve;
 mod templates;
 mod tftp;
+mod tftp_fifo;
 mod tftp_loss;
 mod uki;
