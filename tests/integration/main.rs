@@ -17,6 +17,8 @@ mod loopback_dhcp;
 mod netns;
 mod security;
 mod serve;
+mod templates;
 mod tftp;
+mod tftp_fifo;
 mod tftp_loss;
 mod uki;

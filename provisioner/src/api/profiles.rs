@@ -19,7 +19,8 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
     Ok(Json(app.read(|s| s.profiles()).await?))
 }
 
-/// A profile must point at an imported UKI and carry a template that renders.
+/// A profile must point at an imported UKI and carry a template that renders for a sample
+/// machine within the render limits (`config_render::Limits`): a runaway template is refused here.
 async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
     if let Some(d) = p.uki.clone() {
         let assets = app.boot.assets.clone();
@@ -51,7 +52,8 @@ async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
         inventory::Timestamp(0),
     );
     let base = crate::boot::Base::sample();
-    crate::boot::config_render::render(p, &sample, "m1.sample", &base, None)
+    crate::boot::config_render::render_bounded(p, &sample, "m1.sample", &base, None)
+        .await
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(())
 }

@@ -6,12 +6,19 @@
 //! Variables: `mac`, `hostname`, `uuid`, `serial`, `site`, `ip`, `labels` (map), `profile`,
 //! `install.device`, `token` (this machine's enrollment token), `urls.base`, `urls.config`,
 //! `urls.register`, `urls.progress`, `urls.logs`, `syslog` (`host:port` or empty).
+//!
+//! Every render is bounded ([`Limits`]): minijinja fuel (steps and data), an output cap, a
+//! source-size cap ([`MAX_SOURCE_BYTES`]), and, through [`render_bounded`], the blocking pool
+//! (never an async worker), at most a few renders at once, and a deadline.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
 
 use inventory::{Machine, Profile};
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::Base;
 
@@ -61,14 +68,108 @@ struct Urls {
     logs: String,
 }
 
-/// A template problem, for the operator: which profile, which line, what.
+/// Why a config was not rendered, for the operator: which profile, what went wrong (with the
+/// template line where there is one) and, for a limit, what to change.
 #[derive(Debug, thiserror::Error)]
-#[error("config template of profile {profile}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
-pub struct RenderError {
-    pub profile: String,
-    pub line: Option<usize>,
-    pub message: String,
+#[non_exhaustive]
+pub enum RenderError {
+    /// The template does not parse, or fails while rendering (an undefined name, a bad filter).
+    #[error("config template of profile {profile}{}: {message}", at_line(*line))]
+    Template {
+        profile: String,
+        line: Option<usize>,
+        message: String,
+    },
+    /// The source is longer than [`MAX_SOURCE_BYTES`] (checked when a profile is saved).
+    #[error(
+        "config template of profile {profile} is {len} bytes, over the limit of {max} bytes: \
+         a cloud-config template is a few KiB; move large files to assets"
+    )]
+    SourceTooLarge {
+        profile: String,
+        len: usize,
+        max: usize,
+    },
+    /// Rendering used up its fuel ([`Limits::fuel`]): too many steps or too much data.
+    #[error(
+        "config template of profile {profile}{}: rendering stopped after its work limit \
+         ({fuel} units of minijinja fuel); look for loops over large values (range, labels) \
+         or large repeated strings and simplify the template", at_line(*line)
+    )]
+    OutOfFuel {
+        profile: String,
+        line: Option<usize>,
+        fuel: u64,
+    },
+    /// The output grew past [`Limits::max_output`] bytes.
+    #[error(
+        "config template of profile {profile}: the rendered config passed the output limit \
+         of {max} bytes; a cloud-config is a few KiB, so look for loops that repeat output"
+    )]
+    OutputTooLarge { profile: String, max: usize },
+    /// No result within [`Limits::deadline`] (waiting for a render slot included).
+    #[error(
+        "config template of profile {profile}: rendering did not finish within {}ms; \
+         simplify the template's loops", deadline.as_millis()
+    )]
+    Deadline { profile: String, deadline: Duration },
+    /// The rendering thread failed (a panic in the template engine).
+    #[error("config template of profile {profile}: rendering failed: {message}")]
+    Internal { profile: String, message: String },
 }
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(", line {l}")).unwrap_or_default()
+}
+
+impl RenderError {
+    /// The profile whose template this is about.
+    pub fn profile(&self) -> &str {
+        match self {
+            RenderError::Template { profile, .. }
+            | RenderError::SourceTooLarge { profile, .. }
+            | RenderError::OutOfFuel { profile, .. }
+            | RenderError::OutputTooLarge { profile, .. }
+            | RenderError::Deadline { profile, .. }
+            | RenderError::Internal { profile, .. } => profile,
+        }
+    }
+}
+
+/// Longest template source a profile may carry, in bytes (checked at save and at render).
+pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+
+/// Bounds on one render. A template is code the operator wrote, run once per machine with that
+/// machine's values, so a loop that is cheap for the sample machine at save time can be costly
+/// for a real one: every render is bounded, not only the check at save time.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// minijinja fuel: about one unit per instruction and per 64 bytes of data the template
+    /// creates, so it bounds both CPU time and memory, and the rendering thread ends by itself
+    /// when it runs out (no thread is left spinning after a deadline).
+    pub fuel: u64,
+    /// Largest rendered config, in bytes.
+    pub max_output: usize,
+    /// Wall-clock bound on [`render_bounded`], including the wait for a render slot.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    /// 200,000 fuel (the default template uses about 100; 200,000 is ~12 MB of data or
+    /// ~15 ms of work: the 10^10-step nested loop stops there), 1 MiB of output, 5 s.
+    fn default() -> Self {
+        Limits {
+            fuel: 200_000,
+            max_output: 1024 * 1024,
+            deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Renders at most this many templates at once, on the blocking pool; a render that passed its
+/// deadline keeps its slot until its fuel ends it, so CPU spent on templates stays bounded.
+/// A process-wide limit (not per `App`): it guards the process's CPU, like the blocking pool.
+static RENDER_SLOTS: Semaphore = Semaphore::const_new(4);
 
 /// The name a machine gets when the operator gave none: `node-` and its MAC's hex.
 pub fn default_hostname(m: &Machine) -> String {
@@ -76,6 +177,78 @@ pub fn default_hostname(m: &Machine) -> String {
     format!("node-{hex}")
 }
 
+/// Renders `profile`'s template (or [`DEFAULT_TEMPLATE`]) for `machine` within the default
+/// [`Limits`], off the async workers, and gives up after [`Limits::deadline`]. What the HTTP
+/// handlers call, at `/config` and when a profile is saved.
+///
+/// Errors: every [`RenderError`] variant; each names the profile.
+pub async fn render_bounded(
+    profile: &Profile,
+    machine: &Machine,
+    token: &str,
+    base: &Base,
+    syslog: Option<String>,
+) -> Result<String, RenderError> {
+    render_bounded_with(profile, machine, token, base, syslog, &Limits::default()).await
+}
+
+/// [`render_bounded`] with explicit limits.
+pub async fn render_bounded_with(
+    profile: &Profile,
+    machine: &Machine,
+    token: &str,
+    base: &Base,
+    syslog: Option<String>,
+    limits: &Limits,
+) -> Result<String, RenderError> {
+    check_source(profile)?;
+    let (p, m, t, b, l) = (
+        profile.clone(),
+        machine.clone(),
+        token.to_string(),
+        base.clone(),
+        limits.clone(),
+    );
+    let work = async move {
+        let slot = RENDER_SLOTS
+            .acquire()
+            .await
+            .expect("the render semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            render_with(&p, &m, &t, &b, syslog, &l)
+        })
+        .await
+    };
+    match tokio::time::timeout(limits.deadline, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(RenderError::Internal {
+            profile: profile.name.clone(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(RenderError::Deadline {
+            profile: profile.name.clone(),
+            deadline: limits.deadline,
+        }),
+    }
+}
+
+/// Refuses a template source longer than [`MAX_SOURCE_BYTES`].
+pub fn check_source(profile: &Profile) -> Result<(), RenderError> {
+    let len = profile.cloud_config.len();
+    if len > MAX_SOURCE_BYTES {
+        return Err(RenderError::SourceTooLarge {
+            profile: profile.name.clone(),
+            len,
+            max: MAX_SOURCE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Renders on the calling thread within the default fuel and output limits (no deadline: that
+/// needs [`render_bounded`]). Blocks for as long as the fuel lasts; never call it on an async
+/// worker.
 pub fn render(
     profile: &Profile,
     machine: &Machine,
@@ -83,6 +256,19 @@ pub fn render(
     base: &Base,
     syslog: Option<String>,
 ) -> Result<String, RenderError> {
+    render_with(profile, machine, token, base, syslog, &Limits::default())
+}
+
+/// [`render`] with explicit limits (`deadline` is not used here).
+pub fn render_with(
+    profile: &Profile,
+    machine: &Machine,
+    token: &str,
+    base: &Base,
+    syslog: Option<String>,
+    limits: &Limits,
+) -> Result<String, RenderError> {
+    check_source(profile)?;
     let template = if profile.cloud_config.trim().is_empty() {
         DEFAULT_TEMPLATE
     } else {
@@ -116,99 +302,68 @@ pub fn render(
     };
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(limits.fuel));
+    // Deep macro recursion would otherwise use the stack of a blocking-pool thread.
+    env.set_recursion_limit(64);
     let name = format!("profile {}", profile.name);
-    env.render_named_str(&name, template, Value::from(minijinja::value::Serde(&ctx)))
-        .map_err(|e| RenderError {
-            profile: profile.name.clone(),
+    let mut out = CappedWriter {
+        buf: Vec::new(),
+        max: limits.max_output,
+        exceeded: false,
+    };
+    let rendered = env.template_from_named_str(&name, template).and_then(|t| {
+        t.render_captured_to(Value::from(minijinja::value::Serde(&ctx)), &mut out)
+            .map(drop)
+    });
+    let profile_name = || profile.name.clone();
+    match rendered {
+        Ok(()) => String::from_utf8(out.buf).map_err(|e| RenderError::Internal {
+            profile: profile_name(),
+            message: e.to_string(),
+        }),
+        Err(_) if out.exceeded => Err(RenderError::OutputTooLarge {
+            profile: profile_name(),
+            max: limits.max_output,
+        }),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(RenderError::OutOfFuel {
+            profile: profile_name(),
+            line: e.line(),
+            fuel: limits.fuel,
+        }),
+        Err(e) => Err(RenderError::Template {
+            profile: profile_name(),
             line: e.line(),
             message: e
                 .detail()
                 .map(str::to_string)
                 .unwrap_or_else(|| e.kind().to_string()),
-        })
+        }),
+    }
+}
+
+/// An in-memory writer that fails once more than `max` bytes would be held, which stops the
+/// render there (minijinja reports a write failure).
+struct CappedWriter {
+    buf: Vec<u8>,
+    max: usize,
+    exceeded: bool,
+}
+
+impl io::Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.max {
+            self.exceeded = true;
+            return Err(io::Error::other("rendered config over the output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use inventory::{MachineSpec, Timestamp};
-
-    fn machine() -> Machine {
-        let spec = MachineSpec {
-            hostname: Some("web-1".into()),
-            labels: [("rack".into(), "r1: \"x\" #y".into())].into(),
-            ..Default::default()
-        };
-        Machine::registered("52:54:00:aa:bb:01".parse().unwrap(), spec, Timestamp(0))
-    }
-
-    fn base() -> Base {
-        Base("http://198.18.0.1:8080".into())
-    }
-
-    #[test]
-    fn default_template_is_yaml_with_the_machine_values() {
-        let p = Profile {
-            name: "hadron".into(),
-            install_disk: Some("/dev/vda".into()),
-            ..Default::default()
-        };
-        let out = render(
-            &p,
-            &machine(),
-            "m1.tok",
-            &base(),
-            Some("198.18.0.1:5514".into()),
-        )
-        .unwrap();
-        assert!(out.starts_with("#cloud-config\n"));
-        assert!(out.contains("hostname: \"web-1\""));
-        assert!(out.contains("device: \"/dev/vda\""));
-        assert!(out.contains("token: \"m1.tok\""));
-        assert!(out.contains("register: \"http://198.18.0.1:8080/api/v1/nodes/register\""));
-        assert!(out.contains("syslog: \"198.18.0.1:5514\""));
-    }
-
-    #[test]
-    fn labels_are_data_and_tojson_keeps_yaml_intact() {
-        let p = Profile {
-            name: "x".into(),
-            cloud_config: "rack: {{ labels.rack | tojson }}\nraw: {{ labels.rack }}\n".into(),
-            ..Default::default()
-        };
-        let out = render(&p, &machine(), "t", &base(), None).unwrap();
-        assert!(out.contains("rack: \"r1: \\\"x\\\" #y\""), "{out}");
-        // Even unescaped, a label's braces are output, never evaluated.
-        let mut m = machine();
-        m.spec.labels.insert("rack".into(), "{{ token }}".into());
-        let out = render(&p, &m, "secret", &base(), None).unwrap();
-        assert!(
-            out.contains("raw: {{ token }}") && !out.contains("secret"),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn errors_name_profile_and_line() {
-        let p = Profile {
-            name: "broken".into(),
-            cloud_config: "#cloud-config\nhostname: {{ hostname }}\nx: {{ no_such_thing }}\n"
-                .into(),
-            ..Default::default()
-        };
-        let e = render(&p, &machine(), "t", &base(), None).unwrap_err();
-        assert_eq!((e.profile.as_str(), e.line), ("broken", Some(3)));
-        assert!(
-            e.to_string()
-                .starts_with("config template of profile broken, line 3"),
-            "{e}"
-        );
-        let p = Profile {
-            name: "syntax".into(),
-            cloud_config: "a\n{% if %}\n".into(),
-            ..Default::default()
-        };
-        let e = render(&p, &machine(), "t", &base(), None).unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
-    }
-}
+#[path = "config_render_tests.rs"]
+mod tests;

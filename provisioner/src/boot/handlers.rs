@@ -462,7 +462,7 @@ async fn serve_config(
         format!("{host}:{p}")
     });
     let mac = machine.mac;
-    match config_render::render(&profile, &machine, &token, &base, syslog) {
+    match config_render::render_bounded(&profile, &machine, &token, &base, syslog).await {
         Ok(body) => {
             let how = if by_token { "token" } else { "lease address" };
             let kind = EventKind::Seen {

@@ -5,7 +5,9 @@
 //! absolute-looking names), empty and `.` components are dropped, and the name is refused if any
 //! component is `..`, or it contains NUL or another control character, or it ends up empty or
 //! longer than 1024 bytes. Percent signs are not decoded: `..%2f` stays a literal (and
-//! nonexistent) name. Symlinks are checked by the directory source after resolution.
+//! nonexistent) name. A name refused for its length is answered "file not found" (no file has
+//! such a name); the others are access violations. Symlinks, file types and names the kernel
+//! finds too long are the directory source's business (`source::DirSource`): all "not found".
 
 /// Why a name is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

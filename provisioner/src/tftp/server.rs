@@ -243,12 +243,18 @@ async fn open(
     req: &Request,
     peer: SocketAddr,
 ) -> Result<Arc<dyn super::source::BlockFile>, (ErrorCode, String, Ending)> {
-    let path = path::normalize(&req.filename).map_err(|e| {
-        (
+    let path = path::normalize(&req.filename).map_err(|e| match e {
+        // No file has a name that long: the same answer as for any missing file.
+        path::PathError::TooLong(_) => (
+            ErrorCode::FileNotFound,
+            "file not found".into(),
+            Ending::NotFound,
+        ),
+        e => (
             ErrorCode::AccessViolation,
             e.to_string(),
             Ending::Refused(e.to_string()),
-        )
+        ),
     })?;
     let source = shared.source.clone();
     let opened = tokio::task::spawn_blocking(move || source.open(&path, peer)).await;

@@ -6,9 +6,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{self, OFlag};
+use nix::sys::stat::Mode;
 
 /// An open file: its size at open time and positional reads.
 pub trait BlockFile: Send + Sync {
@@ -56,14 +61,27 @@ impl BlockFile for DiskFile {
     }
 }
 
-/// A directory on disk.
+/// A directory on disk. A name that does not lead to a regular file inside it (missing, a
+/// directory, a FIFO, a socket, a device, a symlink out of a confined root, a name too long for
+/// the kernel) is "not here", the same answer whatever the reason, so a client learns nothing
+/// about what lies outside, and nothing is opened that could block: files are opened with
+/// `O_NONBLOCK` and their type is checked with `fstat` on the opened descriptor.
 pub struct DirSource {
+    /// Canonical path of the directory (no symlinks in it).
     root: PathBuf,
+    /// The directory, opened once (`O_PATH`): names are opened relative to it.
+    dir: OwnedFd,
     /// Whether symlinks may lead outside `root`. Off for the TFTP root (people and tools write
     /// there); on for the loaders directory, which the package manager owns and where Debian's
     /// `ipxe` links `ipxe.efi` to `/boot/ipxe.efi`.
     symlinks_anywhere: bool,
 }
+
+/// Read-only, never blocking (a FIFO opens at once), never a controlling terminal.
+const OPEN_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
 
 impl DirSource {
     /// A directory whose symlinks are followed only while they stay inside it.
@@ -85,11 +103,84 @@ impl DirSource {
                 format!("{} is not a directory", root.display()),
             ));
         }
+        let dir = fcntl::open(
+            &root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(DirSource {
             root,
+            dir,
             symlinks_anywhere,
         })
     }
+
+    /// Opens `path` (normalized: no `..`, not absolute) without blocking; `Ok(None)` when it
+    /// is not a regular file this source may serve. Errors are real I/O problems (permissions).
+    fn open_regular(&self, path: &str) -> io::Result<Option<DiskFile>> {
+        let opened = if self.symlinks_anywhere {
+            fcntl::openat(&self.dir, path, OPEN_FLAGS, Mode::empty()).map_err(io::Error::from)
+        } else {
+            match self.open_confined(path) {
+                Ok(Some(fd)) => Ok(fd),
+                Ok(None) => return Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let file = match opened {
+            Ok(fd) => File::from(fd),
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The type of what was opened, not of what a name pointed to a moment earlier.
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(DiskFile {
+            file,
+            size: meta.len(),
+        }))
+    }
+
+    /// Resolves symlinks (relative and absolute) without opening anything, refuses a result
+    /// outside the root, then opens exactly that path beneath the root's descriptor with no
+    /// symlink allowed (`openat2`, `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a link swapped
+    /// in meanwhile cannot lead elsewhere. Without `openat2` (Linux < 5.6, some seccomp
+    /// filters) the checked path is opened with `O_NOFOLLOW`.
+    fn open_confined(&self, path: &str) -> io::Result<Option<OwnedFd>> {
+        let resolved = self.root.join(path).canonicalize()?;
+        let rel = match resolved.strip_prefix(&self.root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel,
+            _ => return Ok(None), // outside the root, or the root itself
+        };
+        // Not even opened unless it is a regular file now (devices can act on open).
+        if !std::fs::symlink_metadata(&resolved)?.is_file() {
+            return Ok(None);
+        }
+        let how = fcntl::OpenHow::new()
+            .flags(OPEN_FLAGS)
+            .resolve(fcntl::ResolveFlag::RESOLVE_BENEATH | fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match fcntl::openat2(&self.dir, rel, how) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOSYS) => {
+                fcntl::open(&resolved, OPEN_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())
+                    .map(Some)
+                    .map_err(io::Error::from)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Errors that mean "no such file here": missing, a path through a non-directory, a symlink
+/// loop or a symlink where none is allowed, a name too long, a step out of the root, a socket.
+fn is_absent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(
+            e.raw_os_error().map(Errno::from_raw),
+            Some(Errno::ENOTDIR | Errno::ELOOP | Errno::ENAMETOOLONG | Errno::EXDEV | Errno::ENXIO)
+        )
 }
 
 impl FileSource for DirSource {
@@ -98,25 +189,9 @@ impl FileSource for DirSource {
         path: &str,
         _client: SocketAddr,
     ) -> Result<Option<Arc<dyn BlockFile>>, OpenError> {
-        let resolved = match self.root.join(path).canonicalize() {
-            Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if !self.symlinks_anywhere && !resolved.starts_with(&self.root) {
-            return Err(OpenError::Access(
-                "symlink leads outside the TFTP root".into(),
-            ));
-        }
-        let file = File::open(&resolved)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(OpenError::Access("not a regular file".into()));
-        }
-        Ok(Some(Arc::new(DiskFile {
-            file,
-            size: meta.len(),
-        })))
+        Ok(self
+            .open_regular(path)?
+            .map(|f| Arc::new(f) as Arc<dyn BlockFile>))
     }
 }
 
@@ -172,61 +247,5 @@ impl FileSource for Chain {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client() -> SocketAddr {
-        "127.0.0.1:1000".parse().unwrap()
-    }
-
-    #[test]
-    fn dir_source_serves_files_and_refuses_escaping_symlinks() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), b"s3cret").unwrap();
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("sub")).unwrap();
-        std::fs::write(root.path().join("sub/a.efi"), b"hello").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("leak"))
-            .unwrap();
-        std::os::unix::fs::symlink("sub/a.efi", root.path().join("alias.efi")).unwrap();
-        let src = DirSource::confined(root.path()).unwrap();
-        let f = src.open("sub/a.efi", client()).unwrap().unwrap();
-        let mut buf = [0u8; 16];
-        assert_eq!((f.size(), f.read_at(&mut buf, 1).unwrap()), (5, 4));
-        assert_eq!(&buf[..4], b"ello");
-        assert!(
-            src.open("alias.efi", client()).unwrap().is_some(),
-            "symlink inside the root is fine"
-        );
-        assert!(matches!(
-            src.open("leak", client()),
-            Err(OpenError::Access(_))
-        ));
-        assert!(matches!(
-            src.open("sub", client()),
-            Err(OpenError::Access(_))
-        ));
-        assert!(src.open("missing", client()).unwrap().is_none());
-        // The package-managed loaders directory may link out (Debian: ipxe.efi -> /boot/ipxe.efi).
-        let trusted = DirSource::trusted(root.path()).unwrap();
-        assert_eq!(trusted.open("leak", client()).unwrap().unwrap().size(), 6);
-        // Even there a name cannot climb out: `..` never reaches a source (see path.rs).
-        assert!(crate::tftp::path::normalize("../leak").is_err());
-    }
-
-    #[test]
-    fn chain_asks_in_order() {
-        let a = MemSource([("x".to_string(), Arc::from(&b"first"[..]))].into());
-        let b = MemSource(
-            [
-                ("x".to_string(), Arc::from(&b"second"[..])),
-                ("y".to_string(), Arc::from(&b"y"[..])),
-            ]
-            .into(),
-        );
-        let c = Chain(vec![Arc::new(a), Arc::new(b)]);
-        assert_eq!(c.open("x", client()).unwrap().unwrap().size(), 5);
-        assert_eq!(c.open("y", client()).unwrap().unwrap().size(), 1);
-        assert!(c.open("z", client()).unwrap().is_none());
-    }
-}
+#[path = "source_tests.rs"]
+mod tests;
