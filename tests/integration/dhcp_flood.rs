@@ -34,11 +34,7 @@ fn random_macs(n: usize, seed: u64) -> Vec<[u8; 6]> {
 /// A full-mode server on a free loopback port with `extra` lines in `[dhcp]` and the subnet.
 fn server(dhcp_extra: &str, range: &str, subnet_extra: &str) -> (tempfile::TempDir, u16, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::loopback_dhcp::free_port();
     let cfg = dir.path().join("p.toml");
     std::fs::write(
         &cfg,

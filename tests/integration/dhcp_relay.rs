@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::Server;
-use crate::loopback_dhcp::{exchange, packet, ACK, DISCOVER, OFFER, REQUEST};
+use crate::loopback_dhcp::{dora, exchange, free_port, packet, DISCOVER, OFFER};
 
 /// A MAC and the address it was acknowledged.
 type Acked = ([u8; 6], Ipv4Addr);
@@ -43,11 +43,7 @@ fn relay_server() -> (
     Server,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = config(dir.path(), port);
     let data = dir.path().join("data");
     let s = Server::start_in(&data, &["--config", cfg.to_str().unwrap(), "--no-tftp"]);
@@ -75,26 +71,7 @@ fn kill_9_under_load_keeps_every_acknowledged_lease() {
                     }
                     let m = mac(t, i);
                     let xid = (t as u32) << 24 | i;
-                    let Some((ip, sid)) = exchange(
-                        &sock,
-                        server,
-                        &packet(DISCOVER, xid, m, relay, &[]),
-                        OFFER,
-                        xid,
-                    ) else {
-                        continue;
-                    };
-                    let opts = [
-                        (50, ip.octets().to_vec()),
-                        (54, sid.unwrap_or(Ipv4Addr::LOCALHOST).octets().to_vec()),
-                    ];
-                    if let Some((got, _)) = exchange(
-                        &sock,
-                        server,
-                        &packet(REQUEST, xid, m, relay, &opts),
-                        ACK,
-                        xid,
-                    ) {
+                    if let Some(got) = dora(&sock, server, relay, m, xid) {
                         acked.lock().unwrap().push((m, got));
                     }
                 }

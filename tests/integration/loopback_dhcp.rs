@@ -171,6 +171,25 @@ impl LeaseServer {
     }
 }
 
+/// One relayed DORA for `mac` from relay `relay` (bound at `sock`): the ACKed address, or
+/// `None` when an OFFER or the ACK did not come.
+pub fn dora(
+    sock: &UdpSocket,
+    server: SocketAddrV4,
+    relay: Ipv4Addr,
+    mac: [u8; 6],
+    xid: u32,
+) -> Option<Ipv4Addr> {
+    let discover = packet(DISCOVER, xid, mac, relay, &[]);
+    let (ip, sid) = exchange(sock, server, &discover, OFFER, xid)?;
+    let opts = [
+        (50, ip.octets().to_vec()),
+        (54, sid.unwrap_or(Ipv4Addr::LOCALHOST).octets().to_vec()),
+    ];
+    let request = packet(REQUEST, xid, mac, relay, &opts);
+    exchange(sock, server, &request, ACK, xid).map(|(got, _)| got)
+}
+
 /// DORA for `mac` against a full-mode server on `port`, relayed; the ACKed address.
 pub fn lease(port: u16, mac: &str) -> Ipv4Addr {
     let m = parse_mac(mac);
@@ -178,26 +197,7 @@ pub fn lease(port: u16, mac: &str) -> Ipv4Addr {
     let (relay, sock) = relay_socket();
     for attempt in 0..5u32 {
         let xid = 0x5a00_0000 | attempt << 16 | rand_u16() as u32;
-        let Some((ip, sid)) = exchange(
-            &sock,
-            server,
-            &packet(DISCOVER, xid, m, relay, &[]),
-            OFFER,
-            xid,
-        ) else {
-            continue;
-        };
-        let opts = [
-            (50, ip.octets().to_vec()),
-            (54, sid.unwrap_or(Ipv4Addr::LOCALHOST).octets().to_vec()),
-        ];
-        if let Some((got, _)) = exchange(
-            &sock,
-            server,
-            &packet(REQUEST, xid, m, relay, &opts),
-            ACK,
-            xid,
-        ) {
+        if let Some(got) = dora(&sock, server, relay, m, xid) {
             return got;
         }
     }

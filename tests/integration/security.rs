@@ -364,3 +364,31 @@ fn a_discovered_record_never_shadows_a_registered_uuid() {
 }
 
 const V_OTHER: &str = "00000000-1111-2222-3333-444444444444";
+
+#[test]
+fn machine_tokens_are_revoked_by_rotation() {
+    let r = rack();
+    let cli_token = |args: &[&str]| stdout(&r.s.server.cli(args)).trim().to_string();
+    let old = cli_token(&["machines", "token", V]);
+    let anon = r.api.without_token();
+    let progress = |token: &str| {
+        anon.send(
+            anon.request("POST", "/api/v1/nodes/progress")
+                .bearer_auth(token)
+                .json(&json!({"state": "installing"})),
+        )
+        .status
+    };
+    assert_eq!(progress(&old), 204);
+    let new = cli_token(&["machines", "token", V, "--rotate"]);
+    assert!(new.starts_with("m1.") && new != old, "{new}");
+    assert_eq!(progress(&old), 401, "the old token is revoked");
+    assert_eq!(progress(&new), 204);
+    assert_eq!(
+        cli_token(&["machines", "token", V]),
+        new,
+        "the new one is current"
+    );
+    let events = stdout(&r.s.server.cli(&["events", "--machine", V]));
+    assert!(events.contains("operator rotate-token"), "{events}");
+}
