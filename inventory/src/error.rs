@@ -32,6 +32,13 @@ pub enum Error {
         ip: std::net::Ipv4Addr,
         holder: String,
     },
+    /// A DHCP client other than this machine holds a lease on the address right now.
+    #[error("IP {ip} is leased to {holder} until {until}; reserve it once that lease has ended or the client released it, or choose another address")]
+    IpLeased {
+        ip: std::net::Ipv4Addr,
+        holder: String,
+        until: crate::Timestamp,
+    },
     /// Another machine already holds this SMBIOS UUID: a UUID names one machine, or a
     /// `config?uuid=` look-up could hand one machine's config to another.
     #[error("UUID {uuid} already belongs to machine {holder}")]

@@ -22,6 +22,10 @@ pub struct Lease {
     /// identifies the machine like a lease does, but a pool never counts it as taken.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub observed: bool,
+    /// The client identifier (option 61, lowercase hex) the binding is kept under, for a client
+    /// identified by it rather than by its MAC (RFC 2131 §4.2; see the README's DHCP section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl Lease {

@@ -275,7 +275,12 @@ fn append(txn: &WriteTransaction, events: Vec<NewEvent>, now: Timestamp) -> Resu
 }
 
 /// Checks the profile and reservation of `m` and writes it (replacing `old` if given).
-fn write_machine(txn: &WriteTransaction, m: &Machine, old: Option<&Machine>) -> Result<()> {
+fn write_machine(
+    txn: &WriteTransaction,
+    m: &Machine,
+    old: Option<&Machine>,
+    now: Timestamp,
+) -> Result<()> {
     if let Some(p) = &m.spec.profile {
         if txn.open_table(PROFILES)?.get(p.as_str())?.is_none() {
             return Err(Error::UnknownProfile { name: p.clone() });
@@ -285,6 +290,24 @@ fn write_machine(txn: &WriteTransaction, m: &Machine, old: Option<&Machine>) -> 
     let mut res = txn.open_table(RESERVATIONS)?;
     if let Some(old_ip) = old.and_then(|o| o.spec.ip) {
         res.remove(u32::from(old_ip))?;
+    }
+    if let Some(ip) = m
+        .spec
+        .ip
+        .filter(|ip| old.and_then(|o| o.spec.ip) != Some(*ip))
+    {
+        // A new reservation for an address another client holds right now would put two hosts
+        // on it (RFC 2131 §4.3.1 lets the holder keep it until its lease ends).
+        if let Some(v) = txn.open_table(LEASES)?.get(u32::from(ip))? {
+            let lease: Lease = decode("leases", v.value())?;
+            if lease.mac != m.mac && lease.is_active(now) && !lease.observed {
+                return Err(Error::IpLeased {
+                    ip,
+                    holder: lease.mac.to_string(),
+                    until: lease.expires,
+                });
+            }
+        }
     }
     if let Some(ip) = m.spec.ip {
         let holder = res.get(u32::from(ip))?.map(|v| v.value());
@@ -347,7 +370,7 @@ impl Store for RedbStore {
                     mac: m.mac.to_string(),
                 });
             }
-            write_machine(&txn, m, None)?;
+            write_machine(&txn, m, None, now)?;
             events.push(NewEvent::machine(
                 m.mac,
                 EventKind::Created { by: by.to_string() },
@@ -374,7 +397,7 @@ impl Store for RedbStore {
         if m == old && kinds.is_empty() {
             return Ok((m, Vec::new()));
         }
-        write_machine(&txn, &m, Some(&old))?;
+        write_machine(&txn, &m, Some(&old), now)?;
         let events = append(
             &txn,
             kinds

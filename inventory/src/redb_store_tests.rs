@@ -261,6 +261,7 @@ fn survives_reopen_and_keeps_leases_and_tokens() {
             expires: Timestamp(99),
             hostname: None,
             observed: false,
+            client_id: None,
         }])
         .unwrap();
         s.put_token(

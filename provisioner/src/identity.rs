@@ -109,6 +109,7 @@ pub fn observed_binding(ip: Ipv4Addr, mac: Mac, now: Timestamp) -> Lease {
         expires: now.saturating_add(OBSERVED_BINDING_TTL),
         hostname: None,
         observed: true,
+        client_id: None,
     }
 }
 
@@ -128,6 +129,7 @@ mod tests {
             expires: Timestamp(1_000),
             hostname: None,
             observed: false,
+            client_id: None,
         };
         let h = holder_from(&l, Timestamp(999)).expect("active");
         assert_eq!((h.mac, h.evidence), (mac(1), Evidence::Lease));

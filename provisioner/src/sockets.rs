@@ -26,6 +26,9 @@ pub struct Arrival {
     pub local: Option<IpAddr>,
     /// Interface index it arrived on (0 if unknown).
     pub ifindex: u32,
+    /// Sent to the limited broadcast address (DHCP: a REBINDING client broadcasts, a RENEWING
+    /// one unicasts; RFC 2131 §4.4.5).
+    pub broadcast: bool,
 }
 
 /// Binds a UDP socket that reports the local address of each datagram.
@@ -61,6 +64,7 @@ pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(
             peer,
             local: (!bound.ip().is_unspecified()).then_some(bound.ip()),
             ifindex: 0,
+            broadcast: false,
         };
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
@@ -74,6 +78,7 @@ pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(
                         dst
                     };
                     arrival.local = Some(IpAddr::V4(local));
+                    arrival.broadcast = dst.is_broadcast();
                     arrival.ifindex = pi.ipi_ifindex as u32;
                 }
             }

@@ -253,6 +253,7 @@ async fn start_dhcp(
             server_ip: cfg.server_ip,
             mode: cfg.mode,
             unknown: cfg.unknown,
+            match_client_id: cfg.match_client_id,
             loaders: cfg.loaders.clone(),
             urls: BootUrls {
                 ipxe_script: format!("{base}/boot/ipxe"),

@@ -258,3 +258,29 @@ pub fn from_address(api: &Api, ip: Ipv4Addr) -> Api {
             .unwrap(),
     }
 }
+
+/// Sends `p` (xid `xid`) from a fresh relay address and returns the message type of the reply,
+/// or `None` when nothing came within 800 ms. `build` gets the relay address (giaddr).
+pub fn reply_kind(port: u16, xid: u32, build: impl Fn(Ipv4Addr) -> Vec<u8>) -> Option<u8> {
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let (relay, sock) = relay_socket();
+    sock.send_to(&build(relay), server).ok()?;
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            return None;
+        };
+        if let Some((kind, x, _, _)) = parse(&buf[..n]) {
+            if x == xid {
+                return Some(kind);
+            }
+        }
+    }
+    None
+}
+
+/// A MAC written `aa:bb:..` as octets.
+pub fn octets(mac: &str) -> [u8; 6] {
+    parse_mac(mac)
+}

@@ -453,6 +453,7 @@ fn transfers_are_recorded_on_the_machine_holding_the_lease() {
                 expires: Timestamp(u64::MAX),
                 hostname: None,
                 observed: false,
+                client_id: None,
             }])
             .unwrap();
     }

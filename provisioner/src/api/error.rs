@@ -71,6 +71,7 @@ impl From<inventory::Error> for ApiError {
             E::MachineExists { .. } | E::ProfileExists { .. } => (StatusCode::CONFLICT, "exists"),
             E::IpReserved { .. } => (StatusCode::CONFLICT, "ip_reserved"),
             E::UuidTaken { .. } => (StatusCode::CONFLICT, "uuid_taken"),
+            E::IpLeased { .. } => (StatusCode::CONFLICT, "ip_leased"),
             E::UuidAmbiguous { .. } => (StatusCode::CONFLICT, "uuid_ambiguous"),
             E::ProfileInUse { .. } => (StatusCode::CONFLICT, "in_use"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

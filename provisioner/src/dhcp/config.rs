@@ -31,6 +31,9 @@ pub struct WireDhcp {
     pub max_discovered: Option<u64>,
     /// New records of unknown machines per minute at most.
     pub discover_rate: Option<u64>,
+    /// Identify clients not in the inventory by their client identifier (option 61) when they
+    /// send one (RFC 2131 §4.2); `false`: by MAC only.
+    pub match_client_id: Option<bool>,
     #[serde(default)]
     pub loaders: WireLoaders,
     #[serde(default)]
@@ -86,6 +89,9 @@ pub struct DhcpConfig {
     /// Cap and rate of recording unknown machines (`dhcp.max_discovered`, `dhcp.discover_rate`);
     /// HTTP boot applies the same limits.
     pub admission: Limits,
+    /// Clients outside the inventory are identified by option 61 when they send it
+    /// (`dhcp.match_client_id`, default `true`); machines of the inventory always by MAC.
+    pub match_client_id: bool,
     pub loaders: Loaders,
     pub subnets: Vec<SubnetConfig>,
 }
@@ -296,6 +302,7 @@ pub fn validate(w: WireDhcp) -> Result<Option<DhcpConfig>, ConfigError> {
         server_ip,
         http_url: w.http_url.map(|u| u.trim_end_matches('/').to_string()),
         unknown: w.unknown_machines.unwrap_or(UnknownPolicy::Ignore),
+        match_client_id: w.match_client_id.unwrap_or(true),
         admission: Limits {
             max_waiting,
             per_minute,
@@ -391,6 +398,7 @@ lease_time = "2h"
         assert_eq!(c.admission, Limits::default());
         assert_eq!(c.subnets[0].unknown_share, DEFAULT_UNKNOWN_SHARE);
         assert_eq!(c.unknown, UnknownPolicy::Ignore);
+        assert!(c.match_client_id);
     }
 
     #[test]

@@ -15,11 +15,11 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 use inventory::{EventKind, Lease, Mac, Machine, Timestamp};
 
 use super::classify::{classify, Client, Stage};
-use super::pool::{NoOffer, Pool, Reservations, Standing};
+use super::pool::{ClientKey, NoOffer, Pool, Reservations, Standing, Who};
 use super::reply::{
     boot_file, destination, pxe_vendor_options, Arrived, BootFile, BootUrls, Loaders,
     PXE_BOOT_SERVER_PORT,
@@ -59,6 +59,8 @@ pub struct Settings {
     pub server_ip: Ipv4Addr,
     pub mode: Mode,
     pub unknown: UnknownPolicy,
+    /// Identify clients outside the inventory by option 61 when sent (RFC 2131 §4.2).
+    pub match_client_id: bool,
     pub loaders: Loaders,
     pub urls: BootUrls,
 }
@@ -72,6 +74,8 @@ pub struct Input<'a> {
     pub link: Ipv4Addr,
     pub machine: Option<&'a Machine>,
     pub reservations: &'a dyn Reservations,
+    /// Option 82 exactly as the relay sent it (see [`super::reply::raw_option`]).
+    pub relay_info: Option<&'a [u8]>,
     pub now: Timestamp,
 }
 
@@ -208,6 +212,9 @@ impl Core {
         let (kept, suppressed) = self.observations.filter(mac, known, observed, input.now);
         d.events = kept;
         d.suppressed = suppressed;
+        if let Some((reply, _)) = d.reply.as_mut() {
+            self.echo_relay_info(msg, input.relay_info, reply);
+        }
         d
     }
 
@@ -331,7 +338,7 @@ impl Core {
             return Decision::drop("no subnet configured for the client's link", Some(client));
         };
         let msg = input.msg;
-        let mac = client.mac;
+        let (who, client_id) = self.who(msg, &client, input.machine.is_some());
         let (now, res) = (input.now, input.reservations);
         let mut d = Decision {
             client: Some(client.clone()),
@@ -342,7 +349,7 @@ impl Core {
                 let requested = ip_option(msg, OptionCode::RequestedIpAddress);
                 let offered = self.subnets[idx]
                     .1
-                    .offer_to(mac, standing, requested, res, now);
+                    .offer_to(who, standing, requested, res, now);
                 let ip = match offered {
                     Ok(ip) => ip,
                     Err(why) => {
@@ -373,52 +380,102 @@ impl Core {
                 d.reply = Some((reply, destination(&input.arrived, false)));
             }
             MessageType::Request => {
-                if let Some(id) = ip_option(msg, OptionCode::ServerIdentifier) {
-                    if id != self.settings.server_ip {
-                        return Decision::drop("client chose another server", Some(client));
-                    }
-                }
-                let ciaddr = msg.ciaddr();
-                let Some(ip) = ip_option(msg, OptionCode::RequestedIpAddress)
-                    .or((!ciaddr.is_unspecified()).then_some(ciaddr))
-                else {
+                let Some(state) = RequestState::of(msg, &input.arrived) else {
                     return Decision::drop("REQUEST without an address", Some(client));
+                };
+                let pool = &mut self.subnets[idx].1;
+                let ip = match state {
+                    RequestState::Selecting { server, ip } => {
+                        if server != self.settings.server_ip {
+                            // It took another server's offer: ours is free again.
+                            pool.withdraw_offer(who);
+                            return Decision::drop("client chose another server", Some(client));
+                        }
+                        ip
+                    }
+                    RequestState::InitReboot { ip } => match pool.record_of(who.key) {
+                        // RFC 2131 §4.3.2: no record of the client, stay silent (another
+                        // server may know it); a record of another address: NAK below.
+                        None if res.reserved_for(who.mac) != Some(ip) => {
+                            return Decision::drop(
+                                "INIT-REBOOT from a client this server has no record of",
+                                Some(client),
+                            )
+                        }
+                        Some(mine) if mine != ip => {
+                            return self.refuse(msg, &input.arrived, d, format!("INIT-REBOOT for {ip}, but this client's address here is {mine}"));
+                        }
+                        _ => ip,
+                    },
+                    RequestState::Renewing { ip } | RequestState::Rebinding { ip } => {
+                        match pool.record_of(who.key) {
+                            Some(mine) if mine == ip => ip,
+                            Some(mine) => {
+                                return self.refuse(
+                                    msg,
+                                    &input.arrived,
+                                    d,
+                                    format!(
+                                        "renewal of {ip}, but this client's address here is {mine}"
+                                    ),
+                                );
+                            }
+                            // No record (say, a lost database, or a lease from before a
+                            // restart with another range): an address of our range is granted
+                            // again when it is free for the client, as Kea does; one outside it
+                            // belongs to another server, so no answer.
+                            None if pool.in_dynamic_range(ip) => ip,
+                            None => {
+                                return Decision::drop(
+                                    "renewal of an address outside this server's range",
+                                    Some(client),
+                                )
+                            }
+                        }
+                    }
                 };
                 match self.subnets[idx]
                     .1
-                    .request_from(mac, standing, ip, res, now)
+                    .request_from(who, standing, ip, res, now)
                 {
-                    Ok(lease) => {
+                    Ok(mut lease) => {
+                        lease.client_id = client_id;
                         let boot = self.boot(&client, &intent, input.machine, &mut d);
                         let reply =
                             self.reply(msg, MessageType::Ack, ip, Some(idx), &boot, &client);
                         d.commit = Some(lease);
                         d.reply = Some((reply, destination(&input.arrived, false)));
                     }
-                    Err(why) => {
-                        d.events.push(EventKind::Note {
-                            message: format!("DHCPNAK: {why}"),
-                        });
-                        let nak = self.nak(msg);
-                        d.reply = Some((nak, destination(&input.arrived, true)));
-                    }
+                    Err(why) => return self.refuse(msg, &input.arrived, d, why.to_string()),
                 }
             }
             MessageType::Decline => {
-                if let Some(ip) = ip_option(msg, OptionCode::RequestedIpAddress) {
-                    self.subnets[idx].1.decline(mac, ip, now);
-                    d.events.push(EventKind::Note {
-                        message: format!("declined {ip} (address in use): quarantined"),
-                    });
-                    d.remove = Some(ip);
+                // RFC 2131 §4.3.3: only from the client the address was offered or leased to,
+                // naming us; anyone else's DECLINE changes nothing (it would evict the holder).
+                let ours =
+                    ip_option(msg, OptionCode::ServerIdentifier) == Some(self.settings.server_ip);
+                match ip_option(msg, OptionCode::RequestedIpAddress) {
+                    Some(ip) if ours && self.subnets[idx].1.decline_from(who, ip, now) => {
+                        d.events.push(EventKind::Note {
+                            message: format!("declined {ip} (address in use): quarantined"),
+                        });
+                        d.remove = Some(ip);
+                        d.dropped = Some("DECLINE needs no answer");
+                    }
+                    _ => {
+                        d.dropped =
+                            Some("DECLINE of an address not offered or leased to this client")
+                    }
                 }
-                d.dropped = Some("DECLINE needs no answer");
             }
             MessageType::Release => {
-                if self.subnets[idx].1.release(mac, msg.ciaddr()) {
+                // RFC 2131 §4.3.4: only the holder's RELEASE frees an address.
+                if self.subnets[idx].1.release_from(who, msg.ciaddr()) {
                     d.remove = Some(msg.ciaddr());
+                    d.dropped = Some("RELEASE needs no answer");
+                } else {
+                    d.dropped = Some("RELEASE of an address this client does not hold");
                 }
-                d.dropped = Some("RELEASE needs no answer");
             }
             MessageType::Inform => {
                 let reply = self.reply(
@@ -436,22 +493,74 @@ impl Core {
         d
     }
 
+    /// Who the client is (RFC 2131 §4.2, with the inventory's exception; see [`ClientKey`]), and
+    /// its client identifier (hex) when that is what it is known by.
+    fn who(&self, msg: &Message, client: &Client, known: bool) -> (Who, Option<String>) {
+        let id = match msg.opts().get(OptionCode::ClientIdentifier) {
+            Some(DhcpOption::ClientIdentifier(id)) if !id.is_empty() => Some(id.as_slice()),
+            _ => None,
+        };
+        // Option 61 = hardware type 1 + chaddr says nothing beyond the MAC: same key.
+        let mut hw = vec![1u8];
+        hw.extend_from_slice(&client.mac.octets());
+        match id {
+            Some(id) if self.settings.match_client_id && !known && id != hw.as_slice() => (
+                Who {
+                    key: ClientKey::client_id(id),
+                    mac: client.mac,
+                },
+                Some(id.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
+            _ => (Who::hw(client.mac), None),
+        }
+    }
+
+    /// A DHCPNAK for a REQUEST, with the reason as a note on the client.
+    fn refuse(&self, msg: &Message, arrived: &Arrived, mut d: Decision, why: String) -> Decision {
+        d.events.push(EventKind::Note {
+            message: format!("DHCPNAK: {why}"),
+        });
+        d.reply = Some((self.nak(msg), destination(arrived, true)));
+        d
+    }
+
     /// A reply carrying the request's xid, flags, giaddr and chaddr.
     fn base(&self, req: &Message, kind: MessageType, yiaddr: Ipv4Addr) -> Message {
         let z = Ipv4Addr::UNSPECIFIED;
-        let mut r = Message::new_with_id(req.xid(), z, yiaddr, z, req.giaddr(), req.chaddr());
+        // RFC 2131 table 3: an ACK carries the request's ciaddr; OFFER and NAK carry 0.
+        let ciaddr = if kind == MessageType::Ack {
+            req.ciaddr()
+        } else {
+            z
+        };
+        let mut r = Message::new_with_id(req.xid(), ciaddr, yiaddr, z, req.giaddr(), req.chaddr());
         r.set_opcode(Opcode::BootReply)
             .set_flags(Flags::new(u16::from(req.flags())));
         r.opts_mut().insert(DhcpOption::MessageType(kind));
         r.opts_mut()
             .insert(DhcpOption::ServerIdentifier(self.settings.server_ip));
-        // RFC 3046 §2.2: relay agent information goes back to the relay as it came.
-        if let Some(o82) = req.opts().get(OptionCode::RelayAgentInformation) {
-            if !req.giaddr().is_unspecified() {
-                r.opts_mut().insert(o82.clone());
+        r
+    }
+
+    /// RFC 3046 §2.2: relay agent information goes back to the relay exactly as it came (the
+    /// raw bytes: a parsed option would come back with its sub-options re-sorted).
+    fn echo_relay_info(&self, req: &Message, raw: Option<&[u8]>, r: &mut Message) {
+        if req.giaddr().is_unspecified() {
+            return;
+        }
+        match raw {
+            Some(bytes) => {
+                r.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+                    OptionCode::RelayAgentInformation,
+                    bytes.to_vec(),
+                )));
+            }
+            None => {
+                if let Some(o82) = req.opts().get(OptionCode::RelayAgentInformation) {
+                    r.opts_mut().insert(o82.clone());
+                }
             }
         }
-        r
     }
 
     fn nak(&self, req: &Message) -> Message {
@@ -534,6 +643,37 @@ impl Core {
                 .insert(DhcpOption::VendorExtensions(pxe_vendor_options()));
         }
         r
+    }
+}
+
+/// Which RFC 2131 §4.3.2 client state a DHCPREQUEST comes from, by its fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestState {
+    /// Answering an OFFER: option 54 names the chosen server, option 50 the address.
+    Selecting { server: Ipv4Addr, ip: Ipv4Addr },
+    /// Rebooting with a remembered address: option 50, no option 54, ciaddr 0.
+    InitReboot { ip: Ipv4Addr },
+    /// Extending its lease by unicast: ciaddr set, no option 50 or 54.
+    Renewing { ip: Ipv4Addr },
+    /// Extending its lease by broadcast after T2: as RENEWING, sent to 255.255.255.255.
+    Rebinding { ip: Ipv4Addr },
+}
+
+impl RequestState {
+    /// The state, or `None` when the REQUEST names no address at all.
+    pub fn of(msg: &Message, arrived: &Arrived) -> Option<RequestState> {
+        let server = ip_option(msg, OptionCode::ServerIdentifier);
+        let requested = ip_option(msg, OptionCode::RequestedIpAddress);
+        let ciaddr = (!msg.ciaddr().is_unspecified()).then_some(msg.ciaddr());
+        Some(match (server, requested, ciaddr) {
+            (Some(server), Some(ip), _) | (Some(server), None, Some(ip)) => {
+                RequestState::Selecting { server, ip }
+            }
+            (None, Some(ip), None) => RequestState::InitReboot { ip },
+            (None, _, Some(ip)) if arrived.to_broadcast => RequestState::Rebinding { ip },
+            (None, _, Some(ip)) => RequestState::Renewing { ip },
+            (_, None, None) => return None,
+        })
     }
 }
 

@@ -7,6 +7,8 @@ use inventory::{Lifecycle, Mac, Machine, State, Timestamp};
 use super::*;
 use crate::dhcp::pool::{Pool, PoolTimes};
 
+#[path = "core_lease_tests.rs"]
+mod lease;
 #[path = "core_observe_tests.rs"]
 mod observe;
 
@@ -37,6 +39,7 @@ fn core(mode: Mode, unknown: UnknownPolicy) -> Core {
             server_ip: ip("198.18.0.1"),
             mode,
             unknown,
+            match_client_id: true,
             loaders: Loaders::default(),
             urls: BootUrls {
                 ipxe_script: "http://198.18.0.1:8080/boot/ipxe".into(),
@@ -82,6 +85,7 @@ fn arrived(port: u16) -> Arrived {
         giaddr: Ipv4Addr::UNSPECIFIED,
         ciaddr: Ipv4Addr::UNSPECIFIED,
         broadcast_flag: true,
+        to_broadcast: false,
     }
 }
 
@@ -93,6 +97,7 @@ fn run(c: &mut Core, msg: &Message, a: Arrived, m: Option<&Machine>) -> Decision
         a.giaddr
     };
     c.handle(Input {
+        relay_info: None,
         msg,
         arrived: a,
         link,
@@ -282,7 +287,10 @@ fn requests_for_another_server_or_a_wrong_address() {
         None,
     );
     assert!(d.reply.is_none() && d.commit.is_none());
-    let wrong = vec![DhcpOption::RequestedIpAddress(ip("198.18.9.9"))];
+    let wrong = vec![
+        DhcpOption::RequestedIpAddress(ip("198.18.9.9")),
+        DhcpOption::ServerIdentifier(ip("198.18.0.1")),
+    ];
     let d = run(
         &mut c,
         &request(MessageType::Request, wrong),
@@ -421,11 +429,23 @@ fn http_boot_gets_a_url_and_httpclient() {
 #[test]
 fn decline_release_and_inform() {
     let mut c = core(Mode::Full, UnknownPolicy::Auto);
+    let (first, _) = run(
+        &mut c,
+        &request(MessageType::Discover, vec![]),
+        arrived(67),
+        None,
+    )
+    .reply
+    .unwrap();
+    assert_eq!(first.yiaddr(), ip("198.18.0.100"));
     let d = run(
         &mut c,
         &request(
             MessageType::Decline,
-            vec![DhcpOption::RequestedIpAddress(ip("198.18.0.100"))],
+            vec![
+                DhcpOption::RequestedIpAddress(ip("198.18.0.100")),
+                DhcpOption::ServerIdentifier(ip("198.18.0.1")),
+            ],
         ),
         arrived(67),
         None,

@@ -29,11 +29,57 @@ enum Hold {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
+    /// Whose binding it is (see [`ClientKey`]).
+    key: ClientKey,
+    /// The client's hardware address, for the stored lease and for reservations.
     mac: Mac,
     hold: Hold,
     until: Timestamp,
     /// Held by a client the inventory does not vouch for (counts against the stranger share).
     stranger: bool,
+}
+
+/// Who a binding belongs to. RFC 2131 §4.2: a server MUST identify a client by its client
+/// identifier (option 61) when one is sent, else by `chaddr`. Machines of the inventory are the
+/// exception, by design: their firmware, iPXE, the installer and the installed OS each send a
+/// different option 61 (or none) from one NIC, and must share the one lease and reservation of
+/// that MAC (a field problem in Kairos and CoreOS), so the core keys them by MAC. Client
+/// identifiers are kept as the first 56 bits of their SHA-256: a fixed-size, `Copy` key whose
+/// collisions (2^-56) do not matter at pool sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// Identified by its hardware address.
+    Hw(Mac),
+    /// Identified by option 61 (digest).
+    Id([u8; 7]),
+}
+
+impl ClientKey {
+    /// The key of a client that sent `client_id` (option 61's bytes).
+    pub fn client_id(client_id: &[u8]) -> ClientKey {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(client_id);
+        let mut k = [0u8; 7];
+        k.copy_from_slice(&d[..7]);
+        ClientKey::Id(k)
+    }
+}
+
+/// A client as the pool sees it: the identity its bindings are kept under, and its MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub key: ClientKey,
+    pub mac: Mac,
+}
+
+impl Who {
+    /// A client identified by its MAC.
+    pub fn hw(mac: Mac) -> Who {
+        Who {
+            key: ClientKey::Hw(mac),
+            mac,
+        }
+    }
 }
 
 /// Whether the inventory vouches for a client: a machine of the inventory past `discovered`, or a
@@ -101,7 +147,7 @@ pub struct Pool {
     last: u32,
     times: PoolTimes,
     entries: HashMap<u32, Entry>,
-    by_mac: HashMap<Mac, u32>,
+    by_key: HashMap<ClientKey, u32>,
     /// Where the search for a free address resumes: allocation is amortized O(1) instead of a
     /// scan from the start of the range, and just-freed addresses are not reused at once.
     cursor: u32,
@@ -144,7 +190,7 @@ impl Pool {
             last: u32::from(last),
             times,
             entries: HashMap::new(),
-            by_mac: HashMap::new(),
+            by_key: HashMap::new(),
             cursor: u32::from(first),
             stranger_limit: None,
             strangers: 0,
@@ -188,11 +234,29 @@ impl Pool {
         (self.strangers >= limit).then_some(limit)
     }
 
-    /// Whether `mac` holds `ip` now (offered or bound, not expired).
-    fn holds(&self, mac: Mac, ip: u32, now: Timestamp) -> bool {
+    /// Whether `key` holds `ip` now (offered or bound, not expired).
+    fn holds(&self, key: ClientKey, ip: u32, now: Timestamp) -> bool {
         self.entries
             .get(&ip)
-            .is_some_and(|e| e.mac == mac && e.hold != Hold::Quarantined && e.until > now)
+            .is_some_and(|e| e.key == key && e.hold != Hold::Quarantined && e.until > now)
+    }
+
+    /// The address this pool has a record of for `key` (offered, bound or lapsed, in the
+    /// subnet), as RFC 2131 §4.3.2 asks for INIT-REBOOT, RENEWING and REBINDING.
+    pub fn record_of(&self, key: ClientKey) -> Option<Ipv4Addr> {
+        self.by_key
+            .get(&key)
+            .filter(|ip| {
+                self.entries
+                    .get(ip)
+                    .is_some_and(|e| e.key == key && e.hold != Hold::Quarantined)
+            })
+            .map(|ip| Ipv4Addr::from(*ip))
+    }
+
+    /// Whether `ip` was offered or leased to `key` and is still held by it (DECLINE checks).
+    pub fn held_by(&self, key: ClientKey, ip: Ipv4Addr, now: Timestamp) -> bool {
+        self.holds(key, u32::from(ip), now)
     }
 
     /// Whether `ip` is in this pool's subnet (not necessarily in its dynamic range).
@@ -205,20 +269,33 @@ impl Pool {
         u32::from(ip) & mask == u32::from(self.network) & mask
     }
 
+    /// Whether `ip` is in the dynamic range (not only the subnet).
+    pub fn in_dynamic_range(&self, ip: Ipv4Addr) -> bool {
+        self.in_range(u32::from(ip))
+    }
+
     fn in_range(&self, ip: u32) -> bool {
         (self.first..=self.last).contains(&ip)
     }
 
     /// Loads bindings from the store at startup (expired ones, and bindings proxy mode only
-    /// observed, are skipped); `stranger` says which holders the inventory does not vouch for.
+    /// observed, are skipped); `stranger` says which holders the inventory does not vouch for
+    /// (and so are keyed by the client identifier they leased with, if any).
     pub fn restore(&mut self, leases: &[Lease], now: Timestamp, stranger: &dyn Fn(Mac) -> bool) {
         for l in leases {
             if l.is_active(now) && !l.observed && self.contains(l.ip) {
                 let stranger = stranger(l.mac);
                 self.strangers += usize::from(stranger);
+                let key = match (&l.client_id, stranger) {
+                    (Some(id), true) => hex_bytes(id)
+                        .map(|b| ClientKey::client_id(&b))
+                        .unwrap_or(ClientKey::Hw(l.mac)),
+                    _ => ClientKey::Hw(l.mac),
+                };
                 self.put(
                     u32::from(l.ip),
                     Entry {
+                        key,
                         mac: l.mac,
                         hold: Hold::Bound,
                         until: l.expires,
@@ -230,19 +307,19 @@ impl Pool {
     }
 
     fn put(&mut self, ip: u32, e: Entry) {
-        // The address may pass from another MAC: forget that MAC's claim on it, so `by_mac` never
-        // holds more entries than `entries` (no growth under a storm of new MACs).
-        if let Some(prev) = self.entries.get(&ip).map(|p| p.mac).filter(|m| *m != e.mac) {
-            if self.by_mac.get(&prev) == Some(&ip) {
-                self.by_mac.remove(&prev);
+        // The address may pass from another client: forget that client's claim on it, so
+        // `by_key` never holds more entries than `entries` (no growth under a storm of new MACs).
+        if let Some(prev) = self.entries.get(&ip).map(|p| p.key).filter(|k| *k != e.key) {
+            if self.by_key.get(&prev) == Some(&ip) {
+                self.by_key.remove(&prev);
             }
         }
-        if let Some(old) = self.by_mac.insert(e.mac, ip) {
+        if let Some(old) = self.by_key.insert(e.key, ip) {
             if old != ip
                 && self
                     .entries
                     .get(&old)
-                    .is_some_and(|o| o.mac == e.mac && o.hold != Hold::Quarantined)
+                    .is_some_and(|o| o.key == e.key && o.hold != Hold::Quarantined)
             {
                 self.entries.remove(&old);
             }
@@ -250,15 +327,23 @@ impl Pool {
         self.entries.insert(ip, e);
     }
 
-    /// Free for `mac`: nobody else holds it now, and it is not reserved for someone else.
-    fn free_for(&self, ip: u32, mac: Mac, res: &dyn Reservations, now: Timestamp) -> bool {
-        if res.owner_of(Ipv4Addr::from(ip)).is_some_and(|o| o != mac) {
+    /// Free for `who`: nobody else holds it now, and it is not reserved for someone else.
+    fn free_for(&self, ip: u32, who: Who, res: &dyn Reservations, now: Timestamp) -> bool {
+        if res
+            .owner_of(Ipv4Addr::from(ip))
+            .is_some_and(|o| o != who.mac)
+        {
             return false;
         }
+        self.unheld_for(ip, who, now)
+    }
+
+    /// Nobody but `who` holds `ip` now (offered, bound or quarantined), reservations aside.
+    fn unheld_for(&self, ip: u32, who: Who, now: Timestamp) -> bool {
         match self.entries.get(&ip) {
             None => true,
             Some(e) if e.hold == Hold::Quarantined => e.until <= now,
-            Some(e) => e.mac == mac || e.until <= now,
+            Some(e) => e.key == who.key || e.until <= now,
         }
     }
 
@@ -270,7 +355,7 @@ impl Pool {
         res: &dyn Reservations,
         now: Timestamp,
     ) -> Option<Ipv4Addr> {
-        self.offer_to(mac, Standing::Registered, requested, res, now)
+        self.offer_to(Who::hw(mac), Standing::Registered, requested, res, now)
             .ok()
     }
 
@@ -279,28 +364,28 @@ impl Pool {
     /// an exhausted range takes an address only offered to a stranger.
     pub fn offer_to(
         &mut self,
-        mac: Mac,
+        who: Who,
         standing: Standing,
         requested: Option<Ipv4Addr>,
         res: &dyn Reservations,
         now: Timestamp,
     ) -> Result<Ipv4Addr, NoOffer> {
-        let stranger = self.is_stranger(mac, standing, res);
+        let stranger = self.is_stranger(who.mac, standing, res);
         let holding = self
-            .by_mac
-            .get(&mac)
-            .is_some_and(|ip| self.in_range(*ip) && self.holds(mac, *ip, now));
+            .by_key
+            .get(&who.key)
+            .is_some_and(|ip| self.in_range(*ip) && self.holds(who.key, *ip, now));
         if stranger && !holding {
             if let Some(limit) = self.stranger_share_full(now) {
                 return Err(NoOffer::StrangerShare { limit });
             }
         }
-        let (pick, scanned) = match self.choose(mac, requested, res, now) {
+        let (pick, scanned) = match self.choose(who, requested, res, now) {
             Some(p) => p,
-            None if !stranger => (self.offered_to_a_stranger(mac, res, now)?, false),
+            None if !stranger => (self.offered_to_a_stranger(who.mac, res, now)?, false),
             None => return Err(NoOffer::Exhausted),
         };
-        if stranger && !self.holds(mac, pick, now) {
+        if stranger && !self.holds(who.key, pick, now) {
             self.strangers += 1;
         }
         if scanned {
@@ -313,7 +398,7 @@ impl Pool {
         let bound_until = self
             .entries
             .get(&pick)
-            .filter(|e| e.mac == mac && e.hold == Hold::Bound)
+            .filter(|e| e.key == who.key && e.hold == Hold::Bound)
             .map(|e| e.until);
         let until = match bound_until {
             // Re-offering a live binding must not shorten it.
@@ -328,7 +413,8 @@ impl Pool {
         self.put(
             pick,
             Entry {
-                mac,
+                key: who.key,
+                mac: who.mac,
                 hold,
                 until,
                 stranger,
@@ -369,30 +455,44 @@ impl Pool {
     }
 
     /// The address to offer, and whether it came from the free-address search.
+    /// A reservation another client still holds (an operator reserved an address in use) is
+    /// not offered until that client's lease ends or it releases it: the reserved machine gets
+    /// another address meanwhile (as Kea does), so no two hosts share one address.
     fn choose(
         &self,
-        mac: Mac,
+        who: Who,
         requested: Option<Ipv4Addr>,
         res: &dyn Reservations,
         now: Timestamp,
     ) -> Option<(u32, bool)> {
-        if let Some(r) = res.reserved_for(mac).filter(|r| self.contains(*r)) {
+        if let Some(r) = self.usable_reservation(who, res, now) {
             return Some((u32::from(r), false));
         }
-        if let Some(&ip) = self.by_mac.get(&mac) {
-            if self.in_range(ip) && self.free_for(ip, mac, res, now) {
+        if let Some(&ip) = self.by_key.get(&who.key) {
+            if self.in_range(ip) && self.free_for(ip, who, res, now) {
                 return Some((ip, false));
             }
         }
         if let Some(r) = requested.map(u32::from) {
-            if self.in_range(r) && self.free_for(r, mac, res, now) {
+            if self.in_range(r) && self.free_for(r, who, res, now) {
                 return Some((r, false));
             }
         }
         (self.cursor..=self.last)
             .chain(self.first..self.cursor)
-            .find(|ip| self.free_for(*ip, mac, res, now))
+            .find(|ip| self.free_for(*ip, who, res, now))
             .map(|ip| (ip, true))
+    }
+
+    /// `who`'s reservation in this subnet, unless another client holds it now.
+    fn usable_reservation(
+        &self,
+        who: Who,
+        res: &dyn Reservations,
+        now: Timestamp,
+    ) -> Option<Ipv4Addr> {
+        res.reserved_for(who.mac)
+            .filter(|r| self.contains(*r) && self.unheld_for(u32::from(*r), who, now))
     }
 
     /// [`Pool::request_from`] for a registered machine.
@@ -403,14 +503,14 @@ impl Pool {
         res: &dyn Reservations,
         now: Timestamp,
     ) -> Result<Lease, Refusal> {
-        self.request_from(mac, Standing::Registered, ip, res, now)
+        self.request_from(Who::hw(mac), Standing::Registered, ip, res, now)
     }
 
     /// Binds `ip` to `mac` for the lease time (DHCPREQUEST), or says why not (DHCPNAK). A
     /// stranger that does not hold `ip` already is refused while strangers hold their share.
     pub fn request_from(
         &mut self,
-        mac: Mac,
+        who: Who,
         standing: Standing,
         ip: Ipv4Addr,
         res: &dyn Reservations,
@@ -419,24 +519,25 @@ impl Pool {
         if !self.contains(ip) {
             return Err(Refusal::WrongSubnet { ip });
         }
-        if let Some(reserved) = res.reserved_for(mac).filter(|r| self.contains(*r)) {
+        let reservation = res.reserved_for(who.mac).filter(|r| self.contains(*r));
+        if let Some(reserved) = self.usable_reservation(who, res, now) {
             if reserved != ip {
                 return Err(Refusal::NotItsReservation { ip, reserved });
             }
-        } else if let Some(owner) = res.owner_of(ip).filter(|o| *o != mac) {
+        } else if let Some(owner) = res.owner_of(ip).filter(|o| *o != who.mac) {
             return Err(Refusal::ReservedForOther { ip, owner });
-        } else if !self.in_range(u32::from(ip)) {
+        } else if !self.in_range(u32::from(ip)) && reservation != Some(ip) {
             return Err(Refusal::OutsideRange { ip });
         }
         let key = u32::from(ip);
         if let Some(e) = self.entries.get(&key) {
             let live = e.until > now;
-            if live && (e.mac != mac || e.hold == Hold::Quarantined) {
+            if live && (e.key != who.key || e.hold == Hold::Quarantined) {
                 return Err(Refusal::Taken { ip, holder: e.mac });
             }
         }
-        let stranger = self.is_stranger(mac, standing, res);
-        if stranger && !self.holds(mac, key, now) {
+        let stranger = self.is_stranger(who.mac, standing, res);
+        if stranger && !self.holds(who.key, key, now) {
             if let Some(limit) = self.stranger_share_full(now) {
                 return Err(Refusal::StrangerShare { limit });
             }
@@ -446,7 +547,8 @@ impl Pool {
         self.put(
             key,
             Entry {
-                mac,
+                key: who.key,
+                mac: who.mac,
                 hold: Hold::Bound,
                 until: expires,
                 stranger,
@@ -454,44 +556,75 @@ impl Pool {
         );
         Ok(Lease {
             ip,
-            mac,
+            mac: who.mac,
             expires,
             hostname: None,
             observed: false,
+            client_id: None,
         })
     }
 
-    /// DHCPRELEASE: frees the address if `mac` holds it.
+    /// DHCPRELEASE from a client identified by its MAC: see [`Pool::release_from`].
     pub fn release(&mut self, mac: Mac, ip: Ipv4Addr) -> bool {
+        self.release_from(Who::hw(mac), ip)
+    }
+
+    /// DHCPRELEASE (RFC 2131 §4.3.4): frees the address only if `who` holds it; anyone else's
+    /// RELEASE changes nothing.
+    pub fn release_from(&mut self, who: Who, ip: Ipv4Addr) -> bool {
         let key = u32::from(ip);
         if self
             .entries
             .get(&key)
-            .is_some_and(|e| e.mac == mac && e.hold != Hold::Quarantined)
+            .is_some_and(|e| e.key == who.key && e.hold != Hold::Quarantined)
         {
             self.entries.remove(&key);
-            self.by_mac.remove(&mac);
+            self.by_key.remove(&who.key);
             return true;
         }
         false
     }
 
-    /// DHCPDECLINE: the client found the address in use; keep it out of the pool for a while.
-    pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: Timestamp) {
-        let key = u32::from(ip);
-        if !self.contains(ip) {
-            return;
+    /// Forgets an address only *offered* to `who` (it chose another server's offer: RFC 2131
+    /// §4.3.2, SELECTING); a binding stays.
+    pub fn withdraw_offer(&mut self, who: Who) {
+        if let Some(&ip) = self.by_key.get(&who.key) {
+            if self
+                .entries
+                .get(&ip)
+                .is_some_and(|e| e.key == who.key && e.hold == Hold::Offered)
+            {
+                self.entries.remove(&ip);
+                self.by_key.remove(&who.key);
+            }
         }
-        self.by_mac.remove(&mac);
+    }
+
+    /// DHCPDECLINE from a client identified by its MAC: see [`Pool::decline_from`].
+    pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: Timestamp) -> bool {
+        self.decline_from(Who::hw(mac), ip, now)
+    }
+
+    /// DHCPDECLINE (RFC 2131 §4.3.3): the client found `ip` in use; keep it out of the pool for
+    /// a while. Only the client the address was offered or leased to may decline it (anyone
+    /// else's DECLINE would knock the holder off the network); answers whether it was taken.
+    pub fn decline_from(&mut self, who: Who, ip: Ipv4Addr, now: Timestamp) -> bool {
+        let key = u32::from(ip);
+        if !self.contains(ip) || !self.holds(who.key, key, now) {
+            return false;
+        }
+        self.by_key.remove(&who.key);
         self.entries.insert(
             key,
             Entry {
-                mac,
+                key: who.key,
+                mac: who.mac,
                 hold: Hold::Quarantined,
                 until: now.saturating_add(self.times.quarantine),
                 stranger: false,
             },
         );
+        true
     }
 
     /// (addresses bound or offered now, size of the dynamic range), for the utilization metric.
@@ -508,9 +641,22 @@ impl Pool {
     pub fn sweep(&mut self, now: Timestamp) {
         self.entries.retain(|_, e| e.until > now);
         let entries = &self.entries;
-        self.by_mac
-            .retain(|mac, ip| entries.get(ip).is_some_and(|e| e.mac == *mac));
+        self.by_key
+            .retain(|key, ip| entries.get(ip).is_some_and(|e| e.key == *key));
     }
+}
+
+/// Bytes of a lowercase hex string (stored client identifiers).
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    s.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten()
 }
 
 #[cfg(test)]

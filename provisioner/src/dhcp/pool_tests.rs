@@ -145,7 +145,12 @@ fn release_frees_and_decline_quarantines() {
     );
 
     let mut p = pool();
-    p.decline(mac(1), ip("198.18.0.100"), T0);
+    assert!(
+        !p.decline(mac(1), ip("198.18.0.100"), T0),
+        "nobody offered it to mac 1"
+    );
+    assert_eq!(p.offer(mac(1), None, &r, T0), Some(ip("198.18.0.100")));
+    assert!(p.decline(mac(1), ip("198.18.0.100"), T0));
     assert_eq!(
         p.offer(mac(1), None, &r, at(1)),
         Some(ip("198.18.0.101")),
@@ -183,7 +188,7 @@ fn a_storm_of_random_macs_does_not_grow_state_beyond_the_range() {
         let _ = p.offer(mac(1000 + i), None, &r, at(u64::from(i)));
         p.sweep(at(u64::from(i)));
         assert!(
-            p.entries.len() <= 4 && p.by_mac.len() <= 4,
+            p.entries.len() <= 4 && p.by_key.len() <= 4,
             "state grew at {i}"
         );
     }
@@ -199,6 +204,7 @@ fn restore_keeps_live_bindings() {
             expires: at(100),
             hostname: None,
             observed: false,
+            client_id: None,
         },
         Lease {
             ip: ip("198.18.0.102"),
@@ -206,6 +212,7 @@ fn restore_keeps_live_bindings() {
             expires: at(0),
             hostname: None,
             observed: false,
+            client_id: None,
         },
     ];
     p.restore(&leases, at(1), &|_| false);
@@ -248,10 +255,10 @@ fn a_storm_without_sweeping_stays_bounded_too() {
     for i in 0..10_000u32 {
         let _ = p.offer(mac(50_000 + i), None, &r, at(u64::from(i) * 61));
         assert!(
-            p.entries.len() <= 4 && p.by_mac.len() <= 4,
+            p.entries.len() <= 4 && p.by_key.len() <= 4,
             "state grew at {i}: {} {}",
             p.entries.len(),
-            p.by_mac.len()
+            p.by_key.len()
         );
     }
 }

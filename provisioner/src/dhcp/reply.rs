@@ -21,6 +21,34 @@ pub struct Arrived {
     pub giaddr: Ipv4Addr,
     pub ciaddr: Ipv4Addr,
     pub broadcast_flag: bool,
+    /// The datagram was sent to 255.255.255.255 (not the same as the BROADCAST flag).
+    pub to_broadcast: bool,
+}
+
+/// The raw value of option `code` in a DHCP datagram (RFC 2131 §4.1 options area after the
+/// magic cookie; pads skipped; overloaded `file`/`sname` fields are not searched), so an option
+/// can be echoed byte for byte: RFC 3046 §2.2 asks for relay agent information "as received".
+pub fn raw_option(datagram: &[u8], code: u8) -> Option<&[u8]> {
+    let opts = datagram.get(240..)?;
+    if datagram.get(236..240)? != [99, 130, 83, 99] {
+        return None;
+    }
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => i += 1,
+            255 => return None,
+            c => {
+                let len = *opts.get(i + 1)? as usize;
+                let value = opts.get(i + 2..i + 2 + len)?;
+                if c == code {
+                    return Some(value);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    None
 }
 
 /// Where to send a reply (RFC 2131 §4.1; RFC 4578/PXE for port 4011).

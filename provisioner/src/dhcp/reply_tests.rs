@@ -8,6 +8,7 @@ fn arrived(giaddr: &str, ciaddr: &str, bcast: bool) -> Arrived {
         giaddr: giaddr.parse().unwrap(),
         ciaddr: ciaddr.parse().unwrap(),
         broadcast_flag: bcast,
+        to_broadcast: false,
     }
 }
 

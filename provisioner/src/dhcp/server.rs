@@ -250,8 +250,10 @@ pub async fn run(
             giaddr: msg.giaddr(),
             ciaddr: msg.ciaddr(),
             broadcast_flag: msg.flags().broadcast(),
+            to_broadcast: arrival.broadcast,
         };
-        let decided = decide(&app, &core, msg, arrived, local_ip).await;
+        let relay_info = super::reply::raw_option(&buf[..n], 82).map(<[u8]>::to_vec);
+        let decided = decide(&app, &core, msg, arrived, local_ip, relay_info).await;
         let d = match decided {
             Ok((d, deferred)) => {
                 if !deferred.is_empty() && observations.try_send(deferred).is_err() {
@@ -306,6 +308,7 @@ async fn decide(
     msg: Message,
     arrived: Arrived,
     local_ip: Option<Ipv4Addr>,
+    relay_info: Option<Vec<u8>>,
 ) -> inventory::Result<(Decision, Vec<NewEvent>)> {
     let core = core.clone();
     let store = app.store.clone();
@@ -365,6 +368,7 @@ async fn decide(
                     .and_then(|m| m.spec.ip.map(|ip| (m.mac, ip))),
             };
             let d = core.handle(Input {
+                relay_info: relay_info.as_deref(),
                 msg: &msg,
                 arrived,
                 link,

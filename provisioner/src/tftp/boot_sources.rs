@@ -95,6 +95,7 @@ mod tests {
                 expires: Timestamp(u64::MAX / 2),
                 hostname: None,
                 observed: false,
+                client_id: None,
             }])
             .unwrap();
         let gate = InstalledGate {

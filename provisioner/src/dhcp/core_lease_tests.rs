@@ -1,0 +1,459 @@
+//! Lease semantics per RFC 2131 client state (issue 20): who a client is, what a REQUEST in each
+//! state may bind, who may DECLINE or RELEASE an address, what a reservation does to a lease in
+//! use, and the reply fields a server must echo. Addresses are 198.18.0.x; pools are made small
+//! where "full" matters.
+
+use super::*;
+
+const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xa];
+const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0xb];
+const US: &str = "198.18.0.1";
+
+/// A full-mode core whose first subnet's range is `first..=last` (host numbers of 198.18.0.x).
+fn small(first: u8, last: u8) -> Core {
+    let mut c = core(Mode::Full, UnknownPolicy::Ignore);
+    let host = |n: u8| Ipv4Addr::new(198, 18, 0, n);
+    c.subnets[0].1 = Pool::new(
+        ip("198.18.0.0"),
+        24,
+        host(first),
+        host(last),
+        PoolTimes::default(),
+    );
+    c
+}
+
+fn msg(chaddr: [u8; 6], kind: MessageType, opts: Vec<DhcpOption>) -> Message {
+    let z = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new_with_id(0x1234, z, z, z, z, &chaddr);
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    m
+}
+
+fn at(
+    c: &mut Core,
+    m: &Message,
+    a: Arrived,
+    machine: Option<&Machine>,
+    res: &HashMap<Ipv4Addr, Mac>,
+) -> Decision {
+    c.handle(Input {
+        relay_info: None,
+        msg: m,
+        arrived: a,
+        link: ip(US),
+        machine,
+        reservations: res,
+        now: NOW,
+    })
+}
+
+fn none() -> HashMap<Ipv4Addr, Mac> {
+    HashMap::new()
+}
+
+/// DISCOVER + SELECTING REQUEST; the ACKed address.
+fn dora(
+    c: &mut Core,
+    chaddr: [u8; 6],
+    extra: Vec<DhcpOption>,
+    res: &HashMap<Ipv4Addr, Mac>,
+) -> Option<Ipv4Addr> {
+    let d = at(
+        c,
+        &msg(chaddr, MessageType::Discover, extra.clone()),
+        arrived(67),
+        None,
+        res,
+    );
+    let (offer, _) = d.reply?;
+    let mut opts = extra;
+    opts.push(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+    opts.push(DhcpOption::ServerIdentifier(ip(US)));
+    let d = at(
+        c,
+        &msg(chaddr, MessageType::Request, opts),
+        arrived(67),
+        None,
+        res,
+    );
+    let (ack, _) = d.reply?;
+    (kind(&ack) == MessageType::Ack && d.commit.is_some()).then_some(ack.yiaddr())
+}
+
+fn renew(chaddr: [u8; 6], ip_: Ipv4Addr, extra: Vec<DhcpOption>) -> Message {
+    let mut m = msg(chaddr, MessageType::Request, extra);
+    m.set_ciaddr(ip_);
+    m
+}
+
+fn reply_kind(d: &Decision) -> Option<MessageType> {
+    d.reply.as_ref().map(|(r, _)| kind(r))
+}
+
+#[test]
+fn a_reservation_for_an_address_in_use_waits_for_its_holder() {
+    let mut c = small(1, 3);
+    let a_ip = dora(&mut c, A, vec![], &none()).unwrap();
+    assert_eq!(a_ip, ip("198.18.0.1"));
+    // The operator now reserves .1 for B.
+    let res: HashMap<Ipv4Addr, Mac> = [(a_ip, Mac::new(B))].into();
+    let d = at(
+        &mut c,
+        &msg(B, MessageType::Discover, vec![]),
+        arrived(67),
+        None,
+        &res,
+    );
+    let (offer, _) = d.reply.expect("B gets an offer");
+    assert_ne!(offer.yiaddr(), a_ip, "not the address A still uses");
+    let sel = vec![
+        DhcpOption::RequestedIpAddress(a_ip),
+        DhcpOption::ServerIdentifier(ip(US)),
+    ];
+    let d = at(
+        &mut c,
+        &msg(B, MessageType::Request, sel),
+        arrived(67),
+        None,
+        &res,
+    );
+    assert_eq!(
+        reply_kind(&d),
+        Some(MessageType::Nak),
+        "no ACK for an address A holds"
+    );
+    assert!(d.commit.is_none());
+    // B may take the other address meanwhile.
+    let sel = vec![
+        DhcpOption::RequestedIpAddress(offer.yiaddr()),
+        DhcpOption::ServerIdentifier(ip(US)),
+    ];
+    let d = at(
+        &mut c,
+        &msg(B, MessageType::Request, sel),
+        arrived(67),
+        None,
+        &res,
+    );
+    assert_eq!(reply_kind(&d), Some(MessageType::Ack));
+    // A's renewal is refused (the address is reserved for B now): A moves at T1, not B onto A.
+    let d = at(&mut c, &renew(A, a_ip, vec![]), arrived(67), None, &res);
+    assert_eq!(reply_kind(&d), Some(MessageType::Nak));
+    // A starts over and gets another address; then B gets its reservation.
+    let a2 = dora(&mut c, A, vec![], &res).unwrap();
+    assert_ne!(a2, a_ip);
+    assert_eq!(dora(&mut c, B, vec![], &res), Some(a_ip));
+}
+
+#[test]
+fn a_decline_counts_only_from_the_holder_naming_us() {
+    let mut c = small(1, 1);
+    let a_ip = dora(&mut c, A, vec![], &none()).unwrap();
+    let decline = |by: [u8; 6], ours: bool| {
+        let mut o = vec![DhcpOption::RequestedIpAddress(a_ip)];
+        if ours {
+            o.push(DhcpOption::ServerIdentifier(ip(US)));
+        }
+        msg(by, MessageType::Decline, o)
+    };
+    // A stranger's DECLINE of A's address: nothing happens.
+    let d = at(&mut c, &decline(B, true), arrived(67), None, &none());
+    assert_eq!((d.remove, d.reply.is_none()), (None, true));
+    let d = at(&mut c, &renew(A, a_ip, vec![]), arrived(67), None, &none());
+    assert_eq!(reply_kind(&d), Some(MessageType::Ack), "A keeps its lease");
+    // A's own DECLINE without naming us: nothing either.
+    assert_eq!(
+        at(&mut c, &decline(A, false), arrived(67), None, &none()).remove,
+        None
+    );
+    // A's DECLINE naming us: quarantined, and removed from the store.
+    let d = at(&mut c, &decline(A, true), arrived(67), None, &none());
+    assert_eq!(d.remove, Some(a_ip));
+    assert!(at(
+        &mut c,
+        &msg(A, MessageType::Discover, vec![]),
+        arrived(67),
+        None,
+        &none()
+    )
+    .reply
+    .is_none());
+}
+
+#[test]
+fn init_reboot_from_a_client_without_a_record_is_not_answered() {
+    let mut c = small(1, 1);
+    let m = msg(
+        B,
+        MessageType::Request,
+        vec![DhcpOption::RequestedIpAddress(ip("198.18.0.1"))],
+    );
+    assert_eq!(
+        RequestState::of(&m, &arrived(67)),
+        Some(RequestState::InitReboot {
+            ip: ip("198.18.0.1")
+        })
+    );
+    let d = at(&mut c, &m, arrived(67), None, &none());
+    assert!(d.reply.is_none() && d.commit.is_none(), "{:?}", d.dropped);
+    // Nor when another client holds it.
+    let a_ip = dora(&mut c, A, vec![], &none()).unwrap();
+    let d = at(
+        &mut c,
+        &msg(
+            B,
+            MessageType::Request,
+            vec![DhcpOption::RequestedIpAddress(a_ip)],
+        ),
+        arrived(67),
+        None,
+        &none(),
+    );
+    assert!(d.reply.is_none() && d.commit.is_none());
+}
+
+#[test]
+fn init_reboot_for_another_address_is_refused() {
+    let mut c = small(1, 3);
+    let a_ip = dora(&mut c, A, vec![], &none()).unwrap();
+    let m = msg(
+        A,
+        MessageType::Request,
+        vec![DhcpOption::RequestedIpAddress(ip("198.18.0.100"))],
+    );
+    let d = at(&mut c, &m, arrived(67), None, &none());
+    assert_eq!(reply_kind(&d), Some(MessageType::Nak));
+    assert!(d.commit.is_none());
+    // Its own address: ACK.
+    let m = msg(
+        A,
+        MessageType::Request,
+        vec![DhcpOption::RequestedIpAddress(a_ip)],
+    );
+    assert_eq!(
+        reply_kind(&at(&mut c, &m, arrived(67), None, &none())),
+        Some(MessageType::Ack)
+    );
+}
+
+#[test]
+fn renewing_and_rebinding_extend_echo_ciaddr_and_leave_other_servers_clients_alone() {
+    let mut c = small(1, 3);
+    let a_ip = dora(&mut c, A, vec![], &none()).unwrap();
+    let d = at(&mut c, &renew(A, a_ip, vec![]), arrived(67), None, &none());
+    let (ack, _) = d.reply.expect("renewal answered");
+    assert_eq!(
+        (kind(&ack), ack.ciaddr(), ack.yiaddr()),
+        (MessageType::Ack, a_ip, a_ip)
+    );
+    assert!(d.commit.is_some());
+    // REBINDING (broadcast) from a client we have no record of: its address, when it is in our
+    // range and free, is granted again (a lost binding); held by another client: NAK; outside
+    // our range: another server's client, no answer.
+    let mut bcast = arrived(67);
+    bcast.to_broadcast = true;
+    let m = renew(B, ip("198.18.0.3"), vec![]);
+    assert_eq!(
+        RequestState::of(&m, &bcast),
+        Some(RequestState::Rebinding {
+            ip: ip("198.18.0.3")
+        })
+    );
+    let d = at(&mut c, &m, bcast, None, &none());
+    assert_eq!(
+        (reply_kind(&d), d.commit.map(|l| l.ip)),
+        (Some(MessageType::Ack), Some(ip("198.18.0.3")))
+    );
+    let d = at(&mut c, &renew(B, a_ip, vec![]), arrived(67), None, &none());
+    assert_eq!(
+        reply_kind(&d),
+        Some(MessageType::Nak),
+        "RENEWING another client's address"
+    );
+    let d = at(
+        &mut c,
+        &renew(A, ip("198.18.0.50"), vec![]),
+        bcast,
+        None,
+        &none(),
+    );
+    assert_eq!(
+        reply_kind(&d),
+        Some(MessageType::Nak),
+        "A has a record: its notion is wrong"
+    );
+    let stranger = [0x52, 0x54, 0, 0, 0, 0xc];
+    let d = at(
+        &mut c,
+        &renew(stranger, ip("198.18.0.50"), vec![]),
+        bcast,
+        None,
+        &none(),
+    );
+    assert!(
+        d.reply.is_none(),
+        "outside our range, no record: another server's client"
+    );
+    // INFORM: ACK with the client's ciaddr, no address.
+    let mut inf = msg(B, MessageType::Inform, vec![]);
+    inf.set_ciaddr(ip("198.18.0.200"));
+    let (ack, _) = at(&mut c, &inf, arrived(67), None, &none()).reply.unwrap();
+    assert_eq!(
+        (ack.ciaddr(), ack.yiaddr()),
+        (ip("198.18.0.200"), Ipv4Addr::UNSPECIFIED)
+    );
+}
+
+#[test]
+fn a_client_identifier_is_who_an_unknown_client_is() {
+    let x = DhcpOption::ClientIdentifier(b"\x00client-x".to_vec());
+    let y = DhcpOption::ClientIdentifier(b"\x00client-y".to_vec());
+    let z = DhcpOption::ClientIdentifier(b"\x00client-z".to_vec());
+    let mut c = small(1, 1);
+    let got = dora(&mut c, A, vec![x.clone()], &none()).unwrap();
+    // Same chaddr, another client identifier: another client, and the pool is full.
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Discover, vec![y]),
+        arrived(67),
+        None,
+        &none(),
+    );
+    assert!(
+        d.reply.is_none(),
+        "offered {:?}",
+        d.reply.map(|r| r.0.yiaddr())
+    );
+    // A RELEASE under another client identifier frees nothing; the holder's does.
+    let mut rel = msg(A, MessageType::Release, vec![z]);
+    rel.set_ciaddr(got);
+    assert_eq!(at(&mut c, &rel, arrived(67), None, &none()).remove, None);
+    let mut rel = msg(A, MessageType::Release, vec![x.clone()]);
+    rel.set_ciaddr(got);
+    assert_eq!(
+        at(&mut c, &rel, arrived(67), None, &none()).remove,
+        Some(got)
+    );
+    // The stored lease says which client identifier it belongs to (restored after a restart).
+    let mut c = small(1, 1);
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Discover, vec![x.clone()]),
+        arrived(67),
+        None,
+        &none(),
+    );
+    let ip_ = d.reply.unwrap().0.yiaddr();
+    let sel = vec![
+        x,
+        DhcpOption::RequestedIpAddress(ip_),
+        DhcpOption::ServerIdentifier(ip(US)),
+    ];
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Request, sel),
+        arrived(67),
+        None,
+        &none(),
+    );
+    assert_eq!(
+        d.commit.unwrap().client_id.as_deref(),
+        Some("00636c69656e742d78")
+    );
+}
+
+#[test]
+fn a_machine_of_the_inventory_is_its_mac_whatever_option_61_says() {
+    // Firmware, iPXE, the installer and the OS of one NIC send different option 61s: one lease.
+    let mut m = machine(State::Registered);
+    m.mac = Mac::new(A);
+    let mut c = small(1, 1);
+    let fw = vec![DhcpOption::ClientIdentifier(vec![0, 1, 2, 3])];
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Discover, fw.clone()),
+        arrived(67),
+        Some(&m),
+        &none(),
+    );
+    let ip_ = d.reply.unwrap().0.yiaddr();
+    let mut sel = fw;
+    sel.push(DhcpOption::RequestedIpAddress(ip_));
+    sel.push(DhcpOption::ServerIdentifier(ip(US)));
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Request, sel),
+        arrived(67),
+        Some(&m),
+        &none(),
+    );
+    assert_eq!(d.commit.as_ref().map(|l| l.client_id.clone()), Some(None));
+    let os = vec![DhcpOption::ClientIdentifier(
+        b"\xff\x00\x00\x00\x01duid".to_vec(),
+    )];
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Discover, os),
+        arrived(67),
+        Some(&m),
+        &none(),
+    );
+    assert_eq!(
+        d.reply.map(|r| r.0.yiaddr()),
+        Some(ip_),
+        "the OS gets the same address"
+    );
+    // With match_client_id off, unknown clients are their MAC too.
+    let mut c = small(1, 1);
+    c.settings.match_client_id = false;
+    let x = DhcpOption::ClientIdentifier(b"\x00x".to_vec());
+    let y = DhcpOption::ClientIdentifier(b"\x00y".to_vec());
+    let got = dora(&mut c, B, vec![x], &none()).unwrap();
+    let d = at(
+        &mut c,
+        &msg(B, MessageType::Discover, vec![y]),
+        arrived(67),
+        None,
+        &none(),
+    );
+    assert_eq!(d.reply.map(|r| r.0.yiaddr()), Some(got));
+}
+
+#[test]
+fn relay_agent_information_is_echoed_byte_for_byte() {
+    let mut c = small(1, 3);
+    // Sub-options in the relay's order 2, 1, 9, 151 (dhcproto would re-sort them by code).
+    let raw: Vec<u8> = vec![
+        2, 3, b'r', b'i', b'd', 1, 2, b'c', b'1', 9, 5, 0, 0, 0, 9, 0, 151, 1, 7,
+    ];
+    let mut m = msg(A, MessageType::Discover, vec![]);
+    m.set_giaddr(ip(US));
+    let mut bytes = m.to_vec().unwrap();
+    // Append option 82 before the END option.
+    let end = bytes.iter().rposition(|b| *b == 255).unwrap();
+    let mut opt = vec![82, raw.len() as u8];
+    opt.extend(&raw);
+    bytes.splice(end..end, opt);
+    let parsed = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+    let mut a = arrived(67);
+    a.giaddr = ip(US);
+    a.src = "198.18.0.1:67".parse().unwrap();
+    let d = c.handle(Input {
+        relay_info: crate::dhcp::reply::raw_option(&bytes, 82),
+        msg: &parsed,
+        arrived: a,
+        link: ip(US),
+        machine: None,
+        reservations: &none(),
+        now: NOW,
+    });
+    let out = d.reply.unwrap().0.to_vec().unwrap();
+    assert_eq!(
+        crate::dhcp::reply::raw_option(&out, 82),
+        Some(raw.as_slice())
+    );
+}
