@@ -537,10 +537,52 @@ fn kairos_shaped_registration_is_idempotent_and_checked() {
             .body("hello from the OS\n"),
     );
     assert_eq!(r.status, 204);
-    // Another machine cannot claim this machine-id.
-    let t2 = add_machine(&s, "52:54:00:be:ef:03");
+    // A clone reporting the same machine-id (issue 10 item 6): its own token says which machine
+    // it is, so it registers too, and both records carry a warning naming the other.
+    const B: &str = "52:54:00:be:ef:03";
+    let t2 = add_machine(&s, B);
     let r = anon.json("POST", "/api/v1/nodes/register", body(&t2, "5f1c0ffee"));
-    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["id"], B);
+    let key_b = r.body["apiKey"].as_str().unwrap().to_string();
+    assert_ne!(key_b, key);
+    let b = api.get(&format!("/api/v1/machines/{B}")).body;
+    assert_eq!(b["lifecycle"]["state"], "ready");
+    assert_eq!(b["registration"]["machine_id"], "5f1c0ffee");
+    assert_eq!(state(api), "ready");
+    let notes = |mac: &str| -> Vec<String> {
+        let events = api.get(&format!("/api/v1/events?machine={mac}")).body;
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "note")
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
+    };
+    let warning = |other: &str| {
+        format!(
+            "warning: machineID 5f1c0ffee is also reported by {other}; cloned images share \
+             /etc/machine-id: give each machine its own (e.g. empty /etc/machine-id in the image)"
+        )
+    };
+    assert_eq!(notes(B), vec![warning(MAC)]);
+    assert_eq!(notes(MAC), vec![warning(B)]);
+    // Replays of either change nothing: no new events, the same answers.
+    let after = seq(api);
+    let r = anon.json("POST", "/api/v1/nodes/register", body(&t2, "5f1c0ffee"));
+    assert_eq!(
+        (r.status, r.body["apiKey"].as_str()),
+        (200, Some(key_b.as_str()))
+    );
+    let r = anon.json("POST", "/api/v1/nodes/register", body(&token, "5f1c0ffee"));
+    assert_eq!(
+        (r.status, r.body["apiKey"].as_str()),
+        (200, Some(key.as_str()))
+    );
+    assert_eq!(seq(api), after);
+    assert_eq!(notes(B).len(), 1);
+    assert_eq!(notes(MAC).len(), 1);
     // The events tell the story.
     let out = s.server.cli(&["events", "--machine", MAC]);
     let text = stdout(&out);

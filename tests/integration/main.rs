@@ -15,6 +15,7 @@ mod harness;
 mod http_limits;
 mod lab;
 mod loopback_dhcp;
+mod machine_params;
 mod netns;
 mod security;
 mod serve;

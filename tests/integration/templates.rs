@@ -175,3 +175,134 @@ fn a_template_costly_only_for_a_real_machine_is_a_clear_500_at_config() {
     assert!(events.contains("work limit"), "{events}");
     assert!(s.terminate().success());
 }
+
+/// Issue 10 item 5: the Kairos agent silently replaces a config that is not a `#cloud-config`
+/// YAML mapping with an empty one, so such a template is refused when it is saved.
+#[test]
+fn a_template_that_is_not_a_cloud_config_mapping_is_refused_at_save() {
+    let mut s = Server::start();
+    let advice = "The Kairos agent silently replaces such a config with an empty one (the install \
+                  never starts): begin the template with the line #cloud-config";
+    let refused = [
+        (
+            "issue",
+            "install:\n  device: {{ install.device }}\n  auto: true\n",
+            "config template of profile issue: the rendered config is not a #cloud-config YAML \
+             mapping: its first line is \"install:\", not exactly \"#cloud-config\".",
+        ),
+        (
+            "spaced",
+            "#cloud-config \nhostname: {{ hostname }}\n",
+            "not a #cloud-config YAML mapping: its first line is \"#cloud-config \", not exactly",
+        ),
+        (
+            "list",
+            "#cloud-config\n- {{ hostname }}\n",
+            "not a #cloud-config YAML mapping: its top level (line 2) is a list, not a mapping",
+        ),
+        (
+            "broken",
+            "#cloud-config\nhostname: {{ hostname }}\ninstall: device: x\n",
+            "not a #cloud-config YAML mapping: it is not valid YAML: ",
+        ),
+        (
+            "twice",
+            "#cloud-config\ninstall:\n  auto: true\ninstall:\n  reboot: true\n",
+            "not a #cloud-config YAML mapping: key \"install\" appears twice in one mapping (again at line 4)",
+        ),
+    ];
+    for (name, template, want) in refused {
+        let (status, text, _) = save(&s, name, template);
+        assert_eq!(status, 400, "{name}: {text}");
+        let detail = serde_json::from_str::<serde_json::Value>(&text).unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(detail.contains(want), "{name}: {detail}");
+        assert!(detail.contains(advice), "{name}: {detail}");
+    }
+    assert_eq!(s.http().get("/api/v1/profiles").body, json!([]));
+    // A cloud-config mapping, and the empty template (the zero-touch default), are saved.
+    let (status, text, _) = save(
+        &s,
+        "good",
+        "#cloud-config\ninstall:\n  device: {{ install.device | tojson }}\n  auto: true\n",
+    );
+    assert_eq!(status, 201, "{text}");
+    let (status, text, _) = save(&s, "zero-touch", "");
+    assert_eq!(status, 201, "{text}");
+    // Replacing a good profile with a bad template is refused the same way.
+    let r = s.http().json(
+        "PUT",
+        "/api/v1/profiles/good",
+        json!({"name": "good", "cloud_config": "hostname: x\n"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("its first line is \\\"hostname: x\\\""),
+        "{}",
+        r.text
+    );
+    assert!(s.terminate().success());
+}
+
+/// A template that is a mapping for the sample machine but not for a real one (a label's value
+/// spliced in without `| tojson`): `/config` answers 500 saying why, and the machine's history
+/// says so; the config is never served.
+#[test]
+fn a_config_that_is_not_a_mapping_for_a_real_machine_is_a_clear_500_with_an_event() {
+    let mut s = Server::start();
+    let api = s.http();
+    let tpl = "#cloud-config\nhostname: {{ hostname }}\n{% for k, v in labels | items %}{{ k }}: {{ v }}\n{% endfor %}";
+    let r = api.json(
+        "POST",
+        "/api/v1/profiles",
+        json!({"name": "spliced", "cloud_config": tpl}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    for (mac, rack) in [("52:54:00:78:00:01", "a1"), ("52:54:00:78:00:02", "a1: {x")] {
+        let r = api.json(
+            "POST",
+            "/api/v1/machines",
+            json!({"mac": mac, "profile": "spliced", "labels": {"rack": rack}}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let config = |mac: &str| {
+        let token = api.get(&format!("/api/v1/machines/{mac}/token")).body["token"]
+            .as_str()
+            .expect("a token")
+            .to_string();
+        let r = api
+            .without_token()
+            .get(&format!("/config/{mac}?token={token}"));
+        (r.status, r.text)
+    };
+    let (status, text) = config("52:54:00:78:00:01");
+    assert_eq!(
+        (status, text.as_str()),
+        (
+            200,
+            "#cloud-config\nhostname: node-525400780001\nrack: a1\n"
+        )
+    );
+    let (status, text) = config("52:54:00:78:00:02");
+    assert_eq!(status, 500, "{text}");
+    assert!(
+        text.starts_with(
+            "config template of profile spliced: the rendered config is not a \
+             #cloud-config YAML mapping: it is not valid YAML: "
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hostname: node-"),
+        "the config leaked: {text}"
+    );
+    let events = api.get("/api/v1/events?machine=52:54:00:78:00:02").text;
+    assert!(
+        events.contains("the rendered config is not a #cloud-config YAML mapping"),
+        "{events}"
+    );
+    assert!(s.terminate().success());
+}

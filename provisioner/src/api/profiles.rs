@@ -20,7 +20,9 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
 }
 
 /// A profile must point at an imported UKI and carry a template that renders for a sample
-/// machine within the render limits (`config_render::Limits`): a runaway template is refused here.
+/// machine within the render limits (`config_render::Limits`) into a `#cloud-config` YAML
+/// mapping (`boot::cloud_config`): a runaway template, or one the Kairos agent would silently
+/// ignore, is refused here.
 async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
     if let Some(d) = p.uki.clone() {
         let assets = app.boot.assets.clone();

@@ -9,7 +9,8 @@
 //!
 //! Every render is bounded ([`Limits`]): minijinja fuel (steps and data), an output cap, a
 //! source-size cap ([`MAX_SOURCE_BYTES`]), and, through [`render_bounded`], the blocking pool
-//! (never an async worker), at most a few renders at once, and a deadline.
+//! (never an async worker), at most a few renders at once, and a deadline. [`render_bounded`]
+//! also refuses a result that is not a `#cloud-config` YAML mapping ([`super::cloud_config`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -113,6 +114,15 @@ pub enum RenderError {
          simplify the template's loops", deadline.as_millis()
     )]
     Deadline { profile: String, deadline: Duration },
+    /// The rendered config is not what the Kairos agent reads ([`super::cloud_config::check`]
+    /// says why): the agent would silently use an empty config instead.
+    #[error(
+        "config template of profile {profile}: the rendered config is not a #cloud-config YAML \
+         mapping: {reason}. The Kairos agent silently replaces such a config with an empty one \
+         (the install never starts): begin the template with the line #cloud-config, then YAML \
+         `key: value` entries (use `| tojson` for values that may hold YAML syntax)"
+    )]
+    NotCloudConfig { profile: String, reason: String },
     /// The rendering thread failed (a panic in the template engine).
     #[error("config template of profile {profile}: rendering failed: {message}")]
     Internal { profile: String, message: String },
@@ -131,6 +141,7 @@ impl RenderError {
             | RenderError::OutOfFuel { profile, .. }
             | RenderError::OutputTooLarge { profile, .. }
             | RenderError::Deadline { profile, .. }
+            | RenderError::NotCloudConfig { profile, .. }
             | RenderError::Internal { profile, .. } => profile,
         }
     }
@@ -178,8 +189,10 @@ pub fn default_hostname(m: &Machine) -> String {
 }
 
 /// Renders `profile`'s template (or [`DEFAULT_TEMPLATE`]) for `machine` within the default
-/// [`Limits`], off the async workers, and gives up after [`Limits::deadline`]. What the HTTP
-/// handlers call, at `/config` and when a profile is saved.
+/// [`Limits`], off the async workers, and gives up after [`Limits::deadline`]; then checks that
+/// the result is a `#cloud-config` YAML mapping ([`super::cloud_config::check`]), the only kind
+/// of config the Kairos agent uses. What the HTTP handlers call, at `/config` and when a
+/// profile is saved.
 ///
 /// Errors: every [`RenderError`] variant; each names the profile.
 pub async fn render_bounded(
@@ -216,7 +229,12 @@ pub async fn render_bounded_with(
             .expect("the render semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            render_with(&p, &m, &t, &b, syslog, &l)
+            let config = render_with(&p, &m, &t, &b, syslog, &l)?;
+            super::cloud_config::check(&config).map_err(|reason| RenderError::NotCloudConfig {
+                profile: p.name.clone(),
+                reason,
+            })?;
+            Ok(config)
         })
         .await
     };

@@ -14,10 +14,10 @@ use inventory::{EventKind, Mac, Machine};
 use serde::Deserialize;
 
 use super::files::{self, FileReply};
+use super::machine_query::MachineQuery;
 use super::plan::{self, BootView};
 use super::script::{Platform, Script};
 use super::{config_render, Base, Peer};
-use crate::api::ApiQuery;
 use crate::app::App;
 use crate::boot_decision::Intent;
 use crate::identity::{self, Holder};
@@ -69,8 +69,8 @@ async fn attributed_ip(app: &App, peer: &Peer, mac: Mac) -> Result<Option<Ipv4Ad
         .flatten())
 }
 
+/// Read with [`MachineQuery`]: other parameters are ignored, empty ones are absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ScriptQuery {
     mac: String,
     platform: Option<String>,
@@ -80,7 +80,7 @@ pub struct ScriptQuery {
 pub async fn ipxe_script(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    ApiQuery(q): ApiQuery<ScriptQuery>,
+    MachineQuery(q): MachineQuery<ScriptQuery>,
 ) -> Reply {
     let mac = parse_mac(&q.mac)?;
     let platform = match q.platform.as_deref() {
@@ -140,8 +140,8 @@ pub async fn ipxe_script(
     Ok(text(StatusCode::OK, script.render(mac).trim_end()))
 }
 
+/// Read with [`MachineQuery`]: other parameters are ignored, empty ones are absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MacQuery {
     mac: Option<String>,
 }
@@ -152,7 +152,7 @@ pub async fn http_boot(
     ConnectInfo(peer): ConnectInfo<Peer>,
     method: Method,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<MacQuery>,
+    MachineQuery(q): MachineQuery<MacQuery>,
 ) -> Reply {
     let Some(m) = q.mac.as_deref() else {
         return Err(text(StatusCode::BAD_REQUEST, "missing ?mac="));
@@ -246,7 +246,7 @@ pub async fn asset(
     Path((digest, _name)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<MacQuery>,
+    MachineQuery(q): MachineQuery<MacQuery>,
 ) -> Reply {
     let (meta, mac) = asset_request(&app, &digest, &q, &peer).await?;
     serve_asset(&app, &meta, None, &method, &headers, mac).await
@@ -259,7 +259,7 @@ pub async fn asset_section(
     Path((digest, section)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<MacQuery>,
+    MachineQuery(q): MachineQuery<MacQuery>,
 ) -> Reply {
     let Some(section) = BootSection::from_name(&section) else {
         return Err(text(
@@ -325,8 +325,8 @@ async fn serve_asset(
     Ok(files::serve(reply, method, headers, report).await)
 }
 
+/// Read with [`MachineQuery`]: other parameters are ignored, empty ones are absent.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConfigQuery {
     mac: Option<String>,
     uuid: Option<String>,
@@ -338,7 +338,7 @@ pub async fn config_by_query(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<ConfigQuery>,
+    MachineQuery(q): MachineQuery<ConfigQuery>,
 ) -> Reply {
     let found_by = if q.uuid.is_some() { "?uuid=" } else { "?mac=" };
     let machine = match (q.mac.as_deref(), q.uuid.as_deref()) {
@@ -376,7 +376,7 @@ pub async fn config_by_mac(
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     Path(mac): Path<String>,
-    ApiQuery(q): ApiQuery<ConfigQuery>,
+    MachineQuery(q): MachineQuery<ConfigQuery>,
 ) -> Reply {
     let mac = parse_mac(&mac)?;
     let machine = app

@@ -5,9 +5,11 @@
 //! Every path that could start an installer asks [`crate::boot_decision::decide`] about the
 //! machine first, so an installed machine is never handed the installer again (no boot loop).
 
+pub mod cloud_config;
 pub mod config_render;
 pub mod files;
 pub mod handlers;
+pub mod machine_query;
 pub mod node_api;
 pub mod plan;
 pub mod script;

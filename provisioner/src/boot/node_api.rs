@@ -20,12 +20,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use inventory::{
-    lifecycle, EventKind, Machine, NewLogLine, Registration, State as Life, Transition,
+    lifecycle, EventKind, Machine, NewEvent, NewLogLine, Registration, State as Life, Transition,
 };
 use serde::{Deserialize, Serialize};
 
 use super::handlers::machine_for_token;
-use crate::api::{bearer_token, ApiError, ApiQuery};
+use super::machine_query::MachineQuery;
+use crate::api::{bearer_token, ApiError};
 use crate::app::{now, App};
 use crate::http_server::{read_limited, BodyError};
 
@@ -79,8 +80,21 @@ pub struct RegisterResponse {
     api_key: String,
 }
 
-fn conflict(detail: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "illegal_transition", detail)
+/// Serializes registrations (see [`register`]). Process-wide, like the store it guards.
+static REGISTRATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The warning recorded on a machine that reports machine-id `id`, which `others` also report:
+/// cloned disk images share `/etc/machine-id`, so a machine-id is data, never identity (the
+/// machine token says which machine registers).
+fn duplicate_id_note(id: &str, others: &[inventory::Mac]) -> EventKind {
+    let others: Vec<String> = others.iter().map(|m| m.to_string()).collect();
+    EventKind::Note {
+        message: format!(
+            "warning: machineID {id} is also reported by {}; cloned images share \
+             /etc/machine-id: give each machine its own (e.g. empty /etc/machine-id in the image)",
+            others.join(", ")
+        ),
+    }
 }
 
 /// The transitions that take a machine from where it is to `ready`.
@@ -103,8 +117,11 @@ fn apply_all(
     steps.iter().map(|s| m.transition(s, t)).collect()
 }
 
-/// `POST /api/v1/nodes/register`: idempotent by machine-id; moves the machine to `ready`.
-/// The token is in the body, which is read only up to [`SMALL_BODY`] bytes.
+/// `POST /api/v1/nodes/register`: the registration token says which machine this is; moves it
+/// to `ready`. A replay (same machine-id and boot state, already `ready`) changes nothing. A
+/// machine-id that other machines also report is no reason to refuse (cloned images share
+/// one): each such registration records a warning on this machine and on each of the others,
+/// naming each other. The token is in the body, which is read only up to [`SMALL_BODY`] bytes.
 pub async fn register(
     State(app): State<App>,
     headers: HeaderMap,
@@ -119,21 +136,24 @@ pub async fn register(
         );
     }
     let mac = machine.mac;
-    let others = {
+    // One registration at a time: the look-up for machines already reporting this machine-id
+    // and the write that follows must see each other, or two clones registering at once would
+    // both miss the other. (Registrations are one per install, so this never queues for long.)
+    let _one_at_a_time = REGISTRATIONS.lock().await;
+    let others: Vec<inventory::Mac> = {
         let id = id.clone();
         app.read(move |s| {
-            Ok(s.machines()?.into_iter().find(|m| {
-                m.mac != mac && m.registration.as_ref().is_some_and(|r| r.machine_id == id)
-            }))
+            Ok(s.machines()?
+                .into_iter()
+                .filter(|m| {
+                    m.mac != mac && m.registration.as_ref().is_some_and(|r| r.machine_id == id)
+                })
+                .map(|m| m.mac)
+                .collect())
         })
         .await
         .map_err(|e| ApiError::from(e).into_response())?
     };
-    if let Some(o) = others {
-        return Err(
-            conflict(format!("machineID {id} is already registered to {}", o.mac)).into_response(),
-        );
-    }
     let t = now();
     let boot_state = if req.boot_state.is_empty() {
         "unknown".to_string()
@@ -150,7 +170,7 @@ pub async fn register(
     };
     let (stored, _) = app
         .write(move |s| {
-            let (m, events) = s.update_machine(mac, t, &mut |m| {
+            let (m, mut events) = s.update_machine(mac, t, &mut |m| {
                 let same = m.registration.as_ref().is_some_and(|r| {
                     r.machine_id == reg.machine_id && r.boot_state == reg.boot_state
                 });
@@ -168,11 +188,29 @@ pub async fn register(
                     boot_state: reg.boot_state.clone(),
                     agent_version: reg.agent_version.clone(),
                 }];
+                if !others.is_empty() {
+                    events.push(duplicate_id_note(&reg.machine_id, &others));
+                }
                 events.extend(apply_all(m, &steps, t)?);
                 m.registration = Some(reg.clone());
                 m.last_seen = Some(t);
                 Ok(events)
             })?;
+            let registered = !events.is_empty();
+            if registered && !others.is_empty() {
+                let notes = others
+                    .iter()
+                    .map(|o| NewEvent::machine(*o, duplicate_id_note(&reg.machine_id, &[mac])))
+                    .collect();
+                // The registration stands even if this fails: a retry would be a replay and
+                // add nothing, so the failure is logged rather than answered.
+                match s.append_events(notes, t) {
+                    Ok(more) => events.extend(more),
+                    Err(e) => {
+                        tracing::warn!(%mac, error = %e, "recording a duplicate machine-id on the other machines failed")
+                    }
+                }
+            }
             Ok(((m, events.len()), events))
         })
         .await
@@ -184,8 +222,9 @@ pub async fn register(
     .into_response())
 }
 
+/// Fields an installer does not know to send are optional, and fields we do not use are
+/// ignored (a newer installer may send more).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     /// `installing`, `installed` or `failed`.
     state: String,
@@ -200,8 +239,8 @@ pub struct ProgressRequest {
     reason: Option<String>,
 }
 
+/// Read with [`MachineQuery`]: other parameters are ignored, an empty `token=` is absent.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct TokenQuery {
     token: Option<String>,
 }
@@ -235,7 +274,7 @@ fn clean(s: Option<String>, max: usize) -> Option<String> {
 pub async fn progress(
     State(app): State<App>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<TokenQuery>,
+    MachineQuery(q): MachineQuery<TokenQuery>,
     body: Body,
 ) -> Result<StatusCode, Response> {
     let machine = caller(&app, &headers, &q).await?;
@@ -296,7 +335,7 @@ pub async fn progress(
 pub async fn logs(
     State(app): State<App>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<TokenQuery>,
+    MachineQuery(q): MachineQuery<TokenQuery>,
     body: Body,
 ) -> Result<StatusCode, Response> {
     let machine = caller(&app, &headers, &q).await?;

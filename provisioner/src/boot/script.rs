@@ -92,7 +92,8 @@ impl Url {
 /// What a script should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Script {
-    /// Ask again with iPXE's `${platform}` filled in.
+    /// Ask again with iPXE's `${platform}` filled in (an iPXE that leaves it empty gets a
+    /// message and `exit 1`, not an endless loop).
     Dispatch { next: Url },
     /// UEFI: chain the UKI with the full command line (iPXE replaces the embedded one when it
     /// passes arguments, so the embedded `.cmdline` is repeated first).
@@ -125,7 +126,16 @@ impl Script {
         let _ = writeln!(s, "# provisioner: machine {mac}");
         match self {
             Script::Dispatch { next } => {
+                // An iPXE that leaves `${platform}` empty would be sent here again at once,
+                // forever (an empty parameter is an absent one): it is told what to do instead.
+                s.push_str("isset ${platform} || goto no_platform\n");
                 let _ = writeln!(s, "chain --replace --autofree {}", next.as_str());
+                s.push_str("exit 1\n:no_platform\n");
+                s.push_str(
+                    "echo provisioner: this iPXE leaves its platform setting empty, so the provisioner cannot tell efi from pcbios\n",
+                );
+                s.push_str("echo provisioner: chain /boot/ipxe with platform=efi or platform=pcbios added to the URL\n");
+                s.push_str("exit 1\n");
             }
             Script::InstallEfi {
                 uki,
