@@ -137,10 +137,17 @@ fn machine_endpoints_ignore_unknown_parameters_and_empty_values() {
         format!("/config?mac={M}&hostname=m1&buildarch=x86_64"),
         format!("/config/{M}?uuid={U}&_=1"),
         format!("/config/{M}?token="),
+        // matchbox-style: both, naming the same machine.
+        format!("/config?mac={M}&uuid={U}"),
     ] {
         let reply = with_header(&path);
         assert_eq!((reply.status, reply.text.as_str()), (200, want), "{path}");
     }
+    // Both, naming two machines: refused, never one of them.
+    let two = with_header(&format!(
+        "/config?mac={M}&uuid=00000000-0000-0000-0000-0000000000ff"
+    ));
+    assert_eq!(two.status, 400, "{}", two.text);
     assert_eq!(
         ok(&format!("/config?uuid={U}&serial=S&token={token}")),
         want

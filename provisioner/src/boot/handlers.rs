@@ -346,6 +346,23 @@ pub async fn config_by_query(
             let mac = parse_mac(m)?;
             app.read(move |s| s.machine(mac)).await.map_err(internal)?
         }
+        // Both (matchbox-style URLs send both): the MAC finds the machine, and a UUID it does
+        // not hold makes the request name two machines, which is refused.
+        (Some(m), Some(u)) => {
+            let mac = parse_mac(m)?;
+            let uuid = inventory::machine::normalize_uuid(u)
+                .map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let found = app.read(move |s| s.machine(mac)).await.map_err(internal)?;
+            if let Some(m) = &found {
+                if m.spec.uuid.as_deref().is_some_and(|held| held != uuid) {
+                    return Err(text(
+                        StatusCode::BAD_REQUEST,
+                        format!("{mac} has another UUID than {uuid}: give the one it has, or only ?mac="),
+                    ));
+                }
+            }
+            found
+        }
         (None, Some(u)) => {
             let uuid = inventory::machine::normalize_uuid(u)
                 .map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -361,7 +378,7 @@ pub async fn config_by_query(
         _ => {
             return Err(text(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of ?mac= or ?uuid=",
+                "give ?mac= or ?uuid= (or both, naming the same machine)",
             ))
         }
     };
