@@ -73,6 +73,7 @@ pub mod wire {
         pub header_timeout: Option<String>,
         pub body_stall_timeout: Option<String>,
         pub max_connections: Option<u64>,
+        pub max_connections_per_client: Option<u64>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -276,6 +277,12 @@ fn http_limits(w: &wire::Http) -> Result<HttpLimits, ConfigError> {
             w.max_connections,
             d.max_connections as u64,
             16..=1_000_000,
+        )? as usize,
+        max_connections_per_client: in_range(
+            "http.max_connections_per_client",
+            w.max_connections_per_client,
+            d.max_connections_per_client as u64,
+            1..=1_000_000,
         )? as usize,
     })
 }

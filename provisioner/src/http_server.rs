@@ -7,8 +7,11 @@
 //!   hyper's `header_read_timeout`.
 //! - **Body stall timeout** ([`HttpLimits::body_stall_timeout`]): a handler waiting for request
 //!   body bytes gives up when none come for this long. Not a total deadline: a multi-hundred-MiB
-//!   upload that keeps moving is never cut. Long responses (SSE streams, downloads) are not
-//!   affected; the client sends nothing then.
+//!   upload that keeps moving is never cut. The same timeout bounds a *response* the client
+//!   stops reading ([`crate::http_io::SendStall`]): a download or an SSE stream to a client that
+//!   keeps reading, however slowly, is never cut.
+//! - **Connections per client** ([`HttpLimits::max_connections_per_client`]): one address cannot
+//!   take every slot ([`crate::http_io::PerClient`]).
 //! - **Connection cap** ([`HttpLimits::max_connections`], and below the open-file limit): at the
 //!   cap we stop accepting, so new connections wait in the kernel's backlog instead of taking
 //!   descriptors the server needs for its files and the store.
@@ -48,6 +51,9 @@ pub struct HttpLimits {
     /// `http.max_connections`: connections served at once (further ones wait to be accepted);
     /// lowered at start to fit the open-file limit ([`connection_cap`]).
     pub max_connections: usize,
+    /// `http.max_connections_per_client`: connections one client address may hold at once;
+    /// more are closed as soon as they are accepted.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpLimits {
@@ -56,6 +62,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_stall_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_connections_per_client: 64,
         }
     }
 }
@@ -116,6 +123,8 @@ pub async fn run(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     let mut warned_full: Option<tokio::time::Instant> = None;
+    let mut warned_client: Option<tokio::time::Instant> = None;
+    let per_client = crate::http_io::PerClient::new(limits.max_connections_per_client);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(s) => s,
@@ -145,6 +154,19 @@ pub async fn run(
             },
             _ = stop.cancelled() => break,
         };
+        let client_ip = crate::identity::ipv4(remote.ip()).map_or(remote.ip(), Into::into);
+        let Some(client_slot) = per_client.admit(client_ip) else {
+            if warned_client.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                warned_client = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    client = %client_ip,
+                    max = limits.max_connections_per_client,
+                    "a client holds its whole share of HTTP connections; closing its new ones (http.max_connections_per_client)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let peer = Peer {
             local: stream.local_addr().unwrap_or(remote),
             remote,
@@ -157,10 +179,13 @@ pub async fn run(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(req)
             });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        // A client that stops reading its response is cut after the same stall timeout.
+        let io = crate::http_io::SendStall::new(stream, stall);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         let stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let _client_slot = client_slot;
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

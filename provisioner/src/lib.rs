@@ -19,6 +19,7 @@
 //! - [`operator_token`]: first-start creation of the operator token.
 //! - [`serve`]: runs the server on bound listeners until shutdown; the deadline sweeper.
 //! - [`http_server`]: the HTTP listener's limits: header and body-stall timeouts, connection cap.
+//! - [`http_io`]: below HTTP: a send-stall timeout per connection, connections per client.
 //! - [`sockets`]: socket quirks in one place (IP_PKTINFO, per-transfer sockets).
 //! - [`tftp`]: the TFTP server (sans-IO transfers, tokio shell, file sources).
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
@@ -32,6 +33,7 @@ pub mod boot_decision;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod http_io;
 pub mod http_server;
 pub mod identity;
 pub mod import;

@@ -162,7 +162,9 @@ fn unauthenticated_60mib_bodies_are_refused_before_reading() {
 fn idle_and_slowloris_connections_are_closed_while_service_goes_on() {
     const IDLE: usize = 1000;
     const SLOW: usize = 200;
-    let (_tmp, server) = server_with("header_timeout = \"3s\"\n");
+    // All from 127.0.0.1 here: lift the per-client share so the global limits are what is tested.
+    let (_tmp, server) =
+        server_with("header_timeout = \"3s\"\nmax_connections_per_client = 1000000\n");
     let api = server.http();
     // A stored asset to download while the server is under siege.
     let data: Vec<u8> = (0..4u32 << 20)
@@ -335,4 +337,61 @@ fn a_moving_upload_outlives_the_stall_timeout_and_a_stalled_one_is_dropped() {
     );
     eprintln!("stalled upload dropped after {:?}", stalled.elapsed());
     assert!(stalled.elapsed() >= Duration::from_secs(2));
+}
+
+#[test]
+fn clients_that_stop_reading_are_cut_and_one_address_cannot_take_every_slot() {
+    let (_tmp, server) = server_with(
+        "body_stall_timeout = \"2s\"\nmax_connections = 16\nmax_connections_per_client = 8\n",
+    );
+    let api = server.http();
+    // 16 MiB: more than the kernel buffers of a client that reads nothing.
+    let data = vec![7u8; 16 << 20];
+    let r = api.send(
+        api.request("POST", "/api/v1/assets?name=big.bin&kind=loader")
+            .body(data),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let digest = r.body["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let pid = server.pid();
+    let fds_before = open_fds(pid);
+    let target = addr(&server);
+    // Eight downloads from one address that never read a byte.
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut t = TcpStream::connect(&target).unwrap();
+            write!(
+                t,
+                "GET /assets/{digest}/big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .unwrap();
+            t
+        })
+        .collect();
+    // A ninth from the same address is closed at once; another address is served.
+    let mut ninth = TcpStream::connect(&target).unwrap();
+    assert!(
+        closed_by(&mut ninth, Instant::now() + Duration::from_secs(2)),
+        "a ninth connection from one address was kept"
+    );
+    let other = crate::loopback_dhcp::from_address(&api, "127.0.0.2".parse().unwrap());
+    let started = Instant::now();
+    assert_eq!(other.get("/healthz").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The non-reading downloads are closed by the server after the 2 s stall (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while open_fds(pid) > fds_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        open_fds(pid) <= fds_before,
+        "{} descriptors open, {} before: stalled downloads were kept",
+        open_fds(pid),
+        fds_before
+    );
+    drop(stalled);
 }

@@ -56,7 +56,15 @@ impl Base {
     pub fn new(app: &App, peer: &Peer) -> Base {
         Base(match &app.boot.public_url {
             Some(u) => u.clone(),
-            None => format!("http://{}", peer.local),
+            // A listener on [::] sees IPv4 clients at ::ffff:a.b.c.d; IPv4-only firmware needs
+            // the plain IPv4 form in the URLs it is given.
+            None => match crate::identity::ipv4(peer.local.ip()) {
+                Some(v4) => format!(
+                    "http://{}",
+                    std::net::SocketAddr::from((v4, peer.local.port()))
+                ),
+                None => format!("http://{}", peer.local),
+            },
         })
     }
 
