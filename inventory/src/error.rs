@@ -17,6 +17,13 @@ pub enum Error {
         value: String,
         why: &'static str,
     },
+    /// A text field longer than its limit.
+    #[error("{field} is {len} bytes long; at most {max} bytes are allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     /// The lifecycle state machine does not allow this step.
     #[error("machine is {from}: cannot {transition}")]
     IllegalTransition { from: State, transition: Transition },

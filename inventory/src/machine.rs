@@ -214,7 +214,11 @@ impl MachineSpec {
 
 fn validate_text(field: &'static str, v: &str, max: usize) -> Result<(), Error> {
     if v.len() > max {
-        return Err(Error::invalid(field, v, "too long"));
+        return Err(Error::TooLong {
+            field,
+            len: v.len(),
+            max,
+        });
     }
     if v.chars().any(char::is_control) {
         return Err(Error::invalid(field, v, "contains control characters"));

@@ -122,6 +122,16 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
     Ok(())
 }
 
+/// The machine stored under `key` when it is `discovered` (not vouched for by an operator).
+fn discovered_holder(txn: &WriteTransaction, key: u64) -> Result<Option<Machine>> {
+    let table = txn.open_table(MACHINES)?;
+    let m: Option<Machine> = table
+        .get(key)?
+        .map(|v| decode("machines", v.value()))
+        .transpose()?;
+    Ok(m.filter(|m| m.state() == crate::State::Discovered))
+}
+
 /// Machines holding `uuid`, by a scan (only for UUIDs marked ambiguous).
 fn uuid_holders(txn: &WriteTransaction, uuid: &str) -> Result<Vec<Mac>> {
     let table = txn.open_table(MACHINES)?;
@@ -143,9 +153,11 @@ fn index_uuid(
     key: u64,
     old: Option<&str>,
     new: Option<&str>,
-) -> Result<()> {
+    vouched: bool,
+) -> Result<Vec<NewEvent>> {
+    let mut notes = Vec::new();
     if old == new {
-        return Ok(());
+        return Ok(notes);
     }
     if let Some(u) = new {
         let held = txn.open_table(UUIDS)?.get(u)?.map(|v| v.value());
@@ -156,12 +168,36 @@ fn index_uuid(
                     holder: "several machines".into(),
                 })
             }
-            Some(h) if h != key => {
-                return Err(Error::UuidTaken {
-                    uuid: u.to_string(),
-                    holder: key_mac(h).to_string(),
-                })
-            }
+            Some(h) if h != key => match discovered_holder(txn, h)? {
+                // An operator's machine takes the UUID from a record nobody has approved: that
+                // UUID came from an unauthenticated DHCP packet, the operator's from the rack.
+                Some(mut claimant) if vouched => {
+                    claimant.spec.uuid = None;
+                    txn.open_table(MACHINES)?
+                        .insert(h, encode(&claimant).as_slice())?;
+                    notes.push(NewEvent::machine(
+                        claimant.mac,
+                        EventKind::Note {
+                            message: format!(
+                                "UUID {u} given to {}, registered by an operator; this discovered record no longer claims it",
+                                key_mac(key)
+                            ),
+                        },
+                    ));
+                }
+                Some(_) => {
+                    return Err(Error::UuidTaken {
+                        uuid: u.to_string(),
+                        holder: format!("{} (discovered, not yet approved)", key_mac(h)),
+                    })
+                }
+                None => {
+                    return Err(Error::UuidTaken {
+                        uuid: u.to_string(),
+                        holder: key_mac(h).to_string(),
+                    })
+                }
+            },
             _ => {}
         }
         txn.open_table(UUIDS)?.insert(u, key)?;
@@ -192,7 +228,7 @@ fn index_uuid(
             _ => {}
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
 impl RedbStore {
@@ -280,7 +316,7 @@ fn write_machine(
     m: &Machine,
     old: Option<&Machine>,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<Vec<NewEvent>> {
     if let Some(p) = &m.spec.profile {
         if txn.open_table(PROFILES)?.get(p.as_str())?.is_none() {
             return Err(Error::UnknownProfile { name: p.clone() });
@@ -320,15 +356,16 @@ fn write_machine(
         res.insert(u32::from(ip), key)?;
     }
     drop(res);
-    index_uuid(
+    let notes = index_uuid(
         txn,
         key,
         old.and_then(|o| o.spec.uuid.as_deref()),
         m.spec.uuid.as_deref(),
+        m.state() != crate::State::Discovered,
     )?;
     txn.open_table(MACHINES)?
         .insert(key, encode(m).as_slice())?;
-    Ok(())
+    Ok(notes)
 }
 
 fn read_machine(txn: &WriteTransaction, mac: Mac) -> Result<Option<Machine>> {
@@ -370,11 +407,12 @@ impl Store for RedbStore {
                     mac: m.mac.to_string(),
                 });
             }
-            write_machine(&txn, m, None, now)?;
+            let notes = write_machine(&txn, m, None, now)?;
             events.push(NewEvent::machine(
                 m.mac,
                 EventKind::Created { by: by.to_string() },
             ));
+            events.extend(notes);
         }
         let events = append(&txn, events, now)?;
         txn.commit()?;
@@ -397,12 +435,13 @@ impl Store for RedbStore {
         if m == old && kinds.is_empty() {
             return Ok((m, Vec::new()));
         }
-        write_machine(&txn, &m, Some(&old), now)?;
+        let notes = write_machine(&txn, &m, Some(&old), now)?;
         let events = append(
             &txn,
             kinds
                 .into_iter()
                 .map(|k| NewEvent::machine(mac, k))
+                .chain(notes)
                 .collect(),
             now,
         )?;
@@ -418,7 +457,7 @@ impl Store for RedbStore {
         if let Some(ip) = old.spec.ip {
             txn.open_table(RESERVATIONS)?.remove(u32::from(ip))?;
         }
-        index_uuid(&txn, mac_key(mac), old.spec.uuid.as_deref(), None)?;
+        index_uuid(&txn, mac_key(mac), old.spec.uuid.as_deref(), None, true)?;
         txn.open_table(MACHINES)?.remove(mac_key(mac))?;
         let events = append(&txn, vec![NewEvent::machine(mac, EventKind::Deleted)], now)?;
         txn.commit()?;

@@ -128,3 +128,28 @@ fn duplicates_from_a_schema_1_store_are_ambiguous_until_resolved() {
     .unwrap();
     assert_eq!(s.machine_by_uuid(U).unwrap().unwrap().mac, mac(2));
 }
+
+#[test]
+fn an_operators_machine_takes_a_uuid_from_an_unapproved_discovered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir);
+    let mut squatter = with_uuid(9, U);
+    squatter.lifecycle = crate::Lifecycle::new(crate::State::Discovered, Timestamp(1));
+    s.create_machines(vec![squatter], "discover", Timestamp(1))
+        .unwrap();
+    // Another discovered record cannot take it…
+    let mut second = with_uuid(8, U);
+    second.lifecycle = crate::Lifecycle::new(crate::State::Discovered, Timestamp(1));
+    let err = s
+        .create_machines(vec![second], "discover", Timestamp(1))
+        .unwrap_err();
+    assert!(matches!(err, Error::UuidTaken { .. }), "{err}");
+    // …an operator's machine does, and the discovered record is told.
+    let events = s
+        .create_machines(vec![with_uuid(1, U)], "operator", Timestamp(2))
+        .unwrap();
+    assert_eq!(s.machine_by_uuid(U).unwrap().unwrap().mac, mac(1));
+    assert_eq!(s.machine(mac(9)).unwrap().unwrap().spec.uuid, None);
+    assert!(events.iter().any(|e| e.mac == Some(mac(9))
+        && matches!(&e.kind, EventKind::Note { message } if message.contains("no longer claims"))));
+}

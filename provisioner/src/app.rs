@@ -46,6 +46,10 @@ pub struct BootContext {
     /// The cap and rate on recording unknown machines, shared with DHCP so one limit holds
     /// however strangers arrive.
     pub admission: crate::admission::Admission,
+    /// HTTP download events per machine: one per file and outcome a minute at most, so a
+    /// client repeating ranged requests cannot grow the history (a real install downloads each
+    /// file once or twice).
+    pub transfer_events: std::sync::Mutex<crate::dhcp::seen_limit::SeenLimiter>,
     /// How often a held machine's script polls again.
     pub poll: std::time::Duration,
     /// UDP port of our syslog receiver, rendered into configs (`None`: off).

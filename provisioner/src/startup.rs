@@ -98,6 +98,11 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         admission: crate::admission::Admission::new(
             cfg.dhcp.as_ref().map(|d| d.admission).unwrap_or_default(),
         ),
+        transfer_events: std::sync::Mutex::new(crate::dhcp::seen_limit::SeenLimiter::new(
+            crate::dhcp::seen_limit::INVENTORY_WINDOW_MS,
+            crate::dhcp::seen_limit::INVENTORY_CAPACITY,
+            None,
+        )),
         poll: cfg.poll_interval,
         syslog_port: syslog
             .as_ref()

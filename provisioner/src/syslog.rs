@@ -121,7 +121,7 @@ pub fn parse(datagram: &[u8]) -> Message {
 }
 
 /// How long an address → machine answer is reused.
-const ATTRIBUTION_TTL: Duration = Duration::from_secs(5);
+const ATTRIBUTION_TTL: Duration = Duration::from_secs(1);
 /// Addresses remembered at most (a flood from many addresses cannot grow it further).
 const MAX_REMEMBERED: usize = 65_536;
 /// Datagrams stored per transaction, at most.

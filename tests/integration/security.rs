@@ -155,10 +155,27 @@ fn a_stranger_with_only_the_mac_and_uuid_cannot_take_over_a_waiting_machine() {
     };
     assert_eq!(progress("installing"), 204);
     assert_eq!(progress("installed"), 204);
-    assert_eq!(register(&v, &token, "v-machine-id"), 200);
+    let reg = v.json(
+        "POST",
+        "/api/v1/nodes/register",
+        json!({"registrationToken": token, "machineID": "v-machine-id", "bootState": "active_boot"}),
+    );
+    assert_eq!(reg.status, 200, "{}", reg.text);
+    let api_key = reg.body["apiKey"].as_str().unwrap().to_string();
     let m = machine(api);
     assert_eq!(m["lifecycle"]["state"], "ready");
     assert_eq!(m["registration"]["machine_id"], "v-machine-id");
+    // Whoever saw the install's token cannot fail the installed machine, nor re-register it as
+    // another OS (which would revoke the real OS's apiKey).
+    assert_eq!(progress("failed"), 409);
+    assert_eq!(register(&v, &token, "evil-os"), 409);
+    assert_eq!(machine(api)["lifecycle"]["state"], "ready");
+    let logs = v.send(
+        v.request("POST", "/api/v1/nodes/logs")
+            .bearer_auth(&api_key)
+            .body("still mine\n"),
+    );
+    assert_eq!(logs.status, 204, "the OS's apiKey still works");
     // The install is over: V's address no longer opens its config; its token still does.
     assert_eq!(v.get(&format!("/config/{V}")).status, 403);
     let with_token = v.send(
@@ -391,4 +408,39 @@ fn machine_tokens_are_revoked_by_rotation() {
     );
     let events = stdout(&r.s.server.cli(&["events", "--machine", V]));
     assert!(events.contains("operator rotate-token"), "{events}");
+}
+
+#[test]
+fn repeated_downloads_leave_a_bounded_number_of_events() {
+    let r = rack();
+    let v_ip = lease(r.s.dhcp_port, V);
+    let v = from_address(&r.api, v_ip);
+    let before = events_of_v(&r.api);
+    // 200 one-byte ranged downloads of V's UKI from V's own address.
+    for _ in 0..200 {
+        let got = v.send(
+            v.request("GET", &format!("/boot/efi?mac={V}"))
+                .header("Range", "bytes=0-0"),
+        );
+        assert_eq!(got.status, 206);
+    }
+    let transfers = r
+        .api
+        .get(&format!("/api/v1/events?machine={V}"))
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "transfer")
+        .count();
+    assert!(
+        transfers <= 2,
+        "{transfers} transfer events for 200 downloads"
+    );
+    // (The first download moved V to booting: a state step and a `seen`, once.)
+    assert!(
+        events_of_v(&r.api) - before <= 6,
+        "{} events",
+        events_of_v(&r.api) - before
+    );
 }

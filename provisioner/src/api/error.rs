@@ -62,7 +62,7 @@ impl From<inventory::Error> for ApiError {
         use inventory::Error as E;
         let (status, code) = match &e {
             E::BadMac { .. } => (StatusCode::BAD_REQUEST, "bad_mac"),
-            E::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            E::Invalid { .. } | E::TooLong { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             E::UnknownProfile { .. } => (StatusCode::BAD_REQUEST, "unknown_profile"),
             E::IllegalTransition { .. } => (StatusCode::CONFLICT, "illegal_transition"),
             E::MachineNotFound { .. } | E::ProfileNotFound { .. } => {

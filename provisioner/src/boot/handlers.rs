@@ -127,7 +127,7 @@ pub async fn ipxe_script(
                 via: "http".into(),
                 detail: "iPXE script: boot from disk".into(),
             };
-            plan::note(&app, mac, kind).await;
+            plan::note_limited(&app, mac, kind).await;
         }
         (
             Script::InstallEfi { .. } | Script::InstallBios { .. } | Script::LocalDisk { .. },
@@ -296,13 +296,29 @@ async fn serve_asset(
         (Some(mac), true) => {
             let app = app.clone();
             Some(Box::new(move |bytes, complete, elapsed| {
+                let outcome = if complete { "complete" } else { "incomplete" };
+                let topic = crate::dhcp::seen_limit::topic(
+                    &EventKind::Note {
+                        message: format!("http {file} {outcome}"),
+                    },
+                    false,
+                );
+                let allowed = app
+                    .boot
+                    .transfer_events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allow(mac, topic, crate::app::now());
+                if !allowed {
+                    return;
+                }
                 let kind = EventKind::Transfer {
                     protocol: "http".into(),
                     file,
                     bytes,
                     millis: elapsed.as_millis() as u64,
                     retransmits: 0,
-                    outcome: if complete { "complete" } else { "incomplete" }.into(),
+                    outcome: outcome.into(),
                 };
                 tokio::spawn(async move { plan::note(&app, mac, kind).await });
             }))
@@ -486,7 +502,7 @@ async fn serve_config(
                 via: "http".into(),
                 detail: format!("config fetched via {found_by} (authorized by {how})"),
             };
-            plan::note(app, mac, kind).await;
+            plan::note_limited(app, mac, kind).await;
             Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/yaml; charset=utf-8")],
@@ -495,7 +511,7 @@ async fn serve_config(
                 .into_response())
         }
         Err(e) => {
-            plan::note(
+            plan::note_limited(
                 app,
                 mac,
                 EventKind::Note {

@@ -177,6 +177,17 @@ pub async fn register(
                 if same && m.state() == Life::Ready {
                     return Ok(vec![]); // a replay: nothing changes
                 }
+                // Once its OS registered, a machine stays that OS until an operator reprovisions
+                // it: a token seen during the install cannot re-register it as another OS and so
+                // revoke the real OS's apiKey.
+                if let (Life::Ready, Some(r)) = (m.state(), &m.registration) {
+                    if r.machine_id != reg.machine_id {
+                        return Err(inventory::Error::IllegalTransition {
+                            from: m.state(),
+                            transition: Transition::Ready,
+                        });
+                    }
+                }
                 let steps = path_to_ready(m.state()).ok_or_else(|| {
                     inventory::Error::IllegalTransition {
                         from: m.state(),
@@ -278,6 +289,24 @@ pub async fn progress(
     body: Body,
 ) -> Result<StatusCode, Response> {
     let machine = caller(&app, &headers, &q).await?;
+    // Progress is what an installer reports: once the install is over (installed, ready) or
+    // before it may start (discovered, failed), a token cannot move the machine any more.
+    if !matches!(
+        machine.state(),
+        Life::Registered | Life::Reprovision | Life::Booting | Life::Installing
+    ) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "illegal_transition",
+            format!(
+                "{} is {}: progress is for installers; `provisioner machines reprovision {}` to install again",
+                machine.mac,
+                machine.state(),
+                machine.mac
+            ),
+        )
+        .into_response());
+    }
     let req: ProgressRequest = json(&small_body(&headers, body, SMALL_BODY).await?)?;
     let steps: Vec<Transition> = match req.state.as_str() {
         "installing" => vec![Transition::Progress],

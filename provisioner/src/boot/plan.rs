@@ -203,20 +203,30 @@ pub fn script(
 pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
     let t = now();
     let ip = Some(from);
+    let seen = EventKind::Seen {
+        via: "http".into(),
+        detail: what,
+    };
+    // The same observation at most once a minute (a firmware retry loop, or repeated ranged
+    // requests, must not grow the history); a lifecycle step is always recorded.
+    let note_seen = app
+        .boot
+        .transfer_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(mac, crate::dhcp::seen_limit::topic(&seen, true), t);
     let result = app
         .write(move |s| {
             let (_, events) = s.update_machine(mac, t, &mut |m| {
-                let mut events = vec![EventKind::Seen {
-                    via: "http".into(),
-                    detail: what.clone(),
-                }];
-                m.last_seen = Some(t);
-                if ip.is_some() {
-                    m.boot_ip = ip;
+                let step = lifecycle::next(m.state(), &Transition::Boot).is_some()
+                    && m.state() != State::Booting;
+                if !note_seen && !step && m.boot_ip == ip {
+                    return Ok(vec![]); // nothing new: no write
                 }
-                if lifecycle::next(m.state(), &Transition::Boot).is_some()
-                    && m.state() != State::Booting
-                {
+                let mut events = vec![seen.clone()];
+                m.last_seen = Some(t);
+                m.boot_ip = ip;
+                if step {
                     events.push(m.transition(&Transition::Boot, t)?);
                 }
                 Ok(events)
@@ -226,6 +236,20 @@ pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
         .await;
     if let Err(e) = result {
         tracing::warn!(%mac, error = %e, "recording a netboot failed");
+    }
+}
+
+/// Appends an observation about `mac` unless the same one was recorded in the last minute
+/// (anything a machine's requests can repeat goes through here, so they cannot grow the history).
+pub async fn note_limited(app: &App, mac: Mac, kind: EventKind) {
+    let allowed = app
+        .boot
+        .transfer_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(mac, crate::dhcp::seen_limit::topic(&kind, true), now());
+    if allowed {
+        note(app, mac, kind).await;
     }
 }
 

@@ -180,7 +180,11 @@ line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile
     ///
     /// With --rotate, revoke the current token and the installed OS's apiKey first and print the
     /// new token (a reprovision also rotates). The machine gets the new one with its next config.
+    #[command(
+        after_help = "Examples:\n  provisioner machines token 52:54:00:12:34:56\n  provisioner machines token 52:54:00:12:34:56 --rotate   # after a leak: the old token stops working"
+    )]
     Token {
+        /// The machine's MAC address (aa:bb:cc:dd:ee:ff, aa-bb-.., aabb.ccdd.eeff or bare hex).
         mac: String,
         /// Revoke the current token and apiKey, then print the new token.
         #[arg(long)]

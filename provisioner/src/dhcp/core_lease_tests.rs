@@ -457,3 +457,50 @@ fn relay_agent_information_is_echoed_byte_for_byte() {
         Some(raw.as_slice())
     );
 }
+
+#[test]
+fn strangers_declining_their_offers_cannot_quarantine_the_registered_share() {
+    let mut c = small(1, 10);
+    c.subnets[0].1 = Pool::new(
+        ip("198.18.0.0"),
+        24,
+        ip("198.18.0.1"),
+        ip("198.18.0.10"),
+        PoolTimes::default(),
+    )
+    .with_stranger_share(80);
+    // 30 strangers: DISCOVER, then DECLINE what they were offered (naming us).
+    for n in 0..30u8 {
+        let mac = [0x02, 0, 0, 0, 0xd, n];
+        let d = at(
+            &mut c,
+            &msg(mac, MessageType::Discover, vec![]),
+            arrived(67),
+            None,
+            &none(),
+        );
+        let Some((offer, _)) = d.reply else { continue };
+        let decline = vec![
+            DhcpOption::RequestedIpAddress(offer.yiaddr()),
+            DhcpOption::ServerIdentifier(ip(US)),
+        ];
+        at(
+            &mut c,
+            &msg(mac, MessageType::Decline, decline),
+            arrived(67),
+            None,
+            &none(),
+        );
+    }
+    // A registered machine still gets an address.
+    let mut m = machine(State::Registered);
+    m.mac = Mac::new(A);
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Discover, vec![]),
+        arrived(67),
+        Some(&m),
+        &none(),
+    );
+    assert!(d.reply.is_some(), "{:?}", d.dropped);
+}

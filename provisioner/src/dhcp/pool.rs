@@ -222,12 +222,7 @@ impl Pool {
             self.strangers = self
                 .entries
                 .iter()
-                .filter(|(ip, e)| {
-                    e.stranger
-                        && e.hold != Hold::Quarantined
-                        && e.until > now
-                        && self.in_range(**ip)
-                })
+                .filter(|(ip, e)| e.stranger && e.until > now && self.in_range(**ip))
                 .count();
             self.strangers_counted = Some(now);
         }
@@ -613,6 +608,9 @@ impl Pool {
         if !self.contains(ip) || !self.holds(who.key, key, now) {
             return false;
         }
+        // A stranger's quarantine counts against the strangers' share: offers it can decline
+        // one by one cannot take the registered machines' part of the range.
+        let stranger = self.entries.get(&key).is_some_and(|e| e.stranger);
         self.by_key.remove(&who.key);
         self.entries.insert(
             key,
@@ -621,7 +619,7 @@ impl Pool {
                 mac: who.mac,
                 hold: Hold::Quarantined,
                 until: now.saturating_add(self.times.quarantine),
-                stranger: false,
+                stranger,
             },
         );
         true
