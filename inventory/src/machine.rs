@@ -362,7 +362,10 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("invalid label value"), "{err}");
+        assert!(
+            err.contains("label value is 257 bytes long; at most 256"),
+            "{err}"
+        );
         // The largest spec the field limits allow still fits the record cap.
         let full = MachineSpec {
             labels: (0..MAX_LABELS)
