@@ -10,6 +10,7 @@ mod crash;
 mod dhcp;
 mod dhcp_flood;
 mod dhcp_relay;
+mod grub;
 mod harness;
 mod http_limits;
 mod lab;
