@@ -15,7 +15,7 @@ use lab::vm::Firmware;
 #[command(
     name = "lab",
     about = "QEMU VMs (OVMF/SeaBIOS + iPXE) that netboot through the provisioner in isolated network namespaces",
-    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n\n\
+    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n\n\
 Everything runs in namespaces with random names on 198.18.0.0/24, never connected to the host network."
 )]
 struct Cli {

@@ -410,7 +410,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         .collect();
     if opts.flow != Flow::DiscoverApprove {
         for s in &specs {
-            lab.cli_ok(&[
+            let mut args = vec![
                 "machines",
                 "add",
                 &s.mac,
@@ -420,7 +420,11 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
                 &s.name,
                 "--uuid",
                 &s.uuid,
-            ])?;
+            ];
+            if let Some(loader) = s.firmware.loader() {
+                args.extend(["--loader", loader]);
+            }
+            lab.cli_ok(&args)?;
         }
     }
     let mut outcomes: Vec<MachineOutcome> = specs

@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// From bookworm (main).
-const PACKAGES: [&str; 15] = [
+const PACKAGES: [&str; 16] = [
     "ovmf",
     "ipxe",
     "ipxe-qemu",
@@ -28,6 +28,8 @@ const PACKAGES: [&str; 15] = [
     "fdisk",
     "dnsmasq",
     "curl",
+    // `grubnetx64.efi` for the `uefi-grub` path (GRUB over PXE, kernel and initrd by HTTP).
+    "grub-efi-amd64-bin",
 ];
 /// From bookworm-backports.
 const BACKPORTS: [&str; 3] = ["qemu-system-x86", "qemu-system-common", "qemu-system-data"];

@@ -29,11 +29,29 @@ pub enum Firmware {
     UefiHttp,
     /// SeaBIOS with the iPXE ROM: script → kernel + initrd extracted from the UKI.
     BiosIpxe,
+    /// OVMF's own PXE: DHCP → TFTP grubnetx64.efi (the machine's `boot.loader`) → GRUB reads
+    /// our grub.cfg → its per-machine config over HTTP → kernel + initrd of the UKI over HTTP.
+    UefiGrub,
 }
 
 impl Firmware {
     pub fn is_uefi(self) -> bool {
         self != Firmware::BiosIpxe
+    }
+
+    /// The TFTP loader this firmware path needs as the machine's `boot.loader`, if not the
+    /// architecture default.
+    pub fn loader(self) -> Option<&'static str> {
+        (self == Firmware::UefiGrub).then_some("grubnetx64.efi")
+    }
+
+    /// Guest RAM. GRUB 2.06 reads the kernel into its own heap, which on EFI is a quarter of
+    /// RAM: with 256 MiB, `linux` fails "out of memory" after downloading the 8 MiB kernel.
+    pub fn memory_mib(self) -> &'static str {
+        match self {
+            Firmware::UefiGrub => "1024",
+            _ => "256",
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -42,6 +60,7 @@ impl Firmware {
             Firmware::UefiPxe => "uefi-pxe",
             Firmware::UefiHttp => "uefi-http",
             Firmware::BiosIpxe => "bios-ipxe",
+            Firmware::UefiGrub => "uefi-grub",
         }
     }
 }
@@ -91,7 +110,7 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         "-M",
         "q35",
         "-m",
-        "256",
+        spec.firmware.memory_mib(),
         "-smp",
         "1",
         "-nographic",
@@ -109,7 +128,7 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
     }
     let mut nic = format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", spec.mac);
     match spec.firmware {
-        Firmware::UefiPxe => nic.push_str(",romfile="),
+        Firmware::UefiPxe | Firmware::UefiGrub => nic.push_str(",romfile="),
         // OVMF's own PXE would otherwise add boot entries that wait ~60 s each for an offer.
         Firmware::UefiHttp => {
             nic.push_str(",romfile=");

@@ -55,6 +55,7 @@ pub mod wire {
         pub listen: Option<String>,
         pub root: Option<String>,
         pub loaders_dir: Option<String>,
+        pub grub_dir: Option<String>,
         pub max_blksize: Option<u64>,
         pub no_blksize: Option<bool>,
         pub max_windowsize: Option<u64>,
@@ -127,6 +128,9 @@ pub struct TftpConfig {
     pub root: Option<PathBuf>,
     /// iPXE loaders (Debian's `ipxe` package installs them in /usr/lib/ipxe).
     pub loaders_dir: PathBuf,
+    /// GRUB's x86-64 EFI directory (Debian's `grub-efi-amd64-bin`): `grubnetx64.efi` from its
+    /// `monolithic/` and the modules GRUB loads from `grub/x86_64-efi/` (see `tftp::grub_files`).
+    pub grub_dir: PathBuf,
     pub settings: TftpSettings,
 }
 
@@ -151,6 +155,7 @@ pub enum ConfigError {
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_TFTP_LISTEN: &str = "0.0.0.0:69";
 pub const DEFAULT_LOADERS_DIR: &str = "/usr/lib/ipxe";
+pub const DEFAULT_GRUB_DIR: &str = "/usr/lib/grub/x86_64-efi";
 
 impl Default for Config {
     fn default() -> Self {
@@ -409,6 +414,7 @@ fn tftp_config(w: wire::Tftp) -> Result<Option<TftpConfig>, ConfigError> {
         )?,
         root: w.root.map(PathBuf::from),
         loaders_dir: PathBuf::from(w.loaders_dir.unwrap_or_else(|| DEFAULT_LOADERS_DIR.into())),
+        grub_dir: PathBuf::from(w.grub_dir.unwrap_or_else(|| DEFAULT_GRUB_DIR.into())),
         settings,
     }))
 }

@@ -16,6 +16,8 @@
 //!   cap we stop accepting, so new connections wait in the kernel's backlog instead of taking
 //!   descriptors the server needs for its files and the store.
 //! - [`raise_open_file_limit`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start.
+//! - **Title-case header names** on every response (`Content-Length`): GRUB's HTTP client
+//!   reads header names case-sensitively (issue 10, item 4).
 //!
 //! Machine endpoints, which read small bodies before or without a token, use [`read_limited`]:
 //! a size limit and a total deadline.
@@ -121,7 +123,11 @@ pub async fn run(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // `Content-Length`, not `content-length`: GRUB's HTTP client (and other firmware-era
+        // clients) match header names case-sensitively (issue 10, item 4). HTTP/1.1 allows
+        // either; hyper writes every response header name title-cased with this on.
+        .title_case_headers(true);
     let mut warned_full: Option<tokio::time::Instant> = None;
     let mut warned_client: Option<tokio::time::Instant> = None;
     let per_client = crate::http_io::PerClient::new(limits.max_connections_per_client);

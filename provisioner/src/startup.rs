@@ -131,7 +131,11 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     })?;
     let addr = listener.local_addr()?;
     if let Some(tftp) = &cfg.tftp {
-        start_tftp(tftp, &app).await?;
+        let grub = match machine_base_url(&cfg, addr.port()) {
+            Some(base) => crate::boot::grub::GrubServer::from_base(&base),
+            None => Some(crate::boot::grub::GrubServer::booted_from(addr.port())),
+        };
+        start_tftp(tftp, &app, grub).await?;
     }
     if let Some(dhcp) = &cfg.dhcp {
         start_dhcp(dhcp, &app, addr.port(), cfg.public_url.as_deref()).await?;
@@ -173,8 +177,24 @@ fn http_limits(configured: &crate::http_server::HttpLimits) -> crate::http_serve
     limits
 }
 
+/// The base URL machines reach our HTTP side at, as DHCP hands it out: `dhcp.http_url`, else
+/// `http.public_url`, else `http://<dhcp.server_ip>:<port>`; `None` without either setting and
+/// without DHCP (then each request's local address is used, which TFTP does not see).
+fn machine_base_url(cfg: &Config, http_port: u16) -> Option<String> {
+    let dhcp = cfg.dhcp.as_ref();
+    dhcp.and_then(|d| d.http_url.clone())
+        .or(cfg.public_url.clone())
+        .or(dhcp.map(|d| format!("http://{}:{http_port}", d.server_ip)))
+}
+
 /// Binds the TFTP socket, assembles the file sources and starts serving in the background.
-async fn start_tftp(cfg: &crate::config::TftpConfig, app: &App) -> anyhow::Result<()> {
+/// `grub`: where GRUB's bootstrap config sends GRUB for its per-machine config (`None`: no
+/// HTTP URL GRUB can use, so no GRUB files are served).
+async fn start_tftp(
+    cfg: &crate::config::TftpConfig,
+    app: &App,
+    grub: Option<crate::boot::grub::GrubServer>,
+) -> anyhow::Result<()> {
     use crate::tftp::boot_sources::{ImportedLoaders, InstalledGate};
     use crate::tftp::source::{Chain, DirSource, FileSource};
     let mut sources: Vec<Arc<dyn FileSource>> = vec![Arc::new(InstalledGate {
@@ -194,6 +214,21 @@ async fn start_tftp(cfg: &crate::config::TftpConfig, app: &App) -> anyhow::Resul
             "tftp.loaders_dir {}: {e}; PXE clients will get no iPXE loader (install Debian's `ipxe` package or set tftp.loaders_dir)",
             cfg.loaders_dir.display()
         ),
+    }
+    match grub {
+        None => tracing::warn!(
+            "GRUB netboot off: the HTTP URL machines are given is not plain http:// (dhcp.http_url / http.public_url)"
+        ),
+        Some(server) => {
+            let bootstrap = crate::boot::grub::bootstrap(&server);
+            match crate::tftp::grub_files::GrubFiles::new(&cfg.grub_dir, bootstrap) {
+                Ok(g) => sources.push(Arc::new(g)),
+                Err(e) => tracing::info!(
+                    "tftp.grub_dir {}: {e}; no GRUB netboot (install Debian's `grub-efi-amd64-bin` for machines with boot.loader grubnetx64.efi)",
+                    cfg.grub_dir.display()
+                ),
+            }
+        }
     }
     let socket = crate::sockets::bind_udp_with_pktinfo(cfg.listen).await.with_context(|| {
         format!(
@@ -248,6 +283,7 @@ async fn start_dhcp(
             (s.options.clone(), pool)
         })
         .collect();
+    // The same rule as `machine_base_url`.
     let base = cfg
         .http_url
         .clone()

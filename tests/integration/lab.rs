@@ -1,6 +1,6 @@
-//! End to end: real firmware (OVMF or SeaBIOS, with iPXE or the firmware's own PXE/HTTP boot) in
-//! QEMU, netbooting through the real provisioner inside an isolated namespace, installing to its
-//! disk, rebooting, and coming up from that disk — run by the `lab` binary. Every assertion reads
+//! End to end: real firmware (OVMF or SeaBIOS, with iPXE, GRUB or the firmware's own PXE/HTTP
+//! boot) in QEMU, netbooting through the real provisioner inside an isolated namespace, installing
+//! to its disk, rebooting, and coming up from that disk — run by the `lab` binary. Every assertion reads
 //! the provisioner's inventory and events afterwards (the server restarted on the lab's data
 //! directory, on loopback); the serial consoles and the server log are printed on failure.
 
@@ -261,6 +261,62 @@ fn bios_ipxe_boots_kernel_and_initrd_extracted_from_the_uki() {
                 && e["outcome"] == "complete"),
             "{part}: {}",
             one.run.dump()
+        );
+    }
+}
+
+#[test]
+fn uefi_grub_loads_kernel_and_initrd_over_http() {
+    let one = one_machine(&["--firmware", "uefi-grub"], 1);
+    let ok = |file: &str, protocol: &str| {
+        one.evs.iter().any(|e| {
+            e["type"] == "transfer"
+                && e["protocol"] == protocol
+                && e["file"].as_str().unwrap_or("").trim_start_matches('/') == file
+                && e["outcome"] == "complete"
+        })
+    };
+    // OVMF's PXE loaded GRUB by TFTP; GRUB read our bootstrap and its HTTP module by TFTP, its
+    // own config from /boot/grub (chosen by its lease), then the UKI's parts over HTTP.
+    for (file, protocol) in [
+        ("grubnetx64.efi", "tftp"),
+        ("grub/grub.cfg", "tftp"),
+        ("grub/x86_64-efi/http.mod", "tftp"),
+        ("installer.efi#linux", "http"),
+        ("installer.efi#initrd", "http"),
+    ] {
+        assert!(
+            ok(file, protocol),
+            "{file} by {protocol}: {}",
+            one.run.dump()
+        );
+    }
+    assert!(
+        one.evs
+            .iter()
+            .any(|e| e["detail"] == "GRUB config: install (efi)"),
+        "{}",
+        one.run.dump()
+    );
+    // After the install the firmware was refused grubnetx64.efi by TFTP and booted its disk:
+    // GRUB never ran again (no GRUB module or config fetched after `installed`).
+    let after = one
+        .evs
+        .iter()
+        .rposition(|e| e["type"] == "state" && e["to"] == "installed")
+        .unwrap();
+    for e in &one.evs[after..] {
+        let file = e["file"].as_str().unwrap_or("");
+        assert!(
+            !(e["outcome"] == "complete" && (file.contains("grub") || file.contains('#'))),
+            "GRUB or the kernel served after install: {e}"
+        );
+        assert!(
+            !e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("GRUB config"),
+            "{e}"
         );
     }
 }

@@ -11,6 +11,7 @@ mod dhcp;
 mod dhcp_flood;
 mod dhcp_leases;
 mod dhcp_relay;
+mod grub;
 mod harness;
 mod http_limits;
 mod lab;

@@ -1,6 +1,6 @@
 //! The HTTP boot side, on the same listener as the API: per-machine iPXE scripts, UEFI HTTP
-//! boot, content-addressed asset downloads, per-machine Kairos configs and the machine-facing
-//! API (progress, logs, Kairos-compatible registration).
+//! boot, GRUB configs, content-addressed asset downloads, per-machine Kairos configs and the
+//! machine-facing API (progress, logs, Kairos-compatible registration).
 //!
 //! Every path that could start an installer asks [`crate::boot_decision::decide`] about the
 //! machine first, so an installed machine is never handed the installer again (no boot loop).
@@ -8,6 +8,7 @@
 pub mod cloud_config;
 pub mod config_render;
 pub mod files;
+pub mod grub;
 pub mod handlers;
 pub mod machine_query;
 pub mod node_api;
@@ -36,6 +37,7 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/boot/ipxe", get(handlers::ipxe_script))
         .route("/boot/efi", get(handlers::http_boot))
+        .route("/boot/grub", get(grub::config))
         .route("/assets/{digest}/{name}", get(handlers::asset))
         .route(
             "/assets/{digest}/sections/{section}",

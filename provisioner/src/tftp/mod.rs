@@ -7,8 +7,10 @@
 //! - [`server`]: the tokio shell: listener, per-transfer sockets, limits, reports.
 //! - [`observer`]: turns finished transfers into inventory events.
 //! - [`boot_sources`]: the installed-machine gate and loaders imported into the asset store.
+//! - [`grub_files`]: GRUB netboot: `grubnetx64.efi`, its modules and our `grub/grub.cfg`.
 
 pub mod boot_sources;
+pub mod grub_files;
 pub mod observer;
 pub mod packet;
 pub mod path;
