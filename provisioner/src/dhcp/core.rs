@@ -539,6 +539,12 @@ impl Core {
         r.opts_mut().insert(DhcpOption::MessageType(kind));
         r.opts_mut()
             .insert(DhcpOption::ServerIdentifier(self.settings.server_ip));
+        // RFC 6842: a server MUST return the client identifier the client sent.
+        if let Some(id @ DhcpOption::ClientIdentifier(_)) =
+            req.opts().get(OptionCode::ClientIdentifier)
+        {
+            r.opts_mut().insert(id.clone());
+        }
         r
     }
 
@@ -606,18 +612,10 @@ impl Core {
             BootFile::None => {}
             BootFile::Tftp { server, file } => {
                 r.set_siaddr(*server);
-                if file.len() < 128 {
-                    r.set_fname_str(file);
-                }
-                r.opts_mut()
-                    .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+                boot_file_name(req, &mut r, file);
             }
             BootFile::Url { url, http_client } => {
-                if url.len() < 128 {
-                    r.set_fname_str(url);
-                }
-                r.opts_mut()
-                    .insert(DhcpOption::BootfileName(url.as_bytes().to_vec()));
+                boot_file_name(req, &mut r, url);
                 if *http_client {
                     // UEFI HTTP boot ignores offers that do not echo HTTPClient.
                     r.opts_mut()
@@ -643,6 +641,27 @@ impl Core {
                 .insert(DhcpOption::VendorExtensions(pxe_vendor_options()));
         }
         r
+    }
+}
+
+/// The boot file name, as old PXE ROMs and every newer client read it: always in the `file`
+/// field when it fits (NUL-padded, so a C-string read is exact); as option 67 only when the
+/// client asks for it in option 55 or it does not fit in `file` — and then NUL-terminated, since
+/// some ROMs copy option 67 as a C string up to the next byte (END, 0xff). RFC 2132 §2 lets
+/// receivers drop trailing NULs. This is dnsmasq's rule.
+fn boot_file_name(req: &Message, r: &mut Message, name: &str) {
+    let fits = name.len() < 128;
+    if fits {
+        r.set_fname_str(name);
+    }
+    let asked = matches!(
+        req.opts().get(OptionCode::ParameterRequestList),
+        Some(DhcpOption::ParameterRequestList(list)) if list.contains(&OptionCode::BootfileName)
+    );
+    if asked || !fits {
+        let mut v = name.as_bytes().to_vec();
+        v.push(0);
+        r.opts_mut().insert(DhcpOption::BootfileName(v));
     }
 }
 

@@ -11,6 +11,8 @@ use crate::dhcp::pool::{Pool, PoolTimes};
 mod lease;
 #[path = "core_observe_tests.rs"]
 mod observe;
+#[path = "core_wire_tests.rs"]
+mod wire;
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const NOW: Timestamp = Timestamp(1_000_000);
@@ -405,6 +407,7 @@ fn http_boot_gets_a_url_and_httpclient() {
     let opts = vec![
         DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
         DhcpOption::ClientSystemArchitecture(Architecture::from(16)),
+        DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask, OptionCode::BootfileName]),
     ];
     let (offer, _) = run(
         &mut c,
@@ -418,12 +421,15 @@ fn http_boot_gets_a_url_and_httpclient() {
         opt(&offer, OptionCode::ClassIdentifier),
         Some(&DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()))
     );
+    let url = b"http://198.18.0.1:8080/boot/efi?mac=52:54:00:12:34:56";
+    // Asked for in option 55: option 67, NUL-terminated; and the `file` field either way.
+    let mut with_nul = url.to_vec();
+    with_nul.push(0);
     assert_eq!(
         opt(&offer, OptionCode::BootfileName),
-        Some(&DhcpOption::BootfileName(
-            b"http://198.18.0.1:8080/boot/efi?mac=52:54:00:12:34:56".to_vec()
-        ))
+        Some(&DhcpOption::BootfileName(with_nul))
     );
+    assert_eq!(offer.fname().map(|f| f.to_vec()), Some(url.to_vec()));
 }
 
 #[test]

@@ -25,6 +25,21 @@ pub struct Arrived {
     pub to_broadcast: bool,
 }
 
+/// The smallest DHCP/BOOTP message we send, in bytes: the BOOTP minimum (RFC 951; RFC 1542
+/// §2.1: relays may discard shorter ones, as OpenBSD-derived `dhcrelay` does).
+pub const MIN_REPLY_LEN: usize = 300;
+
+/// A reply on the wire: encoded, then padded with zeros (PAD options after END) to
+/// [`MIN_REPLY_LEN`] as ISC dhcpd does.
+pub fn encode(reply: &dhcproto::v4::Message) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
+    use dhcproto::Encodable;
+    let mut bytes = reply.to_vec()?;
+    if bytes.len() < MIN_REPLY_LEN {
+        bytes.resize(MIN_REPLY_LEN, 0);
+    }
+    Ok(bytes)
+}
+
 /// The raw value of option `code` in a DHCP datagram (RFC 2131 §4.1 options area after the
 /// magic cookie; pads skipped; overloaded `file`/`sname` fields are not searched), so an option
 /// can be echoed byte for byte: RFC 3046 §2.2 asks for relay agent information "as received".

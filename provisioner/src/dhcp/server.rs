@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 
 use dhcproto::v4::{DhcpOption, Message, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::{Decodable, Decoder};
 use inventory::{EventKind, Mac, NewEvent, Store};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -275,7 +275,9 @@ pub async fn run(
         }
         metrics.suppressed.add(d.suppressed as u64);
         if let Some((reply, to)) = d.reply {
-            let Ok(bytes) = reply.to_vec() else { continue };
+            let Ok(bytes) = super::reply::encode(&reply) else {
+                continue;
+            };
             if let Some(lease) = d.commit {
                 // Durable first: the committer sends this ACK after the binding is written.
                 let _ = acks
