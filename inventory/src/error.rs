@@ -108,6 +108,7 @@ pub fn excerpt(value: &str, max: usize) -> String {
     }
 }
 
+#[cfg(feature = "redb")]
 macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
@@ -115,6 +116,7 @@ macro_rules! storage_from {
         }
     )*};
 }
+#[cfg(feature = "redb")]
 storage_from!(
     redb::Error,
     redb::DatabaseError,

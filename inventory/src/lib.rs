@@ -15,7 +15,8 @@
 //! - [`log`]: per-machine log lines (syslog, installer), bounded per machine.
 //! - [`token`]: API tokens, stored as SHA-256 hashes.
 //! - [`store`]: the `Store` trait and its durability contract.
-//! - [`redb_store`]: `Store` on redb, with the schema version and migration hook.
+//! - `redb_store`: `Store` on redb, with the schema version and migration hook (feature `redb`,
+//!   on by default).
 //! - [`error`]: the crate's one error enum.
 
 pub mod error;
@@ -26,6 +27,7 @@ pub mod log;
 pub mod mac;
 pub mod machine;
 pub mod profile;
+#[cfg(feature = "redb")]
 pub mod redb_store;
 pub mod store;
 pub mod time;
@@ -39,6 +41,7 @@ pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;
 pub use machine::{BootOverrides, Machine, MachineSpec, NetworkLocation, Registration};
 pub use profile::Profile;
+#[cfg(feature = "redb")]
 pub use redb_store::RedbStore;
 pub use store::Store;
 pub use time::Timestamp;

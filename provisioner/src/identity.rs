@@ -19,13 +19,10 @@
 //! address, no log lines filed under it.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 use inventory::{Lease, Mac, State, Store, Timestamp};
 
-/// How long a binding observed in proxy mode identifies its machine: long enough for an install
-/// over a slow link, short enough that an address the site's server hands on is soon released.
-pub const OBSERVED_BINDING_TTL: Duration = Duration::from_secs(3600);
+pub use netboot_proto::dhcp::binding::{observed_binding, OBSERVED_BINDING_TTL};
 
 /// What vouches for an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,18 +96,6 @@ pub fn may_read_config(state: State) -> bool {
         state,
         State::Registered | State::Reprovision | State::Booting | State::Installing
     )
-}
-
-/// An observed proxy-mode binding of `mac` to `ip` from `now` on.
-pub fn observed_binding(ip: Ipv4Addr, mac: Mac, now: Timestamp) -> Lease {
-    Lease {
-        ip,
-        mac,
-        expires: now.saturating_add(OBSERVED_BINDING_TTL),
-        hostname: None,
-        observed: true,
-        client_id: None,
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! - [`config`]: TOML wire structs and their validation into [`config::Config`].
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
 //! - [`boot`]: HTTP boot: iPXE scripts, UEFI HTTP boot, assets, configs, the machines' API.
-//! - [`boot_decision`]: the one per-machine decision every boot path asks (install, disk, hold).
+//! - [`boot_decision`]: the one per-machine decision every boot path asks (re-exported from the
+//!   runtime-free `netboot-proto` crate, with the DHCP and TFTP cores).
 //! - [`dhcp`]: DHCP: classification, the sans-IO core, pools, replies, the tokio server.
 //! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
@@ -27,9 +28,9 @@
 
 pub mod admission;
 pub mod api;
+pub use netboot_proto::boot_decision;
 pub mod app;
 pub mod boot;
-pub mod boot_decision;
 pub mod cli;
 pub mod config;
 pub mod dhcp;

@@ -161,13 +161,18 @@ fn udhcpc_dhclient_and_dhcpcd_get_leases_reservations_hold_and_acks_are_durable(
         "{leases}"
     );
 
-    // dhcpcd in one-shot mode (the flags lab-recipes.md found to behave).
+    // dhcpcd in one-shot mode (the flags lab-recipes.md found to behave). No IPv4LL (-L): a
+    // dhcpcd that kept a lease from an earlier run (its lease files are per interface name, not
+    // per namespace) starts with INIT-REBOOT, which a server with no record of it must not
+    // answer (RFC 2131 §4.3.2); while it falls back to DISCOVER, a link-local address would
+    // otherwise end its one-shot run first.
     let o = cli
         .command("timeout")
         .args([
             "30",
             "dhcpcd",
             "-4",
+            "-L",
             "-B",
             "-1",
             "-f",

@@ -4,7 +4,7 @@
 //! admits; strangers holding every offer they can get do not keep a registered machine from its
 //! address.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::harness::Server;
@@ -82,10 +82,7 @@ fn five_thousand_random_macs_under_discover_leave_at_most_the_cap() {
         "",
     );
     let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let relay = Ipv4Addr::new(127, 0, 3, 1);
-    let sock = UdpSocket::bind(SocketAddrV4::new(relay, 67)).expect("bind :67 (root)");
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (relay, sock) = crate::loopback_dhcp::relay_socket();
     // Bounded: 5,000 exchanges and 120 s.
     let started = Instant::now();
     let mut offers = 0;
@@ -145,8 +142,7 @@ fn strangers_do_not_keep_a_registered_machine_from_an_address() {
     // Ten addresses, the default share: strangers may hold eight.
     let (_dir, port, s) = server("", "127.1.0.1-127.1.0.10", "");
     let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let relay = Ipv4Addr::new(127, 0, 3, 2);
-    let sock = UdpSocket::bind(SocketAddrV4::new(relay, 67)).expect("bind :67 (root)");
+    let (relay, sock) = crate::loopback_dhcp::relay_socket();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     // Ten netbooting strangers DISCOVER and never REQUEST.

@@ -118,7 +118,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A random relay address 127.66.x.y (its own :67 socket, so parallel tests do not collide).
-fn relay_socket() -> (Ipv4Addr, UdpSocket) {
+pub fn relay_socket() -> (Ipv4Addr, UdpSocket) {
     for _ in 0..64 {
         let r = rand_u16();
         let ip = Ipv4Addr::new(127, 66, (r >> 8) as u8, (r as u8).max(1));

@@ -1,19 +1,13 @@
-//! DHCP for netboot: full server and proxyDHCP.
+//! DHCP for netboot: full server and proxyDHCP. The decisions live in the runtime-free
+//! `netboot-proto` crate (re-exported here under their old paths); this module keeps what needs
+//! the runtime and the configuration.
 //!
 //! - [`config`]: the `[dhcp]` section and its validation (off unless configured).
-//! - [`classify`]: boot stage and architecture of a request (option 60/77/93/97/175).
-//! - [`core`]: the sans-IO decision: full mode (DORA, renew, decline, release, inform) and proxy.
-//! - [`pool`]: one subnet's dynamic range: offers, bindings, reservations, quarantine, expiry,
-//!   and the share of it machines not registered may hold.
-//! - [`reply`]: where a reply goes (RFC 2131 §4.1), PXE option 43, and the boot file to offer.
-//! - [`seen_limit`]: rate limits on per-packet observations (per MAC and topic, and a shared
-//!   budget for machines not in the inventory), in bounded memory.
 //! - [`server`]: the tokio shell: receive, decide, commit the lease durably, then reply.
+//! - Re-exported from `netboot_proto::dhcp`: [`classify`], [`core`], [`pool`], [`reply`],
+//!   [`seen_limit`], [`binding`].
 
-pub mod classify;
+pub use netboot_proto::dhcp::{binding, classify, core, pool, reply, seen_limit};
+
 pub mod config;
-pub mod core;
-pub mod pool;
-pub mod reply;
-pub mod seen_limit;
 pub mod server;

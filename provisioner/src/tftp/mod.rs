@@ -1,8 +1,7 @@
-//! TFTP (RFC 1350, 2347, 2348, 2349, 7440), read-only, for PXE loaders and boot storms.
+//! TFTP (RFC 1350, 2347, 2348, 2349, 7440), read-only, for PXE loaders and boot storms. The
+//! wire format, path normalization and the transfer state machine live in the runtime-free
+//! `netboot-proto` crate (re-exported here as [`packet`], [`path`], [`transfer`]).
 //!
-//! - [`packet`]: the wire format.
-//! - [`transfer`]: the sans-IO state machine of one read transfer, with option negotiation.
-//! - [`path`]: the one audited file-name normalization.
 //! - [`source`]: where files come from (directories, memory, chains), behind a trait.
 //! - [`server`]: the tokio shell: listener, per-transfer sockets, limits, reports.
 //! - [`observer`]: turns finished transfers into inventory events.
@@ -12,8 +11,7 @@
 pub mod boot_sources;
 pub mod grub_files;
 pub mod observer;
-pub mod packet;
-pub mod path;
 pub mod server;
 pub mod source;
-pub mod transfer;
+
+pub use netboot_proto::tftp::{packet, path, transfer};

@@ -89,7 +89,7 @@ pub struct Decision {
     pub remove: Option<Ipv4Addr>,
     /// Proxy mode: a binding the site's DHCP server is giving a machine of the inventory, as
     /// seen in its REQUEST; stored as evidence of who holds that address (see
-    /// [`crate::identity`]). Never an address of ours.
+    /// the provisioner's `identity` module). Never an address of ours.
     pub observed: Option<Lease>,
     /// Events about the client (a machine of the inventory, or a rate-limited `seen` for an
     /// unknown MAC).
@@ -241,7 +241,7 @@ impl Core {
         };
         let usable =
             !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback());
-        usable.then(|| crate::identity::observed_binding(ip, mac, input.now))
+        usable.then(|| super::binding::observed_binding(ip, mac, input.now))
     }
 
     /// A warning about a pool, unless one was given in the last minute.

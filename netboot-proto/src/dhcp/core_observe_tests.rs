@@ -1,5 +1,5 @@
 //! Proxy mode's observed bindings: the evidence that an address belongs to a machine when the
-//! site's DHCP server, not we, hands out addresses (see `crate::identity`).
+//! site's DHCP server, not we, hands out addresses (the provisioner's `identity` module).
 
 use super::*;
 
@@ -31,7 +31,7 @@ fn a_known_machine_selecting_the_sites_offer_is_observed() {
     assert_eq!((b.ip, b.mac, b.observed), (ip("198.18.0.77"), m.mac, true));
     assert_eq!(
         b.expires,
-        NOW.saturating_add(crate::identity::OBSERVED_BINDING_TTL)
+        NOW.saturating_add(crate::dhcp::binding::OBSERVED_BINDING_TTL)
     );
     // A plain client (the installer's udhcpc) is observed too: it gets no proxy answer.
     assert!(d.reply.is_none());

@@ -15,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use inventory::{EventKind, Mac, Timestamp};
 
-use crate::admission::TokenBucket;
+use crate::rate::TokenBucket;
 
 /// One event per stranger MAC and topic per this long.
 pub const STRANGER_WINDOW_MS: u64 = 10 * 60 * 1000;

@@ -5,7 +5,7 @@
 use inventory::{Machine, State};
 
 /// What to do with machines the inventory does not know (`dhcp.unknown_machines`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownPolicy {
     /// Never answer an unregistered machine (default: safe beside other netboot servers).
