@@ -18,6 +18,8 @@
 //! - [`redb_store`]: `Store` on redb, with the schema version and migration hook.
 //! - [`error`]: the crate's one error enum.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod event;
 pub mod lease;
@@ -26,7 +28,11 @@ pub mod log;
 pub mod mac;
 pub mod machine;
 pub mod profile;
+// The store trait and its redb backend are being reworked in parallel (issue 11 item 3: atomic
+// claims, event watch, indexes); their docstrings come with that work.
+#[allow(missing_docs)]
 pub mod redb_store;
+#[allow(missing_docs)]
 pub mod store;
 pub mod time;
 pub mod token;
