@@ -13,6 +13,11 @@ use sha2::{Digest, Sha256};
 use crate::pe::PeImage;
 use crate::{Error, Result};
 
+/// The Authenticode SHA-256 of the image at `path` (whose headers `image` describes), as 64
+/// lowercase hex digits.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read (or is shorter than its headers say).
 pub fn sha256(path: &Path, image: &PeImage) -> Result<String> {
     let cert_len = image.cert_table.map_or(0, |(_, len)| len);
     let mut f = File::open(path).map_err(Error::io(path))?;

@@ -9,25 +9,48 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// The file is not a PE image we can use, or not the kind asked for.
     #[error("{path}: {reason}")]
-    NotUsable { path: PathBuf, reason: String },
+    NotUsable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and how to make a usable one.
+        reason: String,
+    },
     /// A digest argument is not `sha256:<64 hex>` (or 64 hex).
     #[error("'{given}' is not an asset digest: expected sha256:<64 hex digits>")]
-    BadDigest { given: String },
+    BadDigest {
+        /// The text as given.
+        given: String,
+    },
     /// No asset with this digest is stored.
     #[error("no asset {digest} in the store; `provisioner assets list` shows what is there")]
-    NotFound { digest: String },
+    NotFound {
+        /// The digest asked for (`sha256:<64 hex>`).
+        digest: String,
+    },
     /// An asset has no such extracted section.
     #[error("asset {digest} has no section '{section}'")]
-    NoSection { digest: String, section: String },
+    NoSection {
+        /// The asset's digest.
+        digest: String,
+        /// The section asked for.
+        section: String,
+    },
     /// Stored metadata could not be decoded.
     #[error("metadata of {digest} is corrupt: {reason}")]
-    CorruptMeta { digest: String, reason: String },
+    CorruptMeta {
+        /// The asset's digest.
+        digest: String,
+        /// Why it could not be decoded.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -44,4 +67,5 @@ impl Error {
     }
 }
 
+/// The crate's result type: [`Error`] unless told otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,6 +11,8 @@
 //! - [`uki_builder`]: assembles a UKI from a systemd-stub and sections.
 //! - [`loaders`]: finds iPXE loaders shipped by the distribution.
 
+#![warn(missing_docs)]
+
 pub mod authenticode;
 pub mod error;
 pub mod loaders;

@@ -18,10 +18,15 @@ pub const SUBSYSTEM_EFI_APPLICATION: u16 = 10;
 /// One section header, with its file range checked against the file's length.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Section {
+    /// The 8-byte name without its NUL padding (`.linux`, `.initrd`, …).
     pub name: String,
+    /// Where it is loaded, relative to the image base (bytes).
     pub virtual_address: u32,
+    /// Its size in memory (bytes); 0 in some linkers' output, then the file size counts.
     pub virtual_size: u32,
+    /// Where its content starts in the file (bytes).
     pub file_offset: u64,
+    /// Its size in the file (bytes), padded to the file alignment.
     pub file_size: u64,
 }
 
@@ -40,12 +45,19 @@ impl Section {
 /// Header facts of a PE32+ image.
 #[derive(Clone, Debug)]
 pub struct PeImage {
+    /// COFF machine type (`IMAGE_FILE_MACHINE_*`; [`machine_name`] names it).
     pub machine: u16,
+    /// Optional-header subsystem ([`SUBSYSTEM_EFI_APPLICATION`] for a UKI).
     pub subsystem: u16,
+    /// Length of the file (bytes).
     pub file_len: u64,
+    /// `SizeOfHeaders`: headers and section table, rounded to the file alignment (bytes).
     pub size_of_headers: u64,
+    /// `SectionAlignment`: sections are loaded at multiples of it (bytes).
     pub section_alignment: u32,
+    /// `FileAlignment`: section contents start at multiples of it in the file (bytes).
     pub file_alignment: u32,
+    /// `SizeOfImage`: the loaded image's size, rounded to the section alignment (bytes).
     pub size_of_image: u32,
     /// File offset of the optional header's CheckSum field (excluded from Authenticode).
     pub checksum_offset: u64,
@@ -53,17 +65,25 @@ pub struct PeImage {
     pub cert_dir_offset: u64,
     /// File offset of the section table and the room left in the headers for more entries.
     pub section_table_offset: u64,
+    /// Entries in the section table.
     pub number_of_sections: u16,
     /// The attribute certificate table (`offset`, `len`): present when the image is signed.
     pub cert_table: Option<(u64, u64)>,
+    /// The section headers, in table order, each checked to lie within the file.
     pub sections: Vec<Section>,
 }
 
 impl PeImage {
+    /// The first section named `name`.
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
 
+    /// Reads the headers of the PE32+ image at `path` (headers and section table only).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be read; [`Error::NotUsable`] when it is not a PE32+ image,
+    /// or a section or the certificate table runs past the end of the file.
     pub fn read(path: &Path) -> Result<PeImage> {
         let file = File::open(path).map_err(Error::io(path))?;
         let file_len = file.metadata().map_err(Error::io(path))?.len();
@@ -151,6 +171,8 @@ pub fn read_section(path: &Path, s: &Section, limit: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The architecture name of a COFF machine type (`x86_64`, `aarch64`, `riscv64`, `i386`), or
+/// `unknown`.
 pub fn machine_name(machine: u16) -> &'static str {
     match machine {
         pe::IMAGE_FILE_MACHINE_AMD64 => "x86_64",

@@ -35,18 +35,23 @@ pub enum AssetKind {
 /// The UKI sections served separately to BIOS machines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootSection {
+    /// The kernel (`.linux`), served as `linux`.
     Linux,
+    /// The initrd (`.initrd`), served as `initrd`.
     Initrd,
+    /// The kernel command line (`.cmdline`), served as `cmdline`.
     Cmdline,
 }
 
 impl BootSection {
+    /// Every served section.
     pub const ALL: [BootSection; 3] = [
         BootSection::Linux,
         BootSection::Initrd,
         BootSection::Cmdline,
     ];
 
+    /// The name it is stored and served under (`linux`, `initrd`, `cmdline`).
     pub fn file_name(self) -> &'static str {
         match self {
             BootSection::Linux => "linux",
@@ -63,6 +68,7 @@ impl BootSection {
         }
     }
 
+    /// The section whose [`file_name`](Self::file_name) is `name`.
     pub fn from_name(name: &str) -> Option<BootSection> {
         Self::ALL.into_iter().find(|s| s.file_name() == name)
     }
@@ -75,7 +81,9 @@ pub struct AssetMeta {
     pub digest: String,
     /// The file name it was imported under (shown to operators, used in download URLs).
     pub name: String,
+    /// Length of the file (bytes).
     pub size: u64,
+    /// What it is.
     pub kind: AssetKind,
     /// Unix time in milliseconds.
     pub imported_ms: u64,
@@ -91,6 +99,7 @@ pub struct GcReport {
     pub leftovers: u64,
     /// Assets removed because nothing references them (only when asked).
     pub unreferenced: Vec<String>,
+    /// Bytes of files removed, leftovers and assets together.
     pub bytes_freed: u64,
 }
 
@@ -106,12 +115,17 @@ pub fn parse_digest(given: &str) -> Result<String> {
     }
 }
 
+/// The store rooted at one directory (layout in the module docs). Cheap to clone: a path.
 #[derive(Clone, Debug)]
 pub struct AssetStore {
     root: PathBuf,
 }
 
 impl AssetStore {
+    /// Opens the store at `root`, creating its directories where missing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a directory cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<AssetStore> {
         let root = root.into();
         for d in ["objects", "sections", "meta", "tmp"] {
@@ -121,6 +135,7 @@ impl AssetStore {
         Ok(AssetStore { root })
     }
 
+    /// The directory the store lives in.
     pub fn root(&self) -> &Path {
         &self.root
     }

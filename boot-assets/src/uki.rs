@@ -28,9 +28,12 @@ pub struct EfiInfo {
     pub uki: Option<UkiInfo>,
 }
 
+/// One section of an EFI image, by name and content size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SectionSize {
+    /// The section's name (`.linux`, `.osrel`, …).
     pub name: String,
+    /// Its content size (bytes; [`crate::pe::Section::content_len`]).
     pub size: u64,
 }
 
@@ -39,13 +42,16 @@ pub struct SectionSize {
 pub struct UkiInfo {
     /// `.osrel` as key/value pairs (NAME, VERSION_ID, PRETTY_NAME, …).
     pub os_release: BTreeMap<String, String>,
+    /// The kernel release (`.uname`), when the UKI has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uname: Option<String>,
     /// The embedded kernel command line (`.cmdline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// The SBAT revocation metadata (`.sbat`), when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbat: Option<String>,
+    /// Whether it carries an initrd (`.initrd`).
     pub has_initrd: bool,
 }
 

@@ -15,6 +15,7 @@ const VMA_ALIGN: u64 = 4096;
 /// IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ.
 const DATA_READONLY: u32 = 0x4000_0040;
 
+/// Sections to append to a stub, in order; [`UkiBuilder::build`] writes the UKI.
 pub struct UkiBuilder {
     sections: Vec<(String, Vec<u8>)>,
 }
@@ -26,6 +27,7 @@ impl Default for UkiBuilder {
 }
 
 impl UkiBuilder {
+    /// A builder with no sections.
     pub fn new() -> Self {
         UkiBuilder {
             sections: Vec::new(),

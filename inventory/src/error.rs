@@ -9,73 +9,132 @@ use crate::lifecycle::{State, Transition};
 pub enum Error {
     /// A MAC address that is not six octets in one of the accepted spellings.
     #[error("invalid MAC address {input:?}: {why} (use aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff)")]
-    BadMac { input: String, why: &'static str },
+    BadMac {
+        /// The text as given.
+        input: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A field of a machine or profile that fails validation.
     #[error("invalid {field} {value:?}: {why}")]
     Invalid {
+        /// The field's name as the API spells it (`hostname`, `labels`, …).
         field: &'static str,
+        /// The refused value, cut to [`MAX_ECHO`] characters.
         value: String,
+        /// The rule it breaks.
         why: &'static str,
     },
     /// A text field longer than its limit.
     #[error("{field} is {len} bytes long; at most {max} bytes are allowed")]
     TooLong {
+        /// The field's name as the API spells it.
         field: &'static str,
+        /// Its length (bytes).
         len: usize,
+        /// The limit (bytes).
         max: usize,
     },
     /// The lifecycle state machine does not allow this step.
     #[error("machine is {from}: cannot {transition}")]
-    IllegalTransition { from: State, transition: Transition },
+    IllegalTransition {
+        /// The machine's state.
+        from: State,
+        /// The refused step.
+        transition: Transition,
+    },
     /// A machine with this MAC is not in the inventory.
     #[error("no machine with MAC {mac}")]
-    MachineNotFound { mac: String },
+    MachineNotFound {
+        /// The MAC looked for (canonical form).
+        mac: String,
+    },
     /// A machine with this MAC already exists.
     #[error("machine {mac} already exists")]
-    MachineExists { mac: String },
+    MachineExists {
+        /// The MAC of the existing machine (canonical form).
+        mac: String,
+    },
     /// Another machine already holds this DHCP reservation.
     #[error("IP {ip} is already reserved for machine {holder}")]
     IpReserved {
+        /// The reserved address.
         ip: std::net::Ipv4Addr,
+        /// The MAC of the machine holding the reservation.
         holder: String,
     },
     /// A DHCP client other than this machine holds a lease on the address right now.
     #[error("IP {ip} is leased to {holder} until {until}; reserve it once that lease has ended or the client released it, or choose another address")]
     IpLeased {
+        /// The leased address.
         ip: std::net::Ipv4Addr,
+        /// The client holding the lease (its MAC or client identifier).
         holder: String,
+        /// When the lease ends.
         until: crate::Timestamp,
     },
     /// Another machine already holds this SMBIOS UUID: a UUID names one machine, or a
     /// `config?uuid=` look-up could hand one machine's config to another.
     #[error("UUID {uuid} already belongs to machine {holder}")]
-    UuidTaken { uuid: String, holder: String },
+    UuidTaken {
+        /// The UUID (canonical lowercase form).
+        uuid: String,
+        /// The MAC of the machine holding it.
+        holder: String,
+    },
     /// Several machines of a store written before UUIDs were unique hold this UUID; a look-up
     /// by it is refused until the operator removes the UUID from all but one.
     #[error("UUID {uuid} is held by several machines ({holders}); remove it from all but one")]
-    UuidAmbiguous { uuid: String, holders: String },
+    UuidAmbiguous {
+        /// The UUID (canonical lowercase form).
+        uuid: String,
+        /// The MACs of the machines holding it, comma-separated.
+        holders: String,
+    },
     /// A machine names a profile that does not exist.
     #[error("unknown profile {name:?}: create it first with `provisioner profiles add {name}`")]
-    UnknownProfile { name: String },
+    UnknownProfile {
+        /// The profile name the machine names.
+        name: String,
+    },
     /// No profile with this name.
     #[error("no profile named {name:?}")]
-    ProfileNotFound { name: String },
+    ProfileNotFound {
+        /// The name looked for.
+        name: String,
+    },
     /// A profile with this name already exists.
     #[error("profile {name:?} already exists")]
-    ProfileExists { name: String },
+    ProfileExists {
+        /// The existing profile's name.
+        name: String,
+    },
     /// A profile cannot be removed while machines use it.
     #[error("profile {name:?} is used by {count} machine(s), e.g. {example}")]
     ProfileInUse {
+        /// The profile's name.
         name: String,
+        /// How many machines use it.
         count: usize,
+        /// The MAC of one of them.
         example: String,
     },
     /// The database file was written by a newer version of this program.
     #[error("store schema version {found} is newer than this program supports ({supported}); upgrade provisioner")]
-    SchemaTooNew { found: u64, supported: u64 },
+    SchemaTooNew {
+        /// The schema version in the file.
+        found: u64,
+        /// The newest version this program reads.
+        supported: u64,
+    },
     /// A record in the store could not be decoded.
     #[error("corrupt record in table {table}: {detail}")]
-    Corrupt { table: &'static str, detail: String },
+    Corrupt {
+        /// The redb table holding the record.
+        table: &'static str,
+        /// What failed to decode.
+        detail: String,
+    },
     /// The storage engine failed (I/O, corruption, lock held by another process).
     #[error("storage: {0}")]
     Storage(String),
@@ -126,6 +185,7 @@ storage_from!(
     redb::CommitError
 );
 
+/// The inventory's result type: [`Error`] unless told otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -13,10 +13,12 @@ use crate::{Mac, Timestamp};
 pub struct Event {
     /// Global, gap-free, strictly increasing sequence number (starts at 1).
     pub seq: u64,
+    /// When it was recorded (the store's clock reading given by the caller).
     pub at: Timestamp,
     /// The machine it concerns; `None` for server-wide events (profiles, imports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
+    /// What happened; flattened into the JSON object with its `type` tag.
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -26,50 +28,84 @@ pub struct Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// The machine record was created (`by`: operator, import, discover, auto).
-    Created { by: String },
+    Created {
+        /// Who created it.
+        by: String,
+    },
     /// The operator changed the machine's spec.
     Updated,
     /// The machine record was removed.
     Deleted,
     /// A lifecycle step.
     State {
+        /// The state before.
         from: State,
+        /// The state after.
         to: State,
+        /// Why, when the step has a cause worth telling (a deadline, a failure report).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
     /// An operator action (`reprovision`, `approve`, …).
-    Operator { action: String },
+    Operator {
+        /// The action's name.
+        action: String,
+    },
     /// The machine was observed on the network (`via`: dhcp, tftp, http, …).
-    Seen { via: String, detail: String },
+    Seen {
+        /// The protocol it was seen on.
+        via: String,
+        /// What was seen (message type, address, file, …).
+        detail: String,
+    },
     /// A file transfer to the machine ended (`protocol`: tftp, http).
     Transfer {
+        /// `tftp` or `http`.
         protocol: String,
+        /// The file name as requested.
         file: String,
+        /// Bytes sent.
         bytes: u64,
+        /// Duration (milliseconds).
         millis: u64,
+        /// Blocks or packets sent again (TFTP; 0 for HTTP).
         retransmits: u64,
+        /// How it ended (`complete`, `aborted`, `timeout`, …).
         outcome: String,
     },
     /// A profile was added, replaced or removed.
-    Profile { name: String, action: String },
+    Profile {
+        /// The profile's name.
+        name: String,
+        /// `added`, `replaced` or `removed`.
+        action: String,
+    },
     /// The installer reported progress (`phase`: e.g. fetch-config, partition, write-image).
     Progress {
+        /// The installer's phase name.
         phase: String,
+        /// How far the phase is (0–100), when the installer says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         percent: Option<u8>,
+        /// The installer's message, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
     /// The machine registered (Kairos phone-home shape).
     Registered {
+        /// The OS's `/etc/machine-id`.
         machine_id: String,
+        /// Kairos' boot state (`active_boot`, `recovery_boot`, …).
         boot_state: String,
+        /// The agent's version, when it sent one.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         agent_version: String,
     },
     /// Free text (import summaries, installer log lines that matter).
-    Note { message: String },
+    Note {
+        /// The text.
+        message: String,
+    },
 }
 
 impl fmt::Display for EventKind {
@@ -135,11 +171,14 @@ impl fmt::Display for EventKind {
 /// An event before the store numbers and stamps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
+    /// The machine it concerns; `None` for server-wide events.
     pub mac: Option<Mac>,
+    /// What happened.
     pub kind: EventKind,
 }
 
 impl NewEvent {
+    /// An event about machine `mac`.
     pub fn machine(mac: Mac, kind: EventKind) -> Self {
         NewEvent {
             mac: Some(mac),
@@ -147,6 +186,7 @@ impl NewEvent {
         }
     }
 
+    /// A server-wide event (no machine).
     pub fn global(kind: EventKind) -> Self {
         NewEvent { mac: None, kind }
     }
@@ -157,6 +197,8 @@ impl NewEvent {
 pub struct EventQuery {
     /// Only events with `seq > after`.
     pub after: u64,
+    /// Only events about this machine.
     pub mac: Option<Mac>,
+    /// At most this many, oldest first; `None`: all.
     pub limit: Option<usize>,
 }

@@ -9,10 +9,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Mac, Timestamp};
 
+/// One address bound to one client until a time: granted by this server (full mode) or observed
+/// (proxy mode, [`Lease::observed`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
+    /// The bound address.
     pub ip: Ipv4Addr,
+    /// The client's hardware address (chaddr).
     pub mac: Mac,
+    /// When the binding ends (exclusive: at this instant it is no longer active).
     pub expires: Timestamp,
     /// Host name the client sent (option 12), for the operator's eyes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,6 +34,7 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Whether the binding still holds at `now` (`expires > now`).
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.expires > now
     }

@@ -22,18 +22,28 @@ use crate::{Error, Timestamp};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// Not in the inventory (the state a discovery or registration starts from).
     Unknown,
+    /// Seen netbooting and recorded, held until an operator approves it.
     Discovered,
+    /// Known and approved: installs on its next netboot.
     Registered,
+    /// Netbooted the installer; waiting for its first progress report.
     Booting,
+    /// The installer reports progress.
     Installing,
+    /// The OS is on disk; waiting for it to report in.
     Installed,
+    /// The installed OS reported in: done.
     Ready,
+    /// Something failed (see [`Lifecycle::reason`]); an operator decides what next.
     Failed,
+    /// An operator asked for a fresh install: the next netboot goes to `booting`.
     Reprovision,
 }
 
 impl State {
+    /// Every state, in lifecycle order.
     pub const ALL: [State; 9] = [
         State::Unknown,
         State::Discovered,
@@ -46,6 +56,7 @@ impl State {
         State::Reprovision,
     ];
 
+    /// The lowercase name used in JSON, the CLI and event text.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Unknown => "unknown",
@@ -91,7 +102,10 @@ pub enum Transition {
     /// The installed OS reported in (registration, boot from disk).
     Ready,
     /// Something reported failure.
-    Fail { reason: String },
+    Fail {
+        /// What failed, as reported.
+        reason: String,
+    },
     /// An operator asked for a fresh install on the next netboot.
     Reprovision,
 }
@@ -145,7 +159,9 @@ pub fn next(from: State, t: &Transition) -> Option<State> {
 /// How long a machine may stay in each transitional state before it is failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
+    /// Longest time in `booting` (default 30 minutes).
     pub booting: Duration,
+    /// Longest time in `installing` (default 2 hours).
     pub installing: Duration,
 }
 
@@ -161,6 +177,7 @@ impl Default for Deadlines {
 /// A machine's position in the lifecycle, with when it got there and why it failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lifecycle {
+    /// The current state.
     pub state: State,
     /// When the current state was entered; drives deadline expiry.
     pub since: Timestamp,
@@ -170,6 +187,7 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
+    /// In `state` since `now`, with no failure reason.
     pub fn new(state: State, now: Timestamp) -> Self {
         Lifecycle {
             state,

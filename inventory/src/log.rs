@@ -16,7 +16,9 @@ pub const MAX_LINE_BYTES: usize = 2048;
 pub struct LogLine {
     /// Per-machine sequence number, from 1.
     pub seq: u64,
+    /// When the server stored it.
     pub at: Timestamp,
+    /// The line itself; flattened into the JSON object.
     #[serde(flatten)]
     pub line: NewLogLine,
 }
@@ -32,6 +34,7 @@ pub struct NewLogLine {
     /// The program that logged it (syslog APP-NAME / tag), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// The message, control characters replaced, at most [`MAX_LINE_BYTES`] bytes.
     pub text: String,
 }
 

@@ -16,10 +16,12 @@ use crate::Error;
 pub struct Mac([u8; 6]);
 
 impl Mac {
+    /// The address with these six octets, in wire order.
     pub const fn new(octets: [u8; 6]) -> Self {
         Mac(octets)
     }
 
+    /// The six octets, in wire order.
     pub const fn octets(&self) -> [u8; 6] {
         self.0
     }

@@ -16,8 +16,10 @@ pub struct MachineSpec {
     /// SMBIOS system UUID, lower-case hyphenated; lets one UKI's `config_url` find the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// Chassis serial number (at most 128 bytes, no control characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Host name (RFC 1123 label rules), stored in lower case; rendered into its config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// Free-form `key=value` metadata (rack, role, …), usable in config templates.
@@ -26,11 +28,13 @@ pub struct MachineSpec {
     /// Name of the profile that says what this machine boots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Site or location name, free text (at most 128 bytes), usable in config templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
     /// Fixed DHCP address for this machine (full DHCP mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Ipv4Addr>,
+    /// Per-machine boot exceptions.
     #[serde(default, skip_serializing_if = "BootOverrides::is_empty")]
     pub boot: BootOverrides,
 }
@@ -48,6 +52,7 @@ pub struct BootOverrides {
 }
 
 impl BootOverrides {
+    /// Whether no override is set (then it is left out of JSON).
     pub fn is_empty(&self) -> bool {
         self.loader.is_none() && self.extra_cmdline.is_none()
     }
@@ -56,15 +61,20 @@ impl BootOverrides {
 /// A machine the inventory knows about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
+    /// The key: the MAC of the NIC it netboots from.
     pub mac: Mac,
+    /// What the operator says about it; flattened into the JSON object.
     #[serde(flatten)]
     pub spec: MachineSpec,
+    /// Where it is in its life.
     pub lifecycle: Lifecycle,
     /// Client architecture (DHCP option 93) last seen; explains which loader it got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<u16>,
+    /// When the server first saw it on the network (DHCP, TFTP, HTTP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen: Option<Timestamp>,
+    /// When the server last saw it on the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Timestamp>,
     /// The address its last netboot request came from, as the server's evidence attributed it
@@ -81,6 +91,8 @@ pub struct Machine {
     /// What the installed OS said when it registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<Registration>,
+    /// When the record was created; part of what its enrollment token is derived from, so a
+    /// deleted and re-added machine gets a new token.
     pub created: Timestamp,
 }
 
@@ -91,6 +103,7 @@ fn is_zero(v: &u32) -> bool {
 /// A relayed machine's place in the network: the relay (giaddr) and what it said in option 82.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkLocation {
+    /// The relay agent's address (giaddr).
     pub relay: Ipv4Addr,
     /// Option 82 sub-option 1, usually the switch port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,14 +116,20 @@ pub struct NetworkLocation {
 /// A registration (Kairos phone-home): the OS's machine-id and what it reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
+    /// The OS's `/etc/machine-id`; its `apiKey` is derived from it.
     pub machine_id: String,
+    /// The host name the OS reported.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hostname: String,
+    /// The agent's version, when it sent one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
+    /// The addresses the OS reported, as sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// Kairos' boot state (`active_boot`, `recovery_boot`, …).
     pub boot_state: String,
+    /// When it registered.
     pub at: Timestamp,
 }
 
@@ -132,6 +151,7 @@ impl Machine {
         }
     }
 
+    /// Its lifecycle state.
     pub fn state(&self) -> State {
         self.lifecycle.state
     }
@@ -149,8 +169,9 @@ impl Machine {
 
 /// Most labels one machine may carry.
 pub const MAX_LABELS: usize = 64;
-/// Longest label key and value, in bytes.
+/// Longest label key, in bytes.
 pub const MAX_LABEL_KEY: usize = 63;
+/// Longest label value, in bytes.
 pub const MAX_LABEL_VALUE: usize = 256;
 /// Largest operator part of a machine record, as stored (JSON bytes). With the per-field limits
 /// a spec stays near 24 KiB; this bounds what any later field can add.

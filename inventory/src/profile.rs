@@ -8,6 +8,7 @@ use crate::Error;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// Unique name machines refer to it by (checked by [`Profile::validate`]).
     pub name: String,
     /// Content address of the UKI to boot (`sha256:<64 hex>`); the asset store resolves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -21,11 +22,17 @@ pub struct Profile {
     /// Disk the installer writes to, e.g. `/dev/sda`; `auto` lets the installer choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_disk: Option<String>,
+    /// Free text for operators.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
 
 impl Profile {
+    /// The profile as stored: the UKI digest normalized to `sha256:<64 lowercase hex>`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad name or digest, a command line with control characters, an
+    /// install disk that is neither a `/dev/` path nor `auto`, or a template over 256 KiB.
     pub fn validate(mut self) -> Result<Self, Error> {
         validate_name(&self.name)?;
         if let Some(d) = self.uki.take() {

@@ -19,6 +19,7 @@ impl Timestamp {
         Timestamp(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64)
     }
 
+    /// `self + d` (millisecond precision), stopping at the largest timestamp.
     pub fn saturating_add(self, d: Duration) -> Self {
         Timestamp(self.0.saturating_add(d.as_millis() as u64))
     }

@@ -13,19 +13,26 @@ pub enum TokenRole {
     /// Full access to `/api/v1`.
     Operator,
     /// One machine's installer or OS (config, progress, registration).
-    Machine { mac: Mac },
+    Machine {
+        /// The machine.
+        mac: Mac,
+    },
 }
 
+/// A stored token, under the key [`hash_token`] gives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
+    /// Whom it speaks for; flattened into the JSON object.
     #[serde(flatten)]
     pub role: TokenRole,
+    /// When it was created.
     pub created: Timestamp,
     /// What the token is for, shown to operators.
     pub label: String,
 }
 
-/// The key a token is stored and looked up under.
+/// The key a token is stored and looked up under: SHA-256 of the token's UTF-8 bytes, as 64
+/// lowercase hex digits.
 pub fn hash_token(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::boot::Peer;
+use crate::http::Peer;
 
 /// Limits of the HTTP listener, from `[http]` in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,6 +17,11 @@ pub struct LineError {
     pub message: String,
 }
 
+/// Longest message of one line's problem (characters): a message quoting a megabyte-long field
+/// is cut, saying how long it was ([`inventory::excerpt`]). The same bound as the `detail` of an
+/// API error, which carries these lines.
+pub const MAX_MESSAGE: usize = 1000;
+
 /// At most this many problems are reported; the rest are counted.
 const MAX_REPORTED: usize = 50;
 
@@ -70,7 +75,7 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
             }
             Err(message) => errors.push(LineError {
                 line: l,
-                message: inventory::excerpt(&message, crate::api::MAX_DETAIL),
+                message: inventory::excerpt(&message, MAX_MESSAGE),
             }),
         }
     }

@@ -10,7 +10,9 @@
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (re-exported from the
 //!   runtime-free `netboot-proto` crate, with the DHCP and TFTP cores).
 //! - [`dhcp`]: DHCP: classification, the sans-IO core, pools, replies, the tokio server.
-//! - [`api`]: the axum router: `/api/v1` (machines, profiles, events + SSE), `/healthz`, `/metrics`.
+//! - [`api`]: the operator API under `/api/v1` (machines, profiles, events + SSE, assets, logs).
+//! - [`http`]: what the API and boot endpoints share: JSON errors, extractors, the peer address.
+//! - [`router`]: the one axum router: `/api/v1`, boot endpoints, `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`identity`]: who a request comes from, by the server's own evidence (leases, observed
@@ -34,6 +36,7 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod http;
 pub mod http_io;
 pub mod http_server;
 pub mod identity;
@@ -41,6 +44,7 @@ pub mod import;
 pub mod machine_keys;
 pub mod metrics;
 pub mod operator_token;
+pub mod router;
 pub mod serve;
 pub mod sockets;
 pub mod startup;

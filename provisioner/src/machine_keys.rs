@@ -10,14 +10,20 @@
 use std::path::Path;
 
 use anyhow::Context;
+use hmac::{Hmac, KeyInit, Mac as _};
 use inventory::{Mac, Machine};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
+/// The server key's file name in the data directory: 32 random bytes, mode 0600.
 pub const KEY_FILE: &str = "machine-token.key";
+/// Hex digits of the HMAC kept in a token (160 of its 256 bits).
 const TAG_HEX: usize = 40;
 
+/// The server key that derives and checks every machine's tokens.
 #[derive(Clone)]
 pub struct MachineKeys {
+    /// HMAC-SHA256 key; never logged (`Debug` hides it).
     key: [u8; 32],
 }
 
@@ -28,6 +34,7 @@ impl std::fmt::Debug for MachineKeys {
 }
 
 impl MachineKeys {
+    /// Keys from a 256-bit server key.
     pub fn new(key: [u8; 32]) -> Self {
         MachineKeys { key }
     }
@@ -55,25 +62,18 @@ impl MachineKeys {
         Ok(MachineKeys { key })
     }
 
+    /// The first [`TAG_HEX`] hex digits of HMAC-SHA256 (RFC 2104) under the server key over
+    /// `parts`, each framed by its length (8 bytes, big-endian) so no two part lists collide.
     fn tag(&self, parts: &[&[u8]]) -> String {
-        // HMAC (RFC 2104) over SHA-256.
-        let mut ipad = [0x36u8; 64];
-        let mut opad = [0x5cu8; 64];
-        for (i, k) in self.key.iter().enumerate() {
-            ipad[i] ^= k;
-            opad[i] ^= k;
-        }
-        let mut inner = Sha256::new();
-        inner.update(ipad);
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
         for p in parts {
-            inner.update((p.len() as u64).to_be_bytes());
-            inner.update(p);
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
         }
-        let mut outer = Sha256::new();
-        outer.update(opad);
-        outer.update(inner.finalize());
-        let full: String = outer
+        let full: String = mac
             .finalize()
+            .into_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -130,12 +130,10 @@ impl MachineKeys {
     }
 }
 
+/// `a == b` in time that depends on their lengths only, not on where they differ
+/// (`subtle`), so a guessed token cannot be refined byte by byte from response times.
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -183,5 +181,36 @@ mod tests {
         assert!(!keys.verify(&a2, &t));
         assert!(!keys.verify(&a, &t[..t.len() - 1]));
         assert_eq!(MachineKeys::claimed_mac("m1.zz.x"), None);
+    }
+
+    /// Tokens already rendered into configs and stored by installed machines must keep
+    /// working: these were computed by the first implementation (HMAC written by hand) and pin
+    /// the derivation byte for byte, for both token kinds, before and after a rotation.
+    #[test]
+    fn tokens_are_pinned_for_a_fixed_key() {
+        let keys = MachineKeys::new(std::array::from_fn(|i| i as u8));
+        let mut m = Machine::registered(
+            "52:54:00:12:34:56".parse().unwrap(),
+            Default::default(),
+            Timestamp(1_700_000_000),
+        );
+        let got = [
+            keys.enrollment_token(&m),
+            keys.api_key(&m, "0123456789abcdef0123456789abcdef"),
+            {
+                m.token_epoch = 3;
+                keys.enrollment_token(&m)
+            },
+            keys.api_key(&m, "0123456789abcdef0123456789abcdef"),
+        ];
+        assert_eq!(
+            got,
+            [
+                "m1.525400123456.1b19bb95fdc5c00cbccd696a03ee2eb4ec070e9a",
+                "m1.525400123456.5dce8ca724b5fdb64ed59e75d08b3323ff370402",
+                "m1.525400123456.bb4fd6931391dff8f60ba0a05084e7357d499cb6",
+                "m1.525400123456.dc26a440d7a81480593a7b966d3de9773f18800d",
+            ]
+        );
     }
 }

@@ -20,7 +20,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let token = app.shutdown.clone();
     let sweeper = tokio::spawn(expire_stuck_machines(app.clone()));
-    let router = crate::api::router(app);
+    let router = crate::router::router(app);
     let result = crate::http_server::run(listener, router, limits, DRAIN, async move {
         shutdown.await;
         tracing::info!("shutting down");

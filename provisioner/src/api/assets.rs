@@ -13,8 +13,8 @@ use boot_assets::{AssetKind, AssetMeta, GcReport};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use super::{ApiError, ApiQuery};
 use crate::app::App;
+use crate::http::{ApiError, ApiQuery};
 
 pub fn routes() -> Router<App> {
     Router::new()

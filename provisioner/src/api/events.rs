@@ -16,8 +16,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::{ApiError, ApiQuery};
 use crate::app::App;
+use crate::http::{ApiError, ApiQuery};
 use inventory::{Event, EventQuery, Mac};
 
 pub fn routes() -> Router<App> {

@@ -12,8 +12,8 @@ use inventory::{LogLine, Mac};
 use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{ApiError, ApiQuery};
 use crate::app::App;
+use crate::http::{ApiError, ApiQuery};
 
 pub fn routes() -> Router<App> {
     Router::new()

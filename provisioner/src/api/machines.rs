@@ -6,8 +6,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{ApiError, ApiJson, ApiQuery};
 use crate::app::{now, App};
+use crate::http::{ApiError, ApiJson, ApiQuery};
 use inventory::{EventKind, Mac, Machine, MachineSpec, State as LifeState, Transition};
 
 pub fn routes() -> Router<App> {

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::{ApiError, ApiJson};
 use crate::app::{now, App};
+use crate::http::{ApiError, ApiJson};
 use inventory::Profile;
 
 pub fn routes() -> Router<App> {

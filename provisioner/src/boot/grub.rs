@@ -30,9 +30,10 @@ use inventory::{EventKind, Mac};
 
 use super::plan::{self, BootView};
 use super::script::{Cmdline, Url};
-use super::{handlers, Base, Peer};
+use super::{handlers, Base};
 use crate::app::App;
 use crate::boot_decision::Intent;
+use crate::http::Peer;
 
 /// The file name DHCP hands out (a machine's `boot.loader`) and TFTP serves.
 pub const LOADER: &str = "grubnetx64.efi";

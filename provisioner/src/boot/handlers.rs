@@ -17,9 +17,10 @@ use super::files::{self, FileReply};
 use super::machine_query::MachineQuery;
 use super::plan::{self, BootView};
 use super::script::{Platform, Script};
-use super::{config_render, Base, Peer};
+use super::{config_render, Base};
 use crate::app::App;
 use crate::boot_decision::Intent;
+use crate::http::Peer;
 use crate::identity::{self, Holder};
 use crate::machine_keys::MachineKeys;
 
@@ -435,7 +436,7 @@ pub async fn config_by_mac(
 
 /// The bearer token of a request, from `Authorization: Bearer` or `?token=`.
 pub fn bearer<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    crate::api::bearer_token(headers)
+    crate::http::extract::bearer_token(headers)
         .or(query)
         .map(str::trim)
         .filter(|t| !t.is_empty())

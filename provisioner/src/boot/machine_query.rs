@@ -5,14 +5,14 @@
 //! a setting the firmware lacks as an empty value. So a parameter the endpoint does not use is
 //! ignored, and one with an empty value counts as absent; a parameter it uses, given twice or
 //! with a bad value, is still refused (400). The operator API keeps the strict
-//! [`crate::api::ApiQuery`].
+//! [`crate::http::ApiQuery`].
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::Uri;
 use serde::de::DeserializeOwned;
 
-use crate::api::ApiError;
+use crate::http::ApiError;
 
 /// `Query<T>` for machine endpoints: `T` must not use `deny_unknown_fields` (unknown names are
 /// ignored by serde), and pairs with an empty value (`platform=`, `serial`) are dropped before

@@ -15,22 +15,13 @@ pub mod node_api;
 pub mod plan;
 pub mod script;
 
-use std::net::SocketAddr;
-
 use axum::routing::{get, post};
 use axum::Router;
 use inventory::Mac;
 
 use crate::app::App;
+use crate::http::Peer;
 use script::Url;
-
-/// Both ends of a connection: the remote address attributes requests to machines, the local
-/// one is the address machines reach us at (used in URLs when `http.public_url` is unset).
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
 
 /// Routes served without the operator token.
 pub fn routes() -> Router<App> {

@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use super::handlers::machine_for_token;
 use super::machine_query::MachineQuery;
-use crate::api::{bearer_token, ApiError};
 use crate::app::{now, App};
+use crate::http::extract::bearer_token;
+use crate::http::ApiError;
 use crate::http_server::{read_limited, BodyError};
 
 /// Largest registration or progress body (bytes). A Kairos registration is under 4 KiB.

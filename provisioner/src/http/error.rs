@@ -1,19 +1,23 @@
-//! API errors as JSON, and extractors whose rejections use the same shape.
+//! Errors of every HTTP endpoint as JSON: `{"error": "<code>", "detail": "<what to fix>"}` with
+//! a matching status, and the mapping of inventory errors to codes. The operator API
+//! ([`crate::api`]) and the machines' endpoints ([`crate::boot`]) answer with this one shape.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// An error answer: a status and a JSON body. Handlers return it as their `Err`; `?` on an
+/// [`inventory::Error`] maps the store's error to its code (`From` below).
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status sent.
     pub status: StatusCode,
+    /// The JSON body sent.
     pub body: ErrorBody,
 }
 
+/// The JSON body of an [`ApiError`].
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
@@ -43,6 +47,7 @@ impl ApiError {
         }
     }
 
+    /// A 400 `bad_request` answer.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", detail)
     }
@@ -77,33 +82,5 @@ impl From<inventory::Error> for ApiError {
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
-    }
-}
-
-/// `Json<T>` whose rejection is an [`ApiError`] naming the problem.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(ApiError::new(rej.status(), "bad_request", rej.body_text())),
-        }
-    }
-}
-
-/// `Query<T>` whose rejection is an [`ApiError`].
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
-        }
     }
 }
