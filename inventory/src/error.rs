@@ -76,7 +76,8 @@ pub enum Error {
     /// A record in the store could not be decoded.
     #[error("corrupt record in table {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
-    /// The storage engine failed (I/O, corruption, lock held by another process).
+    /// The storage engine failed (I/O, corruption, lock held by another process). The engine's
+    /// own error is rendered to text here, so no backend's types appear in this crate's API.
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -107,22 +108,6 @@ pub fn excerpt(value: &str, max: usize) -> String {
         Some((cut, _)) => format!("{}… ({} bytes in all)", &value[..cut], value.len()),
     }
 }
-
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self { Error::Storage(e.to_string()) }
-        }
-    )*};
-}
-storage_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
