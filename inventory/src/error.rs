@@ -130,12 +130,13 @@ pub enum Error {
     /// A record in the store could not be decoded.
     #[error("corrupt record in table {table}: {detail}")]
     Corrupt {
-        /// The redb table holding the record.
+        /// The table holding the record.
         table: &'static str,
         /// What failed to decode.
         detail: String,
     },
-    /// The storage engine failed (I/O, corruption, lock held by another process).
+    /// The storage engine failed (I/O, corruption, lock held by another process). The engine's
+    /// own error is rendered to text here, so no backend's types appear in this crate's API.
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -166,24 +167,6 @@ pub fn excerpt(value: &str, max: usize) -> String {
         Some((cut, _)) => format!("{}… ({} bytes in all)", &value[..cut], value.len()),
     }
 }
-
-#[cfg(feature = "redb")]
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self { Error::Storage(e.to_string()) }
-        }
-    )*};
-}
-#[cfg(feature = "redb")]
-storage_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
 
 /// The inventory's result type: [`Error`] unless told otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,7 +2,9 @@
 //! life and what happened to it — durable on disk before anyone is told "done".
 //!
 //! The core types are plain data with no I/O and no clock: callers pass `now`. Storage sits
-//! behind the [`Store`] trait; [`RedbStore`] is the implementation.
+//! behind the [`Store`] trait, a contract several servers can share (atomic lease claims,
+//! store-numbered events with a watch, indexes kept in the writing transaction); [`RedbStore`]
+//! keeps it on disk, [`MemoryStore`] in memory for tests, and both pass `conformance`.
 //!
 //! # Layout
 //! - [`mac`]: MAC address parsing (`:`, `-`, `.`, bare hex) into one canonical form.
@@ -11,16 +13,21 @@
 //! - [`machine`]: machine records, the operator-editable spec and its validation.
 //! - [`profile`]: profiles (UKI digest, cloud-config template, cmdline, install disk).
 //! - [`event`]: the append-only, globally numbered event history.
-//! - [`lease`]: DHCP leases.
+//! - [`lease`]: DHCP leases and the claim rule (`claim_outcome`) every store applies.
 //! - [`log`]: per-machine log lines (syslog, installer), bounded per machine.
 //! - [`token`]: API tokens, stored as SHA-256 hashes.
-//! - [`store`]: the `Store` trait and its durability contract.
-//! - `redb_store`: `Store` on redb, with the schema version and migration hook (feature `redb`,
-//!   on by default).
+//! - [`store`]: the `Store` trait and its contract (durability, claims, events, indexes).
+//! - [`watch`]: waiting for new events by sequence number (in-process signal, polling default).
+//! - `redb_store`: `Store` on redb, with the schema version and migrations (`redb_indexes.rs`:
+//!   the UUID and machine-id indexes); feature `redb`, on by default.
+//! - [`memory_store`]: `Store` in memory (mutex over ordered maps), for unit tests.
+//! - `conformance` (tests, or the `conformance` feature): the suite every backend must pass.
 //! - [`error`]: the crate's one error enum.
 
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod error;
 pub mod event;
 pub mod lease;
@@ -28,24 +35,23 @@ pub mod lifecycle;
 pub mod log;
 pub mod mac;
 pub mod machine;
+pub mod memory_store;
 pub mod profile;
-// The store trait and its redb backend are being reworked (issue 11 item 3: atomic claims,
-// event watch, indexes); their docstrings come with that work.
 #[cfg(feature = "redb")]
-#[allow(missing_docs)]
 pub mod redb_store;
-#[allow(missing_docs)]
 pub mod store;
 pub mod time;
 pub mod token;
+pub mod watch;
 
 pub use error::{excerpt, Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
-pub use lease::Lease;
+pub use lease::{Claim, Lease};
 pub use lifecycle::{Deadlines, Lifecycle, State, Transition};
 pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;
 pub use machine::{BootOverrides, Machine, MachineSpec, NetworkLocation, Registration};
+pub use memory_store::MemoryStore;
 pub use profile::Profile;
 #[cfg(feature = "redb")]
 pub use redb_store::RedbStore;

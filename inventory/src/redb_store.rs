@@ -6,22 +6,30 @@
 //! `profiles` (name → Profile), `events` (seq → Event), `machine_events` ((MAC, seq) → ()),
 //! `uuids` (SMBIOS UUID → MAC, or [`AMBIGUOUS`] for duplicates a version-1 file already held),
 //! `leases` (IPv4 as u32 → Lease), `tokens` (sha256 hex → TokenRecord), `logs` ((MAC, seq) →
-//! LogLine), `log_seq` (MAC → last log seq). Tables added later are created on open (no
-//! migration needed for a new, empty table).
+//! LogLine), `log_seq` (MAC → last log seq), `machine_ids` (registration machine-id → MACs, a
+//! multimap; schema 3). Tables added later are created on open (no migration needed for a new,
+//! empty table); an index over existing records is built by `migrate` (`redb_indexes.rs`).
+//!
+//! redb takes a file lock: one process opens a file, and the servers sharing it live in that
+//! process. Lease claims are write transactions, which redb serializes, so a claim's check and
+//! write cannot interleave with another's.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::Duration;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
+use crate::lease::{claim_outcome, Claim};
 use crate::log::{LogLine, NewLogLine, MAX_LINES_PER_MACHINE};
 use crate::store::{MachineEdit, Store};
+use crate::watch::EventSignal;
 use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord, TokenRole};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -37,12 +45,19 @@ const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("logs");
 const LOG_SEQ: TableDefinition<u64, u64> = TableDefinition::new("log_seq");
+/// Registration machine-id → MAC keys of the machines that reported it (schema 3).
+const MACHINE_IDS: MultimapTableDefinition<&str, u64> = MultimapTableDefinition::new("machine_ids");
 
-/// Version of the table layout above. Bump it and add a step to [`migrate`] when it changes.
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version of the table layout above. Bump it and add a step to `migrate` (`redb_indexes.rs`) when it changes.
+pub const SCHEMA_VERSION: u64 = 3;
 
+/// The inventory in one redb file. One process opens a file at a time (redb locks it); servers
+/// in that process share one `RedbStore`.
 pub struct RedbStore {
     db: Database,
+    /// The last committed event sequence number, so [`Store::wait_for_events_after`] wakes at
+    /// commit instead of polling the file.
+    committed: EventSignal,
     /// The file's permission bits before `open` narrowed them to 0600 (an older version created
     /// it world-readable), so the caller can log the change; `None` when nothing changed.
     tightened_from: Option<u32>,
@@ -71,6 +86,30 @@ fn private_file(path: &Path) -> Result<Option<u32>> {
     Ok(Some(mode))
 }
 
+/// Turns redb's errors into [`Error::Storage`] at the call site (`.db()?`), so the crate's
+/// public error type carries no redb type (no `From<redb::…> for Error` impls).
+trait Db<T> {
+    fn db(self) -> Result<T>;
+}
+
+macro_rules! db_errors {
+    ($($t:ty),*) => {$(
+        impl<T> Db<T> for std::result::Result<T, $t> {
+            fn db(self) -> Result<T> {
+                self.map_err(|e| Error::Storage(e.to_string()))
+            }
+        }
+    )*};
+}
+db_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
 fn mac_key(mac: Mac) -> u64 {
     let o = mac.octets();
     u64::from_be_bytes([0, 0, o[0], o[1], o[2], o[3], o[4], o[5]])
@@ -92,145 +131,6 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
     })
 }
 
-/// Upgrades the tables from `from` to [`SCHEMA_VERSION`] inside the opening transaction.
-fn migrate(txn: &WriteTransaction, from: u64) -> Result<()> {
-    if from == 1 {
-        // 1 → 2: index the UUIDs. Duplicates (possible before) are marked ambiguous, so a
-        // look-up by them fails instead of picking one; the operator is told which machines.
-        let machines: Vec<Machine> = {
-            let table = txn.open_table(MACHINES)?;
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                out.push(decode("machines", row?.1.value())?);
-            }
-            out
-        };
-        let mut uuids = txn.open_table(UUIDS)?;
-        for m in machines {
-            if let Some(u) = &m.spec.uuid {
-                let held = uuids.get(u.as_str())?.map(|v| v.value());
-                let value = if held.is_some() {
-                    AMBIGUOUS
-                } else {
-                    mac_key(m.mac)
-                };
-                uuids.insert(u.as_str(), value)?;
-            }
-        }
-    }
-    // 0: a new, empty file: every table is created below.
-    Ok(())
-}
-
-/// The machine stored under `key` when it is `discovered` (not vouched for by an operator).
-fn discovered_holder(txn: &WriteTransaction, key: u64) -> Result<Option<Machine>> {
-    let table = txn.open_table(MACHINES)?;
-    let m: Option<Machine> = table
-        .get(key)?
-        .map(|v| decode("machines", v.value()))
-        .transpose()?;
-    Ok(m.filter(|m| m.state() == crate::State::Discovered))
-}
-
-/// Machines holding `uuid`, by a scan (only for UUIDs marked ambiguous).
-fn uuid_holders(txn: &WriteTransaction, uuid: &str) -> Result<Vec<Mac>> {
-    let table = txn.open_table(MACHINES)?;
-    let mut out = Vec::new();
-    for row in table.iter()? {
-        let (k, v) = row?;
-        let m: Machine = decode("machines", v.value())?;
-        if m.spec.uuid.as_deref() == Some(uuid) {
-            out.push(key_mac(k.value()));
-        }
-    }
-    Ok(out)
-}
-
-/// Moves the UUID index entry of a machine from `old` to `new`; a UUID held by another machine
-/// is refused. `old` entries marked ambiguous are recounted once this machine no longer holds it.
-fn index_uuid(
-    txn: &WriteTransaction,
-    key: u64,
-    old: Option<&str>,
-    new: Option<&str>,
-    vouched: bool,
-) -> Result<Vec<NewEvent>> {
-    let mut notes = Vec::new();
-    if old == new {
-        return Ok(notes);
-    }
-    if let Some(u) = new {
-        let held = txn.open_table(UUIDS)?.get(u)?.map(|v| v.value());
-        match held {
-            Some(AMBIGUOUS) => {
-                return Err(Error::UuidTaken {
-                    uuid: u.to_string(),
-                    holder: "several machines".into(),
-                })
-            }
-            Some(h) if h != key => match discovered_holder(txn, h)? {
-                // An operator's machine takes the UUID from a record nobody has approved: that
-                // UUID came from an unauthenticated DHCP packet, the operator's from the rack.
-                Some(mut claimant) if vouched => {
-                    claimant.spec.uuid = None;
-                    txn.open_table(MACHINES)?
-                        .insert(h, encode(&claimant).as_slice())?;
-                    notes.push(NewEvent::machine(
-                        claimant.mac,
-                        EventKind::Note {
-                            message: format!(
-                                "UUID {u} given to {}, registered by an operator; this discovered record no longer claims it",
-                                key_mac(key)
-                            ),
-                        },
-                    ));
-                }
-                Some(_) => {
-                    return Err(Error::UuidTaken {
-                        uuid: u.to_string(),
-                        holder: format!("{} (discovered, not yet approved)", key_mac(h)),
-                    })
-                }
-                None => {
-                    return Err(Error::UuidTaken {
-                        uuid: u.to_string(),
-                        holder: key_mac(h).to_string(),
-                    })
-                }
-            },
-            _ => {}
-        }
-        txn.open_table(UUIDS)?.insert(u, key)?;
-    }
-    if let Some(u) = old {
-        let held = txn.open_table(UUIDS)?.get(u)?.map(|v| v.value());
-        match held {
-            Some(h) if h == key => {
-                txn.open_table(UUIDS)?.remove(u)?;
-            }
-            Some(AMBIGUOUS) => {
-                // The caller writes the machine after this: leave it out of the count.
-                let rest: Vec<Mac> = uuid_holders(txn, u)?
-                    .into_iter()
-                    .filter(|m| mac_key(*m) != key)
-                    .collect();
-                let mut uuids = txn.open_table(UUIDS)?;
-                match rest.as_slice() {
-                    [] => {
-                        uuids.remove(u)?;
-                    }
-                    [one] => {
-                        uuids.insert(u, mac_key(*one))?;
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(notes)
-}
-
 impl RedbStore {
     /// Opens (or creates) the database file and brings its schema up to date. The file is
     /// created with mode 0600; an existing file readable by others is narrowed to 0600 (see
@@ -244,10 +144,14 @@ impl RedbStore {
             )),
             e => Error::Storage(format!("opening {}: {e}", path.display())),
         })?;
-        let txn = db.begin_write()?;
+        let txn = db.begin_write().db()?;
         {
-            let mut meta = txn.open_table(META)?;
-            let found = meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0);
+            let mut meta = txn.open_table(META).db()?;
+            let found = meta
+                .get("schema_version")
+                .db()?
+                .map(|v| v.value())
+                .unwrap_or(0);
             if found > SCHEMA_VERSION {
                 return Err(Error::SchemaTooNew {
                     found,
@@ -256,22 +160,29 @@ impl RedbStore {
             }
             if found < SCHEMA_VERSION {
                 migrate(&txn, found)?;
-                meta.insert("schema_version", SCHEMA_VERSION)?;
+                meta.insert("schema_version", SCHEMA_VERSION).db()?;
             }
             // Create every table so read transactions never see a missing one.
-            txn.open_table(MACHINES)?;
-            txn.open_table(RESERVATIONS)?;
-            txn.open_table(UUIDS)?;
-            txn.open_table(PROFILES)?;
-            txn.open_table(EVENTS)?;
-            txn.open_table(MACHINE_EVENTS)?;
-            txn.open_table(LEASES)?;
-            txn.open_table(TOKENS)?;
-            txn.open_table(LOGS)?;
-            txn.open_table(LOG_SEQ)?;
+            txn.open_table(MACHINES).db()?;
+            txn.open_table(RESERVATIONS).db()?;
+            txn.open_table(UUIDS).db()?;
+            txn.open_table(PROFILES).db()?;
+            txn.open_table(EVENTS).db()?;
+            txn.open_table(MACHINE_EVENTS).db()?;
+            txn.open_table(LEASES).db()?;
+            txn.open_table(TOKENS).db()?;
+            txn.open_table(LOGS).db()?;
+            txn.open_table(LOG_SEQ).db()?;
+            txn.open_multimap_table(MACHINE_IDS).db()?;
         }
-        txn.commit()?;
-        Ok(RedbStore { db, tightened_from })
+        txn.commit().db()?;
+        let store = RedbStore {
+            db,
+            tightened_from,
+            committed: EventSignal::default(),
+        };
+        store.committed.publish(store.last_event_seq()?);
+        Ok(store)
     }
 
     /// The permission bits the file had before [`RedbStore::open`] narrowed them to 0600, if
@@ -280,18 +191,32 @@ impl RedbStore {
         self.tightened_from
     }
 
+    /// Commits `txn` (fsync) and then wakes the watchers of `events`, the events it appended.
+    fn commit(&self, txn: WriteTransaction, events: &[Event]) -> Result<()> {
+        txn.commit().db()?;
+        if let Some(last) = events.last() {
+            self.committed.publish(last.seq);
+        }
+        Ok(())
+    }
+
+    /// The schema version the file is at (always [`SCHEMA_VERSION`] once opened).
     pub fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
+        let txn = self.db.begin_read().db()?;
+        let meta = txn.open_table(META).db()?;
+        Ok(meta
+            .get("schema_version")
+            .db()?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 }
 
 /// Appends events inside `txn`, numbering them after the current last one.
 fn append(txn: &WriteTransaction, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>> {
-    let mut table = txn.open_table(EVENTS)?;
-    let mut index = txn.open_table(MACHINE_EVENTS)?;
-    let mut seq = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    let mut table = txn.open_table(EVENTS).db()?;
+    let mut index = txn.open_table(MACHINE_EVENTS).db()?;
+    let mut seq = table.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
     let mut out = Vec::with_capacity(events.len());
     for e in events {
         seq += 1;
@@ -301,9 +226,9 @@ fn append(txn: &WriteTransaction, events: Vec<NewEvent>, now: Timestamp) -> Resu
             mac: e.mac,
             kind: e.kind,
         };
-        table.insert(seq, encode(&ev).as_slice())?;
+        table.insert(seq, encode(&ev).as_slice()).db()?;
         if let Some(mac) = ev.mac {
-            index.insert((mac_key(mac), seq), ())?;
+            index.insert((mac_key(mac), seq), ()).db()?;
         }
         out.push(ev);
     }
@@ -318,14 +243,20 @@ fn write_machine(
     now: Timestamp,
 ) -> Result<Vec<NewEvent>> {
     if let Some(p) = &m.spec.profile {
-        if txn.open_table(PROFILES)?.get(p.as_str())?.is_none() {
+        if txn
+            .open_table(PROFILES)
+            .db()?
+            .get(p.as_str())
+            .db()?
+            .is_none()
+        {
             return Err(Error::UnknownProfile { name: p.clone() });
         }
     }
     let key = mac_key(m.mac);
-    let mut res = txn.open_table(RESERVATIONS)?;
+    let mut res = txn.open_table(RESERVATIONS).db()?;
     if let Some(old_ip) = old.and_then(|o| o.spec.ip) {
-        res.remove(u32::from(old_ip))?;
+        res.remove(u32::from(old_ip)).db()?;
     }
     if let Some(ip) = m
         .spec
@@ -334,7 +265,7 @@ fn write_machine(
     {
         // A new reservation for an address another client holds right now would put two hosts
         // on it (RFC 2131 §4.3.1 lets the holder keep it until its lease ends).
-        if let Some(v) = txn.open_table(LEASES)?.get(u32::from(ip))? {
+        if let Some(v) = txn.open_table(LEASES).db()?.get(u32::from(ip)).db()? {
             let lease: Lease = decode("leases", v.value())?;
             if lease.mac != m.mac && lease.is_active(now) && !lease.observed {
                 return Err(Error::IpLeased {
@@ -346,14 +277,14 @@ fn write_machine(
         }
     }
     if let Some(ip) = m.spec.ip {
-        let holder = res.get(u32::from(ip))?.map(|v| v.value());
+        let holder = res.get(u32::from(ip)).db()?.map(|v| v.value());
         if let Some(h) = holder.filter(|h| *h != key) {
             return Err(Error::IpReserved {
                 ip,
                 holder: key_mac(h).to_string(),
             });
         }
-        res.insert(u32::from(ip), key)?;
+        res.insert(u32::from(ip), key).db()?;
     }
     drop(res);
     let notes = index_uuid(
@@ -363,31 +294,34 @@ fn write_machine(
         m.spec.uuid.as_deref(),
         m.state() != crate::State::Discovered,
     )?;
-    txn.open_table(MACHINES)?
-        .insert(key, encode(m).as_slice())?;
+    index_machine_id(txn, m, old)?;
+    txn.open_table(MACHINES)
+        .db()?
+        .insert(key, encode(m).as_slice())
+        .db()?;
     Ok(notes)
 }
 
 fn read_machine(txn: &WriteTransaction, mac: Mac) -> Result<Option<Machine>> {
-    let table = txn.open_table(MACHINES)?;
-    let v = table.get(mac_key(mac))?;
+    let table = txn.open_table(MACHINES).db()?;
+    let v = table.get(mac_key(mac)).db()?;
     v.map(|v| decode("machines", v.value())).transpose()
 }
 
 impl Store for RedbStore {
     fn machine(&self, mac: Mac) -> Result<Option<Machine>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MACHINES)?;
-        let v = table.get(mac_key(mac))?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(MACHINES).db()?;
+        let v = table.get(mac_key(mac)).db()?;
         v.map(|v| decode("machines", v.value())).transpose()
     }
 
     fn machines(&self) -> Result<Vec<Machine>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MACHINES)?;
-        let mut out = Vec::with_capacity(table.len()? as usize);
-        for row in table.iter()? {
-            let (_, v) = row?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(MACHINES).db()?;
+        let mut out = Vec::with_capacity(table.len().db()? as usize);
+        for row in table.iter().db()? {
+            let (_, v) = row.db()?;
             out.push(decode("machines", v.value())?);
         }
         Ok(out)
@@ -399,7 +333,7 @@ impl Store for RedbStore {
         by: &str,
         now: Timestamp,
     ) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         let mut events = Vec::with_capacity(machines.len());
         for m in &machines {
             if read_machine(&txn, m.mac)?.is_some() {
@@ -415,7 +349,7 @@ impl Store for RedbStore {
             events.extend(notes);
         }
         let events = append(&txn, events, now)?;
-        txn.commit()?;
+        self.commit(txn, &events)?;
         Ok(events)
     }
 
@@ -425,7 +359,7 @@ impl Store for RedbStore {
         now: Timestamp,
         edit: MachineEdit<'_>,
     ) -> Result<(Machine, Vec<Event>)> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
             mac: mac.to_string(),
         })?;
@@ -445,35 +379,44 @@ impl Store for RedbStore {
                 .collect(),
             now,
         )?;
-        txn.commit()?;
+        self.commit(txn, &events)?;
         Ok((m, events))
     }
 
     fn delete_machine(&self, mac: Mac, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
             mac: mac.to_string(),
         })?;
         if let Some(ip) = old.spec.ip {
-            txn.open_table(RESERVATIONS)?.remove(u32::from(ip))?;
+            txn.open_table(RESERVATIONS)
+                .db()?
+                .remove(u32::from(ip))
+                .db()?;
         }
         index_uuid(&txn, mac_key(mac), old.spec.uuid.as_deref(), None, true)?;
-        txn.open_table(MACHINES)?.remove(mac_key(mac))?;
+        unindex_machine_id(&txn, &old)?;
+        txn.open_table(MACHINES).db()?.remove(mac_key(mac)).db()?;
         let events = append(&txn, vec![NewEvent::machine(mac, EventKind::Deleted)], now)?;
-        txn.commit()?;
+        self.commit(txn, &events)?;
         Ok(events)
     }
 
     fn machine_by_uuid(&self, uuid: &str) -> Result<Option<Machine>> {
-        let txn = self.db.begin_read()?;
-        let held = txn.open_table(UUIDS)?.get(uuid)?.map(|v| v.value());
+        let txn = self.db.begin_read().db()?;
+        let held = txn
+            .open_table(UUIDS)
+            .db()?
+            .get(uuid)
+            .db()?
+            .map(|v| v.value());
         match held {
             None => Ok(None),
             Some(AMBIGUOUS) => {
-                let table = txn.open_table(MACHINES)?;
+                let table = txn.open_table(MACHINES).db()?;
                 let mut holders = Vec::new();
-                for row in table.iter()? {
-                    let (k, v) = row?;
+                for row in table.iter().db()? {
+                    let (k, v) = row.db()?;
                     let m: Machine = decode("machines", v.value())?;
                     if m.spec.uuid.as_deref() == Some(uuid) {
                         holders.push(key_mac(k.value()).to_string());
@@ -485,46 +428,61 @@ impl Store for RedbStore {
                 })
             }
             Some(key) => {
-                let table = txn.open_table(MACHINES)?;
-                let v = table.get(key)?;
+                let table = txn.open_table(MACHINES).db()?;
+                let v = table.get(key).db()?;
                 v.map(|v| decode("machines", v.value())).transpose()
             }
         }
     }
 
+    fn machines_by_machine_id(&self, machine_id: &str) -> Result<Vec<Machine>> {
+        let txn = self.db.begin_read().db()?;
+        let index = txn.open_multimap_table(MACHINE_IDS).db()?;
+        let machines = txn.open_table(MACHINES).db()?;
+        let mut out = Vec::new();
+        for key in index.get(machine_id).db()? {
+            if let Some(v) = machines.get(key.db()?.value()).db()? {
+                out.push(decode("machines", v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     fn reservation_owner(&self, ip: Ipv4Addr) -> Result<Option<Mac>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(RESERVATIONS)?;
-        let owner = table.get(u32::from(ip))?.map(|v| key_mac(v.value()));
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(RESERVATIONS).db()?;
+        let owner = table.get(u32::from(ip)).db()?.map(|v| key_mac(v.value()));
         Ok(owner)
     }
 
     fn profile(&self, name: &str) -> Result<Option<Profile>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PROFILES)?;
-        let v = table.get(name)?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(PROFILES).db()?;
+        let v = table.get(name).db()?;
         v.map(|v| decode("profiles", v.value())).transpose()
     }
 
     fn profiles(&self) -> Result<Vec<Profile>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PROFILES)?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(PROFILES).db()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            out.push(decode("profiles", row?.1.value())?);
+        for row in table.iter().db()? {
+            out.push(decode("profiles", row.db()?.1.value())?);
         }
         Ok(out)
     }
 
     fn put_profile(&self, profile: Profile, replace: bool, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         let existed = {
-            let mut table = txn.open_table(PROFILES)?;
-            let existed = table.get(profile.name.as_str())?.is_some();
+            let mut table = txn.open_table(PROFILES).db()?;
+            let existed = table.get(profile.name.as_str()).db()?.is_some();
             if existed && !replace {
                 return Err(Error::ProfileExists { name: profile.name });
             }
-            table.insert(profile.name.as_str(), encode(&profile).as_slice())?;
+            table
+                .insert(profile.name.as_str(), encode(&profile).as_slice())
+                .db()?;
             existed
         };
         let action = if existed { "replaced" } else { "created" };
@@ -536,17 +494,17 @@ impl Store for RedbStore {
             })],
             now,
         )?;
-        txn.commit()?;
+        self.commit(txn, &events)?;
         Ok(events)
     }
 
     fn delete_profile(&self, name: &str, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         {
-            let machines = txn.open_table(MACHINES)?;
+            let machines = txn.open_table(MACHINES).db()?;
             let mut users = Vec::new();
-            for row in machines.iter()? {
-                let m: Machine = decode("machines", row?.1.value())?;
+            for row in machines.iter().db()? {
+                let m: Machine = decode("machines", row.db()?.1.value())?;
                 if m.spec.profile.as_deref() == Some(name) {
                     users.push(m.mac);
                 }
@@ -558,7 +516,7 @@ impl Store for RedbStore {
                     example: first.to_string(),
                 });
             }
-            if txn.open_table(PROFILES)?.remove(name)?.is_none() {
+            if txn.open_table(PROFILES).db()?.remove(name).db()?.is_none() {
                 return Err(Error::ProfileNotFound { name: name.into() });
             }
         }
@@ -570,42 +528,42 @@ impl Store for RedbStore {
             })],
             now,
         )?;
-        txn.commit()?;
+        self.commit(txn, &events)?;
         Ok(events)
     }
 
     fn append_events(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         let out = append(&txn, events, now)?;
-        txn.commit()?;
+        self.commit(txn, &out)?;
         Ok(out)
     }
 
     fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(EVENTS).db()?;
         let limit = q.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let start = q.after.saturating_add(1);
         match q.mac {
             None => {
-                for row in table.range(start..)? {
+                for row in table.range(start..).db()? {
                     if out.len() >= limit {
                         break;
                     }
-                    out.push(decode("events", row?.1.value())?);
+                    out.push(decode("events", row.db()?.1.value())?);
                 }
             }
             Some(mac) => {
-                let index = txn.open_table(MACHINE_EVENTS)?;
+                let index = txn.open_table(MACHINE_EVENTS).db()?;
                 let k = mac_key(mac);
-                for row in index.range((k, start)..=(k, u64::MAX))? {
+                for row in index.range((k, start)..=(k, u64::MAX)).db()? {
                     if out.len() >= limit {
                         break;
                     }
-                    let (key, _) = row?;
+                    let (key, _) = row.db()?;
                     let seq = key.value().1;
-                    if let Some(v) = table.get(seq)? {
+                    if let Some(v) = table.get(seq).db()? {
                         out.push(decode("events", v.value())?);
                     }
                 }
@@ -615,68 +573,98 @@ impl Store for RedbStore {
     }
 
     fn last_event_seq(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let last = table.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(EVENTS).db()?;
+        let last = table.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
         Ok(last)
     }
 
+    fn wait_for_events_after(&self, after: u64, timeout: Duration) -> Result<u64> {
+        Ok(self.committed.wait_after(after, timeout))
+    }
+
     fn put_leases(&self, leases: &[Lease]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         {
-            let mut table = txn.open_table(LEASES)?;
+            let mut table = txn.open_table(LEASES).db()?;
             for l in leases {
-                table.insert(u32::from(l.ip), encode(l).as_slice())?;
+                table.insert(u32::from(l.ip), encode(l).as_slice()).db()?;
             }
         }
-        txn.commit()?;
+        txn.commit().db()?;
         Ok(())
     }
 
+    fn claim_leases(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Claim>> {
+        let txn = self.db.begin_write().db()?;
+        let mut out = Vec::with_capacity(leases.len());
+        {
+            let mut table = txn.open_table(LEASES).db()?;
+            let reservations = txn.open_table(RESERVATIONS).db()?;
+            for want in leases {
+                let ip = u32::from(want.ip);
+                let held: Option<Lease> = match table.get(ip).db()? {
+                    Some(v) => Some(decode("leases", v.value())?),
+                    None => None,
+                };
+                let reserved_for = reservations.get(ip).db()?.map(|v| key_mac(v.value()));
+                let claim = claim_outcome(want, held.as_ref(), reserved_for, now);
+                if claim == Claim::Granted {
+                    table.insert(ip, encode(want).as_slice()).db()?;
+                }
+                out.push(claim);
+            }
+        }
+        txn.commit().db()?;
+        Ok(out)
+    }
+
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(LEASES)?.remove(u32::from(ip))?;
-        txn.commit()?;
+        let txn = self.db.begin_write().db()?;
+        txn.open_table(LEASES).db()?.remove(u32::from(ip)).db()?;
+        txn.commit().db()?;
         Ok(())
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(LEASES)?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(LEASES).db()?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            out.push(decode("leases", row?.1.value())?);
+        for row in table.iter().db()? {
+            out.push(decode("leases", row.db()?.1.value())?);
         }
         Ok(out)
     }
 
     fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(LEASES)?;
-        let v = table.get(u32::from(ip))?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(LEASES).db()?;
+        let v = table.get(u32::from(ip)).db()?;
         v.map(|v| decode("leases", v.value())).transpose()
     }
 
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(TOKENS)?
-            .insert(hash, encode(record).as_slice())?;
-        txn.commit()?;
+        let txn = self.db.begin_write().db()?;
+        txn.open_table(TOKENS)
+            .db()?
+            .insert(hash, encode(record).as_slice())
+            .db()?;
+        txn.commit().db()?;
         Ok(())
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(TOKENS)?;
-        let v = table.get(hash)?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(TOKENS).db()?;
+        let v = table.get(hash).db()?;
         v.map(|v| decode("tokens", v.value())).transpose()
     }
 
     fn has_operator_token(&self) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(TOKENS)?;
-        for row in table.iter()? {
-            let rec: TokenRecord = decode("tokens", row?.1.value())?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(TOKENS).db()?;
+        for row in table.iter().db()? {
+            let rec: TokenRecord = decode("tokens", row.db()?.1.value())?;
             if rec.role == TokenRole::Operator {
                 return Ok(true);
             }
@@ -689,41 +677,46 @@ impl Store for RedbStore {
         lines: Vec<(Mac, NewLogLine)>,
         now: Timestamp,
     ) -> Result<Vec<(Mac, LogLine)>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db.begin_write().db()?;
         let mut out = Vec::with_capacity(lines.len());
         {
-            let mut logs = txn.open_table(LOGS)?;
-            let mut seqs = txn.open_table(LOG_SEQ)?;
+            let mut logs = txn.open_table(LOGS).db()?;
+            let mut seqs = txn.open_table(LOG_SEQ).db()?;
             for (mac, line) in lines {
                 let k = mac_key(mac);
-                let seq = seqs.get(k)?.map(|v| v.value()).unwrap_or(0) + 1;
-                seqs.insert(k, seq)?;
+                let seq = seqs.get(k).db()?.map(|v| v.value()).unwrap_or(0) + 1;
+                seqs.insert(k, seq).db()?;
                 let stored = LogLine { seq, at: now, line };
-                logs.insert((k, seq), encode(&stored).as_slice())?;
+                logs.insert((k, seq), encode(&stored).as_slice()).db()?;
                 if seq > MAX_LINES_PER_MACHINE {
-                    logs.remove((k, seq - MAX_LINES_PER_MACHINE))?;
+                    logs.remove((k, seq - MAX_LINES_PER_MACHINE)).db()?;
                 }
                 out.push((mac, stored));
             }
         }
-        txn.commit()?;
+        txn.commit().db()?;
         Ok(out)
     }
 
     fn logs(&self, mac: Mac, after: u64, limit: usize) -> Result<Vec<LogLine>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(LOGS)?;
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(LOGS).db()?;
         let k = mac_key(mac);
         let mut out = Vec::new();
         for row in table
-            .range((k, after.saturating_add(1))..=(k, u64::MAX))?
+            .range((k, after.saturating_add(1))..=(k, u64::MAX))
+            .db()?
             .take(limit)
         {
-            out.push(decode("logs", row?.1.value())?);
+            out.push(decode("logs", row.db()?.1.value())?);
         }
         Ok(out)
     }
 }
+
+#[path = "redb_indexes.rs"]
+mod indexes;
+use indexes::{index_machine_id, index_uuid, migrate, unindex_machine_id};
 
 #[cfg(test)]
 #[path = "redb_store_tests.rs"]

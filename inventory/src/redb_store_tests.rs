@@ -351,3 +351,81 @@ fn database_file_is_private_and_an_existing_one_is_narrowed() {
     assert_eq!(store.tightened_from(), Some(0o644));
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
 }
+
+#[test]
+fn redb_store_passes_the_conformance_suite() {
+    crate::conformance::run_all(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("inventory.redb")).unwrap();
+        (store, dir)
+    });
+}
+
+#[test]
+fn schema_2_files_get_the_machine_id_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.redb");
+    let registered = |i: u32, id: &str| {
+        let mut m = machine(i, Default::default());
+        m.registration = Some(crate::Registration {
+            machine_id: id.into(),
+            hostname: String::new(),
+            agent_version: String::new(),
+            addresses: Vec::new(),
+            boot_state: "active_boot".into(),
+            at: Timestamp(1),
+        });
+        m
+    };
+    {
+        // A version-2 file: registered machines, no machine-id index.
+        let s = RedbStore::open(&path).unwrap();
+        let txn = s.db.begin_write().unwrap();
+        {
+            let mut machines = txn.open_table(MACHINES).unwrap();
+            for m in [registered(1, "a"), registered(2, "a"), registered(3, "b")] {
+                machines
+                    .insert(mac_key(m.mac), encode(&m).as_slice())
+                    .unwrap();
+            }
+            machines
+                .insert(
+                    mac_key(mac(4)),
+                    encode(&machine(4, Default::default())).as_slice(),
+                )
+                .unwrap();
+            txn.delete_multimap_table(MACHINE_IDS).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 2)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let s = RedbStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 3);
+    let by = |id: &str| -> Vec<Mac> {
+        s.machines_by_machine_id(id)
+            .unwrap()
+            .iter()
+            .map(|m| m.mac)
+            .collect()
+    };
+    assert_eq!(by("a"), vec![mac(1), mac(2)]);
+    assert_eq!(by("b"), vec![mac(3)]);
+    assert!(by("c").is_empty());
+}
+
+#[test]
+fn errors_name_no_redb_type() {
+    // The public error renders the engine's failure as text (no `From<redb::…>` impls): a
+    // second open of one file is refused with a plain storage error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.redb");
+    let _first = RedbStore::open(&path).unwrap();
+    let err = RedbStore::open(&path).err().expect("file in use");
+    assert!(
+        matches!(&err, Error::Storage(m) if m.contains("in use by another provisioner process")),
+        "{err}"
+    );
+}

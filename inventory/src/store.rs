@@ -1,20 +1,37 @@
-//! The storage interface. One implementation today ([`crate::RedbStore`]); the trait exists so a
-//! replicated backend can come later without touching the servers.
+//! The storage interface: the one place state lives, so that several servers sharing a store
+//! agree. Implementations: [`crate::RedbStore`] (on disk) and [`crate::MemoryStore`] (for
+//! tests); every one passes the suite in `crate::conformance`.
 //!
-//! Contract for every implementation: when a mutating method returns `Ok`, the change and the
-//! events it produced are on stable storage; when it returns `Err`, nothing of it is.
-//! Methods block on I/O: async callers run them on a blocking thread.
+//! # Contract (every implementation)
+//! - **Atomic, durable writes.** When a mutating method returns `Ok`, the change and the events
+//!   it produced are on stable storage (for a durable backend); when it returns `Err`, nothing of
+//!   it is. A batch (`create_machines`, `claim_leases`, `append_logs`) is one transaction.
+//! - **Allocation is the store's.** [`Store::claim_leases`] decides and writes in one
+//!   transaction ([`crate::lease::claim_outcome`]): an address is never bound to two clients,
+//!   whatever number of servers claim it at once.
+//! - **Events numbered by the store.** Sequence numbers start at 1 and are gap-free and strictly
+//!   increasing across every writer; an event is readable once its write returned.
+//!   [`Store::wait_for_events_after`] lets any process follow them from a sequence number.
+//! - **Indexes are kept in the transaction that writes a machine**: reservation address, SMBIOS
+//!   UUID (unique), registration machine-id (several machines may share one: clones), and the
+//!   lease table keyed by address.
+//! - Methods block on I/O (and `wait_for_events_after` on time): async callers run them on a
+//!   blocking thread.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
+use crate::lease::Claim;
 use crate::lifecycle::Deadlines;
 use crate::{Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord};
 
 /// A read-modify-write step on one machine: mutate it and say what happened.
 pub type MachineEdit<'a> = &'a mut dyn FnMut(&mut Machine) -> Result<Vec<EventKind>>;
 
+/// The inventory's storage (see the module documentation for the contract).
 pub trait Store: Send + Sync + 'static {
+    /// The machine with this MAC.
     fn machine(&self, mac: Mac) -> Result<Option<Machine>>;
     /// All machines, ordered by MAC.
     fn machines(&self) -> Result<Vec<Machine>>;
@@ -41,6 +58,20 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(found.pop())
     }
+    /// Machines whose last registration reported this machine-id (`/etc/machine-id`), ordered
+    /// by MAC. Several machines may share one (clones of one image). The default scans; backends
+    /// index it.
+    fn machines_by_machine_id(&self, machine_id: &str) -> Result<Vec<Machine>> {
+        Ok(self
+            .machines()?
+            .into_iter()
+            .filter(|m| {
+                m.registration
+                    .as_ref()
+                    .is_some_and(|r| r.machine_id == machine_id)
+            })
+            .collect())
+    }
     /// Inserts every machine or none: a duplicate MAC, a taken reservation or an unknown profile
     /// anywhere in the batch fails the whole batch. Each machine gets a `created` event.
     fn create_machines(
@@ -57,31 +88,76 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         edit: MachineEdit<'_>,
     ) -> Result<(Machine, Vec<Event>)>;
+    /// Removes a machine (its reservation and index entries with it) and records `deleted`.
     fn delete_machine(&self, mac: Mac, now: Timestamp) -> Result<Vec<Event>>;
     /// The machine an address is reserved for (DHCP reservations).
     fn reservation_owner(&self, ip: Ipv4Addr) -> Result<Option<Mac>>;
 
+    /// The profile with this name.
     fn profile(&self, name: &str) -> Result<Option<Profile>>;
+    /// All profiles, ordered by name.
     fn profiles(&self) -> Result<Vec<Profile>>;
     /// Creates a profile, or replaces it when `replace` is set.
     fn put_profile(&self, profile: Profile, replace: bool, now: Timestamp) -> Result<Vec<Event>>;
     /// Refused while any machine references the profile.
     fn delete_profile(&self, name: &str, now: Timestamp) -> Result<Vec<Event>>;
 
+    /// Numbers, stamps (`now`) and stores events in one transaction; returns them as stored.
     fn append_events(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>>;
+    /// Stored events matching `query`, oldest first.
     fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+    /// The highest event sequence number (0: no events yet). Cheap: one point read.
     fn last_event_seq(&self) -> Result<u64>;
+    /// The watch: blocks until an event with `seq > after` is committed (by any writer of this
+    /// store, in any process) or `timeout` has passed, and returns the last sequence number
+    /// then (`> after` means there is something to read with [`Store::events`]). Returns at
+    /// once when such events already exist. The default polls [`Store::last_event_seq`]
+    /// ([`crate::watch::poll_events_after`]); in-process backends wake waiters at commit.
+    fn wait_for_events_after(&self, after: u64, timeout: Duration) -> Result<u64> {
+        crate::watch::poll_events_after(|| self.last_event_seq(), after, timeout)
+    }
+    /// Follows the feed: waits as [`Store::wait_for_events_after`] does, then returns up to
+    /// `limit` events with `seq > after` (empty when `timeout` passed without any).
+    fn events_after(&self, after: u64, limit: usize, timeout: Duration) -> Result<Vec<Event>> {
+        if self.wait_for_events_after(after, timeout)? <= after {
+            return Ok(Vec::new());
+        }
+        self.events(&EventQuery {
+            after,
+            mac: None,
+            limit: Some(limit),
+        })
+    }
 
-    /// Writes a group of leases in one durable transaction (one fsync for many ACKs).
+    /// Writes a group of leases in one durable transaction (one fsync for many ACKs), replacing
+    /// whatever each address held: the caller has decided. Servers sharing a store use
+    /// [`Store::claim_leases`] instead.
     fn put_leases(&self, leases: &[Lease]) -> Result<()>;
+    /// Binds each lease's address to its client if the address is free, expired, only observed
+    /// or already that client's, and not reserved for another machine
+    /// ([`crate::lease::claim_outcome`]): decided and written in ONE transaction, so two servers
+    /// sharing the store never bind one address to two clients. Claims are applied in order (a
+    /// later claim in the batch sees an earlier one); one outcome per lease, in order. Only
+    /// granted leases are written; the claiming client's bindings of other addresses are left
+    /// as they are (releasing them is the caller's).
+    fn claim_leases(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Claim>>;
+    /// [`Store::claim_leases`] for one lease.
+    fn claim_lease(&self, lease: &Lease, now: Timestamp) -> Result<Claim> {
+        let mut out = self.claim_leases(std::slice::from_ref(lease), now)?;
+        Ok(out.pop().expect("one outcome per claim"))
+    }
+    /// Removes the lease of an address, if any.
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()>;
+    /// Every stored lease (active or not, granted or observed), ordered by address.
     fn leases(&self) -> Result<Vec<Lease>>;
     /// The lease recorded for an address, active or not.
     fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>>;
 
     /// Stores a token record under the hash of its secret.
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()>;
+    /// The token record stored under `hash` ([`crate::hash_token`] of the secret).
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Whether any operator token exists (first start creates one).
     fn has_operator_token(&self) -> Result<bool>;
 
     /// Appends log lines (many machines, one transaction), numbering them per machine and
