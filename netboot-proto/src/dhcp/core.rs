@@ -83,8 +83,12 @@ pub struct Input<'a> {
 #[derive(Debug, Default)]
 pub struct Decision {
     pub reply: Option<(Message, SocketAddrV4)>,
-    /// A binding to put on stable storage before the reply is sent.
+    /// A binding to put on stable storage before the reply is sent: claimed atomically in the
+    /// store (another server sharing it may hold the address), and only then ACKed.
     pub commit: Option<Lease>,
+    /// The NAK to send instead of the ACK when the store refuses the claim (another server's
+    /// client holds the address); with its destination.
+    pub nak_if_lost: Option<(Message, SocketAddrV4)>,
     /// A binding to remove (RELEASE).
     pub remove: Option<Ipv4Addr>,
     /// Proxy mode: a binding the site's DHCP server is giving a machine of the inventory, as
@@ -215,7 +219,18 @@ impl Core {
         if let Some((reply, _)) = d.reply.as_mut() {
             self.echo_relay_info(msg, input.relay_info, reply);
         }
+        if let Some((nak, _)) = d.nak_if_lost.as_mut() {
+            self.echo_relay_info(msg, input.relay_info, nak);
+        }
         d
+    }
+
+    /// The store refused a claim: `held` is another client's binding (another server sharing
+    /// the store granted it). The pool takes it as that client's, so it is not offered again.
+    pub fn foreign_binding(&mut self, held: &Lease) {
+        if let Some((_, pool)) = self.subnets.iter_mut().find(|(_, p)| p.contains(held.ip)) {
+            pool.adopt(held);
+        }
     }
 
     /// Proxy mode: which address a known machine is taking from the site's DHCP server, by
@@ -445,6 +460,7 @@ impl Core {
                             self.reply(msg, MessageType::Ack, ip, Some(idx), &boot, &client);
                         d.commit = Some(lease);
                         d.reply = Some((reply, destination(&input.arrived, false)));
+                        d.nak_if_lost = Some((self.nak(msg), destination(&input.arrived, true)));
                     }
                     Err(why) => return self.refuse(msg, &input.arrived, d, why.to_string()),
                 }

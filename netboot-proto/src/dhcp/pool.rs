@@ -301,6 +301,24 @@ impl Pool {
         }
     }
 
+    /// Takes `lease` (granted by another server sharing the store) as its client's binding.
+    pub fn adopt(&mut self, lease: &Lease) {
+        let key = match lease.client_id.as_deref().and_then(hex_bytes) {
+            Some(id) => ClientKey::client_id(&id),
+            None => ClientKey::Hw(lease.mac),
+        };
+        self.put(
+            u32::from(lease.ip),
+            Entry {
+                key,
+                mac: lease.mac,
+                hold: Hold::Bound,
+                until: lease.expires,
+                stranger: false,
+            },
+        );
+    }
+
     fn put(&mut self, ip: u32, e: Entry) {
         // The address may pass from another client: forget that client's claim on it, so
         // `by_key` never holds more entries than `entries` (no growth under a storm of new MACs).

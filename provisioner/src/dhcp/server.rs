@@ -139,6 +139,8 @@ struct PendingAck {
     lease: inventory::Lease,
     bytes: Vec<u8>,
     to: SocketAddrV4,
+    /// What to send instead when the store refuses the claim.
+    nak: Option<(Vec<u8>, SocketAddrV4)>,
     ifindex: u32,
     received: tokio::time::Instant,
 }
@@ -146,12 +148,15 @@ struct PendingAck {
 /// Largest number of bindings written in one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// Writes queued bindings in one transaction, then sends their ACKs; on a store error none is sent.
+/// Claims queued bindings in one store transaction (atomic per address: a binding another
+/// server sharing the store holds is refused), then sends each granted ACK; a refused one gets
+/// its NAK and the pool learns the other binding. On a store error nothing is sent.
 async fn committer(
     mut rx: tokio::sync::mpsc::Receiver<PendingAck>,
     sock: Arc<UdpSocket>,
     app: App,
     metrics: Arc<DhcpMetrics>,
+    core: Arc<Mutex<Core>>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -163,16 +168,33 @@ async fn committer(
         }
         let leases: Vec<inventory::Lease> = batch.iter().map(|p| p.lease.clone()).collect();
         let n = leases.len();
-        match app.read(move |s| s.put_leases(&leases)).await {
-            Ok(()) => {
-                for p in batch {
-                    match sockets::send_via(&sock, &p.bytes, p.to, p.ifindex).await {
+        let t = now();
+        match app.read(move |s| s.claim_leases(&leases, t)).await {
+            Ok(outcomes) => {
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    let (bytes, to, kind) = match outcome {
+                        inventory::Claim::Granted => (p.bytes, p.to, "ack"),
+                        refused => {
+                            if let inventory::Claim::Held(other) = &refused {
+                                core.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .foreign_binding(other);
+                            }
+                            tracing::info!(ip = %p.lease.ip, mac = %p.lease.mac, outcome = ?refused, "dhcp: the store refused a binding (another server's); NAK");
+                            DhcpMetrics::bump(&metrics.dropped, "claim refused by the store");
+                            match p.nak {
+                                Some((nak, to)) => (nak, to, "nak"),
+                                None => continue,
+                            }
+                        }
+                    };
+                    match sockets::send_via(&sock, &bytes, to, p.ifindex).await {
                         Ok(_) => {
-                            DhcpMetrics::bump(&metrics.sent, "ack".to_string());
+                            DhcpMetrics::bump(&metrics.sent, kind.to_string());
                             metrics.observe_latency(p.received.elapsed().as_secs_f64());
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, to = %p.to, "dhcp: sending an ACK failed")
+                            tracing::warn!(error = %e, %to, "dhcp: sending a reply failed")
                         }
                     }
                 }
@@ -221,7 +243,13 @@ pub async fn run(
     let local_port = sock.local_addr().map(|a| a.port()).unwrap_or(67);
     let sock = Arc::new(sock);
     let (acks, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(committer(rx, sock.clone(), app.clone(), metrics.clone()));
+    tokio::spawn(committer(
+        rx,
+        sock.clone(),
+        app.clone(),
+        metrics.clone(),
+        core.clone(),
+    ));
     let (observations, events_rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
     tokio::spawn(event_writer(events_rx, app.clone()));
     let mut buf = vec![0u8; 4096];
@@ -285,6 +313,10 @@ pub async fn run(
                         lease,
                         bytes,
                         to,
+                        nak: d
+                            .nak_if_lost
+                            .as_ref()
+                            .and_then(|(m, to)| super::reply::encode(m).ok().map(|b| (b, *to))),
                         ifindex: arrival.ifindex,
                         received: started,
                     })
@@ -484,3 +516,7 @@ pub async fn bind(cfg: &super::config::DhcpConfig) -> std::io::Result<Vec<UdpSoc
     }
     Ok(socks)
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
