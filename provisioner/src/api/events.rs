@@ -1,9 +1,10 @@
 //! `/api/v1/events`: the history (JSON) and a live stream (Server-Sent Events).
 //!
 //! The stream first replays stored events after `after` (or the `Last-Event-ID` header), then
-//! forwards live ones. Each SSE message has `id: <seq>` and `data: <event JSON>`. A follower that
-//! falls more than the feed's capacity behind gets an `event: lagged` message and the stream ends;
-//! it reconnects with its last id and loses nothing.
+//! follows the store's own feed ([`inventory::Store::events_after`]): what any server sharing
+//! the store commits is streamed, in sequence order, and a slow follower never loses an event
+//! (it reads from the store, not from a bounded in-process queue). Each SSE message has
+//! `id: <seq>` and `data: <event JSON>`.
 
 use std::convert::Infallible;
 
@@ -14,7 +15,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
-use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 use crate::app::App;
 use crate::http::{ApiError, ApiQuery};
@@ -27,6 +27,10 @@ pub fn routes() -> Router<App> {
 }
 
 const DEFAULT_LIMIT: usize = 1000;
+/// Events read per wait while following the store's feed.
+const FOLLOW_BATCH: usize = 1000;
+/// The longest one wait on the store's feed blocks a thread (then the loop checks shutdown).
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_LIMIT: usize = 100_000;
 
 #[derive(Deserialize, Default)]
@@ -83,29 +87,38 @@ async fn stream_events(
         })?;
     }
     let q = q.into_store_query(None)?;
-    // Subscribe before reading the backlog so nothing committed in between is missed.
-    let live = app.subscribe();
     let (mac, after) = (q.mac, q.after);
     let backlog = app.read(move |s| s.events(&q)).await?;
-    let mut last = backlog.last().map(|e| e.seq).unwrap_or(after);
+    let last = backlog.last().map(|e| e.seq).unwrap_or(after);
     let replay = stream::iter(backlog.into_iter().map(|e| Ok(to_sse(&e))));
-    let live = BroadcastStream::new(live)
-        .take_while(|r| std::future::ready(!matches!(r, Err(BroadcastStreamRecvError::Lagged(_)))))
-        .filter_map(move |r| {
-            let out = match r {
-                Ok(e) if e.seq > last && mac.is_none_or(|m| e.mac == Some(m)) => {
-                    last = e.seq;
-                    Some(Ok(to_sse(&e)))
+    // Then the store's feed: wait (a second at a time, so shutdown is seen) for events after
+    // the last one sent. A store error ends the stream; the client reconnects with its id.
+    let follower = app.clone();
+    let live = stream::unfold(Some(last), move |last| {
+        let app = follower.clone();
+        async move {
+            let last = last?;
+            let batch = app
+                .read(move |s| s.events_after(last, FOLLOW_BATCH, FOLLOW_WAIT))
+                .await;
+            match batch {
+                Ok(events) => {
+                    let next = events.last().map_or(last, |e| e.seq);
+                    let out: Vec<_> = events
+                        .into_iter()
+                        .filter(|e| mac.is_none_or(|m| e.mac == Some(m)))
+                        .map(|e| Ok(to_sse(&e)))
+                        .collect();
+                    Some((stream::iter(out), Some(next)))
                 }
-                _ => None,
-            };
-            std::future::ready(out)
-        })
-        .chain(stream::once(async {
-            Ok(SseEvent::default()
-                .event("lagged")
-                .data("reconnect with Last-Event-ID"))
-        }));
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream: reading the store failed");
+                    None
+                }
+            }
+        }
+    })
+    .flatten();
     let shutdown = app.shutdown.clone();
     let stream = replay
         .chain(live)
