@@ -1,7 +1,7 @@
-//! Shared server state: the store, the live event feed and the metrics. Store calls block on
-//! disk, so they run on tokio's blocking pool; writes also publish their events, in order.
+//! Shared server state: the store, the live log feed and the metrics. Store calls block on
+//! disk, so they run on tokio's blocking pool; events are followed through the store's own feed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use inventory::{Deadlines, Event, LogLine, Mac, Store, Timestamp};
@@ -12,16 +12,15 @@ use crate::boot_decision::UnknownPolicy;
 use crate::machine_keys::MachineKeys;
 use crate::metrics::Metrics;
 
-/// How many events a slow live follower may fall behind before it is told to reconnect.
-const EVENT_FEED_CAPACITY: usize = 4096;
+/// How many log lines a slow live follower may fall behind before it is told to reconnect.
+const LOG_FEED_CAPACITY: usize = 4096;
 
 #[derive(Clone)]
 pub struct App {
+    /// The one source of truth. Event followers read its feed (`Store::events_after`), so
+    /// there is no process-wide lock or in-memory event queue: a DHCP OFFER never waits for an
+    /// unrelated write to be published.
     pub store: Arc<dyn Store>,
-    /// Live feed of committed events for SSE followers; the store remains the source of truth.
-    events: broadcast::Sender<Event>,
-    /// Held across "commit + publish" so live followers see events in sequence order.
-    write_order: Arc<Mutex<()>>,
     pub metrics: Arc<Metrics>,
     pub deadlines: Deadlines,
     /// Cancelled when the server shuts down, so long-lived responses (SSE) end and let the
@@ -65,18 +64,12 @@ impl App {
     pub fn new(store: Arc<dyn Store>, deadlines: Deadlines, boot: BootContext) -> Self {
         App {
             boot: Arc::new(boot),
-            logs: broadcast::channel(EVENT_FEED_CAPACITY).0,
+            logs: broadcast::channel(LOG_FEED_CAPACITY).0,
             store,
-            events: broadcast::channel(EVENT_FEED_CAPACITY).0,
-            write_order: Arc::new(Mutex::new(())),
             metrics: Arc::new(Metrics::default()),
             deadlines,
             shutdown: CancellationToken::new(),
         }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
     }
 
     pub fn subscribe_logs(&self) -> broadcast::Receiver<(Mac, LogLine)> {
@@ -111,24 +104,18 @@ impl App {
             .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))))
     }
 
-    /// Runs a mutating store call and, once it has committed, publishes the events it produced.
+    /// Runs a mutating store call off the async threads; the events it produced are counted
+    /// (followers see them through the store's feed).
     pub async fn write<T, F>(&self, f: F) -> inventory::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> inventory::Result<(T, Vec<Event>)> + Send + 'static,
     {
         let store = self.store.clone();
-        let order = self.write_order.clone();
-        let feed = self.events.clone();
         let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
-            let _in_order = order.lock().unwrap_or_else(|p| p.into_inner());
             let (value, events) = f(store.as_ref())?;
             metrics.events_appended(events.len());
-            for e in events {
-                // No receiver is fine: nobody is following.
-                let _ = feed.send(e);
-            }
             Ok(value)
         })
         .await

@@ -348,8 +348,8 @@ async fn decide(
     let store = app.store.clone();
     let (boot, metrics) = (app.boot.clone(), app.metrics.clone());
     let t = now();
-    // `write`, not `read`: discovery and `seen` events are committed here, and publishing them
-    // under the write-order lock keeps live followers in sequence order.
+    // `write`: discovery and location changes are committed here (and their events counted);
+    // no process-wide lock is taken, so an OFFER never waits for another writer.
     let decision = app
         .write(move |_| {
             let mac = (msg.hlen() == 6).then(|| {
