@@ -15,7 +15,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use inventory::{EventKind, Lease, Mac, Machine, Timestamp};
 
 use super::classify::{classify, Client, Stage};
@@ -86,6 +86,12 @@ pub struct Decision {
     /// A binding to put on stable storage before the reply is sent: claimed atomically in the
     /// store (another server sharing it may hold the address), and only then ACKed.
     pub commit: Option<Lease>,
+    /// A relayed machine's new place in the network (option 82 changed or first seen), to
+    /// store on its record, with the note saying so.
+    pub location: Option<(inventory::NetworkLocation, EventKind)>,
+    /// Option 82 to append to the reply (and to `nak_if_lost`) exactly as the relay sent it
+    /// (RFC 3046 §2.2); see [`super::reply::encode_with`].
+    pub relay_echo: Option<Vec<u8>>,
     /// The NAK to send instead of the ACK when the store refuses the claim (another server's
     /// client holds the address); with its destination.
     pub nak_if_lost: Option<(Message, SocketAddrV4)>,
@@ -176,6 +182,50 @@ fn seen_event(kind: MessageType, client: &Client, known: bool) -> EventKind {
     }
 }
 
+/// The address naming a request's link, which selects the subnet: the relay's (or the link its
+/// option 82 link-selection sub-option names, RFC 3527) when relayed, else our address on the
+/// interface it arrived on (`local`), else `server_ip`.
+pub fn link_of(msg: &Message, local: Option<Ipv4Addr>, server_ip: Ipv4Addr) -> Ipv4Addr {
+    if msg.giaddr().is_unspecified() {
+        return local.unwrap_or(server_ip);
+    }
+    classify(msg)
+        .ok()
+        .and_then(|c| c.relay)
+        .and_then(|r| r.link_selection)
+        .unwrap_or(msg.giaddr())
+}
+
+/// Where a relayed request says a known machine is (RFC 3046 circuit and remote id), when that
+/// differs from its record: the new location and the note for its history.
+fn moved(
+    msg: &Message,
+    machine: Option<&Machine>,
+    client: Option<&Client>,
+) -> Option<(inventory::NetworkLocation, EventKind)> {
+    let (m, relay) = (machine?, client?.relay.as_ref()?);
+    if msg.giaddr().is_unspecified() {
+        return None;
+    }
+    let here = inventory::NetworkLocation {
+        relay: msg.giaddr(),
+        circuit_id: relay.circuit_id.clone(),
+        remote_id: relay.remote_id.clone(),
+    };
+    if m.location.as_ref() == Some(&here) {
+        return None;
+    }
+    let note = EventKind::Note {
+        message: format!(
+            "behind relay {} (circuit {}, remote {})",
+            here.relay,
+            here.circuit_id.as_deref().unwrap_or("-"),
+            here.remote_id.as_deref().unwrap_or("-")
+        ),
+    };
+    Some((here, note))
+}
+
 impl Core {
     pub fn handle(&mut self, input: Input<'_>) -> Decision {
         let msg = input.msg;
@@ -216,12 +266,17 @@ impl Core {
         let (kept, suppressed) = self.observations.filter(mac, known, observed, input.now);
         d.events = kept;
         d.suppressed = suppressed;
-        if let Some((reply, _)) = d.reply.as_mut() {
-            self.echo_relay_info(msg, input.relay_info, reply);
+        if d.reply.is_some() && !msg.giaddr().is_unspecified() {
+            d.relay_echo = input.relay_info.map(<[u8]>::to_vec).or_else(|| {
+                // No raw bytes (a caller without the datagram): the parsed option, re-encoded.
+                let o82 = msg.opts().get(OptionCode::RelayAgentInformation)?;
+                let mut m = Message::default();
+                m.opts_mut().insert(o82.clone());
+                let bytes = dhcproto::Encodable::to_vec(&m).ok()?;
+                super::reply::raw_option(&bytes, 82).map(<[u8]>::to_vec)
+            });
         }
-        if let Some((nak, _)) = d.nak_if_lost.as_mut() {
-            self.echo_relay_info(msg, input.relay_info, nak);
-        }
+        d.location = moved(msg, input.machine, d.client.as_ref());
         d
     }
 
@@ -354,6 +409,9 @@ impl Core {
         };
         let msg = input.msg;
         let (who, client_id) = self.who(msg, &client, input.machine.is_some());
+        if input.machine.is_some() {
+            self.subnets[idx].1.claim_by_mac(client.mac);
+        }
         let (now, res) = (input.now, input.reservations);
         let mut d = Decision {
             client: Some(client.clone()),
@@ -449,12 +507,17 @@ impl Core {
                         }
                     }
                 };
+                let previous = self.subnets[idx].1.record_of(who.key);
                 match self.subnets[idx]
                     .1
                     .request_from(who, standing, ip, res, now)
                 {
                     Ok(mut lease) => {
                         lease.client_id = client_id;
+                        // A client that moves (SELECTING another address) lets go of its old
+                        // one: the pool already forgot it; the store must too, or it stays
+                        // bound to nobody until it expires.
+                        d.remove = previous.filter(|p| *p != ip);
                         let boot = self.boot(&client, &intent, input.machine, &mut d);
                         let reply =
                             self.reply(msg, MessageType::Ack, ip, Some(idx), &boot, &client);
@@ -562,27 +625,6 @@ impl Core {
             r.opts_mut().insert(id.clone());
         }
         r
-    }
-
-    /// RFC 3046 §2.2: relay agent information goes back to the relay exactly as it came (the
-    /// raw bytes: a parsed option would come back with its sub-options re-sorted).
-    fn echo_relay_info(&self, req: &Message, raw: Option<&[u8]>, r: &mut Message) {
-        if req.giaddr().is_unspecified() {
-            return;
-        }
-        match raw {
-            Some(bytes) => {
-                r.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
-                    OptionCode::RelayAgentInformation,
-                    bytes.to_vec(),
-                )));
-            }
-            None => {
-                if let Some(o82) = req.opts().get(OptionCode::RelayAgentInformation) {
-                    r.opts_mut().insert(o82.clone());
-                }
-            }
-        }
     }
 
     fn nak(&self, req: &Message) -> Message {

@@ -451,11 +451,24 @@ fn relay_agent_information_is_echoed_byte_for_byte() {
         reservations: &none(),
         now: NOW,
     });
-    let out = d.reply.unwrap().0.to_vec().unwrap();
+    let out =
+        crate::dhcp::reply::encode_with(&d.reply.unwrap().0, d.relay_echo.as_deref()).unwrap();
     assert_eq!(
         crate::dhcp::reply::raw_option(&out, 82),
         Some(raw.as_slice())
     );
+    // Exactly once (dhcproto alone would write an unknown-coded 82 twice).
+    let mut count = 0;
+    let mut i = 240;
+    while i < out.len() && out[i] != 255 {
+        if out[i] == 0 {
+            i += 1;
+            continue;
+        }
+        count += usize::from(out[i] == 82);
+        i += 2 + out[i + 1] as usize;
+    }
+    assert_eq!(count, 1, "option 82 appears {count} times");
 }
 
 #[test]
@@ -503,4 +516,82 @@ fn strangers_declining_their_offers_cannot_quarantine_the_registered_share() {
         &none(),
     );
     assert!(d.reply.is_some(), "{:?}", d.dropped);
+}
+
+#[test]
+fn a_client_that_moves_lets_go_of_its_old_address() {
+    let mut c = small(1, 5);
+    let first = dora(&mut c, A, vec![], &none()).unwrap();
+    // SELECTING another address of the range, without a DISCOVER in between.
+    let sel = vec![
+        DhcpOption::RequestedIpAddress(ip("198.18.0.4")),
+        DhcpOption::ServerIdentifier(ip(US)),
+    ];
+    let d = at(
+        &mut c,
+        &msg(A, MessageType::Request, sel),
+        arrived(67),
+        None,
+        &none(),
+    );
+    assert_eq!(reply_kind(&d), Some(MessageType::Ack));
+    assert_eq!(
+        d.remove,
+        Some(first),
+        "the old binding leaves the store too"
+    );
+    // The old address is free for another client at once.
+    let sel = vec![
+        DhcpOption::RequestedIpAddress(first),
+        DhcpOption::ServerIdentifier(ip(US)),
+    ];
+    let d = at(
+        &mut c,
+        &msg(B, MessageType::Request, sel),
+        arrived(67),
+        None,
+        &none(),
+    );
+    assert_eq!(reply_kind(&d), Some(MessageType::Ack));
+}
+
+#[test]
+fn registering_a_client_keeps_its_lease() {
+    // It leased as a stranger with a client identifier; then an operator registered its MAC.
+    let mut c = small(1, 3);
+    let id = DhcpOption::ClientIdentifier(b"\x01cidA".to_vec());
+    let got = dora(&mut c, A, vec![id.clone()], &none()).unwrap();
+    let mut m = machine(State::Registered);
+    m.mac = Mac::new(A);
+    let d = at(
+        &mut c,
+        &renew(A, got, vec![id]),
+        arrived(67),
+        Some(&m),
+        &none(),
+    );
+    assert_eq!(reply_kind(&d), Some(MessageType::Ack), "{:?}", d.events);
+    assert_eq!(d.commit.map(|l| l.ip), Some(got));
+}
+
+#[test]
+fn a_reservation_of_the_network_or_broadcast_address_is_not_handed_out() {
+    let mut c = small(1, 3);
+    let mut m = machine(State::Registered);
+    m.mac = Mac::new(A);
+    for bad in ["198.18.0.0", "198.18.0.255"] {
+        let res: HashMap<Ipv4Addr, Mac> = [(ip(bad), Mac::new(A))].into();
+        let d = at(
+            &mut c,
+            &msg(A, MessageType::Discover, vec![]),
+            arrived(67),
+            Some(&m),
+            &res,
+        );
+        let offered = d.reply.map(|r| r.0.yiaddr());
+        assert!(
+            offered.is_some() && offered != Some(ip(bad)),
+            "{bad}: {offered:?}"
+        );
+    }
 }

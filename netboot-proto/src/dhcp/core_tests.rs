@@ -336,9 +336,12 @@ fn relayed_requests_pick_the_subnet_by_giaddr_and_go_back_to_the_relay() {
     assert_eq!(relay.circuit_id.as_deref(), Some("Gi1/0/17"));
     assert_eq!(relay.remote_id.as_deref(), Some("001b2c3d4e5f"));
     assert_eq!(relay.link_selection, Some(ip("198.18.5.0")));
-    let (offer, _) = d.reply.unwrap();
+    // Echoed on the wire (no raw datagram here: the parsed option, encoded once).
+    let bytes =
+        crate::dhcp::reply::encode_with(&d.reply.unwrap().0, d.relay_echo.as_deref()).unwrap();
+    let back = Message::decode(&mut Decoder::new(&bytes)).unwrap();
     assert_eq!(
-        opt(&offer, OptionCode::RelayAgentInformation),
+        opt(&back, OptionCode::RelayAgentInformation),
         Some(&DhcpOption::RelayAgentInformation(info))
     );
     // A relay on a link we have no subnet for: nothing.

@@ -497,15 +497,52 @@ impl Pool {
             .map(|ip| (ip, true))
     }
 
-    /// `who`'s reservation in this subnet, unless another client holds it now.
+    /// `who`'s reservation in this subnet, unless another client holds it now, or it is the
+    /// subnet's network or broadcast address (a typo no client can use).
     fn usable_reservation(
         &self,
         who: Who,
         res: &dyn Reservations,
         now: Timestamp,
     ) -> Option<Ipv4Addr> {
-        res.reserved_for(who.mac)
-            .filter(|r| self.contains(*r) && self.unheld_for(u32::from(*r), who, now))
+        res.reserved_for(who.mac).filter(|r| {
+            self.contains(*r)
+                && !self.is_network_or_broadcast(*r)
+                && self.unheld_for(u32::from(*r), who, now)
+        })
+    }
+
+    /// The subnet's own network and broadcast addresses (never a host's).
+    pub fn is_network_or_broadcast(&self, ip: Ipv4Addr) -> bool {
+        if self.prefix >= 31 || self.prefix == 0 {
+            return false;
+        }
+        let host_bits = !(u32::MAX << (32 - self.prefix));
+        let v = u32::from(ip) & host_bits;
+        v == 0 || v == host_bits
+    }
+
+    /// A client now known by its MAC (`Hw` key) takes over any binding its MAC holds under a
+    /// client identifier (it was a stranger when it leased; an operator has since registered it):
+    /// the same client, so its renewal is its own.
+    pub fn claim_by_mac(&mut self, mac: Mac) {
+        let key = ClientKey::Hw(mac);
+        if self.by_key.contains_key(&key) {
+            return;
+        }
+        let found = self
+            .entries
+            .iter()
+            .find(|(_, e)| e.mac == mac && e.key != key && e.hold != Hold::Quarantined)
+            .map(|(ip, e)| (*ip, e.key));
+        if let Some((ip, old)) = found {
+            if let Some(e) = self.entries.get_mut(&ip) {
+                e.key = key;
+                e.stranger = false;
+            }
+            self.by_key.remove(&old);
+            self.by_key.insert(key, ip);
+        }
     }
 
     /// [`Pool::request_from`] for a registered machine.

@@ -32,8 +32,36 @@ pub const MIN_REPLY_LEN: usize = 300;
 /// A reply on the wire: encoded, then padded with zeros (PAD options after END) to
 /// [`MIN_REPLY_LEN`] as ISC dhcpd does.
 pub fn encode(reply: &dhcproto::v4::Message) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
+    encode_with(reply, None)
+}
+
+/// [`encode`], with `relay_echo` (option 82's value as the relay sent it) appended as the last
+/// option, byte for byte (RFC 3046 §2.2: "the entire contents as received"; a parsed and
+/// re-encoded option would come back with its sub-options re-sorted). Any option 82 the message
+/// itself carries is dropped first, so the option appears once.
+pub fn encode_with(
+    reply: &dhcproto::v4::Message,
+    relay_echo: Option<&[u8]>,
+) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
+    use dhcproto::v4::OptionCode;
     use dhcproto::Encodable;
-    let mut bytes = reply.to_vec()?;
+    let mut bytes = match relay_echo {
+        Some(_) => {
+            let mut m = reply.clone();
+            m.opts_mut().remove(OptionCode::RelayAgentInformation);
+            m.to_vec()?
+        }
+        None => reply.to_vec()?,
+    };
+    if let Some(value) = relay_echo.filter(|v| v.len() <= 255) {
+        // dhcproto ends the options with END (255): insert before it.
+        if bytes.last() == Some(&255) {
+            let end = bytes.len() - 1;
+            let mut opt = vec![82, value.len() as u8];
+            opt.extend_from_slice(value);
+            bytes.splice(end..end, opt);
+        }
+    }
     if bytes.len() < MIN_REPLY_LEN {
         bytes.resize(MIN_REPLY_LEN, 0);
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use dhcproto::v4::{DhcpOption, Message, OptionCode};
 use dhcproto::{Decodable, Decoder};
-use inventory::{EventKind, Mac, NewEvent, Store};
+use inventory::{Mac, NewEvent, Store};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -303,7 +303,7 @@ pub async fn run(
         }
         metrics.suppressed.add(d.suppressed as u64);
         if let Some((reply, to)) = d.reply {
-            let Ok(bytes) = super::reply::encode(&reply) else {
+            let Ok(bytes) = super::reply::encode_with(&reply, d.relay_echo.as_deref()) else {
                 continue;
             };
             if let Some(lease) = d.commit {
@@ -313,10 +313,11 @@ pub async fn run(
                         lease,
                         bytes,
                         to,
-                        nak: d
-                            .nak_if_lost
-                            .as_ref()
-                            .and_then(|(m, to)| super::reply::encode(m).ok().map(|b| (b, *to))),
+                        nak: d.nak_if_lost.as_ref().and_then(|(m, to)| {
+                            super::reply::encode_with(m, d.relay_echo.as_deref())
+                                .ok()
+                                .map(|b| (b, *to))
+                        }),
                         ifindex: arrival.ifindex,
                         received: started,
                     })
@@ -357,22 +358,15 @@ async fn decide(
                 Mac::new([c[0], c[1], c[2], c[3], c[4], c[5]])
             });
             let mut machine = mac.map(|m| store.machine(m)).transpose()?.flatten();
-            let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
-            let server_ip = core.settings.server_ip;
-            // The client's link: the relay's (or what its option 82 link selection names,
-            // RFC 3527), else the interface the request came in on.
-            let link = if msg.giaddr().is_unspecified() {
-                local_ip.unwrap_or(server_ip)
-            } else {
-                super::classify::classify(&msg)
-                    .ok()
-                    .and_then(|c| c.relay)
-                    .and_then(|r| r.link_selection)
-                    .unwrap_or(msg.giaddr())
+            let (server_ip, policy) = {
+                let c = core.lock().unwrap_or_else(|p| p.into_inner());
+                (c.settings.server_ip, c.settings.unknown)
             };
+            let link = super::core::link_of(&msg, local_ip, server_ip);
             let mut events = Vec::new();
             // Unknown netbooting machines under `discover` or `auto` join the inventory first,
-            // within the admission limits HTTP boot shares.
+            // within the admission limits HTTP boot shares (a store write: before the core's
+            // lock is taken, so no packet waits for it).
             if let (None, Some(mac)) = (&machine, mac) {
                 let seen = super::classify::classify(&msg).ok();
                 if let Some(c) = seen.filter(|c| c.stage != Stage::Plain) {
@@ -384,7 +378,6 @@ async fn decide(
                         arch: c.arch,
                         via: "dhcp",
                     };
-                    let policy = core.settings.unknown;
                     let discovery = &metrics.discovery;
                     if let Some((m, evs)) =
                         boot.admission
@@ -401,6 +394,7 @@ async fn decide(
                     .as_ref()
                     .and_then(|m| m.spec.ip.map(|ip| (m.mac, ip))),
             };
+            let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
             let d = core.handle(Input {
                 relay_info: relay_info.as_deref(),
                 msg: &msg,
@@ -439,28 +433,12 @@ async fn decide(
                 None => Vec::new(),
             };
             // A relayed machine's switch port and switch, when the relay says (option 82).
-            if let (Some(m), Some(c)) = (&machine, &d.client) {
-                if let (Some(r), false) = (&c.relay, msg.giaddr().is_unspecified()) {
-                    let here = inventory::NetworkLocation {
-                        relay: msg.giaddr(),
-                        circuit_id: r.circuit_id.clone(),
-                        remote_id: r.remote_id.clone(),
-                    };
-                    if m.location.as_ref() != Some(&here) {
-                        let (_, evs) = store.update_machine(m.mac, t, &mut |x| {
-                            x.location = Some(here.clone());
-                            Ok(vec![EventKind::Note {
-                                message: format!(
-                                    "behind relay {} (circuit {}, remote {})",
-                                    here.relay,
-                                    here.circuit_id.as_deref().unwrap_or("-"),
-                                    here.remote_id.as_deref().unwrap_or("-")
-                                ),
-                            }])
-                        })?;
-                        events.extend(evs);
-                    }
-                }
+            if let (Some(m), Some((here, note))) = (&machine, &d.location) {
+                let (_, evs) = store.update_machine(m.mac, t, &mut |x| {
+                    x.location = Some(here.clone());
+                    Ok(vec![note.clone()])
+                })?;
+                events.extend(evs);
             }
             Ok(((d, deferred), events))
         })
