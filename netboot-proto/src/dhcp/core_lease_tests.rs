@@ -595,3 +595,72 @@ fn a_reservation_of_the_network_or_broadcast_address_is_not_handed_out() {
         );
     }
 }
+
+#[test]
+fn the_link_is_the_relays_or_its_link_selection_or_the_arrival_interface() {
+    let mut m = msg(A, MessageType::Discover, vec![]);
+    // Direct: the address it arrived on, else our server address.
+    assert_eq!(
+        link_of(&m, Some(ip("198.18.0.1")), ip(US)),
+        ip("198.18.0.1")
+    );
+    assert_eq!(link_of(&m, None, ip("198.18.9.1")), ip("198.18.9.1"));
+    // Relayed: giaddr…
+    m.set_giaddr(ip("198.18.5.1"));
+    assert_eq!(
+        link_of(&m, Some(ip("198.18.0.1")), ip(US)),
+        ip("198.18.5.1")
+    );
+    // …unless option 82 names the link (RFC 3527 link selection).
+    use dhcproto::v4::relay::{RelayAgentInformation, RelayInfo};
+    let mut info = RelayAgentInformation::default();
+    info.insert(RelayInfo::LinkSelection(ip("198.18.6.0")));
+    m.opts_mut().insert(DhcpOption::RelayAgentInformation(info));
+    assert_eq!(
+        link_of(&m, Some(ip("198.18.0.1")), ip(US)),
+        ip("198.18.6.0")
+    );
+}
+
+#[test]
+fn a_relayed_machines_location_is_decided_only_when_it_changes() {
+    use dhcproto::v4::relay::{RelayAgentInformation, RelayInfo};
+    let mut c = core(Mode::Full, UnknownPolicy::Ignore);
+    let mut info = RelayAgentInformation::default();
+    info.insert(RelayInfo::AgentCircuitId(b"Gi1/0/17".to_vec()));
+    let mut m = msg(
+        A,
+        MessageType::Discover,
+        vec![DhcpOption::RelayAgentInformation(info)],
+    );
+    m.set_giaddr(ip("198.18.5.1"));
+    let mut a = arrived(67);
+    a.giaddr = ip("198.18.5.1");
+    let mut known = machine(State::Registered);
+    known.mac = Mac::new(A);
+    let handle = |c: &mut Core, machine: Option<&Machine>| {
+        c.handle(Input {
+            relay_info: None,
+            msg: &m,
+            arrived: a.clone(),
+            link: ip("198.18.5.1"),
+            machine,
+            reservations: &none(),
+            now: NOW,
+        })
+    };
+    // Unknown MACs: nothing to record.
+    assert!(handle(&mut c, None).location.is_none());
+    // A known machine seen behind a relay for the first time: its location, with a note.
+    let (here, note) = handle(&mut c, Some(&known))
+        .location
+        .expect("a new location");
+    assert_eq!(
+        (here.relay, here.circuit_id.as_deref()),
+        (ip("198.18.5.1"), Some("Gi1/0/17"))
+    );
+    assert!(matches!(note, EventKind::Note { message } if message.contains("Gi1/0/17")));
+    // Already recorded there: no write.
+    known.location = Some(here);
+    assert!(handle(&mut c, Some(&known)).location.is_none());
+}
