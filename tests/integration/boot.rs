@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::harness::{stderr, stdout, Api, Server};
+use crate::harness::{rss, stderr, stdout, Api, Server};
 use crate::loopback_dhcp::{from_address, LeaseServer};
 use crate::uki;
 
@@ -659,18 +659,6 @@ fn syslog_lines_in_both_formats_are_kept_per_machine() {
         metrics.contains("provisioner_syslog_lines_total{attributed=\"no\"} 1"),
         "{metrics}"
     );
-}
-
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 #[test]

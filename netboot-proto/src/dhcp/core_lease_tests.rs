@@ -51,6 +51,14 @@ fn at(
     })
 }
 
+/// Options of a SELECTING REQUEST for `addr` that names us (50 and 54).
+fn selecting(addr: Ipv4Addr) -> Vec<DhcpOption> {
+    vec![
+        DhcpOption::RequestedIpAddress(addr),
+        DhcpOption::ServerIdentifier(ip(US)),
+    ]
+}
+
 fn none() -> HashMap<Ipv4Addr, Mac> {
     HashMap::new()
 }
@@ -110,10 +118,7 @@ fn a_reservation_for_an_address_in_use_waits_for_its_holder() {
     );
     let (offer, _) = d.reply.expect("B gets an offer");
     assert_ne!(offer.yiaddr(), a_ip, "not the address A still uses");
-    let sel = vec![
-        DhcpOption::RequestedIpAddress(a_ip),
-        DhcpOption::ServerIdentifier(ip(US)),
-    ];
+    let sel = selecting(a_ip);
     let d = at(
         &mut c,
         &msg(B, MessageType::Request, sel),
@@ -128,10 +133,7 @@ fn a_reservation_for_an_address_in_use_waits_for_its_holder() {
     );
     assert!(d.commit.is_none());
     // B may take the other address meanwhile.
-    let sel = vec![
-        DhcpOption::RequestedIpAddress(offer.yiaddr()),
-        DhcpOption::ServerIdentifier(ip(US)),
-    ];
+    let sel = selecting(offer.yiaddr());
     let d = at(
         &mut c,
         &msg(B, MessageType::Request, sel),
@@ -493,10 +495,7 @@ fn strangers_declining_their_offers_cannot_quarantine_the_registered_share() {
             &none(),
         );
         let Some((offer, _)) = d.reply else { continue };
-        let decline = vec![
-            DhcpOption::RequestedIpAddress(offer.yiaddr()),
-            DhcpOption::ServerIdentifier(ip(US)),
-        ];
+        let decline = selecting(offer.yiaddr());
         at(
             &mut c,
             &msg(mac, MessageType::Decline, decline),
@@ -523,10 +522,7 @@ fn a_client_that_moves_lets_go_of_its_old_address() {
     let mut c = small(1, 5);
     let first = dora(&mut c, A, vec![], &none()).unwrap();
     // SELECTING another address of the range, without a DISCOVER in between.
-    let sel = vec![
-        DhcpOption::RequestedIpAddress(ip("198.18.0.4")),
-        DhcpOption::ServerIdentifier(ip(US)),
-    ];
+    let sel = selecting(ip("198.18.0.4"));
     let d = at(
         &mut c,
         &msg(A, MessageType::Request, sel),
@@ -541,10 +537,7 @@ fn a_client_that_moves_lets_go_of_its_old_address() {
         "the old binding leaves the store too"
     );
     // The old address is free for another client at once.
-    let sel = vec![
-        DhcpOption::RequestedIpAddress(first),
-        DhcpOption::ServerIdentifier(ip(US)),
-    ];
+    let sel = selecting(first);
     let d = at(
         &mut c,
         &msg(B, MessageType::Request, sel),
@@ -642,7 +635,7 @@ fn a_relayed_machines_location_is_decided_only_when_it_changes() {
         c.handle(Input {
             relay_info: None,
             msg: &m,
-            arrived: a.clone(),
+            arrived: a,
             link: ip("198.18.5.1"),
             machine,
             reservations: &none(),
