@@ -32,18 +32,7 @@ fn rack() -> Rack {
     let LeaseServer { server, dhcp_port } =
         LeaseServer::start(dir.path(), &dir.path().join("data"), "", &[]);
     let uki = uki::build(dir.path(), "hadron.efi", "Hadron 0.1 (test)");
-    let out = server
-        .cli_cmd(&["assets", "import"])
-        .arg(&uki.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let digest = text
-        .split_whitespace()
-        .find(|w| w.starts_with("sha256:"))
-        .unwrap_or_else(|| panic!("no digest in: {text}"))
-        .to_string();
+    let digest = uki::import(&server, &uki.path);
     let api = server.http();
     let r = api.json(
         "POST",

@@ -25,17 +25,7 @@ fn rack() -> Rack {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start();
     let u = uki::build(dir.path(), "hadron.efi", "Hadron (params test)");
-    let out = server
-        .cli_cmd(&["assets", "import"])
-        .arg(&u.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let digest = stdout(&out)
-        .split_whitespace()
-        .find(|w| w.starts_with("sha256:"))
-        .unwrap()
-        .to_string();
+    let digest = uki::import(&server, &u.path);
     let api = server.http();
     let tpl = "#cloud-config\nhostname: {{ hostname }}\n";
     let r = api.json(

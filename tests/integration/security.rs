@@ -26,18 +26,7 @@ fn rack() -> Rack {
     let dir = tempfile::tempdir().unwrap();
     let s = LeaseServer::start(dir.path(), &dir.path().join("data"), "", &[]);
     let u = uki::build(dir.path(), "hadron.efi", "Hadron (security test)");
-    let out = s
-        .server
-        .cli_cmd(&["assets", "import"])
-        .arg(&u.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let digest = stdout(&out)
-        .split_whitespace()
-        .find(|w| w.starts_with("sha256:"))
-        .unwrap()
-        .to_string();
+    let digest = uki::import(&s.server, &u.path);
     let api = s.server.http();
     let tpl = "#cloud-config\nhostname: {{ hostname }}\ntoken: {{ token }}\n";
     let r = api.json(

@@ -54,3 +54,18 @@ pub fn build(dir: &Path, name: &str, pretty: &str) -> TestUki {
         initrd,
     }
 }
+
+/// Imports `path` with the CLI of `server` (`provisioner assets import`); its `sha256:` digest.
+pub fn import(server: &crate::harness::Server, path: &Path) -> String {
+    let out = server
+        .cli_cmd(&["assets", "import"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    let text = crate::harness::stdout(&out);
+    text.split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in: {text}"))
+        .to_string()
+}
