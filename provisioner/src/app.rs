@@ -49,10 +49,37 @@ pub struct BootContext {
     /// client repeating ranged requests cannot grow the history (a real install downloads each
     /// file once or twice).
     pub transfer_events: std::sync::Mutex<crate::dhcp::seen_limit::SeenLimiter>,
+    /// Progress events per machine (a token bucket each; see [`ProgressBudget`]).
+    pub progress_events: std::sync::Mutex<ProgressBudget>,
     /// How often a held machine's script polls again.
     pub poll: std::time::Duration,
     /// UDP port of our syslog receiver, rendered into configs (`None`: off).
     pub syslog_port: Option<u16>,
+}
+
+/// Per-machine budgets of progress events: a burst of [`ProgressBudget::BURST`], then
+/// [`ProgressBudget::PER_MINUTE`]; at most [`ProgressBudget::MACHINES`] machines remembered
+/// (beyond, the oldest budgets are dropped: a fresh, full bucket is the worst case).
+#[derive(Debug, Default)]
+pub struct ProgressBudget {
+    buckets: std::collections::HashMap<Mac, netboot_proto::rate::TokenBucket>,
+}
+
+impl ProgressBudget {
+    pub const BURST: u32 = 120;
+    pub const PER_MINUTE: u32 = 60;
+    pub const MACHINES: usize = 100_000;
+
+    /// Whether a progress event of `mac` may be recorded at `now`.
+    pub fn allow(&mut self, mac: Mac, now: Timestamp) -> bool {
+        if self.buckets.len() >= Self::MACHINES && !self.buckets.contains_key(&mac) {
+            self.buckets.clear();
+        }
+        self.buckets
+            .entry(mac)
+            .or_insert_with(|| netboot_proto::rate::TokenBucket::new(Self::BURST, Self::PER_MINUTE))
+            .take(now)
+    }
 }
 
 /// The wall clock, read once per request in the I/O layer and passed down as a value.
@@ -120,5 +147,28 @@ impl App {
         })
         .await
         .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_have_a_burst_then_a_rate_per_machine() {
+        let mut b = ProgressBudget::default();
+        let (a, other) = (Mac::new([2, 0, 0, 0, 0, 1]), Mac::new([2, 0, 0, 0, 0, 2]));
+        let t0 = Timestamp(1_000_000);
+        let allowed = (0..500).filter(|_| b.allow(a, t0)).count();
+        assert_eq!(allowed, ProgressBudget::BURST as usize);
+        assert!(b.allow(other, t0), "each machine has its own budget");
+        assert!(
+            !b.allow(a, Timestamp(t0.0 + 500)),
+            "half a second: nothing back yet"
+        );
+        assert!(
+            b.allow(a, Timestamp(t0.0 + 1_000)),
+            "one a second at 60 a minute"
+        );
     }
 }

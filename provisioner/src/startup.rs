@@ -103,6 +103,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
             crate::dhcp::seen_limit::INVENTORY_CAPACITY,
             None,
         )),
+        progress_events: Default::default(),
         poll: cfg.poll_interval,
         syslog_port: syslog
             .as_ref()

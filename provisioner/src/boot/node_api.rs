@@ -330,9 +330,22 @@ pub async fn progress(
         message: clean(req.message, 300),
     };
     let t = now();
+    // Progress events: at most a burst of 120 and then 60 a minute per machine (an installer
+    // reports a few dozen); past that only lifecycle steps are recorded, so a token holder
+    // cannot grow the history without bound.
+    let record = app
+        .boot
+        .progress_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(machine.mac, t);
     app.write(move |s| {
         let (_, events) = s.update_machine(machine.mac, t, &mut |m| {
-            let mut events = vec![progress.clone()];
+            let mut events = if record {
+                vec![progress.clone()]
+            } else {
+                Vec::new()
+            };
             let mut steps = steps.clone();
             // An installer that starts without our script (HTTP boot, USB) still counts.
             if matches!(m.state(), Life::Registered | Life::Reprovision) {
@@ -350,7 +363,9 @@ pub async fn progress(
                 }
                 events.push(m.transition(step, t)?);
             }
-            m.last_seen = Some(t);
+            if record || !events.is_empty() {
+                m.last_seen = Some(t);
+            }
             Ok(events)
         })?;
         Ok(((), events))

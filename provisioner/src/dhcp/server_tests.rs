@@ -32,6 +32,7 @@ fn app(store: Arc<dyn Store>, assets: &std::path::Path) -> App {
             transfer_events: std::sync::Mutex::new(crate::dhcp::seen_limit::SeenLimiter::new(
                 60_000, 1000, None,
             )),
+            progress_events: Default::default(),
             poll: Duration::from_secs(10),
             syslog_port: None,
         },
