@@ -173,4 +173,25 @@ fn the_operator_api_stays_strict() {
         assert!(reply.text.contains("unknown field"), "{}", reply.text);
     }
     assert_eq!(r.api.get("/api/v1/machines?state=registered").status, 200);
+    // Routes that take no parameters refuse any: a `?dry_run=true` must not delete for real.
+    for (method, path) in [
+        ("DELETE", format!("/api/v1/machines/{M}?dry_run=true")),
+        ("GET", format!("/api/v1/machines/{M}?foo=1")),
+        ("GET", "/api/v1/profiles?foo=1".to_string()),
+        ("POST", format!("/api/v1/machines/{M}/reprovision?force=1")),
+        ("GET", format!("/api/v1/machines/{M}/token?x=1")),
+    ] {
+        let reply = r.api.send(r.api.request(method, &path));
+        assert_eq!(reply.status, 400, "{method} {path}: {}", reply.text);
+        assert!(
+            reply.text.contains("takes no query parameters"),
+            "{}",
+            reply.text
+        );
+    }
+    assert_eq!(
+        r.api.get(&format!("/api/v1/machines/{M}")).status,
+        200,
+        "still there"
+    );
 }

@@ -433,3 +433,41 @@ fn repeated_downloads_leave_a_bounded_number_of_events() {
         events_of_v(&r.api) - before
     );
 }
+
+#[test]
+fn registration_text_is_cleaned_and_boot_state_flips_are_bounded() {
+    let r = rack();
+    let token = stdout(&r.s.server.cli(&["machines", "token", V]))
+        .trim()
+        .to_string();
+    let anon = r.api.without_token();
+    let reg = |boot_state: &str| {
+        anon.json(
+            "POST",
+            "/api/v1/nodes/register",
+            json!({"registrationToken": token, "machineID": "os-1", "bootState": boot_state,
+                   "agentVersion": "v\u{1b}]0;pwned\u{7}\u{1b}[2Kx", "hostname": "a\nb"}),
+        )
+        .status
+    };
+    assert_eq!(reg("active_boot"), 200);
+    let m = machine(&r.api);
+    let agent = m["registration"]["agent_version"].as_str().unwrap();
+    assert!(!agent.chars().any(char::is_control), "{agent:?}");
+    assert!(!m["registration"]["hostname"]
+        .as_str()
+        .unwrap()
+        .contains('\n'));
+    // 100 flips between two boot states in a minute: a bounded number of events.
+    let before = events_of_v(&r.api);
+    for i in 0..100 {
+        let state = if i % 2 == 0 {
+            "recovery_boot"
+        } else {
+            "active_boot"
+        };
+        assert_eq!(reg(state), 200);
+    }
+    let added = events_of_v(&r.api) - before;
+    assert!(added <= 2, "{added} events for 100 boot-state flips");
+}

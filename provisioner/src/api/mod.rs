@@ -30,7 +30,48 @@ pub fn routes(app: App) -> Router<App> {
         .merge(events::routes())
         .merge(assets::routes())
         .merge(logs::routes())
+        .route_layer(middleware::from_fn(strict_query))
         .layer(middleware::from_fn_with_state(app, require_operator))
+}
+
+/// Operator routes that take query parameters (each checks its own, strictly); every other
+/// operator route refuses any query, so a typo or a `?dry_run=true` never passes unnoticed.
+const TAKES_QUERY: &[(&str, &str)] = &[
+    ("GET", "/machines"),
+    ("POST", "/assets"),
+    ("POST", "/assets/gc"),
+    ("GET", "/events"),
+    ("GET", "/events/stream"),
+    ("GET", "/machines/{mac}/logs"),
+    ("GET", "/machines/{mac}/logs/stream"),
+];
+
+async fn strict_query(req: Request, next: Next) -> Result<Response, ApiError> {
+    let query = req.uri().query().unwrap_or_default();
+    if !query.is_empty() {
+        let path = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let method = req.method().as_str();
+        let allowed = TAKES_QUERY
+            .iter()
+            .any(|(m, p)| *m == method && path.ends_with(p));
+        if !allowed {
+            let names: Vec<&str> = query
+                .split('&')
+                .filter_map(|kv| kv.split('=').next())
+                .filter(|k| !k.is_empty())
+                .take(5)
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "{method} {path} takes no query parameters (got {})",
+                inventory::excerpt(&names.join(", "), 120)
+            )));
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 async fn require_operator(

@@ -19,10 +19,10 @@ pub const HEADER: &str = "#cloud-config";
 /// Where the parser is, one frame per open collection.
 enum Frame {
     Sequence,
-    /// `keys` seen so far (`(plain, text)`: a quoted `"1"` and a plain `1` are different keys);
-    /// `at_key`: the next node is a key, not a value.
+    /// `keys` seen so far, by text (as go-yaml v3 compares them: `foo` and `"foo"` are one
+    /// key); `at_key`: the next node is a key, not a value.
     Mapping {
-        keys: HashSet<(bool, String)>,
+        keys: HashSet<String>,
         at_key: bool,
     },
 }
@@ -31,6 +31,10 @@ enum Frame {
 /// operator (with the line where there is one), without the advice ([`RenderError`] adds it).
 ///
 /// [`RenderError`]: super::config_render::RenderError
+/// Aliases a config may use: go-yaml v3 (the Kairos agent) refuses "excessive aliasing", and a
+/// cloud-config has no need for many.
+pub const MAX_ALIASES: usize = 100;
+
 pub fn check(config: &str) -> Result<(), String> {
     let first = config.split('\n').next().unwrap_or_default();
     if first != HEADER {
@@ -45,6 +49,11 @@ pub fn check(config: &str) -> Result<(), String> {
     }
     let mut stack: Vec<Frame> = Vec::new();
     let mut documents = 0usize;
+    let mut aliases = 0usize;
+    // Anchored collections open now (their anchor ids), and anchors whose value holds an
+    // alias: an alias to one of those is aliasing of aliases, the "billion laughs" shape.
+    let mut open_anchors: Vec<Option<usize>> = Vec::new();
+    let mut nested: HashSet<usize> = HashSet::new();
     for event in Parser::new_from_str(config) {
         let (event, span) = event.map_err(|e| format!("it is not valid YAML: {e}"))?;
         let line = span.start.line();
@@ -58,15 +67,17 @@ pub fn check(config: &str) -> Result<(), String> {
                     ));
                 }
             }
-            Event::MappingStart(..) => {
+            Event::MappingStart(anchor, _) => {
                 node(&mut stack, None, line, "a mapping")?;
+                open_anchors.push((anchor != 0).then_some(anchor));
                 stack.push(Frame::Mapping {
                     keys: HashSet::new(),
                     at_key: true,
                 });
             }
-            Event::SequenceStart(..) => {
+            Event::SequenceStart(anchor, _) => {
                 node(&mut stack, None, line, "a list")?;
+                open_anchors.push((anchor != 0).then_some(anchor));
                 stack.push(Frame::Sequence);
             }
             Event::Scalar(text, style, ..) => {
@@ -75,13 +86,31 @@ pub fn check(config: &str) -> Result<(), String> {
                 } else {
                     "a single value"
                 };
-                let key = (style == ScalarStyle::Plain, text.into_owned());
-                node(&mut stack, Some(key), line, what)?;
+                // The Kairos agent (go-yaml v3) compares keys by kind and text, not by quoting
+                // style: `foo` and `"foo"` are the same key to it.
+                node(&mut stack, Some(text.into_owned()), line, what)?;
             }
             // An alias as a key cannot be compared without expanding it: taken as unique.
-            Event::Alias(_) => node(&mut stack, None, line, "an alias")?,
+            Event::Alias(target) => {
+                aliases += 1;
+                if nested.contains(&target) {
+                    return Err(format!(
+                        "it aliases a value that itself holds aliases (line {line}); the agent \
+                         refuses such excessive aliasing, so write the values out"
+                    ));
+                }
+                nested.extend(open_anchors.iter().flatten().copied());
+                if aliases > MAX_ALIASES {
+                    return Err(format!(
+                        "it uses more than {MAX_ALIASES} aliases (line {line}); the agent refuses \
+                         excessive aliasing, so write the values out"
+                    ));
+                }
+                node(&mut stack, None, line, "an alias")?
+            }
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
+                open_anchors.pop();
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
@@ -94,12 +123,7 @@ pub fn check(config: &str) -> Result<(), String> {
 
 /// One node (`key`: its text, when it is a scalar) in the collection on top of `stack`; at the
 /// top level it must be a mapping (`what` names what it is instead).
-fn node(
-    stack: &mut [Frame],
-    key: Option<(bool, String)>,
-    line: usize,
-    what: &str,
-) -> Result<(), String> {
+fn node(stack: &mut [Frame], key: Option<String>, line: usize, what: &str) -> Result<(), String> {
     match stack.last_mut() {
         None if what == "a mapping" => Ok(()),
         None => Err(format!(
@@ -108,11 +132,16 @@ fn node(
         Some(Frame::Sequence) => Ok(()),
         Some(Frame::Mapping { keys, at_key }) => {
             if *at_key {
+                if matches!(what, "a mapping" | "a list") {
+                    return Err(format!(
+                        "a key at line {line} is {what}; cloud-config keys are plain names"
+                    ));
+                }
                 if let Some(k) = key {
                     if let Some(dup) = keys.replace(k) {
                         return Err(format!(
                             "key {:?} appears twice in one mapping (again at line {line})",
-                            inventory::excerpt(&dup.1, 80)
+                            inventory::excerpt(&dup, 80)
                         ));
                     }
                 }
@@ -134,8 +163,8 @@ mod tests {
             "#cloud-config\n{hostname: a}\n",
             "#cloud-config\n---\nhostname: a\n...\n",
             "#cloud-config\n# a comment\nusers:\n- name: a\n  groups: [a, b]\n- name: b\n  groups: [a, b]\n",
-            // The same key in different mappings, and a quoted "1" beside a plain 1.
-            "#cloud-config\na: {x: 1}\nb: {x: 1}\n\"1\": a\n1: b\n",
+            // The same key in different mappings.
+            "#cloud-config\na: {x: 1}\nb: {x: 1}\n",
             // Anchors and aliases are fine and never expanded.
             "#cloud-config\na: &x [1, 2]\nb: *x\n",
         ] {
@@ -207,6 +236,19 @@ mod tests {
         );
         let e = check("#cloud-config\ninstall: {}\nhostname: a\ninstall: {}\n").unwrap_err();
         assert!(e.starts_with("key \"install\" appears twice"), "{e}");
+        // Keys are compared by text, whatever their quoting (as the agent's go-yaml does).
+        for twice in [
+            "#cloud-config\nfoo: 1\n\"foo\": 2\n",
+            "#cloud-config\nfoo: 1\n'foo': 2\n",
+            "#cloud-config\nb: {b: 1, \"b\": 2}\n",
+            "#cloud-config\ninstall:\n  device: /dev/sda\n  \"device\": /dev/sdb\n",
+        ] {
+            let e = check(twice).unwrap_err();
+            assert!(e.contains("appears twice"), "{twice:?}: {e}");
+        }
+        // A key that is a list or a mapping.
+        let e = check("#cloud-config\n? [a, b]\n: 1\n").unwrap_err();
+        assert!(e.contains("cloud-config keys are plain names"), "{e}");
         let e = check("#cloud-config\na: 1\n---\nb: 2\n").unwrap_err();
         assert!(
             e.starts_with("it holds a second YAML document (line 3)"),
@@ -226,7 +268,15 @@ mod tests {
             ));
         }
         let started = std::time::Instant::now();
-        assert_eq!(check(&doc), Ok(()));
+        // Refused (go-yaml v3 would refuse it too: "excessive aliasing"), quickly.
+        let e = check(&doc).unwrap_err();
+        assert!(e.contains("itself holds aliases"), "{e}");
+        let flat = format!(
+            "#cloud-config\na: &x 1\nb: [{}]\n",
+            vec!["*x"; 101].join(", ")
+        );
+        let e = check(&flat).unwrap_err();
+        assert!(e.contains("more than 100 aliases"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         // Deep nesting is refused by the parser's own limit, never a stack overflow.
         let deep = format!(

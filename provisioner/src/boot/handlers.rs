@@ -369,14 +369,22 @@ pub async fn config_by_query(
             let mac = parse_mac(m)?;
             let uuid = inventory::machine::normalize_uuid(u)
                 .map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
-            let found = app.read(move |s| s.machine(mac)).await.map_err(internal)?;
-            if let Some(m) = &found {
-                if m.spec.uuid.as_deref().is_some_and(|held| held != uuid) {
-                    return Err(text(
-                        StatusCode::BAD_REQUEST,
-                        format!("{mac} has another UUID than {uuid}: give the one it has, or only ?mac="),
-                    ));
-                }
+            let u_norm = Some(uuid.clone());
+            let (found, holder) = app
+                .read(move |s| Ok((s.machine(mac)?, s.machine_by_uuid(&uuid).ok().flatten())))
+                .await
+                .map_err(internal)?;
+            // Refused when the UUID is another machine's, or this machine holds another one.
+            let theirs = holder.as_ref().is_some_and(|h| h.mac != mac);
+            let other = found
+                .as_ref()
+                .and_then(|m| m.spec.uuid.as_deref())
+                .is_some_and(|held| Some(held) != u_norm.as_deref());
+            if theirs || other {
+                return Err(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("?mac={mac} and ?uuid= name two machines: give one of them"),
+                ));
             }
             found
         }

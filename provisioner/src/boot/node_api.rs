@@ -155,28 +155,69 @@ pub async fn register(
         .await
         .map_err(|e| ApiError::from(e).into_response())?
     };
+    if let (Life::Ready, Some(r)) = (machine.state(), &machine.registration) {
+        if r.machine_id != id {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "illegal_transition",
+                format!(
+                    "{} is ready and registered as machine-id {}; `provisioner machines reprovision {}` to register a new OS",
+                    machine.mac,
+                    inventory::excerpt(&r.machine_id, 80),
+                    machine.mac
+                ),
+            )
+            .into_response());
+        }
+    }
     let t = now();
     let boot_state = if req.boot_state.is_empty() {
         "unknown".to_string()
     } else {
         req.boot_state
     };
+    // What the OS says about itself is shown to operators: no control characters (terminal
+    // escapes), bounded lengths.
+    let text = |s: String, max: usize| clean(Some(s), max).unwrap_or_default();
     let reg = Registration {
         machine_id: id.clone(),
-        hostname: req.hostname,
-        agent_version: req.agent_version,
-        addresses: req.addresses.into_iter().take(32).collect(),
-        boot_state,
+        hostname: text(req.hostname, 253),
+        agent_version: text(req.agent_version, 64),
+        addresses: req
+            .addresses
+            .into_iter()
+            .take(32)
+            .map(|a| text(a, 64))
+            .collect(),
+        boot_state: text(boot_state, 64),
         at: t,
     };
+    // A boot-state change (the OS rebooting into another partition) is recorded at most once
+    // a minute per machine and state: a token holder cannot grow the history by flipping it.
+    let topic = crate::dhcp::seen_limit::topic(
+        &EventKind::Note {
+            message: format!("registered {} {}", reg.machine_id, reg.boot_state),
+        },
+        false,
+    );
+    let fresh = app
+        .boot
+        .transfer_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(mac, topic, t);
     let (stored, _) = app
         .write(move |s| {
             let (m, mut events) = s.update_machine(mac, t, &mut |m| {
-                let same = m.registration.as_ref().is_some_and(|r| {
-                    r.machine_id == reg.machine_id && r.boot_state == reg.boot_state
-                });
-                if same && m.state() == Life::Ready {
-                    return Ok(vec![]); // a replay: nothing changes
+                let same_os = m
+                    .registration
+                    .as_ref()
+                    .is_some_and(|r| r.machine_id == reg.machine_id);
+                let same = same_os
+                    && m.registration.as_ref().map(|r| r.boot_state.as_str())
+                        == Some(reg.boot_state.as_str());
+                if m.state() == Life::Ready && (same || (same_os && !fresh)) {
+                    return Ok(vec![]); // a replay, or a boot-state flip within the minute
                 }
                 // Once its OS registered, a machine stays that OS until an operator reprovisions
                 // it: a token seen during the install cannot re-register it as another OS and so
@@ -200,7 +241,9 @@ pub async fn register(
                     boot_state: reg.boot_state.clone(),
                     agent_version: reg.agent_version.clone(),
                 }];
-                if !others.is_empty() {
+                // Clones are worth a warning when the machine-id is new to this machine, not
+                // on every boot-state change.
+                if !others.is_empty() && !same_os {
                     events.push(duplicate_id_note(&reg.machine_id, &others));
                 }
                 events.extend(apply_all(m, &steps, t)?);
@@ -208,8 +251,10 @@ pub async fn register(
                 m.last_seen = Some(t);
                 Ok(events)
             })?;
-            let registered = !events.is_empty();
-            if registered && !others.is_empty() {
+            let new_id = events.iter().any(|e| {
+                matches!(&e.kind, EventKind::Note { message } if message.starts_with("warning: machineID"))
+            });
+            if new_id && !others.is_empty() {
                 let notes = others
                     .iter()
                     .map(|o| NewEvent::machine(*o, duplicate_id_note(&reg.machine_id, &[mac])))
