@@ -59,6 +59,20 @@ pub fn decide(machine: Option<&Machine>, unknown: UnknownPolicy) -> Intent {
     }
 }
 
+/// Whether a record is one the server made for a stranger and nobody has claimed since: a
+/// `discovered` machine, or (under `auto`) a `registered` one with no profile, hostname, labels or
+/// reservation. These count against the cap.
+pub fn unclaimed(m: &Machine) -> bool {
+    let s = &m.spec;
+    match m.state() {
+        State::Discovered => true,
+        State::Registered => {
+            s.profile.is_none() && s.hostname.is_none() && s.labels.is_empty() && s.ip.is_none()
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,6 @@ use inventory::Timestamp;
 use inventory::{Event, EventKind, Lifecycle, Mac, Machine, MachineSpec, NewEvent, State, Store};
 
 use crate::boot_decision::UnknownPolicy;
-use crate::metrics::Counter;
 
 /// How long a count of unclaimed records taken from the store is trusted (milliseconds). Between
 /// counts the gate adds its own admissions, so the count can only be too high (an operator's
@@ -77,19 +76,7 @@ pub enum Verdict {
     },
 }
 
-/// Whether a record is one the server made for a stranger and nobody has claimed since: a
-/// `discovered` machine, or (under `auto`) a `registered` one with no profile, hostname, labels or
-/// reservation. These count against the cap.
-pub fn unclaimed(m: &Machine) -> bool {
-    let s = &m.spec;
-    match m.state() {
-        State::Discovered => true,
-        State::Registered => {
-            s.profile.is_none() && s.hostname.is_none() && s.labels.is_empty() && s.ip.is_none()
-        }
-        _ => false,
-    }
-}
+pub use netboot_proto::boot_decision::unclaimed;
 
 /// The sans-IO admission decision.
 #[derive(Debug)]
@@ -163,38 +150,7 @@ pub struct Newcomer {
     pub via: &'static str,
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct AdmissionMetrics {
-    pub admitted: Counter,
-    pub refused_cap: Counter,
-    pub refused_rate: Counter,
-}
-
-impl AdmissionMetrics {
-    /// Appends the admission metrics in Prometheus text format; `machines` is the inventory
-    /// (the unclaimed records are counted from it).
-    pub fn render(&self, out: &mut String, machines: &[Machine]) {
-        use std::fmt::Write;
-        let waiting = machines.iter().filter(|m| unclaimed(m)).count();
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_discovery_admitted_total Unknown machines recorded (discover/auto).\n\
-             # TYPE provisioner_discovery_admitted_total counter\n\
-             provisioner_discovery_admitted_total {}\n\
-             # HELP provisioner_discovery_refused_total Unknown machines not recorded, by the limit that refused them.\n\
-             # TYPE provisioner_discovery_refused_total counter\n\
-             provisioner_discovery_refused_total{{reason=\"cap\"}} {}\n\
-             provisioner_discovery_refused_total{{reason=\"rate\"}} {}\n\
-             # HELP provisioner_discovery_unclaimed Records made for unknown machines that nobody has claimed yet.\n\
-             # TYPE provisioner_discovery_unclaimed gauge\n\
-             provisioner_discovery_unclaimed {waiting}",
-            self.admitted.get(),
-            self.refused_cap.get(),
-            self.refused_rate.get(),
-        );
-    }
-}
+pub use crate::metrics::AdmissionMetrics;
 
 /// The gate behind a lock, shared by the DHCP server and HTTP boot.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use inventory::Deadlines;
 
 use crate::http_server::HttpLimits;
-use crate::tftp::server::TftpSettings;
+use crate::tftp::settings::TftpSettings;
 use crate::tftp::transfer::Limits;
 
 /// The TOML file, as written.
@@ -134,23 +134,7 @@ pub struct TftpConfig {
     pub settings: TftpSettings,
 }
 
-/// A configuration problem, naming the key and the value.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config key {key} = {value:?}: {why}")]
-    Value {
-        key: &'static str,
-        value: String,
-        why: String,
-    },
-}
+pub use crate::config_error::ConfigError;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_TFTP_LISTEN: &str = "0.0.0.0:69";

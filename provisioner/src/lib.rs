@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`admission`]: the one rule (count cap and rate) for recording unknown machines.
 //! - [`config`]: TOML wire structs and their validation into [`config::Config`].
+//! - [`config_error`]: the configuration's error type (a leaf both `config` and `dhcp::config`
+//!   use).
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
 //! - [`boot`]: HTTP boot: iPXE scripts, UEFI HTTP boot, assets, configs, the machines' API.
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (re-exported from the
@@ -35,6 +37,7 @@ pub mod app;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod config_error;
 pub mod dhcp;
 pub mod http;
 pub mod http_io;

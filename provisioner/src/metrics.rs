@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use inventory::{Machine, State};
 
@@ -125,9 +126,9 @@ impl TftpMetrics {
 #[derive(Default)]
 pub struct Metrics {
     pub tftp: std::sync::Arc<TftpMetrics>,
-    pub dhcp: std::sync::Arc<crate::dhcp::server::DhcpMetrics>,
+    pub dhcp: std::sync::Arc<DhcpMetrics>,
     /// Unknown machines recorded or refused by [`crate::admission`] (DHCP and HTTP boot).
-    pub discovery: crate::admission::AdmissionMetrics,
+    pub discovery: AdmissionMetrics,
     http_2xx: AtomicU64,
     http_4xx: AtomicU64,
     http_5xx: AtomicU64,
@@ -228,5 +229,127 @@ impl Metrics {
         self.dhcp.render(&mut out);
         self.discovery.render(&mut out, machines);
         out
+    }
+}
+
+/// Upper bounds (seconds) of the decision-latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 8] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
+
+/// DHCP counters for `/metrics`.
+#[derive(Default)]
+pub struct DhcpMetrics {
+    pub(crate) received: Mutex<BTreeMap<String, u64>>,
+    pub(crate) sent: Mutex<BTreeMap<String, u64>>,
+    pub(crate) dropped: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per subnet: (addresses bound or offered, size of the range), refreshed every second.
+    pub(crate) pools: Mutex<Vec<(String, usize, usize)>>,
+    /// Time from receiving a request to sending its reply (ACKs include the durable commit):
+    /// counts per bucket of `LATENCY_BUCKETS` plus overflow, sum, count.
+    pub(crate) latency: Mutex<([u64; 9], f64, u64)>,
+    /// Per-packet observations the rate limits kept out of the event history.
+    pub(crate) suppressed: crate::metrics::Counter,
+}
+
+impl DhcpMetrics {
+    pub(crate) fn observe_latency(&self, secs: f64) {
+        let mut l = self.latency.lock().unwrap();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        l.0[i] += 1;
+        l.1 += secs;
+        l.2 += 1;
+    }
+}
+
+impl DhcpMetrics {
+    pub(crate) fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, k: K) {
+        *map.lock().unwrap().entry(k).or_default() += 1;
+    }
+
+    pub fn render(&self, out: &mut String) {
+        for (name, help, map) in [
+            (
+                "provisioner_dhcp_received_total",
+                "DHCP requests received, by message type.",
+                &self.received,
+            ),
+            (
+                "provisioner_dhcp_sent_total",
+                "DHCP replies sent, by message type.",
+                &self.sent,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, v) in map.lock().unwrap().iter() {
+                let _ = writeln!(out, "{name}{{type=\"{k}\"}} {v}");
+            }
+        }
+        let _ = writeln!(out, "# HELP provisioner_dhcp_dropped_total Requests not answered, by reason.\n# TYPE provisioner_dhcp_dropped_total counter");
+        for (k, v) in self.dropped.lock().unwrap().iter() {
+            let _ = writeln!(out, "provisioner_dhcp_dropped_total{{reason=\"{k}\"}} {v}");
+        }
+        let _ = writeln!(out, "# HELP provisioner_dhcp_pool_addresses Addresses of a subnet's range, in use or in total.\n# TYPE provisioner_dhcp_pool_addresses gauge");
+        for (subnet, used, total) in self.pools.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"used\"}} {used}"
+            );
+            let _ = writeln!(
+                out,
+                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"total\"}} {total}"
+            );
+        }
+        let name = "provisioner_dhcp_events_suppressed_total";
+        let _ = writeln!(out, "# HELP {name} Per-packet observations not recorded as events (rate limits).\n# TYPE {name} counter\n{name} {}", self.suppressed.get());
+        let (buckets, sum, count) = *self.latency.lock().unwrap();
+        let name = "provisioner_dhcp_reply_latency_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from request to reply (ACKs include the durable lease write).\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += buckets[i];
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AdmissionMetrics {
+    pub admitted: Counter,
+    pub refused_cap: Counter,
+    pub refused_rate: Counter,
+}
+
+impl AdmissionMetrics {
+    /// Appends the admission metrics in Prometheus text format; `machines` is the inventory
+    /// (the unclaimed records are counted from it).
+    pub fn render(&self, out: &mut String, machines: &[Machine]) {
+        use std::fmt::Write;
+        let waiting = machines
+            .iter()
+            .filter(|m| netboot_proto::boot_decision::unclaimed(m))
+            .count();
+        let _ = writeln!(
+            out,
+            "# HELP provisioner_discovery_admitted_total Unknown machines recorded (discover/auto).\n\
+             # TYPE provisioner_discovery_admitted_total counter\n\
+             provisioner_discovery_admitted_total {}\n\
+             # HELP provisioner_discovery_refused_total Unknown machines not recorded, by the limit that refused them.\n\
+             # TYPE provisioner_discovery_refused_total counter\n\
+             provisioner_discovery_refused_total{{reason=\"cap\"}} {}\n\
+             provisioner_discovery_refused_total{{reason=\"rate\"}} {}\n\
+             # HELP provisioner_discovery_unclaimed Records made for unknown machines that nobody has claimed yet.\n\
+             # TYPE provisioner_discovery_unclaimed gauge\n\
+             provisioner_discovery_unclaimed {waiting}",
+            self.admitted.get(),
+            self.refused_cap.get(),
+            self.refused_rate.get(),
+        );
     }
 }

@@ -12,7 +12,7 @@ use super::pool::PoolTimes;
 use super::reply::Loaders;
 use crate::admission::Limits;
 use crate::boot_decision::UnknownPolicy;
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Default of `dhcp.subnet.unknown_share`: a fifth of each range stays for registered machines.
 pub const DEFAULT_UNKNOWN_SHARE: u8 = 80;

@@ -7,8 +7,6 @@
 //! many clients) and only then sends those ACKs. While one fsync runs the next batch gathers, so no
 //! artificial delay is needed.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 
@@ -26,91 +24,7 @@ use crate::admission::Newcomer;
 use crate::app::{now, App};
 use crate::sockets;
 
-/// Upper bounds (seconds) of the decision-latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 8] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
-
-/// DHCP counters for `/metrics`.
-#[derive(Default)]
-pub struct DhcpMetrics {
-    received: Mutex<BTreeMap<String, u64>>,
-    sent: Mutex<BTreeMap<String, u64>>,
-    dropped: Mutex<BTreeMap<&'static str, u64>>,
-    /// Per subnet: (addresses bound or offered, size of the range), refreshed every second.
-    pools: Mutex<Vec<(String, usize, usize)>>,
-    /// Time from receiving a request to sending its reply (ACKs include the durable commit):
-    /// counts per bucket of `LATENCY_BUCKETS` plus overflow, sum, count.
-    latency: Mutex<([u64; 9], f64, u64)>,
-    /// Per-packet observations the rate limits kept out of the event history.
-    suppressed: crate::metrics::Counter,
-}
-
-impl DhcpMetrics {
-    fn observe_latency(&self, secs: f64) {
-        let mut l = self.latency.lock().unwrap();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        l.0[i] += 1;
-        l.1 += secs;
-        l.2 += 1;
-    }
-}
-
-impl DhcpMetrics {
-    fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, k: K) {
-        *map.lock().unwrap().entry(k).or_default() += 1;
-    }
-
-    pub fn render(&self, out: &mut String) {
-        for (name, help, map) in [
-            (
-                "provisioner_dhcp_received_total",
-                "DHCP requests received, by message type.",
-                &self.received,
-            ),
-            (
-                "provisioner_dhcp_sent_total",
-                "DHCP replies sent, by message type.",
-                &self.sent,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, v) in map.lock().unwrap().iter() {
-                let _ = writeln!(out, "{name}{{type=\"{k}\"}} {v}");
-            }
-        }
-        let _ = writeln!(out, "# HELP provisioner_dhcp_dropped_total Requests not answered, by reason.\n# TYPE provisioner_dhcp_dropped_total counter");
-        for (k, v) in self.dropped.lock().unwrap().iter() {
-            let _ = writeln!(out, "provisioner_dhcp_dropped_total{{reason=\"{k}\"}} {v}");
-        }
-        let _ = writeln!(out, "# HELP provisioner_dhcp_pool_addresses Addresses of a subnet's range, in use or in total.\n# TYPE provisioner_dhcp_pool_addresses gauge");
-        for (subnet, used, total) in self.pools.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"used\"}} {used}"
-            );
-            let _ = writeln!(
-                out,
-                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"total\"}} {total}"
-            );
-        }
-        let name = "provisioner_dhcp_events_suppressed_total";
-        let _ = writeln!(out, "# HELP {name} Per-packet observations not recorded as events (rate limits).\n# TYPE {name} counter\n{name} {}", self.suppressed.get());
-        let (buckets, sum, count) = *self.latency.lock().unwrap();
-        let name = "provisioner_dhcp_reply_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from request to reply (ACKs include the durable lease write).\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += buckets[i];
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-        );
-    }
-}
+pub use crate::metrics::DhcpMetrics;
 
 /// Reservations read from the inventory for one request.
 struct StoreReservations<'a> {

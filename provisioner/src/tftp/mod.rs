@@ -12,6 +12,7 @@ pub mod boot_sources;
 pub mod grub_files;
 pub mod observer;
 pub mod server;
+pub mod settings;
 pub mod source;
 
 pub use netboot_proto::tftp::{packet, path, transfer};

@@ -15,30 +15,11 @@ use tokio_util::sync::CancellationToken;
 use super::packet::{self, data_header, ErrorCode, Request};
 use super::path;
 use super::source::{FileSource, OpenError};
-use super::transfer::{negotiate, Input, Limits, Next, Outcome, Send as Out, Transfer};
+use super::transfer::{negotiate, Input, Next, Outcome, Send as Out, Transfer};
 use crate::metrics::TftpMetrics;
 use crate::sockets;
 
-/// Validated `[tftp]` settings the server runs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TftpSettings {
-    pub limits: Limits,
-    /// Transfers running at once, server-wide (dnsmasq's default of 50 broke boot storms).
-    /// Requests beyond a limit get no answer, so clients retry instead of giving up.
-    pub max_transfers: usize,
-    /// Transfers running at once from one client address.
-    pub max_per_client: usize,
-}
-
-impl Default for TftpSettings {
-    fn default() -> Self {
-        TftpSettings {
-            limits: Limits::default(),
-            max_transfers: 4096,
-            max_per_client: 16,
-        }
-    }
-}
+pub use super::settings::TftpSettings;
 
 /// How a transfer ended, for events, logs and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
