@@ -203,21 +203,25 @@ line number) rejects the whole file.\n\nExample:\n  printf 'mac,hostname,profile
 pub struct MachineAddArgs {
     /// MAC address (aa:bb:cc:dd:ee:ff, aa-bb-…, aabb.ccdd.eeff or bare hex).
     pub mac: String,
+    /// Host name (RFC 1123) rendered into its config; default `node-<mac hex>`.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Profile that says what it boots (create it first with `profiles add`).
     #[arg(long)]
     pub profile: Option<String>,
-    /// Label as key=value; repeatable.
+    /// Label as key=value; repeatable (at most 64).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Reserved DHCP address.
+    /// Reserved DHCP address (refused while another client holds a lease on it).
     #[arg(long)]
     pub ip: Option<Ipv4Addr>,
-    /// SMBIOS system UUID.
+    /// SMBIOS system UUID (one machine per UUID), for `config?uuid=` URLs.
     #[arg(long)]
     pub uuid: Option<String>,
+    /// Serial number, rendered into its config as `serial`.
     #[arg(long)]
     pub serial: Option<String>,
+    /// Site name, rendered into its config as `site`.
     #[arg(long)]
     pub site: Option<String>,
     /// Loader file to hand this machine instead of the architecture default.
@@ -232,7 +236,13 @@ pub struct MachineAddArgs {
 pub enum ProfilesCmd {
     /// Create a profile (or replace it with --replace).
     #[command(
-        after_help = "Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda"
+        after_help = "The cloud-config template (minijinja) must render into a #cloud-config YAML mapping:\n\
+its first line exactly `#cloud-config`, then `key: value` entries, no key twice. Variables:\n\
+mac, hostname, uuid, serial, site, ip, labels, profile, install.device, token,\n\
+urls.{base,config,register,progress,logs}, syslog. Undefined names are errors: test optional ones\n\
+with `{% if labels.rack is defined %}`, and splice free text with `{{ labels.rack | tojson }}`.\n\
+The template is rendered for a sample machine when saved; a profile that does not render is refused.\n\n\
+Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda"
     )]
     Add(ProfileAddArgs),
     /// List profiles.
@@ -245,6 +255,7 @@ pub enum ProfilesCmd {
 
 #[derive(Args, Debug)]
 pub struct ProfileAddArgs {
+    /// Profile name (letters, digits, `-`, `_`), used by `machines add --profile NAME`.
     pub name: String,
     /// Digest of the UKI asset to boot (sha256:<hex>).
     #[arg(long)]
@@ -258,6 +269,7 @@ pub struct ProfileAddArgs {
     /// Disk the installer writes to (/dev/… or auto).
     #[arg(long)]
     pub install_disk: Option<String>,
+    /// Free text for operators, kept with the profile.
     #[arg(long, default_value = "")]
     pub description: String,
     /// Replace an existing profile of the same name.
