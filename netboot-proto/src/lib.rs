@@ -4,6 +4,7 @@
 //! the store.
 //!
 //! # Layout
+//! - [`admission`]: the rule (cap and rate) for recording machines the inventory does not know.
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (install, disk, hold).
 //! - [`dhcp`]: DHCP (RFC 2131): client classification (PXE, iPXE, UEFI HTTP boot), the core
 //!   (full and proxy mode), address pools, reply building, observation rate limits, proxy-mode
@@ -11,6 +12,7 @@
 //! - [`tftp`]: TFTP (RFC 1350 and its option RFCs): packets, path normalization, transfers.
 //! - [`rate`]: a token bucket over timestamps.
 
+pub mod admission;
 pub mod boot_decision;
 pub mod dhcp;
 pub mod rate;

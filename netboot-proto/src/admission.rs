@@ -1,0 +1,126 @@
+//! The admission rule for machines the inventory does not know (`discover`, `auto`), sans-IO:
+//! at most [`Limits::max_waiting`] unclaimed records ([`unclaimed`]) and at most
+//! [`Limits::per_minute`] new ones a minute. The `provisioner` crate's `admission` module counts
+//! records in the store and creates the admitted ones; DHCP and HTTP boot share it.
+
+use inventory::Timestamp;
+
+/// How long a count of unclaimed records taken from the store is trusted (milliseconds). Between
+/// counts the gate adds its own admissions, so the count can only be too high (an operator's
+/// approvals are seen at the next count), never too low.
+pub const RECOUNT_MS: u64 = 15_000;
+/// At most one warning about refusals per this long (milliseconds).
+pub const WARN_EVERY_MS: u64 = 60_000;
+
+pub use crate::rate::TokenBucket;
+
+/// The validated `dhcp.max_discovered` and `dhcp.discover_rate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Unclaimed records at most; at this count strangers are no longer recorded.
+    pub max_waiting: usize,
+    /// New records per minute (also the burst).
+    pub per_minute: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_waiting: 1000,
+            per_minute: 120,
+        }
+    }
+}
+
+/// Why a stranger was not recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_waiting` unclaimed records exist.
+    Cap,
+    /// More than `per_minute` new records in the last minute.
+    Rate,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Cap => "cap",
+            Refusal::Rate => "rate",
+        }
+    }
+}
+
+/// The gate's answer for one stranger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    /// Not recorded; `warn` is set at most once per [`WARN_EVERY_MS`].
+    Refuse {
+        why: Refusal,
+        warn: bool,
+    },
+}
+
+pub use crate::boot_decision::unclaimed;
+
+/// The sans-IO admission decision.
+#[derive(Debug)]
+pub struct Gate {
+    limits: Limits,
+    /// Unclaimed records: the last count from the store plus admissions since.
+    waiting: usize,
+    counted_at: Option<Timestamp>,
+    bucket: TokenBucket,
+    warned_at: Option<Timestamp>,
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Gate {
+        Gate {
+            limits,
+            waiting: 0,
+            counted_at: None,
+            bucket: TokenBucket::new(limits.per_minute, limits.per_minute),
+            warned_at: None,
+        }
+    }
+
+    /// Whether the caller should count unclaimed records in the store (then [`Gate::counted`]).
+    pub fn needs_count(&self, now: Timestamp) -> bool {
+        self.counted_at
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= RECOUNT_MS)
+    }
+
+    pub fn counted(&mut self, waiting: usize, now: Timestamp) {
+        self.waiting = waiting;
+        self.counted_at = Some(now);
+    }
+
+    /// Unclaimed records as the gate knows them.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Decides about one stranger; an admission counts as one more unclaimed record.
+    pub fn check(&mut self, now: Timestamp) -> Verdict {
+        let why = if self.waiting >= self.limits.max_waiting {
+            Refusal::Cap
+        } else if !self.bucket.take(now) {
+            Refusal::Rate
+        } else {
+            self.waiting += 1;
+            return Verdict::Admit;
+        };
+        let warn = self
+            .warned_at
+            .is_none_or(|t| now.0.saturating_sub(t.0) >= WARN_EVERY_MS);
+        if warn {
+            self.warned_at = Some(now);
+        }
+        Verdict::Refuse { why, warn }
+    }
+}
