@@ -59,6 +59,11 @@ fn selecting(addr: Ipv4Addr) -> Vec<DhcpOption> {
     ]
 }
 
+/// A direct request from `chaddr`, a client the inventory does not know, with no reservations.
+fn plain(c: &mut Core, chaddr: [u8; 6], kind: MessageType, opts: Vec<DhcpOption>) -> Decision {
+    at(c, &msg(chaddr, kind, opts), arrived(67), None, &none())
+}
+
 fn none() -> HashMap<Ipv4Addr, Mac> {
     HashMap::new()
 }
@@ -175,15 +180,9 @@ fn a_decline_counts_only_from_the_holder_naming_us() {
     // A's DECLINE naming us: quarantined, and removed from the store.
     let d = at(&mut c, &decline(A, true), arrived(67), None, &none());
     assert_eq!(d.remove, Some(a_ip));
-    assert!(at(
-        &mut c,
-        &msg(A, MessageType::Discover, vec![]),
-        arrived(67),
-        None,
-        &none()
-    )
-    .reply
-    .is_none());
+    assert!(plain(&mut c, A, MessageType::Discover, vec![])
+        .reply
+        .is_none());
 }
 
 #[test]
@@ -318,13 +317,7 @@ fn a_client_identifier_is_who_an_unknown_client_is() {
     let mut c = small(1, 1);
     let got = dora(&mut c, A, vec![x.clone()], &none()).unwrap();
     // Same chaddr, another client identifier: another client, and the pool is full.
-    let d = at(
-        &mut c,
-        &msg(A, MessageType::Discover, vec![y]),
-        arrived(67),
-        None,
-        &none(),
-    );
+    let d = plain(&mut c, A, MessageType::Discover, vec![y]);
     assert!(
         d.reply.is_none(),
         "offered {:?}",
@@ -342,26 +335,14 @@ fn a_client_identifier_is_who_an_unknown_client_is() {
     );
     // The stored lease says which client identifier it belongs to (restored after a restart).
     let mut c = small(1, 1);
-    let d = at(
-        &mut c,
-        &msg(A, MessageType::Discover, vec![x.clone()]),
-        arrived(67),
-        None,
-        &none(),
-    );
+    let d = plain(&mut c, A, MessageType::Discover, vec![x.clone()]);
     let ip_ = d.reply.unwrap().0.yiaddr();
     let sel = vec![
         x,
         DhcpOption::RequestedIpAddress(ip_),
         DhcpOption::ServerIdentifier(ip(US)),
     ];
-    let d = at(
-        &mut c,
-        &msg(A, MessageType::Request, sel),
-        arrived(67),
-        None,
-        &none(),
-    );
+    let d = plain(&mut c, A, MessageType::Request, sel);
     assert_eq!(
         d.commit.unwrap().client_id.as_deref(),
         Some("00636c69656e742d78")
@@ -415,13 +396,7 @@ fn a_machine_of_the_inventory_is_its_mac_whatever_option_61_says() {
     let x = DhcpOption::ClientIdentifier(b"\x00x".to_vec());
     let y = DhcpOption::ClientIdentifier(b"\x00y".to_vec());
     let got = dora(&mut c, B, vec![x], &none()).unwrap();
-    let d = at(
-        &mut c,
-        &msg(B, MessageType::Discover, vec![y]),
-        arrived(67),
-        None,
-        &none(),
-    );
+    let d = plain(&mut c, B, MessageType::Discover, vec![y]);
     assert_eq!(d.reply.map(|r| r.0.yiaddr()), Some(got));
 }
 
@@ -487,22 +462,10 @@ fn strangers_declining_their_offers_cannot_quarantine_the_registered_share() {
     // 30 strangers: DISCOVER, then DECLINE what they were offered (naming us).
     for n in 0..30u8 {
         let mac = [0x02, 0, 0, 0, 0xd, n];
-        let d = at(
-            &mut c,
-            &msg(mac, MessageType::Discover, vec![]),
-            arrived(67),
-            None,
-            &none(),
-        );
+        let d = plain(&mut c, mac, MessageType::Discover, vec![]);
         let Some((offer, _)) = d.reply else { continue };
         let decline = selecting(offer.yiaddr());
-        at(
-            &mut c,
-            &msg(mac, MessageType::Decline, decline),
-            arrived(67),
-            None,
-            &none(),
-        );
+        plain(&mut c, mac, MessageType::Decline, decline);
     }
     // A registered machine still gets an address.
     let mut m = machine(State::Registered);
@@ -523,13 +486,7 @@ fn a_client_that_moves_lets_go_of_its_old_address() {
     let first = dora(&mut c, A, vec![], &none()).unwrap();
     // SELECTING another address of the range, without a DISCOVER in between.
     let sel = selecting(ip("198.18.0.4"));
-    let d = at(
-        &mut c,
-        &msg(A, MessageType::Request, sel),
-        arrived(67),
-        None,
-        &none(),
-    );
+    let d = plain(&mut c, A, MessageType::Request, sel);
     assert_eq!(reply_kind(&d), Some(MessageType::Ack));
     assert_eq!(
         d.remove,
@@ -538,13 +495,7 @@ fn a_client_that_moves_lets_go_of_its_old_address() {
     );
     // The old address is free for another client at once.
     let sel = selecting(first);
-    let d = at(
-        &mut c,
-        &msg(B, MessageType::Request, sel),
-        arrived(67),
-        None,
-        &none(),
-    );
+    let d = plain(&mut c, B, MessageType::Request, sel);
     assert_eq!(reply_kind(&d), Some(MessageType::Ack));
 }
 
