@@ -54,7 +54,7 @@ pub use machine::{BootOverrides, Machine, MachineSpec, NetworkLocation, Registra
 pub use memory_store::MemoryStore;
 pub use profile::Profile;
 #[cfg(feature = "redb")]
-pub use redb_store::RedbStore;
+pub use redb_store::{lease_path, RedbStore};
 pub use store::Store;
 pub use time::Timestamp;
 pub use token::{hash_token, TokenRecord, TokenRole};

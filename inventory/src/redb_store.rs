@@ -5,10 +5,13 @@
 //! `meta` (schema version), `machines` (MAC as u64 → Machine), `reservations` (IPv4 as u32 → MAC),
 //! `profiles` (name → Profile), `events` (seq → Event), `machine_events` ((MAC, seq) → ()),
 //! `uuids` (SMBIOS UUID → MAC, or [`AMBIGUOUS`] for duplicates a version-1 file already held),
-//! `leases` (IPv4 as u32 → Lease), `tokens` (sha256 hex → TokenRecord), `logs` ((MAC, seq) →
+//! `leases` (empty since leases moved to their own file, `redb_leases.rs`), `tokens` (sha256 hex → TokenRecord), `logs` ((MAC, seq) →
 //! LogLine), `log_seq` (MAC → last log seq), `machine_ids` (registration machine-id → MACs, a
 //! multimap; schema 3). Tables added later are created on open (no migration needed for a new,
 //! empty table); an index over existing records is built by `migrate` (`redb_indexes.rs`).
+//!
+//! DHCP leases live in a second file beside this one (`inventory.leases.redb`, see
+//! `redb_leases.rs`) so that lease claims have their own writer.
 //!
 //! redb takes a file lock: one process opens a file, and the servers sharing it live in that
 //! process. Lease claims are write transactions, which redb serializes, so a claim's check and
@@ -26,7 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
-use crate::lease::{claim_outcome, Claim};
+use crate::lease::Claim;
 use crate::log::{LogLine, NewLogLine, MAX_LINES_PER_MACHINE};
 use crate::store::{MachineEdit, Store};
 use crate::watch::EventSignal;
@@ -55,6 +58,9 @@ pub const SCHEMA_VERSION: u64 = 3;
 /// in that process share one `RedbStore`.
 pub struct RedbStore {
     db: Database,
+    /// DHCP bindings, in their own file so a lease claim never waits for an inventory write
+    /// (see `redb_leases.rs`).
+    leases: Database,
     /// The last committed event sequence number, so [`Store::wait_for_events_after`] wakes at
     /// commit instead of polling the file.
     committed: EventSignal,
@@ -176,8 +182,10 @@ impl RedbStore {
             txn.open_multimap_table(MACHINE_IDS).db()?;
         }
         txn.commit().db()?;
+        let leases = leases::open(path, &db)?;
         let store = RedbStore {
             db,
+            leases,
             tightened_from,
             committed: EventSignal::default(),
         };
@@ -238,6 +246,7 @@ fn append(txn: &WriteTransaction, events: Vec<NewEvent>, now: Timestamp) -> Resu
 /// Checks the profile and reservation of `m` and writes it (replacing `old` if given).
 fn write_machine(
     txn: &WriteTransaction,
+    lease_db: &Database,
     m: &Machine,
     old: Option<&Machine>,
     now: Timestamp,
@@ -265,9 +274,8 @@ fn write_machine(
     {
         // A new reservation for an address another client holds right now would put two hosts
         // on it (RFC 2131 §4.3.1 lets the holder keep it until its lease ends).
-        if let Some(v) = txn.open_table(LEASES).db()?.get(u32::from(ip)).db()? {
-            let lease: Lease = decode("leases", v.value())?;
-            if lease.mac != m.mac && lease.is_active(now) && !lease.observed {
+        if let Some(lease) = leases::active_holder(lease_db, ip, now)? {
+            if lease.mac != m.mac {
                 return Err(Error::IpLeased {
                     ip,
                     holder: lease.mac.to_string(),
@@ -341,7 +349,7 @@ impl Store for RedbStore {
                     mac: m.mac.to_string(),
                 });
             }
-            let notes = write_machine(&txn, m, None, now)?;
+            let notes = write_machine(&txn, &self.leases, m, None, now)?;
             events.push(NewEvent::machine(
                 m.mac,
                 EventKind::Created { by: by.to_string() },
@@ -369,7 +377,7 @@ impl Store for RedbStore {
         if m == old && kinds.is_empty() {
             return Ok((m, Vec::new()));
         }
-        let notes = write_machine(&txn, &m, Some(&old), now)?;
+        let notes = write_machine(&txn, &self.leases, &m, Some(&old), now)?;
         let events = append(
             &txn,
             kinds
@@ -584,63 +592,23 @@ impl Store for RedbStore {
     }
 
     fn put_leases(&self, leases: &[Lease]) -> Result<()> {
-        let txn = self.db.begin_write().db()?;
-        {
-            let mut table = txn.open_table(LEASES).db()?;
-            for l in leases {
-                table.insert(u32::from(l.ip), encode(l).as_slice()).db()?;
-            }
-        }
-        txn.commit().db()?;
-        Ok(())
+        leases::put(&self.leases, leases)
     }
 
     fn claim_leases(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Claim>> {
-        let txn = self.db.begin_write().db()?;
-        let mut out = Vec::with_capacity(leases.len());
-        {
-            let mut table = txn.open_table(LEASES).db()?;
-            let reservations = txn.open_table(RESERVATIONS).db()?;
-            for want in leases {
-                let ip = u32::from(want.ip);
-                let held: Option<Lease> = match table.get(ip).db()? {
-                    Some(v) => Some(decode("leases", v.value())?),
-                    None => None,
-                };
-                let reserved_for = reservations.get(ip).db()?.map(|v| key_mac(v.value()));
-                let claim = claim_outcome(want, held.as_ref(), reserved_for, now);
-                if claim == Claim::Granted {
-                    table.insert(ip, encode(want).as_slice()).db()?;
-                }
-                out.push(claim);
-            }
-        }
-        txn.commit().db()?;
-        Ok(out)
+        leases::claim(&self.leases, &self.db, leases, now)
     }
 
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()> {
-        let txn = self.db.begin_write().db()?;
-        txn.open_table(LEASES).db()?.remove(u32::from(ip)).db()?;
-        txn.commit().db()?;
-        Ok(())
+        leases::remove(&self.leases, ip)
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(LEASES).db()?;
-        let mut out = Vec::new();
-        for row in table.iter().db()? {
-            out.push(decode("leases", row.db()?.1.value())?);
-        }
-        Ok(out)
+        leases::all(&self.leases)
     }
 
     fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(LEASES).db()?;
-        let v = table.get(u32::from(ip)).db()?;
-        v.map(|v| decode("leases", v.value())).transpose()
+        leases::get(&self.leases, ip)
     }
 
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
@@ -714,6 +682,10 @@ impl Store for RedbStore {
     }
 }
 
+#[path = "redb_leases.rs"]
+mod leases;
+pub use leases::lease_path;
+
 #[path = "redb_indexes.rs"]
 mod indexes;
 use indexes::{index_machine_id, index_uuid, migrate, unindex_machine_id};
@@ -725,3 +697,7 @@ mod tests;
 #[cfg(test)]
 #[path = "redb_store_uuid_tests.rs"]
 mod uuid_tests;
+
+#[cfg(test)]
+#[path = "redb_leases_tests.rs"]
+mod lease_file_tests;
