@@ -1,5 +1,5 @@
 use super::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn lease(i: u8) -> Lease {
     Lease {
@@ -25,15 +25,14 @@ fn a_claim_does_not_wait_for_an_inventory_write() {
     let s = store.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let t = Instant::now();
-        let outcome = s.claim_leases(&[lease(5)], Timestamp(1_000));
-        tx.send((outcome, t.elapsed())).unwrap();
+        tx.send(s.claim_leases(&[lease(5)], Timestamp(1_000)))
+            .unwrap();
     });
-    let (outcome, took) = rx
+    // While the inventory's writer is held, the claim completes (it would wait forever).
+    let outcome = rx
         .recv_timeout(Duration::from_secs(5))
         .expect("the claim waited for the inventory writer");
     assert_eq!(outcome.unwrap(), vec![Claim::Granted]);
-    assert!(took < Duration::from_secs(1), "claim took {took:?}");
     drop(import);
     assert_eq!(store.lease_by_ip(lease(5).ip).unwrap(), Some(lease(5)));
 }
