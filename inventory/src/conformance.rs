@@ -51,6 +51,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("events_numbered_gap_free", feeds::events_numbered_gap_free),
     ("watch", feeds::watch),
+    ("every_change_is_named", feeds::every_change_is_named),
 ];
 
 /// Runs every check in [`CHECKS`] on a fresh store from `new_store`, printing each name to

@@ -335,3 +335,26 @@ pub fn watch(s: Arc<dyn Store>) {
         3
     );
 }
+
+/// Every committed change to a machine record appends at least one event naming its MAC (an
+/// edit that returns no event gets `updated`), and an edit that changes nothing appends none:
+/// followers of the feed (in-memory views) never miss a change.
+pub fn every_change_is_named(s: Arc<dyn Store>) {
+    s.create_machines(vec![machine(1, Default::default())], "test", Timestamp(1))
+        .unwrap();
+    let before = s.last_event_seq().unwrap();
+    let (_, events) = s
+        .update_machine(mac(1), Timestamp(2), &mut |m| {
+            m.arch = Some(7);
+            Ok(vec![])
+        })
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].mac, &events[0].kind), (Some(mac(1)), &EventKind::Updated));
+    assert_eq!(s.last_event_seq().unwrap(), before + 1);
+    let (_, none) = s
+        .update_machine(mac(1), Timestamp(3), &mut |_| Ok(vec![]))
+        .unwrap();
+    assert!(none.is_empty(), "no change, no event: {none:?}");
+    assert_eq!(s.last_event_seq().unwrap(), before + 1);
+}

@@ -3,7 +3,9 @@
 //! [`Limits::per_minute`] new ones a minute. The `provisioner` crate's `admission` module counts
 //! records in the store and creates the admitted ones; DHCP and HTTP boot share it.
 
-use inventory::Timestamp;
+use inventory::{EventKind, Lifecycle, Mac, Machine, MachineSpec, State, Timestamp};
+
+use crate::boot_decision::UnknownPolicy;
 
 /// How long a count of unclaimed records taken from the store is trusted (milliseconds). Between
 /// counts the gate adds its own admissions, so the count can only be too high (an operator's
@@ -122,5 +124,110 @@ impl Gate {
             self.warned_at = Some(now);
         }
         Verdict::Refuse { why, warn }
+    }
+}
+
+/// What a stranger told about itself (DHCP option 97 and 93; HTTP boot knows only the MAC).
+#[derive(Clone, Debug)]
+pub struct Newcomer {
+    pub mac: Mac,
+    /// SMBIOS UUID from option 97, lower-case hyphenated.
+    pub uuid: Option<String>,
+    /// Client system architecture (option 93).
+    pub arch: Option<u16>,
+    /// `dhcp` or `http`, for the log.
+    pub via: &'static str,
+}
+
+/// The record an admitted stranger becomes, and how it is written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admitted {
+    /// `discovered` under `discover`, `registered` under `auto`; its UUID only when no other
+    /// machine holds it.
+    pub machine: Machine,
+    /// Who created it, for the `created` event: the policy's name.
+    pub by: &'static str,
+    /// A note to append when the UUID it sent is another machine's (so it was not recorded).
+    pub note: Option<EventKind>,
+}
+
+/// The record `who` becomes under `policy` (`None` under `ignore`). `uuid_holder` answers which
+/// machine holds a UUID: a stranger never takes a registered machine's UUID (option 97 is as
+/// forgeable as the MAC), it gets a note instead.
+pub fn record_for(
+    who: &Newcomer,
+    policy: UnknownPolicy,
+    uuid_holder: &dyn Fn(&str) -> Option<Mac>,
+    now: Timestamp,
+) -> Option<Admitted> {
+    let by = match policy {
+        UnknownPolicy::Ignore => return None,
+        UnknownPolicy::Discover => "discover",
+        UnknownPolicy::Auto => "auto",
+    };
+    let mut note = None;
+    let uuid = match &who.uuid {
+        Some(u) => match uuid_holder(u) {
+            Some(holder) if holder != who.mac => {
+                note = Some(EventKind::Note {
+                    message: format!(
+                        "SMBIOS UUID {u} (DHCP option 97) is held by {holder}; not recorded here"
+                    ),
+                });
+                None
+            }
+            _ => Some(u.clone()),
+        },
+        None => None,
+    };
+    let spec = MachineSpec {
+        uuid,
+        ..Default::default()
+    };
+    let mut machine = Machine::registered(who.mac, spec, now);
+    machine.arch = who.arch;
+    if policy == UnknownPolicy::Discover {
+        machine.lifecycle = Lifecycle::new(State::Discovered, now);
+    }
+    Some(Admitted { machine, by, note })
+}
+
+/// What the gate said about one stranger: `Ok(Some(record))` to create, `Ok(None)` under
+/// `ignore`, or the refusal and its (rate-limited) warning for the log.
+pub type Outcome = Result<Option<Admitted>, (Refusal, Option<String>)>;
+
+/// The gate's verdict, its warning and the record, for one stranger (see [`Gate::check`] and
+/// [`record_for`]): `Ok(record)` when admitted, `Err(verdict)` when refused. The warning text
+/// is for the operator's log; `waiting` and the limits say why.
+pub fn admit(
+    gate: &mut Gate,
+    who: &Newcomer,
+    policy: UnknownPolicy,
+    uuid_holder: &dyn Fn(&str) -> Option<Mac>,
+    now: Timestamp,
+) -> Outcome {
+    if policy == UnknownPolicy::Ignore {
+        return Ok(None);
+    }
+    match gate.check(now) {
+        Verdict::Admit => Ok(record_for(who, policy, uuid_holder, now)),
+        Verdict::Refuse { why, warn } => {
+            let Limits {
+                max_waiting,
+                per_minute,
+            } = gate.limits();
+            let warning = warn.then(|| {
+                format!(
+                    "unknown machines are not being recorded ({} refused via {}: {}, {} waiting, \
+                     dhcp.max_discovered {max_waiting}, dhcp.discover_rate {per_minute}/min); \
+                     approve or delete discovered machines to make room",
+                    who.mac,
+                    who.via,
+                    why.label(),
+                    gate.waiting(),
+                )
+            });
+            Err((why, warning))
+        }
     }
 }

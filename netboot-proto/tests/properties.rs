@@ -152,6 +152,7 @@ proptest! {
                 reservations: &reservations,
                 relay_info: None,
                 now,
+                admitting: None,
             });
             if let Some(ip) = d.remove {
                 bound.remove(&ip);
@@ -197,6 +198,7 @@ proptest! {
                 reservations: &reservations,
                 relay_info: netboot_proto::dhcp::reply::raw_option(&bytes, 82),
                 now: Timestamp(5),
+                admitting: None,
             });
         }
     }

@@ -14,26 +14,17 @@
 //! [`Admission`] is the shell that counts records in the store and creates them, called inside a
 //! store write by both paths.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use inventory::Timestamp;
-use inventory::{Event, EventKind, Lifecycle, Mac, Machine, MachineSpec, NewEvent, State, Store};
+use inventory::{Event, Machine, NewEvent, Store};
 
 use crate::boot_decision::UnknownPolicy;
 
 pub use netboot_proto::admission::{
-    unclaimed, Gate, Limits, Refusal, TokenBucket, Verdict, RECOUNT_MS, WARN_EVERY_MS,
+    unclaimed, Admitted, Gate, Limits, Newcomer, Refusal, TokenBucket, Verdict, RECOUNT_MS,
+    WARN_EVERY_MS,
 };
-
-/// What a stranger told about itself (DHCP option 97 and 93; HTTP boot knows only the MAC).
-#[derive(Clone, Debug)]
-pub struct Newcomer {
-    pub mac: Mac,
-    pub uuid: Option<String>,
-    pub arch: Option<u16>,
-    /// `dhcp` or `http`, for the log.
-    pub via: &'static str,
-}
 
 pub use crate::metrics::AdmissionMetrics;
 
@@ -50,11 +41,18 @@ impl Admission {
         }
     }
 
+    /// The gate, for a caller that decides itself (the DHCP core takes it as an input).
+    pub fn lock(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records `who` as the policy says (`discovered` or `registered`) if the gate lets it in;
     /// returns the new record and its events, or `None` when it is refused (or the policy is
     /// `ignore`). Call inside a store write, after finding no machine with this MAC. A UUID
     /// (option 97) another machine already holds is dropped, with a note saying so: a stranger
-    /// never takes a registered machine's UUID.
+    /// never takes a registered machine's UUID. (HTTP boot's path; DHCP's core decides the
+    /// same with [`netboot_proto::admission::admit`] and the shell calls [`Admission::account`]
+    /// and [`write`].)
     pub fn admit(
         &self,
         store: &dyn Store,
@@ -63,77 +61,68 @@ impl Admission {
         now: Timestamp,
         metrics: &AdmissionMetrics,
     ) -> inventory::Result<Option<(Machine, Vec<Event>)>> {
-        let by = match policy {
-            UnknownPolicy::Ignore => return Ok(None),
-            UnknownPolicy::Discover => "discover",
-            UnknownPolicy::Auto => "auto",
+        if policy == UnknownPolicy::Ignore {
+            return Ok(None);
+        }
+        let holder = match &who.uuid {
+            Some(u) => store.machine_by_uuid(u)?.map(|m| m.mac),
+            None => None,
         };
-        let verdict = {
-            let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let decided = {
+            let mut gate = self.lock();
             if gate.needs_count(now) {
                 let n = store.machines()?.iter().filter(|m| unclaimed(m)).count();
                 gate.counted(n, now);
             }
-            let v = gate.check(now);
-            if let Verdict::Refuse { why, warn: true } = v {
-                let Limits {
-                    max_waiting,
-                    per_minute,
-                } = gate.limits();
-                tracing::warn!(
-                    mac = %who.mac,
-                    via = who.via,
-                    reason = why.label(),
-                    waiting = gate.waiting(),
-                    max_discovered = max_waiting,
-                    per_minute,
-                    "unknown machines are not being recorded (dhcp.max_discovered / dhcp.discover_rate); \
-                     approve or delete discovered machines to make room (this warning repeats at most once a minute; \
-                     provisioner_discovery_refused_total counts every refusal)"
-                );
-            }
-            v
+            netboot_proto::admission::admit(&mut gate, &who, policy, &|_| holder, now)
         };
-        match verdict {
-            Verdict::Admit => metrics.admitted.inc(),
-            Verdict::Refuse { why, .. } => {
-                match why {
-                    Refusal::Cap => metrics.refused_cap.inc(),
-                    Refusal::Rate => metrics.refused_rate.inc(),
-                }
-                return Ok(None);
-            }
+        match account(decided, &who, metrics) {
+            Some(admitted) => write(store, admitted, now).map(Some),
+            None => Ok(None),
         }
-        let mut note = None;
-        let uuid = match who.uuid {
-            Some(u) => match store.machine_by_uuid(&u)? {
-                Some(holder) if holder.mac != who.mac => {
-                    note = Some(format!(
-                        "SMBIOS UUID {u} (DHCP option 97) is held by {}; not recorded here",
-                        holder.mac
-                    ));
-                    None
-                }
-                _ => Some(u),
-            },
-            None => None,
-        };
-        let spec = MachineSpec {
-            uuid,
-            ..Default::default()
-        };
-        let mut m = Machine::registered(who.mac, spec, now);
-        m.arch = who.arch;
-        if policy == UnknownPolicy::Discover {
-            m.lifecycle = Lifecycle::new(State::Discovered, now);
-        }
-        let mut events = store.create_machines(vec![m.clone()], by, now)?;
-        if let Some(message) = note {
-            let note = NewEvent::machine(who.mac, EventKind::Note { message });
-            events.extend(store.append_events(vec![note], now)?);
-        }
-        Ok(Some((m, events)))
     }
+}
+
+/// Counts a verdict (`provisioner_discovery_*`) and logs its warning; the record to write when
+/// admitted.
+pub fn account(
+    decided: Result<Option<Admitted>, (Refusal, Option<String>)>,
+    who: &Newcomer,
+    metrics: &AdmissionMetrics,
+) -> Option<Admitted> {
+    match decided {
+        Ok(admitted) => {
+            if admitted.is_some() {
+                metrics.admitted.inc();
+            }
+            admitted
+        }
+        Err((why, warning)) => {
+            match why {
+                Refusal::Cap => metrics.refused_cap.inc(),
+                Refusal::Rate => metrics.refused_rate.inc(),
+            }
+            if let Some(w) = warning {
+                tracing::warn!(mac = %who.mac, via = who.via, reason = why.label(),
+                    "{w} (this warning repeats at most once a minute; provisioner_discovery_refused_total counts every refusal)");
+            }
+            None
+        }
+    }
+}
+
+/// Writes an admitted stranger's record (and its note) to the store.
+pub fn write(
+    store: &dyn Store,
+    admitted: Admitted,
+    now: Timestamp,
+) -> inventory::Result<(Machine, Vec<Event>)> {
+    let Admitted { machine, by, note } = admitted;
+    let mut events = store.create_machines(vec![machine.clone()], by, now)?;
+    if let Some(note) = note {
+        events.extend(store.append_events(vec![NewEvent::machine(machine.mac, note)], now)?);
+    }
+    Ok((machine, events))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use super::reply::{
     boot_file, destination, pxe_vendor_options, Arrived, BootFile, BootUrls, Loaders,
     PXE_BOOT_SERVER_PORT,
 };
+use crate::admission::{admit, Gate, Newcomer, Outcome};
 use crate::boot_decision::{decide, Intent, UnknownPolicy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +78,17 @@ pub struct Input<'a> {
     /// Option 82 exactly as the relay sent it (see [`super::reply::raw_option`]).
     pub relay_info: Option<&'a [u8]>,
     pub now: Timestamp,
+    /// What admitting an unknown netbooting machine needs (`None`: never admit, as if the
+    /// policy were `ignore` for recording; the reply still follows the policy).
+    pub admitting: Option<Admitting<'a>>,
+}
+
+/// The shared admission gate (HTTP boot uses the same one) and the inventory's UUID index,
+/// for recording unknown netbooting machines under `discover` and `auto`.
+pub struct Admitting<'a> {
+    pub gate: &'a mut Gate,
+    /// Which machine holds an SMBIOS UUID (from the shell's in-memory view).
+    pub uuid_holder: &'a dyn Fn(&str) -> Option<Mac>,
 }
 
 /// What to do about one request.
@@ -112,6 +124,10 @@ pub struct Decision {
     pub warning: Option<String>,
     /// Observations the rate limits kept out of the event history.
     pub suppressed: usize,
+    /// An unknown netbooting machine under `discover`/`auto` went through the admission gate:
+    /// `Ok(Some(record))` to create (the reply was decided as for that record, so the shell
+    /// writes it before sending, and drops the reply if that fails), or the refusal.
+    pub admission: Option<Outcome>,
 }
 
 impl Decision {
@@ -239,6 +255,38 @@ impl Core {
             Ok(c) => c,
             Err(_) => return Decision::drop("hardware address is not Ethernet", None),
         };
+        // Unknown netbooting machines (not plain DHCP clients) under `discover` or `auto` join
+        // the inventory within the admission limits; the reply is decided as for the record
+        // they become.
+        let mut input = input;
+        let mut admission = None;
+        if let (None, Some(a)) = (input.machine, input.admitting.take()) {
+            if client.stage != Stage::Plain
+                && matches!(kind, MessageType::Discover | MessageType::Request)
+            {
+                let who = Newcomer {
+                    mac: client.mac,
+                    uuid: client.uuid.clone(),
+                    arch: client.arch,
+                    via: "dhcp",
+                };
+                admission = Some(admit(
+                    a.gate,
+                    &who,
+                    self.settings.unknown,
+                    a.uuid_holder,
+                    input.now,
+                ));
+            }
+        }
+        let record = match &admission {
+            Some(Ok(Some(a))) => Some(a.machine.clone()),
+            _ => None,
+        };
+        let input = Input {
+            machine: input.machine.or(record.as_ref()),
+            ..input
+        };
         let intent = decide(input.machine, self.settings.unknown);
         let standing = match input.machine {
             Some(m) if m.state() != inventory::State::Discovered => Standing::Registered,
@@ -277,6 +325,7 @@ impl Core {
             });
         }
         d.location = moved(msg, input.machine, d.client.as_ref());
+        d.admission = admission;
         d
     }
 

@@ -48,6 +48,7 @@ fn at(
         machine,
         reservations: res,
         now: NOW,
+        admitting: None,
     })
 }
 
@@ -427,6 +428,7 @@ fn relay_agent_information_is_echoed_byte_for_byte() {
         machine: None,
         reservations: &none(),
         now: NOW,
+        admitting: None,
     });
     let out =
         crate::dhcp::reply::encode_with(&d.reply.unwrap().0, d.relay_echo.as_deref()).unwrap();
@@ -591,6 +593,7 @@ fn a_relayed_machines_location_is_decided_only_when_it_changes() {
             machine,
             reservations: &none(),
             now: NOW,
+            admitting: None,
         })
     };
     // Unknown MACs: nothing to record.

@@ -11,6 +11,8 @@ use crate::dhcp::pool::{Pool, PoolTimes};
 mod lease;
 #[path = "core_observe_tests.rs"]
 mod observe;
+#[path = "core_admission_tests.rs"]
+mod admission;
 #[path = "core_wire_tests.rs"]
 mod wire;
 
@@ -106,6 +108,7 @@ fn run(c: &mut Core, msg: &Message, a: Arrived, m: Option<&Machine>) -> Decision
         machine: m,
         reservations: &res,
         now: NOW,
+        admitting: None,
     })
 }
 
