@@ -301,6 +301,14 @@ impl From<String> for MessageType {
     }
 }
 
+impl From<&'static str> for MessageType {
+    fn from(r#type: &'static str) -> Self {
+        MessageType {
+            r#type: r#type.into(),
+        }
+    }
+}
+
 /// Label of the DHCP drop counter: why a request got no answer (a fixed text per cause).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DropReason {

@@ -72,7 +72,7 @@ fn exposition_reads_back_as_counters_gauges_and_a_cumulative_histogram() {
     m.discovery.refused_cap.add(7);
     DhcpMetrics::bump(&m.dhcp.sent, "ack".to_string());
     DhcpMetrics::bump(&m.dhcp.sent, "ack".to_string());
-    DhcpMetrics::bump(&m.dhcp.sent, "offer".to_string());
+    DhcpMetrics::bump(&m.dhcp.sent, "offer");
     DhcpMetrics::bump(&m.dhcp.dropped, "malformed");
     m.dhcp.suppressed.add(4);
     *m.dhcp.pools.lock().unwrap() = vec![("198.18.0.0/24".into(), 12, 100)];
