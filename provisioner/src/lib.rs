@@ -16,7 +16,7 @@
 //! - [`http`]: what the API and boot endpoints share: JSON errors, extractors, the peer address.
 //! - [`router`]: the one axum router: `/api/v1`, boot endpoints, `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
-//! - [`metrics`]: Prometheus text exposition.
+//! - [`metrics`]: what `/metrics` shows, in prometheus-client counters, gauges and a histogram.
 //! - [`identity`]: who a request comes from, by the server's own evidence (leases, observed
 //!   bindings); what address evidence may open.
 //! - [`machine_keys`]: per-machine tokens derived with HMAC from one server key.

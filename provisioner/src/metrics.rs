@@ -1,355 +1,490 @@
-//! Prometheus text exposition for `/metrics`. Counters are plain atomics; per-state machine
-//! counts are computed from the store at scrape time.
+//! `/metrics`: the server's counters, gauges and the DHCP reply-latency histogram.
+//!
+//! The values live in [`prometheus_client`] types (atomics behind `Arc`s, so a clone is a handle
+//! on the same value) and are written by its Prometheus text encoder (format version 0.0.4, served
+//! as `text/plain; version=0.0.4`). Each scrape assembles a [`Registry`] from those handles plus
+//! the values read from the store at scrape time (machines per state, unclaimed records, the newest
+//! event's sequence number) and the last DHCP pool-utilization snapshot.
+//!
+//! Names: counters are registered without `_total` and the encoder appends it, so every sample,
+//! `# HELP` and `# TYPE` line reads `provisioner_…_total` as before; the encoder also ends each
+//! help text with a full stop. Labels take bounded values only (message types, drop reasons, TFTP
+//! outcomes, lifecycle states, configured subnets), never a MAC or an address.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 
 use inventory::{Machine, State};
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter as LibCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A monotonically increasing counter: a handle on a [`prometheus_client`] counter (a clone counts
+/// into the same value; a handle taken from a [`Family`] counts into that labelled series).
+#[derive(Debug, Default, Clone)]
+pub struct Counter(LibCounter);
 
 impl Counter {
+    /// Adds one.
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
+    /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
+        self.0.inc_by(n);
     }
+    /// The current value.
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.0.get()
     }
 }
 
-/// A value that goes up and down.
-#[derive(Default)]
-pub struct Gauge(AtomicU64);
+/// Counters that share one metric name and differ by a label.
+type Counters<L> = Family<L, LibCounter>;
 
-impl Gauge {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
-    }
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
+/// The series of `family` labelled `label`, created (at 0) if it was not there, so that it is
+/// rendered from the first scrape on.
+fn member<L: Clone + Hash + Eq>(family: &Counters<L>, label: L) -> Counter {
+    Counter(family.get_or_create(&label).clone())
+}
+
+/// Label of a finished TFTP transfer: how it ended (`TransferEnd::label`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
 }
 
 /// TFTP server counters.
 #[derive(Default)]
 pub struct TftpMetrics {
+    /// Read/write requests received.
     pub requests: Counter,
+    /// Datagrams on the TFTP port that were not valid requests.
     pub malformed: Counter,
+    /// Requests refused (write requests, unsupported modes).
     pub refused: Counter,
+    /// Requests refused by the server-wide or per-client transfer limit.
     pub busy: Counter,
+    /// Transfers running now.
     pub active: Gauge,
+    /// File bytes acknowledged by clients.
     pub bytes: Counter,
+    /// DATA blocks sent again.
     pub retransmits: Counter,
     /// Finished transfers by ending label.
-    endings: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    endings: Counters<Outcome>,
 }
 
 impl TftpMetrics {
+    /// Counts a finished transfer: its ending, the bytes acknowledged and the blocks resent.
     pub fn finished(&self, ending: &'static str, bytes: u64, retransmits: u64) {
         self.bytes.add(bytes);
         self.retransmits.add(retransmits);
-        *self.endings.lock().unwrap().entry(ending).or_default() += 1;
+        member(&self.endings, Outcome { outcome: ending }).inc();
     }
 
-    fn render(&self, out: &mut String) {
-        let simple = [
+    /// Registers every TFTP metric in `r` (prefix `provisioner_tftp`).
+    fn register(&self, r: &mut Registry) {
+        for (name, help, c) in [
+            ("requests", "Read/write requests received", &self.requests),
             (
-                "provisioner_tftp_requests_total",
-                "counter",
-                "Read/write requests received.",
-                self.requests.get(),
+                "malformed",
+                "Datagrams on the TFTP port that were not valid requests",
+                &self.malformed,
             ),
             (
-                "provisioner_tftp_malformed_total",
-                "counter",
-                "Datagrams on the TFTP port that were not valid requests.",
-                self.malformed.get(),
+                "refused",
+                "Requests refused (write requests, unsupported modes)",
+                &self.refused,
             ),
             (
-                "provisioner_tftp_refused_total",
-                "counter",
-                "Requests refused (write requests, unsupported modes).",
-                self.refused.get(),
+                "busy",
+                "Requests refused by the server-wide or per-client transfer limit",
+                &self.busy,
             ),
-            (
-                "provisioner_tftp_busy_total",
-                "counter",
-                "Requests refused by the server-wide or per-client transfer limit.",
-                self.busy.get(),
-            ),
-            (
-                "provisioner_tftp_transfers_active",
-                "gauge",
-                "Transfers running now.",
-                self.active.get(),
-            ),
-            (
-                "provisioner_tftp_bytes_total",
-                "counter",
-                "File bytes acknowledged by clients.",
-                self.bytes.get(),
-            ),
-            (
-                "provisioner_tftp_retransmits_total",
-                "counter",
-                "DATA blocks sent again.",
-                self.retransmits.get(),
-            ),
-        ];
-        for (name, kind, help, v) in simple {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            ("bytes", "File bytes acknowledged by clients", &self.bytes),
+            ("retransmits", "DATA blocks sent again", &self.retransmits),
+        ] {
+            r.register(name, help, c.0.clone());
         }
-        out.push_str("# HELP provisioner_tftp_transfers_total Finished transfers by outcome.\n");
-        out.push_str("# TYPE provisioner_tftp_transfers_total counter\n");
-        for (ending, n) in self.endings.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "provisioner_tftp_transfers_total{{outcome=\"{ending}\"}} {n}"
-            );
-        }
+        r.register(
+            "transfers_active",
+            "Transfers running now",
+            self.active.clone(),
+        );
+        r.register(
+            "transfers",
+            "Finished transfers by outcome",
+            self.endings.clone(),
+        );
     }
 }
 
-#[derive(Default)]
+/// Label of a response counter: the status class (`2xx`, `4xx`, `5xx`; 3xx counts as 2xx).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusClass {
+    class: &'static str,
+}
+
+/// Label of a syslog-line counter: whether a machine held the sender's address (`yes`/`no`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Attributed {
+    attributed: &'static str,
+}
+
+/// Label of the machines gauge: a lifecycle state as `State` displays it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LifecycleState {
+    state: String,
+}
+
+/// Every metric of the server; `/metrics` renders it with [`Metrics::render`].
 pub struct Metrics {
-    pub tftp: std::sync::Arc<TftpMetrics>,
-    pub dhcp: std::sync::Arc<DhcpMetrics>,
+    /// Handed to the TFTP server, which counts into it.
+    pub tftp: Arc<TftpMetrics>,
+    /// Handed to the DHCP server, which counts into it.
+    pub dhcp: Arc<DhcpMetrics>,
     /// Unknown machines recorded or refused by [`crate::admission`] (DHCP and HTTP boot).
     pub discovery: AdmissionMetrics,
-    http_2xx: AtomicU64,
-    http_4xx: AtomicU64,
-    http_5xx: AtomicU64,
-    events: AtomicU64,
-    expired: AtomicU64,
-    syslog_lines: AtomicU64,
-    syslog_unattributed: AtomicU64,
+    /// `provisioner_http_responses_total{class}`; `http` holds its three series.
+    http_responses: Counters<StatusClass>,
+    /// Handles on the 2xx, 4xx and 5xx series of `http_responses`.
+    http: [Counter; 3],
+    events: Counter,
+    expired: Counter,
+    /// `provisioner_syslog_lines_total{attributed}`; the two handles below are its series.
+    syslog: Counters<Attributed>,
+    syslog_attributed: Counter,
+    syslog_unattributed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let http_responses = Counters::default();
+        let http =
+            ["2xx", "4xx", "5xx"].map(|class| member(&http_responses, StatusClass { class }));
+        let syslog = Counters::default();
+        let yes = member(&syslog, Attributed { attributed: "yes" });
+        let no = member(&syslog, Attributed { attributed: "no" });
+        Metrics {
+            tftp: Default::default(),
+            dhcp: Default::default(),
+            discovery: Default::default(),
+            http_responses,
+            http,
+            events: Counter::default(),
+            expired: Counter::default(),
+            syslog,
+            syslog_attributed: yes,
+            syslog_unattributed: no,
+        }
+    }
 }
 
 impl Metrics {
+    /// Counts one HTTP response by its status class.
     pub fn http_response(&self, status: u16) {
-        match status {
-            200..=399 => &self.http_2xx,
-            400..=499 => &self.http_4xx,
-            _ => &self.http_5xx,
-        }
-        .fetch_add(1, Relaxed);
+        let i = match status {
+            200..=399 => 0,
+            400..=499 => 1,
+            _ => 2,
+        };
+        self.http[i].inc();
     }
 
+    /// Counts `n` events appended to the store.
     pub fn events_appended(&self, n: usize) {
-        self.events.fetch_add(n as u64, Relaxed);
+        self.events.add(n as u64);
     }
 
+    /// Counts `n` syslog lines stored on the machine that held the sender's address.
     pub fn syslog_lines(&self, n: usize) {
-        self.syslog_lines.fetch_add(n as u64, Relaxed);
+        self.syslog_attributed.add(n as u64);
     }
 
+    /// Counts one syslog line from an address no machine held.
     pub fn syslog_unattributed(&self) {
-        self.syslog_unattributed.fetch_add(1, Relaxed);
+        self.syslog_unattributed.inc();
     }
 
+    /// Counts `n` machines failed for outliving a lifecycle deadline.
     pub fn machines_expired(&self, n: usize) {
-        self.expired.fetch_add(n as u64, Relaxed);
+        self.expired.add(n as u64);
     }
 
-    /// Renders every metric; `machines` is the current inventory.
+    /// Renders every metric in the Prometheus text format (0.0.4); `machines` is the current
+    /// inventory and `last_event_seq` the sequence number of the newest stored event.
     pub fn render(&self, machines: &[Machine], last_event_seq: u64) -> String {
-        let mut by_state: BTreeMap<State, u64> = State::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut r = Registry::with_prefix("provisioner");
+        let mut counts: BTreeMap<State, i64> = State::ALL.iter().map(|s| (*s, 0)).collect();
         for m in machines {
-            *by_state.entry(m.state()).or_default() += 1;
+            *counts.entry(m.state()).or_default() += 1;
         }
-        let mut out = String::new();
-        out.push_str("# HELP provisioner_machines Machines in the inventory by lifecycle state.\n");
-        out.push_str("# TYPE provisioner_machines gauge\n");
-        for (s, n) in by_state {
-            let _ = writeln!(out, "provisioner_machines{{state=\"{s}\"}} {n}");
+        let by_state = Family::<LifecycleState, Gauge>::default();
+        for (s, n) in counts {
+            let state = s.to_string();
+            by_state.get_or_create(&LifecycleState { state }).set(n);
         }
-        out.push_str("# HELP provisioner_http_responses_total HTTP responses by status class.\n");
-        out.push_str("# TYPE provisioner_http_responses_total counter\n");
-        for (class, c) in [
-            ("2xx", &self.http_2xx),
-            ("4xx", &self.http_4xx),
-            ("5xx", &self.http_5xx),
-        ] {
-            let _ = writeln!(
-                out,
-                "provisioner_http_responses_total{{class=\"{class}\"}} {}",
-                c.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_events_appended_total Events appended since start.\n\
-             # TYPE provisioner_events_appended_total counter\n\
-             provisioner_events_appended_total {}",
-            self.events.load(Relaxed)
+        r.register(
+            "machines",
+            "Machines in the inventory by lifecycle state",
+            by_state,
         );
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_event_sequence Sequence number of the newest stored event.\n\
-             # TYPE provisioner_event_sequence gauge\n\
-             provisioner_event_sequence {last_event_seq}"
+        r.register(
+            "http_responses",
+            "HTTP responses by status class",
+            self.http_responses.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_machines_expired_total Machines failed for outliving a lifecycle deadline.\n\
-             # TYPE provisioner_machines_expired_total counter\n\
-             provisioner_machines_expired_total {}",
-            self.expired.load(Relaxed)
+        r.register(
+            "events_appended",
+            "Events appended since start",
+            self.events.0.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_build_info Build information.\n\
-             # TYPE provisioner_build_info gauge\n\
-             provisioner_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+        let seq = Gauge::<u64, std::sync::atomic::AtomicU64>::default();
+        seq.set(last_event_seq);
+        r.register(
+            "event_sequence",
+            "Sequence number of the newest stored event",
+            seq,
         );
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_syslog_lines_total Syslog lines stored, by whether a machine held the sender's address.\n\
-             # TYPE provisioner_syslog_lines_total counter\n\
-             provisioner_syslog_lines_total{{attributed=\"yes\"}} {}\n\
-             provisioner_syslog_lines_total{{attributed=\"no\"}} {}",
-            self.syslog_lines.load(Relaxed),
-            self.syslog_unattributed.load(Relaxed)
+        r.register(
+            "machines_expired",
+            "Machines failed for outliving a lifecycle deadline",
+            self.expired.0.clone(),
         );
-        self.tftp.render(&mut out);
-        self.dhcp.render(&mut out);
-        self.discovery.render(&mut out, machines);
-        out
+        // An info metric: `provisioner_build_info{version="…"} 1`, typed gauge in this format.
+        r.register(
+            "build",
+            "Build information",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register(
+            "syslog_lines",
+            "Syslog lines stored, by whether a machine held the sender's address",
+            self.syslog.clone(),
+        );
+        self.tftp.register(r.sub_registry_with_prefix("tftp"));
+        self.dhcp.register(r.sub_registry_with_prefix("dhcp"));
+        self.discovery
+            .register(r.sub_registry_with_prefix("discovery"), machines);
+        encode(&r)
     }
+}
+
+/// `Content-Type` of [`Metrics::render`]'s text: `text/plain; version=0.0.4; charset=utf-8`.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The Prometheus text (0.0.4) of everything registered in `r`.
+fn encode(r: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_text::encode(&mut out, r).expect("writing to a String does not fail");
+    out
 }
 
 /// Upper bounds (seconds) of the decision-latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 8] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
 
+/// Label of the DHCP message counters: the message type, lower case (`discover`, `ack`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MessageType {
+    r#type: String,
+}
+
+impl From<String> for MessageType {
+    fn from(r#type: String) -> Self {
+        MessageType { r#type }
+    }
+}
+
+impl From<&'static str> for MessageType {
+    fn from(r#type: &'static str) -> Self {
+        MessageType {
+            r#type: r#type.into(),
+        }
+    }
+}
+
+/// Label of the DHCP drop counter: why a request got no answer (a fixed text per cause).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropReason {
+    reason: &'static str,
+}
+
+impl From<&'static str> for DropReason {
+    fn from(reason: &'static str) -> Self {
+        DropReason { reason }
+    }
+}
+
+/// Label of the pool gauge: a subnet (`198.18.0.0/24`) and which count (`used` or `total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolAddresses {
+    subnet: String,
+    state: &'static str,
+}
+
 /// DHCP counters for `/metrics`.
-#[derive(Default)]
 pub struct DhcpMetrics {
-    pub(crate) received: Mutex<BTreeMap<String, u64>>,
-    pub(crate) sent: Mutex<BTreeMap<String, u64>>,
-    pub(crate) dropped: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests received, by message type.
+    pub(crate) received: Counters<MessageType>,
+    /// Replies sent, by message type.
+    pub(crate) sent: Counters<MessageType>,
+    /// Requests not answered, by reason.
+    pub(crate) dropped: Counters<DropReason>,
     /// Per subnet: (addresses bound or offered, size of the range), refreshed every second.
     pub(crate) pools: Mutex<Vec<(String, usize, usize)>>,
-    /// Time from receiving a request to sending its reply (ACKs include the durable commit):
-    /// counts per bucket of `LATENCY_BUCKETS` plus overflow, sum, count.
-    pub(crate) latency: Mutex<([u64; 9], f64, u64)>,
+    /// Time from receiving a request to sending its reply (ACKs include the durable commit), in
+    /// seconds, bucketed by `LATENCY_BUCKETS`.
+    latency: Histogram,
     /// Per-packet observations the rate limits kept out of the event history.
-    pub(crate) suppressed: crate::metrics::Counter,
+    pub(crate) suppressed: Counter,
+}
+
+impl Default for DhcpMetrics {
+    fn default() -> Self {
+        DhcpMetrics {
+            received: Counters::default(),
+            sent: Counters::default(),
+            dropped: Counters::default(),
+            pools: Mutex::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+            suppressed: Counter::default(),
+        }
+    }
 }
 
 impl DhcpMetrics {
+    /// Records one reply's latency, in seconds.
     pub(crate) fn observe_latency(&self, secs: f64) {
-        let mut l = self.latency.lock().unwrap();
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        l.0[i] += 1;
-        l.1 += secs;
-        l.2 += 1;
-    }
-}
-
-impl DhcpMetrics {
-    pub(crate) fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, k: K) {
-        *map.lock().unwrap().entry(k).or_default() += 1;
+        self.latency.observe(secs);
     }
 
-    pub fn render(&self, out: &mut String) {
-        for (name, help, map) in [
-            (
-                "provisioner_dhcp_received_total",
-                "DHCP requests received, by message type.",
-                &self.received,
-            ),
-            (
-                "provisioner_dhcp_sent_total",
-                "DHCP replies sent, by message type.",
-                &self.sent,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, v) in map.lock().unwrap().iter() {
-                let _ = writeln!(out, "{name}{{type=\"{k}\"}} {v}");
+    /// Adds one to the series of `family` labelled `key` (`DhcpMetrics::bump(&m.sent, "ack")`).
+    pub(crate) fn bump<L, K>(family: &Counters<L>, key: K)
+    where
+        L: From<K> + Clone + Hash + Eq,
+    {
+        family.get_or_create(&L::from(key)).inc();
+    }
+
+    /// Registers every DHCP metric in `r` (prefix `provisioner_dhcp`); the pool gauge is the
+    /// latest snapshot in `pools`.
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "received",
+            "DHCP requests received, by message type",
+            self.received.clone(),
+        );
+        r.register(
+            "sent",
+            "DHCP replies sent, by message type",
+            self.sent.clone(),
+        );
+        r.register(
+            "dropped",
+            "Requests not answered, by reason",
+            self.dropped.clone(),
+        );
+        let pools = Family::<PoolAddresses, Gauge>::default();
+        for (subnet, used, total) in self.pools.lock().unwrap().iter() {
+            for (state, n) in [("used", used), ("total", total)] {
+                let label = PoolAddresses {
+                    subnet: subnet.clone(),
+                    state,
+                };
+                pools.get_or_create(&label).set(*n as i64);
             }
         }
-        let _ = writeln!(out, "# HELP provisioner_dhcp_dropped_total Requests not answered, by reason.\n# TYPE provisioner_dhcp_dropped_total counter");
-        for (k, v) in self.dropped.lock().unwrap().iter() {
-            let _ = writeln!(out, "provisioner_dhcp_dropped_total{{reason=\"{k}\"}} {v}");
-        }
-        let _ = writeln!(out, "# HELP provisioner_dhcp_pool_addresses Addresses of a subnet's range, in use or in total.\n# TYPE provisioner_dhcp_pool_addresses gauge");
-        for (subnet, used, total) in self.pools.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"used\"}} {used}"
-            );
-            let _ = writeln!(
-                out,
-                "provisioner_dhcp_pool_addresses{{subnet=\"{subnet}\",state=\"total\"}} {total}"
-            );
-        }
-        let name = "provisioner_dhcp_events_suppressed_total";
-        let _ = writeln!(out, "# HELP {name} Per-packet observations not recorded as events (rate limits).\n# TYPE {name} counter\n{name} {}", self.suppressed.get());
-        let (buckets, sum, count) = *self.latency.lock().unwrap();
-        let name = "provisioner_dhcp_reply_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from request to reply (ACKs include the durable lease write).\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += buckets[i];
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        r.register(
+            "pool_addresses",
+            "Addresses of a subnet's range, in use or in total",
+            pools,
+        );
+        r.register(
+            "events_suppressed",
+            "Per-packet observations not recorded as events (rate limits)",
+            self.suppressed.0.clone(),
+        );
+        r.register_with_unit(
+            "reply_latency",
+            "Time from request to reply (ACKs include the durable lease write)",
+            Unit::Seconds,
+            self.latency.clone(),
         );
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// Label of the refused-admission counter: the limit that refused (`cap` or `rate`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedBy {
+    reason: &'static str,
+}
+
+/// Counters of [`crate::admission`] for `/metrics`.
+#[derive(Debug)]
 pub struct AdmissionMetrics {
+    /// Unknown machines recorded (discover/auto).
     pub admitted: Counter,
+    /// Refused by the cap on unclaimed records (a series of `refused`).
     pub refused_cap: Counter,
+    /// Refused by the rate limit (a series of `refused`).
     pub refused_rate: Counter,
+    /// `provisioner_discovery_refused_total{reason}`.
+    refused: Counters<RefusedBy>,
+}
+
+impl Default for AdmissionMetrics {
+    fn default() -> Self {
+        let refused = Counters::default();
+        AdmissionMetrics {
+            admitted: Counter::default(),
+            refused_cap: member(&refused, RefusedBy { reason: "cap" }),
+            refused_rate: member(&refused, RefusedBy { reason: "rate" }),
+            refused,
+        }
+    }
 }
 
 impl AdmissionMetrics {
     /// Appends the admission metrics in Prometheus text format; `machines` is the inventory
     /// (the unclaimed records are counted from it).
     pub fn render(&self, out: &mut String, machines: &[Machine]) {
-        use std::fmt::Write;
+        let mut r = Registry::with_prefix("provisioner");
+        self.register(r.sub_registry_with_prefix("discovery"), machines);
+        out.push_str(&encode(&r));
+    }
+
+    /// Registers the admission metrics in `r` (prefix `provisioner_discovery`).
+    fn register(&self, r: &mut Registry, machines: &[Machine]) {
         let waiting = machines
             .iter()
             .filter(|m| netboot_proto::boot_decision::unclaimed(m))
             .count();
-        let _ = writeln!(
-            out,
-            "# HELP provisioner_discovery_admitted_total Unknown machines recorded (discover/auto).\n\
-             # TYPE provisioner_discovery_admitted_total counter\n\
-             provisioner_discovery_admitted_total {}\n\
-             # HELP provisioner_discovery_refused_total Unknown machines not recorded, by the limit that refused them.\n\
-             # TYPE provisioner_discovery_refused_total counter\n\
-             provisioner_discovery_refused_total{{reason=\"cap\"}} {}\n\
-             provisioner_discovery_refused_total{{reason=\"rate\"}} {}\n\
-             # HELP provisioner_discovery_unclaimed Records made for unknown machines that nobody has claimed yet.\n\
-             # TYPE provisioner_discovery_unclaimed gauge\n\
-             provisioner_discovery_unclaimed {waiting}",
-            self.admitted.get(),
-            self.refused_cap.get(),
-            self.refused_rate.get(),
+        r.register(
+            "admitted",
+            "Unknown machines recorded (discover/auto)",
+            self.admitted.0.clone(),
+        );
+        r.register(
+            "refused",
+            "Unknown machines not recorded, by the limit that refused them",
+            self.refused.clone(),
+        );
+        let unclaimed = Gauge::<i64>::default();
+        unclaimed.set(waiting as i64);
+        r.register(
+            "unclaimed",
+            "Records made for unknown machines that nobody has claimed yet",
+            unclaimed,
         );
     }
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;

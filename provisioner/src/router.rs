@@ -79,7 +79,7 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
         .read(|s| Ok((s.machines()?, s.last_event_seq()?)))
         .await?;
     let body = app.metrics.render(&machines, seq);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }
 
 async fn not_found() -> ApiError {
