@@ -350,7 +350,10 @@ pub fn every_change_is_named(s: Arc<dyn Store>) {
         })
         .unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].mac, &events[0].kind), (Some(mac(1)), &EventKind::Updated));
+    assert_eq!(
+        (events[0].mac, &events[0].kind),
+        (Some(mac(1)), &EventKind::Updated)
+    );
     assert_eq!(s.last_event_seq().unwrap(), before + 1);
     let (_, none) = s
         .update_machine(mac(1), Timestamp(3), &mut |_| Ok(vec![]))

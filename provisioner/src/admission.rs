@@ -68,15 +68,16 @@ impl Admission {
             Some(u) => store.machine_by_uuid(u)?.map(|m| m.mac),
             None => None,
         };
+        // Counted outside the gate's lock: the DHCP path takes it for every stranger.
+        if self.lock().needs_count(now) {
+            let n = store.machines()?.iter().filter(|m| unclaimed(m)).count();
+            self.lock().counted(n, now);
+        }
         let decided = {
             let mut gate = self.lock();
-            if gate.needs_count(now) {
-                let n = store.machines()?.iter().filter(|m| unclaimed(m)).count();
-                gate.counted(n, now);
-            }
             netboot_proto::admission::admit(&mut gate, &who, policy, &|_| holder, now)
         };
-        match account(decided, &who, metrics) {
+        match account(decided, metrics) {
             Some(admitted) => write(store, admitted, now).map(Some),
             None => Ok(None),
         }
@@ -86,8 +87,7 @@ impl Admission {
 /// Counts a verdict (`provisioner_discovery_*`) and logs its warning; the record to write when
 /// admitted.
 pub fn account(
-    decided: Result<Option<Admitted>, (Refusal, Option<String>)>,
-    who: &Newcomer,
+    decided: netboot_proto::admission::Outcome,
     metrics: &AdmissionMetrics,
 ) -> Option<Admitted> {
     match decided {
@@ -103,7 +103,7 @@ pub fn account(
                 Refusal::Rate => metrics.refused_rate.inc(),
             }
             if let Some(w) = warning {
-                tracing::warn!(mac = %who.mac, via = who.via, reason = why.label(),
+                tracing::warn!(reason = why.label(),
                     "{w} (this warning repeats at most once a minute; provisioner_discovery_refused_total counts every refusal)");
             }
             None

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use inventory::{EventQuery, RedbStore};
+use inventory::{EventKind, EventQuery, Mac, MachineSpec, RedbStore, State};
 
 use super::*;
 

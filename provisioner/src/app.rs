@@ -28,6 +28,9 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// What the HTTP boot side needs beyond the store.
     pub boot: Arc<BootContext>,
+    /// In-memory views of machines and reservations (the DHCP path reads these, not the
+    /// store), kept current by the store's feed and after each of this process's writes.
+    pub views: Arc<crate::views::Views>,
     /// Live feed of stored log lines for `machines logs --follow`.
     logs: broadcast::Sender<(Mac, LogLine)>,
 }
@@ -88,15 +91,38 @@ pub fn now() -> Timestamp {
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, deadlines: Deadlines, boot: BootContext) -> Self {
-        App {
+    /// Shared state over `store`; loads the views (every machine: blocking, once at start).
+    pub fn new(
+        store: Arc<dyn Store>,
+        deadlines: Deadlines,
+        boot: BootContext,
+    ) -> inventory::Result<Self> {
+        Ok(App {
+            views: Arc::new(crate::views::Views::load(store.as_ref())?),
             boot: Arc::new(boot),
             logs: broadcast::channel(LOG_FEED_CAPACITY).0,
             store,
             metrics: Arc::new(Metrics::default()),
             deadlines,
             shutdown: CancellationToken::new(),
-        }
+        })
+    }
+
+    /// Keeps the views current with every server's writes until shutdown (a blocking thread
+    /// waiting on the store's feed).
+    pub fn follow_store(&self) {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (views, store) = (self.views.clone(), self.store.clone());
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("views".into())
+            .spawn(move || views.follow(store, flag))
+            .expect("spawning the views thread");
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 
     pub fn subscribe_logs(&self) -> broadcast::Receiver<(Mac, LogLine)> {
@@ -132,7 +158,8 @@ impl App {
     }
 
     /// Runs a mutating store call off the async threads; the events it produced are counted
-    /// (followers see them through the store's feed).
+    /// (followers see them through the store's feed) and the views catch up before it returns,
+    /// so the next request sees this write.
     pub async fn write<T, F>(&self, f: F) -> inventory::Result<T>
     where
         T: Send + 'static,
@@ -140,9 +167,15 @@ impl App {
     {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
+        let views = self.views.clone();
         tokio::task::spawn_blocking(move || {
             let (value, events) = f(store.as_ref())?;
             metrics.events_appended(events.len());
+            if !events.is_empty() {
+                if let Err(e) = views.catch_up(store.as_ref()) {
+                    tracing::warn!(error = %e, "views: catching up after a write failed; the follower retries");
+                }
+            }
             Ok(value)
         })
         .await

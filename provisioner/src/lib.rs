@@ -27,6 +27,8 @@
 //! - [`http_io`]: below HTTP: a send-stall timeout per connection, connections per client.
 //! - [`sockets`]: socket quirks in one place (IP_PKTINFO, per-transfer sockets).
 //! - [`tftp`]: the TFTP server (sans-IO transfers, tokio shell, file sources).
+//! - [`views`]: in-memory views of machines, reservations and UUIDs for the DHCP path, kept
+//!   current by the store's event feed.
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
 
@@ -53,3 +55,4 @@ pub mod sockets;
 pub mod startup;
 pub mod syslog;
 pub mod tftp;
+pub mod views;

@@ -110,7 +110,14 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port()),
     };
-    let app = App::new(store.clone(), cfg.deadlines, boot);
+    let app = {
+        let store = store.clone();
+        let deadlines = cfg.deadlines;
+        tokio::task::spawn_blocking(move || App::new(store, deadlines, boot))
+            .await?
+            .context("loading the inventory into memory")?
+    };
+    app.follow_store();
     let data_dir = cfg.data_dir.clone();
     let created = app
         .read(move |s| Ok(crate::operator_token::ensure(s, &data_dir, now())))

@@ -130,7 +130,12 @@ fn plain_clients_known_machines_and_other_messages_never_reach_the_gate() {
         .is_none());
     assert_eq!(gate.waiting(), 0);
     // Without a gate (a caller that does not record), nothing is admitted either.
-    let d = run(&mut c, &request(MessageType::Discover, pxe(7)), arrived(67), None);
+    let d = run(
+        &mut c,
+        &request(MessageType::Discover, pxe(7)),
+        arrived(67),
+        None,
+    );
     assert!(d.admission.is_none());
 }
 

@@ -7,12 +7,12 @@ use inventory::{Lifecycle, Mac, Machine, State, Timestamp};
 use super::*;
 use crate::dhcp::pool::{Pool, PoolTimes};
 
+#[path = "core_admission_tests.rs"]
+mod admission;
 #[path = "core_lease_tests.rs"]
 mod lease;
 #[path = "core_observe_tests.rs"]
 mod observe;
-#[path = "core_admission_tests.rs"]
-mod admission;
 #[path = "core_wire_tests.rs"]
 mod wire;
 

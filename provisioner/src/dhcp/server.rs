@@ -1,5 +1,5 @@
-//! The tokio shell around [`super::core::Core`]: receive, look the machine up, decide, make the
-//! binding durable, then send. Nothing is acknowledged before `Store::put_leases` has returned
+//! The tokio shell around [`super::core::Core`]: receive, read the in-memory views
+//! ([`crate::views`]), call the core, make what it decided durable, then send. Nothing is acknowledged before `Store::put_leases` has returned
 //! (RFC 2131 §4.3.1); if that fails, no ACK goes out.
 //!
 //! Group commit: the receive loop decides and sends OFFERs at once; ACKs wait in a queue for the
@@ -12,34 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use dhcproto::v4::{DhcpOption, Message, OptionCode};
 use dhcproto::{Decodable, Decoder};
-use inventory::{Mac, NewEvent, Store};
+use inventory::{Mac, NewEvent};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::Stage;
-use super::core::{Core, Decision, Input};
-use super::pool::Reservations;
+use super::core::{Admitting, Core, Decision, Input};
 use super::reply::Arrived;
-use crate::admission::Newcomer;
 use crate::app::{now, App};
 use crate::sockets;
 
 pub use crate::metrics::DhcpMetrics;
-
-/// Reservations read from the inventory for one request.
-struct StoreReservations<'a> {
-    store: &'a dyn Store,
-    mine: Option<(Mac, Ipv4Addr)>,
-}
-
-impl Reservations for StoreReservations<'_> {
-    fn owner_of(&self, ip: Ipv4Addr) -> Option<Mac> {
-        self.store.reservation_owner(ip).ok().flatten()
-    }
-    fn reserved_for(&self, mac: Mac) -> Option<Ipv4Addr> {
-        self.mine.filter(|(m, _)| *m == mac).map(|(_, ip)| ip)
-    }
-}
 
 fn type_name(m: &Message) -> String {
     match m.opts().get(OptionCode::MessageType) {
@@ -249,8 +231,10 @@ pub async fn run(
     }
 }
 
-/// Runs the core on a blocking thread with the inventory at hand; returns the decision and the
-/// observation events for the event writer.
+/// Decides from the in-memory views (no store access on this path: an OFFER never waits for
+/// the disk), then makes the one store write the decision asks for, if any (a newcomer's
+/// record, a relayed machine's new location, a released or observed binding), outside the
+/// core's lock. Returns the decision and the observation events for the event writer.
 async fn decide(
     app: &App,
     core: &Arc<Mutex<Core>>,
@@ -259,105 +243,97 @@ async fn decide(
     local_ip: Option<Ipv4Addr>,
     relay_info: Option<Vec<u8>>,
 ) -> inventory::Result<(Decision, Vec<NewEvent>)> {
-    let core = core.clone();
-    let store = app.store.clone();
-    let (boot, metrics) = (app.boot.clone(), app.metrics.clone());
     let t = now();
-    // `write`: discovery and location changes are committed here (and their events counted);
-    // no process-wide lock is taken, so an OFFER never waits for another writer.
-    let decision = app
-        .write(move |_| {
-            let mac = (msg.hlen() == 6).then(|| {
+    let mut d = {
+        let views = app.views.read();
+        let machine = (msg.hlen() == 6)
+            .then(|| {
                 let c = msg.chaddr();
                 Mac::new([c[0], c[1], c[2], c[3], c[4], c[5]])
-            });
-            let mut machine = mac.map(|m| store.machine(m)).transpose()?.flatten();
-            let (server_ip, policy) = {
-                let c = core.lock().unwrap_or_else(|p| p.into_inner());
-                (c.settings.server_ip, c.settings.unknown)
-            };
-            let link = super::core::link_of(&msg, local_ip, server_ip);
-            let mut events = Vec::new();
-            // Unknown netbooting machines under `discover` or `auto` join the inventory first,
-            // within the admission limits HTTP boot shares (a store write: before the core's
-            // lock is taken, so no packet waits for it).
-            if let (None, Some(mac)) = (&machine, mac) {
-                let seen = super::classify::classify(&msg).ok();
-                if let Some(c) = seen.filter(|c| c.stage != Stage::Plain) {
-                    // What the firmware told about itself: its SMBIOS UUID (option 97), so a
-                    // `config?uuid=` URL finds it, and its architecture.
-                    let who = Newcomer {
-                        mac,
-                        uuid: c.uuid,
-                        arch: c.arch,
-                        via: "dhcp",
-                    };
-                    let discovery = &metrics.discovery;
-                    if let Some((m, evs)) =
-                        boot.admission
-                            .admit(store.as_ref(), who, policy, t, discovery)?
-                    {
-                        events.extend(evs);
-                        machine = Some(m);
-                    }
-                }
+            })
+            .and_then(|mac| views.machine(mac));
+        let mut gate = app.boot.admission.lock();
+        if gate.needs_count(t) {
+            gate.counted(views.unclaimed(), t);
+        }
+        let uuid_holder = |u: &str| views.uuid_holder(u);
+        let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+        let link = super::core::link_of(&msg, local_ip, core.settings.server_ip);
+        core.handle(Input {
+            relay_info: relay_info.as_deref(),
+            msg: &msg,
+            arrived,
+            link,
+            machine,
+            reservations: &*views,
+            now: t,
+            admitting: Some(Admitting {
+                gate: &mut gate,
+                uuid_holder: &uuid_holder,
+            }),
+        })
+    };
+    // Observations (`seen`, notes; rate-limited by the core) go to the event writer in
+    // batches, off the reply path.
+    let mut deferred: Vec<NewEvent> = match &d.client {
+        Some(c) => d
+            .events
+            .iter()
+            .map(|k| NewEvent::machine(c.mac, k.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut admitted = d
+        .admission
+        .take()
+        .and_then(|o| crate::admission::account(o, &app.metrics.discovery));
+    let mut location = d.location.take();
+    if let (Some(a), Some((here, note))) = (&mut admitted, location.take()) {
+        // A newcomer behind a relay: its place goes into the new record (one write).
+        a.machine.location = Some(here);
+        deferred.push(NewEvent::machine(a.machine.mac, note));
+    }
+    let (remove, observed) = (d.remove, d.observed.clone());
+    if admitted.is_none() && location.is_none() && remove.is_none() && observed.is_none() {
+        return Ok((d, deferred));
+    }
+    app.write(move |store| {
+        let mut events = Vec::new();
+        if let Some(a) = admitted {
+            match crate::admission::write(store, a, t) {
+                Ok((_, evs)) => events.extend(evs),
+                // Recorded meanwhile (HTTP boot, another server): the reply still fits.
+                Err(inventory::Error::MachineExists { .. }) => {}
+                Err(e) => return Err(e),
             }
-            let res = StoreReservations {
-                store: store.as_ref(),
-                mine: machine
-                    .as_ref()
-                    .and_then(|m| m.spec.ip.map(|ip| (m.mac, ip))),
-            };
-            let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
-            let d = core.handle(Input {
-                relay_info: relay_info.as_deref(),
-                msg: &msg,
-                arrived,
-                link,
-                machine: machine.as_ref(),
-                reservations: &res,
-                now: t,
-            });
-            drop(core);
-            // `d.commit` is written by the committer before its ACK goes out.
-            if let Some(ip) = d.remove {
-                store.remove_lease(ip)?;
-            }
-            // Proxy mode: who holds which address, as evidence for the HTTP side. Written
-            // only when it says something new (a renewal of the same binding within the
-            // first half of its life costs no write).
-            if let Some(b) = &d.observed {
-                let stored = store.lease_by_ip(b.ip)?;
-                let fresh = stored.as_ref().is_some_and(|l| {
-                    l.mac == b.mac && l.observed && l.expires.0 > t.0 + (b.expires.0 - t.0) / 2
-                });
-                if !fresh {
-                    store.put_leases(std::slice::from_ref(b))?;
-                }
-            }
-            // Observations (`seen`, notes; rate-limited by the core) are written by the event
-            // writer in batches, off the reply path; only discovery and location changes above
-            // are committed here.
-            let deferred: Vec<NewEvent> = match &d.client {
-                Some(c) => d
-                    .events
-                    .iter()
-                    .map(|k| NewEvent::machine(c.mac, k.clone()))
-                    .collect(),
-                None => Vec::new(),
-            };
-            // A relayed machine's switch port and switch, when the relay says (option 82).
-            if let (Some(m), Some((here, note))) = (&machine, &d.location) {
-                let (_, evs) = store.update_machine(m.mac, t, &mut |x| {
+        }
+        if let Some((here, note)) = location {
+            if let Some(mac) = d.client.as_ref().map(|c| c.mac) {
+                let (_, evs) = store.update_machine(mac, t, &mut |x| {
                     x.location = Some(here.clone());
                     Ok(vec![note.clone()])
                 })?;
                 events.extend(evs);
             }
-            Ok(((d, deferred), events))
-        })
-        .await?;
-    Ok(decision)
+        }
+        if let Some(ip) = remove {
+            store.remove_lease(ip)?;
+        }
+        // Proxy mode: who holds which address, as evidence for the HTTP side. Written only
+        // when it says something new (a renewal of the same binding within the first half of
+        // its life costs no write).
+        if let Some(b) = &observed {
+            let stored = store.lease_by_ip(b.ip)?;
+            let fresh = stored.as_ref().is_some_and(|l| {
+                l.mac == b.mac && l.observed && l.expires.0 > t.0 + (b.expires.0 - t.0) / 2
+            });
+            if !fresh {
+                store.put_leases(std::slice::from_ref(b))?;
+            }
+        }
+        Ok(((d, deferred), events))
+    })
+    .await
 }
 
 /// Refreshes the pool-utilization gauge once a second (counting is O(bindings): not per packet).

@@ -37,6 +37,7 @@ fn app(store: Arc<dyn Store>, assets: &std::path::Path) -> App {
             syslog_port: None,
         },
     )
+    .unwrap()
 }
 
 fn core(server_ip: Ipv4Addr) -> Arc<Mutex<Core>> {
