@@ -288,10 +288,12 @@ async fn decide(
         .take()
         .and_then(|o| crate::admission::account(o, &app.metrics.discovery));
     let mut location = d.location.take();
-    if let (Some(a), Some((here, note))) = (&mut admitted, location.take()) {
-        // A newcomer behind a relay: its place goes into the new record (one write).
-        a.machine.location = Some(here);
-        deferred.push(NewEvent::machine(a.machine.mac, note));
+    if let Some(a) = &mut admitted {
+        if let Some((here, note)) = location.take() {
+            // A newcomer behind a relay: its place goes into the new record (one write).
+            a.machine.location = Some(here);
+            deferred.push(NewEvent::machine(a.machine.mac, note));
+        }
     }
     let (remove, observed) = (d.remove, d.observed.clone());
     if admitted.is_none() && location.is_none() && remove.is_none() && observed.is_none() {
