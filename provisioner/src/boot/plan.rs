@@ -29,16 +29,23 @@ impl BootView {
     }
 }
 
-/// Loads the view, admitting an unknown machine first when the policy says so.
+/// Loads the view, admitting an unknown machine first when the policy says so. The machine
+/// comes from the in-memory views (no store access for a known machine's record); only a
+/// newcomer's admission writes, and the profile is read from the store.
 pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
     let policy = app.boot.unknown;
     let t = now();
-    let (boot, metrics) = (app.boot.clone(), app.metrics.clone());
-    let (machine, profile) = app
-        .write(move |s| {
-            let mut events = Vec::new();
-            let mut machine = s.machine(mac)?;
-            if machine.is_none() {
+    let known = app.views.read().machine(mac).cloned();
+    let machine = match known {
+        Some(m) => Some(m),
+        None if policy == UnknownPolicy::Ignore => None,
+        None => {
+            let (boot, metrics) = (app.boot.clone(), app.metrics.clone());
+            app.write(move |s| {
+                // Recorded meanwhile by another server (the views follow it a moment later).
+                if let Some(m) = s.machine(mac)? {
+                    return Ok((Some(m), Vec::new()));
+                }
                 // The same cap and rate as DHCP discovery; refused: stays unknown (and polls).
                 let who = crate::admission::Newcomer {
                     mac,
@@ -46,20 +53,23 @@ pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
                     arch: None,
                     via: "http",
                 };
-                if let Some((m, evs)) =
-                    boot.admission
+                Ok(
+                    match boot
+                        .admission
                         .admit(s, who, policy, t, &metrics.discovery)?
-                {
-                    (machine, events) = (Some(m), evs);
-                }
-            }
-            let profile = match machine.as_ref().and_then(|m| m.spec.profile.clone()) {
-                Some(p) => s.profile(&p)?,
-                None => None,
-            };
-            Ok(((machine, profile), events))
-        })
-        .await?;
+                    {
+                        Some((m, evs)) => (Some(m), evs),
+                        None => (None, Vec::new()),
+                    },
+                )
+            })
+            .await?
+        }
+    };
+    let profile = match machine.as_ref().and_then(|m| m.spec.profile.clone()) {
+        Some(p) => app.read(move |s| s.profile(&p)).await?,
+        None => None,
+    };
     let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
         Some(d) => {
             let assets = app.boot.assets.clone();
