@@ -31,6 +31,9 @@ pub struct App {
     /// In-memory views of machines and reservations (the DHCP path reads these, not the
     /// store), kept current by the store's feed and after each of this process's writes.
     pub views: Arc<crate::views::Views>,
+    /// Observation events (DHCP `seen`, transfers, notes), written in batches off the reply
+    /// path.
+    pub events: crate::event_writer::EventSink,
     /// Live feed of stored log lines for `machines logs --follow`.
     logs: broadcast::Sender<(Mac, LogLine)>,
 }
@@ -91,18 +94,21 @@ pub fn now() -> Timestamp {
 }
 
 impl App {
-    /// Shared state over `store`; loads the views (every machine: blocking, once at start).
+    /// Shared state over `store`; loads the views (every machine: blocking, once at start) and
+    /// starts the event writer (call within a tokio runtime).
     pub fn new(
         store: Arc<dyn Store>,
         deadlines: Deadlines,
         boot: BootContext,
     ) -> inventory::Result<Self> {
+        let metrics = Arc::new(Metrics::default());
         Ok(App {
             views: Arc::new(crate::views::Views::load(store.as_ref())?),
+            events: crate::event_writer::EventSink::spawn(store.clone(), metrics.clone()),
             boot: Arc::new(boot),
             logs: broadcast::channel(LOG_FEED_CAPACITY).0,
             store,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             deadlines,
             shutdown: CancellationToken::new(),
         })

@@ -27,6 +27,7 @@
 //! - [`http_io`]: below HTTP: a send-stall timeout per connection, connections per client.
 //! - [`sockets`]: socket quirks in one place (IP_PKTINFO, per-transfer sockets).
 //! - [`tftp`]: the TFTP server (sans-IO transfers, tokio shell, file sources).
+//! - [`event_writer`]: observation events (seen, transfers, notes) written in batches.
 //! - [`views`]: in-memory views of machines, reservations and UUIDs for the DHCP path, kept
 //!   current by the store's event feed.
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod config;
 pub mod config_error;
 pub mod dhcp;
+pub mod event_writer;
 pub mod http;
 pub mod http_io;
 pub mod http_server;

@@ -156,6 +156,10 @@ pub struct Metrics {
     /// Handles on the 2xx, 4xx and 5xx series of `http_responses`.
     http: [Counter; 3],
     events: Counter,
+    /// Observation events not written (queue full or store error; see `event_writer`).
+    events_dropped: Counter,
+    /// Observation events queued and not yet written (`provisioner_events_pending`).
+    pub events_pending: Gauge,
     expired: Counter,
     /// `provisioner_syslog_lines_total{attributed}`; the two handles below are its series.
     syslog: Counters<Attributed>,
@@ -178,6 +182,8 @@ impl Default for Metrics {
             http_responses,
             http,
             events: Counter::default(),
+            events_dropped: Counter::default(),
+            events_pending: Gauge::default(),
             expired: Counter::default(),
             syslog,
             syslog_attributed: yes,
@@ -200,6 +206,11 @@ impl Metrics {
     /// Counts `n` events appended to the store.
     pub fn events_appended(&self, n: usize) {
         self.events.add(n as u64);
+    }
+
+    /// Counts `n` observation events that were not written (see [`crate::event_writer`]).
+    pub fn events_dropped(&self, n: usize) {
+        self.events_dropped.add(n as u64);
     }
 
     /// Counts `n` syslog lines stored on the machine that held the sender's address.
@@ -244,6 +255,16 @@ impl Metrics {
             "events_appended",
             "Events appended since start",
             self.events.0.clone(),
+        );
+        r.register(
+            "events_pending",
+            "Observation events queued for the batched event writer and not yet written",
+            self.events_pending.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Observation events not recorded because the event queue was full or the store failed",
+            self.events_dropped.0.clone(),
         );
         let seq = Gauge::<u64, std::sync::atomic::AtomicU64>::default();
         seq.set(last_event_seq);

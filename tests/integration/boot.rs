@@ -259,24 +259,25 @@ fn scripts_follow_the_lifecycle_and_installed_machines_never_get_the_installer()
         k == s.uki.linux && i == s.uki.initrd,
         "extracted sections differ"
     );
-    // Downloads are recorded per machine.
-    let events = api.get(&format!("/api/v1/events?machine={MAC}")).body;
-    let transfers: Vec<&Value> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "transfer")
-        .collect();
-    assert!(
-        transfers
+    // Downloads are recorded per machine (batched, after the response).
+    crate::harness::eventually("both download events", || {
+        let events = api.get(&format!("/api/v1/events?machine={MAC}")).body;
+        let transfers: Vec<&Value> = events
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|e| e["file"] == "hadron.efi" && e["outcome"] == "complete"),
-        "{events}"
-    );
-    assert!(
-        transfers.iter().any(|e| e["file"] == "hadron.efi#linux"),
-        "{events}"
-    );
+            .filter(|e| e["type"] == "transfer")
+            .collect();
+        let whole = transfers
+            .iter()
+            .any(|e| e["file"] == "hadron.efi" && e["outcome"] == "complete");
+        let section = transfers.iter().any(|e| e["file"] == "hadron.efi#linux");
+        if whole && section {
+            Ok(())
+        } else {
+            Err(events.to_string())
+        }
+    });
 
     // The installer reports; then the machine is installed.
     let token = stdout(&s.server.cli(&["machines", "token", MAC]))

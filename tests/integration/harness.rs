@@ -331,3 +331,36 @@ pub fn rss(pid: u32) -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// Polls `f` (every 20 ms, 10 s at most) until it returns `Some`; panics with `what` and the last
+/// value seen otherwise. For state the server records after its reply (observation events are
+/// written in batches off the reply path).
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if std::time::Instant::now() > deadline => {
+                panic!("{what}: not within 10 s; last seen: {last}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits until the server's batched event writer has written everything queued so far
+/// (`provisioner_events_pending` is 0), so a test can check an upper bound on events.
+pub fn events_settled(base_url: &str) {
+    eventually("the event queue to drain", || {
+        let m = reqwest::blocking::get(format!("{base_url}/metrics"))
+            .and_then(|r| r.text())
+            .map_err(|e| e.to_string())?;
+        match m
+            .lines()
+            .find_map(|l| l.strip_prefix("provisioner_events_pending "))
+        {
+            Some("0") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+}

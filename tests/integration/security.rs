@@ -413,6 +413,7 @@ fn repeated_downloads_leave_a_bounded_number_of_events() {
         );
         assert_eq!(got.status, 206);
     }
+    crate::harness::events_settled(&r.api.base);
     let transfers = r
         .api
         .get(&format!("/api/v1/events?machine={V}"))

@@ -299,10 +299,13 @@ fn a_config_that_is_not_a_mapping_for_a_real_machine_is_a_clear_500_with_an_even
         !text.contains("hostname: node-"),
         "the config leaked: {text}"
     );
-    let events = api.get("/api/v1/events?machine=52:54:00:78:00:02").text;
-    assert!(
-        events.contains("the rendered config is not a #cloud-config YAML mapping"),
-        "{events}"
-    );
+    crate::harness::eventually("the failure event", || {
+        let events = api.get("/api/v1/events?machine=52:54:00:78:00:02").text;
+        if events.contains("the rendered config is not a #cloud-config YAML mapping") {
+            Ok(())
+        } else {
+            Err(events)
+        }
+    });
     assert!(s.terminate().success());
 }

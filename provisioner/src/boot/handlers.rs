@@ -321,7 +321,7 @@ async fn serve_asset(
                     retransmits: 0,
                     outcome: outcome.into(),
                 };
-                tokio::spawn(async move { plan::note(&app, mac, kind).await });
+                plan::observe(&app, mac, kind);
             }))
         }
         _ => None,

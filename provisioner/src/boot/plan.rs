@@ -263,7 +263,8 @@ pub async fn note_limited(app: &App, mac: Mac, kind: EventKind) {
     }
 }
 
-/// Appends one event about `mac` (no state change).
+/// Appends one event about `mac` (no state change) before returning: for what the operator
+/// must find once the response is out (a failed render, a local-disk boot).
 pub async fn note(app: &App, mac: Mac, kind: EventKind) {
     let t = now();
     if let Err(e) = app
@@ -272,4 +273,10 @@ pub async fn note(app: &App, mac: Mac, kind: EventKind) {
     {
         tracing::warn!(%mac, error = %e, "recording an event failed");
     }
+}
+
+/// Queues one high-volume observation about `mac` (a download finished) for the batched event
+/// writer ([`crate::event_writer`]): one fsync per batch, not per transfer.
+pub fn observe(app: &App, mac: Mac, kind: EventKind) {
+    app.events.record(vec![NewEvent::machine(mac, kind)]);
 }

@@ -105,29 +105,6 @@ async fn committer(
     }
 }
 
-/// Appends queued observation events in batches: one transaction (one fsync) for all that
-/// arrived while the previous one was written, so a boot storm's `seen` events do not cost a
-/// disk flush per packet. These are observations, not acknowledgements: a crash may lose the last
-/// batch, never a lease.
-async fn event_writer(mut rx: tokio::sync::mpsc::Receiver<Vec<NewEvent>>, app: App) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = first;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        let t = now();
-        if let Err(e) = app
-            .write(move |s| Ok(((), s.append_events(batch, t)?)))
-            .await
-        {
-            tracing::warn!(error = %e, "dhcp: recording seen events failed");
-        }
-    }
-}
-
 /// Serves one bound socket (port 67, or 4011 in proxy mode) until `shutdown`.
 pub async fn run(
     sock: UdpSocket,
@@ -146,8 +123,6 @@ pub async fn run(
         metrics.clone(),
         core.clone(),
     ));
-    let (observations, events_rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(event_writer(events_rx, app.clone()));
     let mut buf = vec![0u8; 4096];
     loop {
         let received = tokio::select! {
@@ -180,7 +155,7 @@ pub async fn run(
         let decided = decide(&app, &core, msg, arrived, local_ip, relay_info).await;
         let d = match decided {
             Ok((d, deferred)) => {
-                if !deferred.is_empty() && observations.try_send(deferred).is_err() {
+                if !app.events.record(deferred) {
                     DhcpMetrics::bump(&metrics.dropped, "event queue full (events only)");
                 }
                 d

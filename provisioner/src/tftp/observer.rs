@@ -1,5 +1,6 @@
 //! Records finished TFTP transfers as events of the machine that holds the client's address in
-//! the lease table. Transfers from addresses without a lease are only logged and counted.
+//! the lease table (batched with the other observations: [`crate::event_writer`]). Transfers
+//! from addresses without a lease are only logged and counted.
 
 use std::net::IpAddr;
 
@@ -28,17 +29,15 @@ impl Observer for InventoryObserver {
                 retransmits: r.retransmits,
                 outcome: r.ending.label().into(),
             };
-            let result = app
-                .write(move |s| {
-                    let Some(lease) = crate::identity::holder_of(s, ip, t)? else {
-                        return Ok(((), vec![]));
-                    };
-                    let events = s.append_events(vec![NewEvent::machine(lease.mac, kind)], t)?;
-                    Ok(((), events))
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "recording a TFTP transfer event failed");
+            match app
+                .read(move |s| crate::identity::holder_of(s, ip, t))
+                .await
+            {
+                Ok(Some(lease)) => {
+                    app.events.record(vec![NewEvent::machine(lease.mac, kind)]);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "recording a TFTP transfer event failed"),
             }
         });
     }
