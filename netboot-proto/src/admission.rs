@@ -44,6 +44,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal's name for the log: `cap` or `rate`.
     pub fn label(self) -> &'static str {
         match self {
             Refusal::Cap => "cap",
@@ -55,10 +56,13 @@ impl Refusal {
 /// The gate's answer for one stranger.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Record it: the gate has counted it as one more unclaimed record.
     Admit,
     /// Not recorded; `warn` is set at most once per [`WARN_EVERY_MS`].
     Refuse {
+        /// Which limit refused it.
         why: Refusal,
+        /// Whether to log a warning now (the first refusal in [`WARN_EVERY_MS`]).
         warn: bool,
     },
 }
@@ -77,6 +81,8 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate that has not counted yet ([`Gate::needs_count`] is true) with a full token bucket of
+    /// `limits.per_minute` tokens.
     pub fn new(limits: Limits) -> Gate {
         Gate {
             limits,
@@ -93,6 +99,8 @@ impl Gate {
             .is_none_or(|t| now.0.saturating_sub(t.0) >= RECOUNT_MS)
     }
 
+    /// Takes `waiting`, the number of unclaimed records the caller counted in the store at `now`;
+    /// trusted for [`RECOUNT_MS`].
     pub fn counted(&mut self, waiting: usize, now: Timestamp) {
         self.waiting = waiting;
         self.counted_at = Some(now);
@@ -103,6 +111,7 @@ impl Gate {
         self.waiting
     }
 
+    /// The limits the gate was made with.
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -130,6 +139,7 @@ impl Gate {
 /// What a stranger told about itself (DHCP option 97 and 93; HTTP boot knows only the MAC).
 #[derive(Clone, Debug)]
 pub struct Newcomer {
+    /// Its MAC: the DHCP `chaddr`, or for HTTP boot the machine the server's own evidence names.
     pub mac: Mac,
     /// SMBIOS UUID from option 97, lower-case hyphenated.
     pub uuid: Option<String>,
@@ -197,8 +207,9 @@ pub fn record_for(
 pub type Outcome = Result<Option<Admitted>, (Refusal, Option<String>)>;
 
 /// The gate's verdict, its warning and the record, for one stranger (see [`Gate::check`] and
-/// [`record_for`]): `Ok(record)` when admitted, `Err(verdict)` when refused. The warning text
-/// is for the operator's log; `waiting` and the limits say why.
+/// [`record_for`]): `Ok(record)` when admitted (`Ok(None)` under `ignore`, which never touches
+/// the gate), `Err((refusal, warning))` when refused. The warning, at most one per
+/// [`WARN_EVERY_MS`], is for the operator's log; it names the count waiting and the limits.
 pub fn admit(
     gate: &mut Gate,
     who: &Newcomer,

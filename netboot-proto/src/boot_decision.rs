@@ -24,7 +24,11 @@ pub enum Intent {
     /// Boot from its own disk: offer no boot file.
     LocalDisk,
     /// Netboot into a script that says why it waits and polls until that changes.
-    Hold { reason: String },
+    Hold {
+        /// One line for the operator and the machine's console: why it waits and, for a failed
+        /// install, the command that retries it.
+        reason: String,
+    },
     /// Do not answer at all.
     Ignore,
 }

@@ -12,6 +12,8 @@
 //! - [`tftp`]: TFTP (RFC 1350 and its option RFCs): packets, path normalization, transfers.
 //! - [`rate`]: a token bucket over timestamps.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod boot_decision;
 pub mod dhcp;

@@ -10,20 +10,32 @@ use inventory::Mac;
 /// The firmware family, from option 93.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Firmware {
+    /// 0: x86 BIOS (legacy PXE ROM).
     Bios,
+    /// 6: 32-bit x86 UEFI.
     EfiIa32,
+    /// 7, or 9 from older firmware: x86-64 UEFI.
     EfiX64,
+    /// 10: 32-bit ARM UEFI.
     EfiArm32,
+    /// 11: 64-bit ARM UEFI.
     EfiArm64,
+    /// 15: 32-bit x86 UEFI HTTP boot.
     HttpIa32,
+    /// 16: x86-64 UEFI HTTP boot.
     HttpX64,
+    /// 18: 32-bit ARM UEFI HTTP boot.
     HttpArm32,
+    /// 19: 64-bit ARM UEFI HTTP boot.
     HttpArm64,
+    /// 41: Raspberry Pi boot ROM.
     RpiBoot,
+    /// Any other code, kept as sent.
     Other(u16),
 }
 
 impl Firmware {
+    /// The family of an option 93 architecture code; unknown codes are [`Firmware::Other`].
     pub fn from_arch(code: u16) -> Self {
         match code {
             0 => Firmware::Bios,
@@ -40,6 +52,7 @@ impl Firmware {
         }
     }
 
+    /// Whether it is UEFI HTTP boot (codes 15, 16, 18, 19): it takes an `http://` URL, not TFTP.
     pub fn is_http(self) -> bool {
         matches!(
             self,
@@ -72,10 +85,13 @@ pub enum Stage {
 /// What a request says about its sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
+    /// `chaddr`, the first 6 bytes (only Ethernet, `hlen` 6, is accepted).
     pub mac: Mac,
+    /// Where in the boot chain it is, from options 77, 175 and 60.
     pub stage: Stage,
     /// Option 93, first entry.
     pub arch: Option<u16>,
+    /// [`Firmware::from_arch`] of `arch`.
     pub firmware: Option<Firmware>,
     /// Option 60 as text (lossy).
     pub vendor_class: Option<String>,
@@ -124,8 +140,10 @@ fn relay_agent(opts: &dhcproto::v4::DhcpOptions) -> Option<RelayAgent> {
     Some(r)
 }
 
+/// Why a request cannot be classified (it is then dropped).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
+    /// `hlen` (the byte count it gave) is not 6: not an Ethernet MAC, so no machine identity.
     #[error("hardware address of {0} bytes is not an Ethernet MAC")]
     NotEthernet(usize),
 }
@@ -133,6 +151,14 @@ pub enum ClassifyError {
 /// iPXE's encapsulated options (RFC-less, iPXE's own).
 const IPXE_ENCAP: u8 = 175;
 
+/// Reads the sender's MAC, boot [`Stage`], option 93 architecture, option 60, option 97 UUID and
+/// option 82 relay information from a request. iPXE (option 77 containing `iPXE`, or option 175)
+/// wins over option 60; then `HTTPClient`, then `PXEClient`/`HW-Client`; anything else is
+/// [`Stage::Plain`]. A malformed option 97 (not type 0 and 16 bytes, RFC 4578 §2.3) or an all-zero
+/// or all-ones GUID gives no UUID.
+///
+/// # Errors
+/// [`ClassifyError::NotEthernet`] when `hlen` is not 6 (checked before `chaddr` is read).
 pub fn classify(msg: &Message) -> Result<Client, ClassifyError> {
     // hlen first: dhcproto's chaddr() slices by the sender's hlen and panics past 16.
     if msg.hlen() != 6 {

@@ -27,24 +27,35 @@ use super::reply::{
 use crate::admission::{admit, Gate, Newcomer, Outcome};
 use crate::boot_decision::{decide, Intent, UnknownPolicy};
 
+/// How the server takes part in DHCP (`dhcp.mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// The site's DHCP server: assigns addresses from the pools and adds boot information.
     Full,
+    /// Beside the site's DHCP server (PXE 2.1 proxyDHCP): boot information only, never an address.
     Proxy,
 }
 
 /// What a subnet's clients are told besides their address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubnetOptions {
+    /// The subnet's network address (host bits zero).
     pub network: Ipv4Addr,
+    /// Prefix length, 0..=32; option 1 is derived from it ([`SubnetOptions::mask`]).
     pub prefix: u8,
+    /// Default gateway, option 3 (RFC 2132 §3.5); `None`: not sent.
     pub router: Option<Ipv4Addr>,
+    /// DNS servers, option 6 (RFC 2132 §3.8); empty: not sent.
     pub dns: Vec<Ipv4Addr>,
+    /// Domain name, option 15 (RFC 2132 §3.17); `None`: not sent.
     pub domain: Option<String>,
+    /// Lease time, option 51 in whole seconds (capped at `u32::MAX`); T1 (option 58) is half of
+    /// it, T2 (option 59) seven eighths (RFC 2131 §4.4.5).
     pub lease_time: Duration,
 }
 
 impl SubnetOptions {
+    /// The subnet mask of `prefix`, as option 1 carries it (RFC 2132 §3.3).
     pub fn mask(&self) -> Ipv4Addr {
         Ipv4Addr::from(if self.prefix == 0 {
             0
@@ -54,29 +65,39 @@ impl SubnetOptions {
     }
 }
 
+/// The server-wide settings of the core (validated `[dhcp]` configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Our address on the link: option 54 and the TFTP next-server.
     pub server_ip: Ipv4Addr,
+    /// Full or proxy DHCP.
     pub mode: Mode,
+    /// What to do with netbooting machines the inventory does not know (`dhcp.unknown_machines`).
     pub unknown: UnknownPolicy,
     /// Identify clients outside the inventory by option 61 when sent (RFC 2131 §4.2).
     pub match_client_id: bool,
+    /// TFTP loader file names by firmware, for PXE clients.
     pub loaders: Loaders,
+    /// Where iPXE and UEFI HTTP-boot clients are sent.
     pub urls: BootUrls,
 }
 
 /// One request and what the server knows about its sender.
 pub struct Input<'a> {
+    /// The parsed request.
     pub msg: &'a Message,
+    /// Where it came from and on which port: decides where the reply goes.
     pub arrived: Arrived,
     /// The address naming the client's link: giaddr when relayed, else our address on the
     /// interface it arrived on. Selects the subnet.
     pub link: Ipv4Addr,
+    /// The inventory's record of the sender's MAC (from the shell's in-memory view), if any.
     pub machine: Option<&'a Machine>,
+    /// The inventory's address reservations (from the shell's in-memory view).
     pub reservations: &'a dyn Reservations,
     /// Option 82 exactly as the relay sent it (see [`super::reply::raw_option`]).
     pub relay_info: Option<&'a [u8]>,
+    /// The time of arrival (milliseconds since the Unix epoch); the core reads no clock.
     pub now: Timestamp,
     /// What admitting an unknown netbooting machine needs (`None`: never admit, as if the
     /// policy were `ignore` for recording; the reply still follows the policy).
@@ -86,6 +107,7 @@ pub struct Input<'a> {
 /// The shared admission gate (HTTP boot uses the same one) and the inventory's UUID index,
 /// for recording unknown netbooting machines under `discover` and `auto`.
 pub struct Admitting<'a> {
+    /// The cap and rate limit on recording strangers, shared with HTTP boot.
     pub gate: &'a mut Gate,
     /// Which machine holds an SMBIOS UUID (from the shell's in-memory view).
     pub uuid_holder: &'a dyn Fn(&str) -> Option<Mac>,
@@ -94,6 +116,7 @@ pub struct Admitting<'a> {
 /// What to do about one request.
 #[derive(Debug, Default)]
 pub struct Decision {
+    /// The reply and where to send it (see [`destination`]); `None`: stay silent (see `dropped`).
     pub reply: Option<(Message, SocketAddrV4)>,
     /// A binding to put on stable storage before the reply is sent: claimed atomically in the
     /// store (another server sharing it may hold the address), and only then ACKed.
@@ -140,8 +163,13 @@ impl Decision {
     }
 }
 
+/// The DHCP core: settings, the pools it serves from and its rate limits. One per server; the
+/// shell holds it behind a lock and feeds it every request ([`Core::handle`]).
 pub struct Core {
+    /// Server-wide settings.
     pub settings: Settings,
+    /// The subnets served in full mode, each with its pool; the first whose subnet contains the
+    /// request's link ([`link_of`]) serves it. Proxy mode does not use them.
     pub subnets: Vec<(SubnetOptions, Pool)>,
     /// Rate limits of per-packet events (strangers and inventory machines).
     pub observations: super::seen_limit::Observations,
@@ -243,6 +271,12 @@ fn moved(
 }
 
 impl Core {
+    /// Decides what to do about one request: classify the sender, admit a stranger if the
+    /// policy and the gate allow it, decide its boot intent, then answer as [`Mode::Full`]
+    /// (address and boot file) or [`Mode::Proxy`] (boot file only). Requests that are not
+    /// BOOTREQUESTs, have no option 53 (plain BOOTP) or a non-Ethernet `chaddr` are dropped.
+    /// Never fails: anything not answered says why in [`Decision::dropped`]. The shell commits
+    /// `commit` (and the admitted record) before it sends the reply.
     pub fn handle(&mut self, input: Input<'_>) -> Decision {
         let msg = input.msg;
         if msg.opcode() != Opcode::BootRequest {
@@ -775,14 +809,29 @@ fn boot_file_name(req: &Message, r: &mut Message, name: &str) {
 /// Which RFC 2131 §4.3.2 client state a DHCPREQUEST comes from, by its fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestState {
-    /// Answering an OFFER: option 54 names the chosen server, option 50 the address.
-    Selecting { server: Ipv4Addr, ip: Ipv4Addr },
+    /// Answering an OFFER: option 54 names the chosen server, option 50 the address (or, when
+    /// a client leaves option 50 out, ciaddr).
+    Selecting {
+        /// Option 54: the server the client chose (maybe not us).
+        server: Ipv4Addr,
+        /// The address it asks for.
+        ip: Ipv4Addr,
+    },
     /// Rebooting with a remembered address: option 50, no option 54, ciaddr 0.
-    InitReboot { ip: Ipv4Addr },
-    /// Extending its lease by unicast: ciaddr set, no option 50 or 54.
-    Renewing { ip: Ipv4Addr },
+    InitReboot {
+        /// Option 50: the address it remembers.
+        ip: Ipv4Addr,
+    },
+    /// Extending its lease by unicast: ciaddr set, no option 54 (an option 50 is ignored).
+    Renewing {
+        /// ciaddr: the address it holds.
+        ip: Ipv4Addr,
+    },
     /// Extending its lease by broadcast after T2: as RENEWING, sent to 255.255.255.255.
-    Rebinding { ip: Ipv4Addr },
+    Rebinding {
+        /// ciaddr: the address it holds.
+        ip: Ipv4Addr,
+    },
 }
 
 impl RequestState {

@@ -68,7 +68,9 @@ impl ClientKey {
 /// A client as the pool sees it: the identity its bindings are kept under, and its MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Who {
+    /// The identity its bindings are kept under.
     pub key: ClientKey,
+    /// Its `chaddr`: for the stored lease and for reservations, which are by MAC.
     pub mac: Mac,
 }
 
@@ -86,7 +88,9 @@ impl Who {
 /// stranger (not in the inventory, or `discovered` and waiting for an operator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {
+    /// A machine of the inventory past `discovered`: not limited by the stranger share.
     Registered,
+    /// Not in the inventory, or `discovered`: limited to its share of the range.
     Stranger,
 }
 
@@ -96,7 +100,10 @@ pub enum NoOffer {
     /// Every address of the range is held.
     Exhausted,
     /// Strangers hold their whole share (`limit` addresses) of the range.
-    StrangerShare { limit: usize },
+    StrangerShare {
+        /// The share, in addresses.
+        limit: usize,
+    },
 }
 
 /// How often (milliseconds) the count of stranger holdings is taken again when it says "full":
@@ -106,6 +113,7 @@ const STRANGER_RECOUNT_MS: u64 = 1_000;
 /// Timers of the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolTimes {
+    /// How long a REQUEST binds an address.
     pub lease: Duration,
     /// How long an offered address waits for its REQUEST.
     pub offer: Duration,
@@ -126,20 +134,53 @@ impl Default for PoolTimes {
 /// Why a REQUEST is refused (the server answers DHCPNAK).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// The address is not in this pool's subnet.
     #[error("{ip} is not in this subnet")]
-    WrongSubnet { ip: Ipv4Addr },
+    WrongSubnet {
+        /// The address requested.
+        ip: Ipv4Addr,
+    },
+    /// Another client holds it now (offered or bound), or it is quarantined after a DECLINE.
     #[error("{ip} is held by {holder}")]
-    Taken { ip: Ipv4Addr, holder: Mac },
+    Taken {
+        /// The address requested.
+        ip: Ipv4Addr,
+        /// The MAC of the client holding (or having declined) it.
+        holder: Mac,
+    },
+    /// It is reserved for another machine.
     #[error("{ip} is reserved for {owner}")]
-    ReservedForOther { ip: Ipv4Addr, owner: Mac },
+    ReservedForOther {
+        /// The address requested.
+        ip: Ipv4Addr,
+        /// The machine it is reserved for.
+        owner: Mac,
+    },
+    /// The client has a usable reservation in this subnet, and it is another address.
     #[error("this machine is reserved {reserved}, not {ip}")]
-    NotItsReservation { ip: Ipv4Addr, reserved: Ipv4Addr },
+    NotItsReservation {
+        /// The address requested.
+        ip: Ipv4Addr,
+        /// The client's reservation.
+        reserved: Ipv4Addr,
+    },
+    /// In the subnet but outside `first..=last`, and not the client's reservation.
     #[error("{ip} is outside the dynamic range and not reserved for this machine")]
-    OutsideRange { ip: Ipv4Addr },
+    OutsideRange {
+        /// The address requested.
+        ip: Ipv4Addr,
+    },
+    /// A stranger asks for an address it does not hold while strangers hold their share.
     #[error("machines not registered hold their whole share ({limit} addresses) of the range")]
-    StrangerShare { limit: usize },
+    StrangerShare {
+        /// The share, in addresses.
+        limit: usize,
+    },
 }
 
+/// One subnet's dynamic range `first..=last` and the bindings in it, keyed by address and by
+/// [`ClientKey`]. Memory is bounded by the subnet: at most one entry per address (reservations
+/// may lie outside the range), and [`Pool::sweep`] drops expired ones.
 pub struct Pool {
     network: Ipv4Addr,
     prefix: u8,
@@ -160,7 +201,9 @@ pub struct Pool {
 
 /// Reservations as the inventory knows them: address → owner, and owner → address.
 pub trait Reservations {
+    /// The MAC `ip` is reserved for, if any.
     fn owner_of(&self, ip: Ipv4Addr) -> Option<Mac>;
+    /// The address reserved for `mac`, if any (in any subnet).
     fn reserved_for(&self, mac: Mac) -> Option<Ipv4Addr>;
 }
 
@@ -680,7 +723,8 @@ impl Pool {
         true
     }
 
-    /// (addresses bound or offered now, size of the dynamic range), for the utilization metric.
+    /// (addresses of the range held now — offered, bound or quarantined —, size of the range),
+    /// for the utilization metric.
     pub fn utilization(&self, now: Timestamp) -> (usize, usize) {
         let used = self
             .entries

@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use super::classify::{Client, Firmware, Stage};
 use crate::boot_decision::Intent;
 
+/// The DHCP server port (RFC 2131 §4.1): where requests arrive and relayed replies go.
 pub const SERVER_PORT: u16 = 67;
+/// The DHCP client port (RFC 2131 §4.1): where replies to unrelayed clients go.
 pub const CLIENT_PORT: u16 = 68;
 /// The PXE boot server port: firmware sends a DHCPREQUEST here after a proxy offer.
 pub const PXE_BOOT_SERVER_PORT: u16 = 4011;
@@ -18,8 +20,11 @@ pub struct Arrived {
     pub src: SocketAddrV4,
     /// The local port it arrived on (67, or 4011 for the PXE boot server).
     pub local_port: u16,
+    /// The request's `giaddr`: the relay agent's address, 0 when not relayed.
     pub giaddr: Ipv4Addr,
+    /// The request's `ciaddr`: the client's address when it has one (RENEWING, INFORM), else 0.
     pub ciaddr: Ipv4Addr,
+    /// The request's BROADCAST flag (RFC 2131 §2, `flags`); the replies keep the request's flags.
     pub broadcast_flag: bool,
     /// The datagram was sent to 255.255.255.255 (not the same as the BROADCAST flag).
     pub to_broadcast: bool,
@@ -128,9 +133,13 @@ pub fn pxe_vendor_options() -> Vec<u8> {
 /// Loader file names by firmware, served over TFTP (configurable; Debian's `ipxe` names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loaders {
+    /// x86 BIOS (option 93 = 0); default `undionly.kpxe`.
     pub bios: String,
+    /// x86-64 UEFI (option 93 = 7 or 9); default `snponly.efi`.
     pub efi_x64: String,
+    /// 32-bit x86 UEFI (option 93 = 6); `None`: such clients get no boot file.
     pub efi_ia32: Option<String>,
+    /// 64-bit ARM UEFI (option 93 = 11); `None`: such clients get no boot file.
     pub efi_arm64: Option<String>,
 }
 
@@ -153,16 +162,28 @@ pub enum BootFile {
     /// No boot file: an OS client, an installed machine, or one we ignore.
     None,
     /// A loader over TFTP from `server` (siaddr / next-server).
-    Tftp { server: Ipv4Addr, file: String },
+    Tftp {
+        /// The TFTP server: `siaddr` of the reply.
+        server: Ipv4Addr,
+        /// The loader's file name: `file` field and/or option 67.
+        file: String,
+    },
     /// An `http://` URL; `http_client` says the reply must echo option 60 `HTTPClient`.
-    Url { url: String, http_client: bool },
+    Url {
+        /// The URL, with the client's MAC as `?mac=`: `file` field and/or option 67.
+        url: String,
+        /// UEFI HTTP boot: the reply must carry option 60 `HTTPClient` or the firmware ignores it.
+        http_client: bool,
+    },
 }
 
 /// Why a netbooting client gets no boot file; recorded as an event.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NoBootFile {
+    /// A PXE client sent no option 93, so no loader can be chosen.
     #[error("PXE request without option 93 (client architecture): no loader chosen")]
     NoArch,
+    /// No loader is configured for this option 93 code (the code; 0 if none was sent).
     #[error("no loader configured for client architecture {0} (option 93)")]
     UnknownArch(u16),
 }

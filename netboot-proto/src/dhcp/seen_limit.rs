@@ -42,6 +42,8 @@ pub struct SeenLimiter {
 }
 
 impl SeenLimiter {
+    /// A limiter allowing one event per key per `window_ms` milliseconds, remembering at most
+    /// `capacity` keys, and, with `budget`, taking one token of it per event allowed.
     pub fn new(window_ms: u64, capacity: usize, budget: Option<TokenBucket>) -> SeenLimiter {
         SeenLimiter {
             last: HashMap::new(),
@@ -74,10 +76,12 @@ impl SeenLimiter {
         true
     }
 
+    /// Keys remembered (expired ones are forgotten only when the limiter is full).
     pub fn len(&self) -> usize {
         self.last.len()
     }
 
+    /// Whether no key is remembered.
     pub fn is_empty(&self) -> bool {
         self.last.is_empty()
     }
@@ -103,7 +107,10 @@ pub fn topic(kind: &EventKind, seen_detail: bool) -> u64 {
 /// The two limiters DHCP observations pass through.
 #[derive(Debug)]
 pub struct Observations {
+    /// MACs the inventory does not know: [`STRANGER_WINDOW_MS`], [`CAPACITY`], and a budget of
+    /// [`STRANGER_BURST`] then [`STRANGER_PER_MINUTE`] for all of them together.
     pub strangers: SeenLimiter,
+    /// Machines of the inventory: [`INVENTORY_WINDOW_MS`] and [`INVENTORY_CAPACITY`], no budget.
     pub inventory: SeenLimiter,
 }
 

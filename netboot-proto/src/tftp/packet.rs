@@ -3,24 +3,38 @@
 
 use std::fmt;
 
+/// Read request (RFC 1350 §5).
 pub const OP_RRQ: u16 = 1;
+/// Write request (RFC 1350 §5); this server refuses them.
 pub const OP_WRQ: u16 = 2;
+/// Data block (RFC 1350 §5).
 pub const OP_DATA: u16 = 3;
+/// Acknowledgement of a block, or of the OACK as block 0 (RFC 1350 §5, RFC 2347).
 pub const OP_ACK: u16 = 4;
+/// Error (RFC 1350 §5): ends the transfer.
 pub const OP_ERROR: u16 = 5;
+/// Option acknowledgement (RFC 2347).
 pub const OP_OACK: u16 = 6;
 
 /// RFC 1350 §5 and RFC 2347 error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
 pub enum ErrorCode {
+    /// 0: not defined, see the message (time-outs, read errors, shutdown).
     NotDefined = 0,
+    /// 1: file not found.
     FileNotFound = 1,
+    /// 2: access violation.
     AccessViolation = 2,
+    /// 3: disk full or allocation exceeded.
     DiskFull = 3,
+    /// 4: illegal TFTP operation.
     IllegalOperation = 4,
+    /// 5: unknown transfer ID (a packet from the wrong port).
     UnknownTransferId = 5,
+    /// 6: file already exists.
     FileExists = 6,
+    /// 7: no such user.
     NoSuchUser = 7,
     /// RFC 2347: the client rejects the options we acknowledged (PXE `tsize` probes end so).
     OptionNegotiation = 8,
@@ -29,18 +43,27 @@ pub enum ErrorCode {
 /// A request: file, transfer mode and the options asked for, in the order sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// WRQ rather than RRQ.
     pub write: bool,
+    /// The file name as sent (invalid UTF-8 replaced by U+FFFD), not yet normalized: see
+    /// [`super::path::normalize`].
     pub filename: String,
+    /// Transfer mode as sent, lower-cased (RFC 1350 §5 names `netascii`, `octet`, `mail`).
     pub mode: String,
+    /// RFC 2347 options as (name lower-cased, value) pairs; duplicates are kept.
     pub options: Vec<(String, String)>,
 }
 
 /// A packet a client may send to a transfer socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientPacket {
+    /// ACK of a block (its 16-bit number as on the wire; 0 acknowledges the OACK).
     Ack(u16),
+    /// ERROR from the client: it gives up (code 8 after an OACK is the PXE `tsize` probe).
     Error {
+        /// The error code as sent (see [`ErrorCode`]).
         code: u16,
+        /// The message up to its NUL (lossy UTF-8; empty if none).
         message: String,
     },
     /// Any other opcode (or a request on the transfer port).
@@ -50,14 +73,19 @@ pub enum ClientPacket {
 /// Why a datagram is not a packet we understand.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Shorter than its opcode (and block or error code) need (the datagram's length).
     #[error("datagram of {0} bytes is too short")]
     TooShort(usize),
+    /// Not an RRQ or WRQ on the request port (the opcode).
     #[error("opcode {0} is not a request")]
     NotARequest(u16),
+    /// A string without its NUL terminator, or a request without file name or mode (which part).
     #[error("missing NUL terminator in {0}")]
     Unterminated(&'static str),
+    /// The mode or an option name or value is not UTF-8 (which part).
     #[error("{0} is not valid UTF-8")]
     NotUtf8(&'static str),
+    /// An option name with no value after it (the name).
     #[error("option {0:?} has no value")]
     OptionWithoutValue(String),
 }
@@ -141,12 +169,14 @@ pub fn parse_client(buf: &[u8]) -> Result<ClientPacket, ParseError> {
     }
 }
 
-/// Writes a DATA header for `block` into the first four bytes of `buf`.
+/// Writes a DATA header (opcode 3, 16-bit `block`) into the first four bytes of `buf`; panics
+/// if `buf` is shorter.
 pub fn data_header(buf: &mut [u8], block: u16) {
     buf[..2].copy_from_slice(&OP_DATA.to_be_bytes());
     buf[2..4].copy_from_slice(&block.to_be_bytes());
 }
 
+/// An ERROR packet (RFC 1350 §5): opcode 5, `code`, `message` and its NUL.
 pub fn error(code: ErrorCode, message: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(5 + message.len());
     v.extend_from_slice(&OP_ERROR.to_be_bytes());
@@ -156,6 +186,7 @@ pub fn error(code: ErrorCode, message: &str) -> Vec<u8> {
     v
 }
 
+/// An OACK packet (RFC 2347): opcode 6, then each option name and value, NUL-terminated.
 pub fn oack(options: &[(&str, String)]) -> Vec<u8> {
     let mut v = OP_OACK.to_be_bytes().to_vec();
     for (k, val) in options {
@@ -167,6 +198,7 @@ pub fn oack(options: &[(&str, String)]) -> Vec<u8> {
     v
 }
 
+/// An ACK packet for 16-bit block `block` (RFC 1350 §5).
 pub fn ack(block: u16) -> Vec<u8> {
     let mut v = OP_ACK.to_be_bytes().to_vec();
     v.extend_from_slice(&block.to_be_bytes());

@@ -12,12 +12,16 @@
 /// Why a name is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// Nothing left after dropping empty, `.` and leading-`/` components.
     #[error("empty file name")]
     Empty,
+    /// Longer than 1024 bytes (the length it had); answered "file not found".
     #[error("file name too long ({0} bytes)")]
     TooLong(usize),
+    /// A NUL or another control character (Unicode `Cc`) anywhere in the name.
     #[error("control character in file name")]
     Control,
+    /// A `..` component (after `\` became `/`).
     #[error("'..' in file name")]
     Parent,
 }

@@ -47,7 +47,9 @@ impl Default for Limits {
 /// What was agreed for one transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
+    /// Bytes of file per DATA block: 512 (RFC 1350) unless RFC 2348 blksize was granted.
     pub blksize: u16,
+    /// Blocks sent before waiting for an ACK: 1 (lock-step) unless RFC 7440 windowsize was granted.
     pub windowsize: u16,
     /// Upper bound of the retransmission timer (the client's, if it negotiated one).
     pub timeout: Duration,
@@ -100,36 +102,58 @@ pub enum Send {
     /// A ready datagram (OACK or ERROR).
     Packet(Vec<u8>),
     /// DATA for absolute blocks `first..=last` (block 1 starts at offset 0).
-    Blocks { first: u64, last: u64 },
+    Blocks {
+        /// First absolute block to send.
+        first: u64,
+        /// Last absolute block to send (inclusive).
+        last: u64,
+    },
 }
 
+/// How a transfer ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The client acknowledged the last block.
     Complete,
     /// The client sent ERROR (code 8 after OACK is the PXE size probe).
-    ClientError { code: u16, message: String },
+    ClientError {
+        /// The client's error code (see [`ErrorCode`]).
+        code: u16,
+        /// The client's error message.
+        message: String,
+    },
     /// No progress after the allowed retransmissions.
     TimedOut,
     /// The client sent an opcode that has no place in a read transfer.
-    IllegalOperation { opcode: u16 },
+    IllegalOperation {
+        /// The opcode it sent.
+        opcode: u16,
+    },
 }
 
+/// When the state machine next needs the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Call `handle(Input::Timeout, ..)` at this instant if nothing arrives before.
     WaitUntil(Instant),
+    /// The transfer is over: close its socket (after sending what the step says).
     Done(Outcome),
 }
 
+/// The answer to [`Transfer::start`] and every [`Transfer::handle`]: send these, then wait.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
+    /// What to transmit now, in order.
     pub send: Vec<Send>,
+    /// Wait for a datagram or the deadline, or stop.
     pub next: Next,
 }
 
+/// What happened to a transfer.
 pub enum Input<'a> {
+    /// A datagram from the client's transfer ID (the shell's connected socket drops others).
     Datagram(&'a [u8]),
+    /// The [`Next::WaitUntil`] deadline passed (an early wake-up is harmless).
     Timeout,
 }
 
@@ -141,8 +165,11 @@ enum Phase {
     Finished,
 }
 
+/// One read transfer (RRQ) of a file of known size, from OACK or first block to the last ACK.
 pub struct Transfer {
+    /// What was agreed ([`negotiate`]).
     pub negotiated: Negotiated,
+    /// File size in bytes.
     pub size: u64,
     /// Absolute number of the final (short, possibly empty) block.
     last_block: u64,
@@ -210,7 +237,7 @@ impl Transfer {
         (self.acked * u64::from(self.negotiated.blksize)).min(self.size)
     }
 
-    /// Bytes in block `block` and its file offset.
+    /// (file offset, length in bytes) of absolute block `block`, counted from 1 (0 overflows).
     pub fn block_span(&self, block: u64) -> (u64, usize) {
         let bs = u64::from(self.negotiated.blksize);
         let offset = (block - 1) * bs;
@@ -294,6 +321,11 @@ impl Transfer {
         self.sent_to.saturating_sub(u64::from(back))
     }
 
+    /// Advances the transfer by one datagram or timeout at `now`. An ACK moves the window on (a
+    /// duplicate or stale one changes nothing), an ERROR ends it, another opcode ends it with ERROR
+    /// 4, junk is ignored; a timeout resends the OACK or the unacknowledged blocks, with backoff,
+    /// until [`Limits::max_retries`] is exceeded. Once finished, every call answers
+    /// [`Next::Done`] with nothing to send.
     pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Step {
         if self.phase == Phase::Finished {
             return Step {
