@@ -64,13 +64,14 @@ pub fn decide(machine: Option<&Machine>, unknown: UnknownPolicy) -> Intent {
 }
 
 /// Whether a record is one the server made for a stranger and nobody has claimed since: a
-/// `discovered` machine, or (under `auto`) a `registered` one with no profile, hostname, labels or
-/// reservation. These count against the cap.
-pub fn unclaimed(m: &Machine) -> bool {
+/// `discovered` machine, or (under `auto`, which records strangers as `registered`) a
+/// `registered` one with no profile, hostname, labels or reservation. These count against the
+/// cap. Under `discover` and `ignore` a bare registered machine is an operator's, never counted.
+pub fn unclaimed(m: &Machine, policy: UnknownPolicy) -> bool {
     let s = &m.spec;
     match m.state() {
         State::Discovered => true,
-        State::Registered => {
+        State::Registered if policy == UnknownPolicy::Auto => {
             s.profile.is_none() && s.hostname.is_none() && s.labels.is_empty() && s.ip.is_none()
         }
         _ => false,
@@ -104,6 +105,27 @@ mod tests {
             if matches!(s, State::Installed | State::Ready) {
                 assert_eq!(intent, Intent::LocalDisk);
             }
+        }
+    }
+
+    #[test]
+    fn a_bare_registered_machine_is_unclaimed_only_under_auto() {
+        let bare = machine(State::Registered);
+        assert!(
+            unclaimed(&bare, UnknownPolicy::Auto),
+            "auto records strangers so"
+        );
+        assert!(
+            !unclaimed(&bare, UnknownPolicy::Discover),
+            "under discover it is an operator's"
+        );
+        assert!(!unclaimed(&bare, UnknownPolicy::Ignore));
+        let mut named = bare.clone();
+        named.spec.hostname = Some("node-1".into());
+        assert!(!unclaimed(&named, UnknownPolicy::Auto));
+        for p in [UnknownPolicy::Auto, UnknownPolicy::Discover] {
+            assert!(unclaimed(&machine(State::Discovered), p));
+            assert!(!unclaimed(&machine(State::Ready), p));
         }
     }
 

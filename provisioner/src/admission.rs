@@ -70,7 +70,11 @@ impl Admission {
         };
         // Counted outside the gate's lock: the DHCP path takes it for every stranger.
         if self.lock().needs_count(now) {
-            let n = store.machines()?.iter().filter(|m| unclaimed(m)).count();
+            let n = store
+                .machines()?
+                .iter()
+                .filter(|m| unclaimed(m, policy))
+                .count();
             self.lock().counted(n, now);
         }
         let decided = {

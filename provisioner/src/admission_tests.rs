@@ -137,7 +137,7 @@ fn five_thousand_random_macs_under_discover_leave_at_most_the_cap() {
         (100, 4_900, 0)
     );
     let mut text = String::new();
-    metrics.render(&mut text, &machines);
+    metrics.render(&mut text, &machines, UnknownPolicy::Discover);
     assert!(
         text.contains("provisioner_discovery_refused_total{reason=\"cap\"} 4900")
             && text.contains("provisioner_discovery_unclaimed 100"),
@@ -156,20 +156,14 @@ fn the_cap_counts_records_already_in_the_store() {
             .unwrap()
             .unwrap();
     }
-    // After a restart the gate counts what is waiting: 30 unclaimed `auto` records.
+    // After a restart (same policy) the gate counts what is waiting: 30 unclaimed `auto` records.
     let a = Admission::new(Limits {
         max_waiting: 30,
         per_minute: 100,
     });
     let mac = Mac::new([2, 0, 0, 0, 0, 1]);
     let got = a
-        .admit(
-            s.as_ref(),
-            newcomer(mac),
-            UnknownPolicy::Discover,
-            at(1),
-            &met,
-        )
+        .admit(s.as_ref(), newcomer(mac), UnknownPolicy::Auto, at(1), &met)
         .unwrap();
     assert!(got.is_none(), "30 unclaimed records already wait");
     // An operator claims one (a profile): at the next count there is room.
@@ -183,7 +177,7 @@ fn the_cap_counts_records_already_in_the_store() {
         .admit(
             s.as_ref(),
             newcomer(mac),
-            UnknownPolicy::Discover,
+            UnknownPolicy::Auto,
             at(1 + RECOUNT_MS),
             &met,
         )

@@ -229,8 +229,14 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text format (0.0.4); `machines` is the current
-    /// inventory and `last_event_seq` the sequence number of the newest stored event.
-    pub fn render(&self, machines: &[Machine], last_event_seq: u64) -> String {
+    /// inventory, `last_event_seq` the sequence number of the newest stored event and `policy`
+    /// the unknown-machine policy (which records count as unclaimed).
+    pub fn render(
+        &self,
+        machines: &[Machine],
+        last_event_seq: u64,
+        policy: netboot_proto::boot_decision::UnknownPolicy,
+    ) -> String {
         let mut r = Registry::with_prefix("provisioner");
         let mut counts: BTreeMap<State, i64> = State::ALL.iter().map(|s| (*s, 0)).collect();
         for m in machines {
@@ -292,7 +298,7 @@ impl Metrics {
         self.tftp.register(r.sub_registry_with_prefix("tftp"));
         self.dhcp.register(r.sub_registry_with_prefix("dhcp"));
         self.discovery
-            .register(r.sub_registry_with_prefix("discovery"), machines);
+            .register(r.sub_registry_with_prefix("discovery"), machines, policy);
         encode(&r)
     }
 }
@@ -473,18 +479,28 @@ impl Default for AdmissionMetrics {
 
 impl AdmissionMetrics {
     /// Appends the admission metrics in Prometheus text format; `machines` is the inventory
-    /// (the unclaimed records are counted from it).
-    pub fn render(&self, out: &mut String, machines: &[Machine]) {
+    /// (the unclaimed records under `policy` are counted from it).
+    pub fn render(
+        &self,
+        out: &mut String,
+        machines: &[Machine],
+        policy: netboot_proto::boot_decision::UnknownPolicy,
+    ) {
         let mut r = Registry::with_prefix("provisioner");
-        self.register(r.sub_registry_with_prefix("discovery"), machines);
+        self.register(r.sub_registry_with_prefix("discovery"), machines, policy);
         out.push_str(&encode(&r));
     }
 
     /// Registers the admission metrics in `r` (prefix `provisioner_discovery`).
-    fn register(&self, r: &mut Registry, machines: &[Machine]) {
+    fn register(
+        &self,
+        r: &mut Registry,
+        machines: &[Machine],
+        policy: netboot_proto::boot_decision::UnknownPolicy,
+    ) {
         let waiting = machines
             .iter()
-            .filter(|m| netboot_proto::boot_decision::unclaimed(m))
+            .filter(|m| netboot_proto::boot_decision::unclaimed(m, policy))
             .count();
         r.register(
             "admitted",

@@ -80,7 +80,11 @@ fn exposition_reads_back_as_counters_gauges_and_a_cumulative_histogram() {
     for secs in [0.00005, 0.0005, 0.003, 0.2] {
         m.dhcp.observe_latency(secs);
     }
-    let text = m.render(&[machine(1, None), machine(2, Some("web-2"))], 42);
+    let text = m.render(
+        &[machine(1, None), machine(2, Some("web-2"))],
+        42,
+        netboot_proto::boot_decision::UnknownPolicy::Auto,
+    );
     let s = parse(&text);
 
     // Counters: typed under their `_total` name, which the sample carries too.

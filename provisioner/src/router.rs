@@ -78,7 +78,7 @@ async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     let (machines, seq) = app
         .read(|s| Ok((s.machines()?, s.last_event_seq()?)))
         .await?;
-    let body = app.metrics.render(&machines, seq);
+    let body = app.metrics.render(&machines, seq, app.boot.unknown);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }
 

@@ -39,11 +39,11 @@ impl Snapshot {
         self.uuids.get(uuid).copied()
     }
 
-    /// Records that are waiting for an operator ([`crate::admission::unclaimed`]).
-    pub fn unclaimed(&self) -> usize {
+    /// Records that are waiting for an operator under `policy` ([`crate::admission::unclaimed`]).
+    pub fn unclaimed(&self, policy: crate::boot_decision::UnknownPolicy) -> usize {
         self.machines
             .values()
-            .filter(|m| crate::admission::unclaimed(m))
+            .filter(|m| crate::admission::unclaimed(m, policy))
             .count()
     }
 

@@ -208,3 +208,42 @@ fn strangers_do_not_keep_a_registered_machine_from_an_address() {
         "{metrics}"
     );
 }
+
+#[test]
+fn machines_an_operator_registered_do_not_use_up_discovery() {
+    // Under `discover`, only `discovered` records count against the cap: a rack registered by
+    // CSV with bare MACs (no hostname or profile yet) must not switch discovery off.
+    let (_dir, port, s) = server(
+        "unknown_machines = \"discover\"\nmax_discovered = 5\ndiscover_rate = 10000",
+        "127.1.0.1-127.1.255.254",
+        "",
+    );
+    let api = s.http();
+    let csv: String = crate::harness::macs(0x0a00, 10)
+        .iter()
+        .map(|m| format!("{m}\n"))
+        .collect();
+    let r = api.csv(csv);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let (relay, sock) = crate::loopback_dhcp::relay_socket();
+    for (i, m) in random_macs(5, 0x5eed_0000_0000_0042).iter().enumerate() {
+        let xid = 0x0300_0000 | i as u32;
+        let msg = packet(DISCOVER, xid, *m, relay, &pxe_options());
+        assert!(exchange(&sock, server, &msg, OFFER, xid).is_some());
+    }
+    let machines = api.get("/api/v1/machines").body;
+    let discovered = machines
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["lifecycle"]["state"] == "discovered")
+        .count();
+    assert_eq!(discovered, 5, "all five strangers recorded: {machines}");
+    let metrics = api.get("/metrics").text;
+    assert_eq!(
+        metric(&metrics, "provisioner_discovery_unclaimed "),
+        Some(5),
+        "{metrics}"
+    );
+}

@@ -229,7 +229,7 @@ async fn decide(
             .and_then(|mac| views.machine(mac));
         let mut gate = app.boot.admission.lock();
         if gate.needs_count(t) {
-            gate.counted(views.unclaimed(), t);
+            gate.counted(views.unclaimed(app.boot.unknown), t);
         }
         let uuid_holder = |u: &str| views.uuid_holder(u);
         let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
