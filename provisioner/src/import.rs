@@ -25,7 +25,16 @@ pub const MAX_MESSAGE: usize = 1000;
 /// At most this many problems are reported; the rest are counted.
 const MAX_REPORTED: usize = 50;
 
-pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
+/// What is wrong with a CSV: `total` problems, of which the first [`MAX_REPORTED`] are listed
+/// in `lines` (then one line, numbered 0, saying how many more).
+#[derive(Debug)]
+pub struct Problems {
+    pub total: usize,
+    pub lines: Vec<LineError>,
+}
+
+/// Parses a whole CSV: every row, or every problem (see [`Problems`]).
+pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Problems> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -82,7 +91,8 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
     if errors.is_empty() {
         Ok(out)
     } else {
-        let extra = errors.len().saturating_sub(MAX_REPORTED);
+        let total = errors.len();
+        let extra = total.saturating_sub(MAX_REPORTED);
         errors.truncate(MAX_REPORTED);
         if extra > 0 {
             errors.push(LineError {
@@ -90,7 +100,10 @@ pub fn parse(text: &str) -> Result<Vec<(Mac, MachineSpec)>, Vec<LineError>> {
                 message: format!("… and {extra} more problems"),
             });
         }
-        Err(errors)
+        Err(Problems {
+            total,
+            lines: errors,
+        })
     }
 }
 
@@ -185,12 +198,26 @@ mod tests {
     #[test]
     fn every_bad_line_reported_by_number() {
         let text = "52:54:00:00:00:01,ok\nnot-a-mac,x\n52:54:00:00:00:01,dup\n52:54:00:00:00:03,bad_host\n52:54:00:00:00:04,h,p,nolabel\n";
-        let errs = parse(text).unwrap_err();
+        let problems = parse(text).unwrap_err();
+        assert_eq!(problems.total, 4);
+        let errs = problems.lines;
         let lines: Vec<u64> = errs.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5], "{errs:?}");
         assert!(errs[0].message.contains("\"not-a-mac\""));
         assert!(errs[1].message.contains("already on line 1"));
         assert!(errs[2].message.contains("hostname"));
         assert!(errs[3].message.contains("key=value"));
+    }
+
+    #[test]
+    fn beyond_fifty_problems_the_total_is_still_counted() {
+        let text: String = (0..60).map(|i| format!("zz:{i},,\n")).collect();
+        let problems = parse(&text).unwrap_err();
+        assert_eq!(problems.total, 60);
+        assert_eq!(problems.lines.len(), MAX_REPORTED + 1);
+        assert_eq!(
+            problems.lines[MAX_REPORTED].message,
+            "… and 10 more problems"
+        );
     }
 }

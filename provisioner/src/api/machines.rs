@@ -77,13 +77,13 @@ struct ImportResult {
 
 /// `POST /machines/import` with a CSV body (see `import.rs` for the format). All or nothing.
 async fn import(State(app): State<App>, body: String) -> Result<Json<ImportResult>, ApiError> {
-    let rows = crate::import::parse(&body).map_err(|lines| {
+    let rows = crate::import::parse(&body).map_err(|problems| {
         let mut e = ApiError::bad_request(format!(
             "{} problem(s) in the CSV (see \"lines\"); nothing was imported",
-            lines.len()
+            problems.total
         ));
         e.body.error = "bad_csv";
-        e.body.lines = lines;
+        e.body.lines = problems.lines;
         e
     })?;
     let t = now();

@@ -3,7 +3,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde::de::DeserializeOwned;
 
@@ -34,7 +34,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(ApiError::new(rej.status(), "bad_request", rej.body_text())),
+            // A body that does not fit the schema (axum says 422) is bad input like any other:
+            // 400, as the README promises; 413 and 415 stay what they are.
+            Err(rej) => {
+                let status = match rej.status() {
+                    StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                    s => s,
+                };
+                Err(ApiError::new(status, "bad_request", rej.body_text()))
+            }
         }
     }
 }
