@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Machines(cmd) => commands::machines(&cli.global, cmd).await,
         Command::Profiles(cmd) => commands::profiles(&cli.global, cmd).await,
         Command::Events(args) => commands::events(&cli.global, args).await,
+        Command::Leases => commands::leases(&cli.global).await,
         Command::Assets(cmd) => provisioner::cli::assets::assets(&cli.global, cmd).await,
     };
     match result {

@@ -33,6 +33,34 @@ fn a_reservation_on_a_leased_address_is_refused_and_never_shared() {
     let b_ip = lease(s.dhcp_port, B);
     assert_ne!(b_ip, a_ip);
     assert_eq!(lease(s.dhcp_port, A), a_ip);
+    // The operator sees both bindings: API and CLI.
+    let leases = api.get("/api/v1/leases").body;
+    let of = |mac: &str| {
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["mac"] == mac)
+            .unwrap_or_else(|| panic!("no lease of {mac}: {leases}"))
+            .clone()
+    };
+    assert_eq!(of(A)["ip"], a_ip.to_string());
+    assert_eq!(of(B)["ip"], b_ip.to_string());
+    assert_eq!(
+        (of(A)["active"].as_bool(), of(A)["observed"].as_bool()),
+        (Some(true), None)
+    );
+    let out = s.server.cli(&["leases"]);
+    let table = crate::harness::stdout(&out);
+    assert!(out.status.success(), "{}", crate::harness::stderr(&out));
+    let row = table
+        .lines()
+        .find(|l| l.contains(A))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains(&a_ip.to_string()) && row.contains("granted"),
+        "{table}"
+    );
 }
 
 #[test]

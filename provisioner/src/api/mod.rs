@@ -7,6 +7,7 @@
 
 mod assets;
 mod events;
+mod leases;
 mod logs;
 mod machines;
 mod profiles;
@@ -30,6 +31,7 @@ pub fn routes(app: App) -> Router<App> {
         .merge(events::routes())
         .merge(assets::routes())
         .merge(logs::routes())
+        .merge(leases::routes())
         .route_layer(middleware::from_fn(strict_query))
         .layer(middleware::from_fn_with_state(app, require_operator))
 }

@@ -200,6 +200,49 @@ fn profile_from(a: ProfileAddArgs) -> anyhow::Result<Profile> {
     })
 }
 
+/// `provisioner leases`: every stored DHCP binding, by address.
+pub async fn leases(global: &Global) -> anyhow::Result<()> {
+    let c = Client::new(global)?;
+    let leases: Vec<serde_json::Value> = c.get("/leases").await?;
+    if global.json {
+        return print_json(&leases);
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .map(|l| {
+            let expires = l["expires"].as_u64().unwrap_or(0);
+            let left = if expires > now {
+                format!("{} s", (expires - now) / 1000)
+            } else {
+                "expired".into()
+            };
+            let kind = if l["observed"].as_bool().unwrap_or(false) {
+                "observed"
+            } else {
+                "granted"
+            };
+            vec![
+                text(&l["ip"]),
+                text(&l["mac"]),
+                left,
+                kind.into(),
+                text(&l["hostname"]),
+            ]
+        })
+        .collect();
+    output::table(&["IP", "MAC", "LEFT", "KIND", "HOSTNAME"], &rows);
+    Ok(())
+}
+
 pub async fn events(global: &Global, a: EventsArgs) -> anyhow::Result<()> {
     let c = Client::new(global)?;
     let machine = a.machine.as_deref().map(mac).transpose()?;

@@ -86,6 +86,11 @@ Logs a line 'listening on SCHEME://ADDR' per listener (tftp, dhcp, syslog, http 
         after_help = "Examples:\n  provisioner events --machine 52:54:00:12:34:56\n  provisioner events --follow --after 1200"
     )]
     Events(EventsArgs),
+    /// List the DHCP leases the server holds (address, MAC, until when; proxy-mode observations).
+    #[command(
+        after_help = "Example:\n  provisioner leases\n  provisioner leases --json | jq '.[] | select(.active)'"
+    )]
+    Leases,
 }
 
 #[derive(Args, Debug)]
