@@ -69,6 +69,10 @@ pub struct StormOpts {
     pub verbose: bool,
 }
 
+/// At most this long after the storm for the server's last transfers to end (see
+/// [`server::settle`]).
+const SETTLE: Duration = Duration::from_secs(60);
+
 const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
 /// A UKI of about `size` bytes (systemd's stub, `.osrel`, `.cmdline`, a `.linux` of filler),
@@ -156,7 +160,14 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         peak_rss_mib: all.iter().map(|p| server::peak_rss_mib(*p)).sum(),
     };
     let ready_in_inventory = match &ours {
-        Some(s) => Some(s.ready(&netw)?),
+        Some(s) => {
+            let waited = server::settle(&netw, SETTLE)?;
+            say(&format!(
+                "server settled (no TFTP transfer in flight) {:.1} s after the storm",
+                waited.as_secs_f64()
+            ));
+            Some(s.ready(&netw)?)
+        }
         None => None,
     };
     drop(ours);

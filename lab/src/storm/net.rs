@@ -143,24 +143,28 @@ impl StormNet {
         Ok(net)
     }
 
-    /// Drops `percent` % of the packets crossing the link in each direction, at random
-    /// (nftables `numgen random` in the client namespace: this kernel has no netem).
+    /// Drops `percent` % of the packets crossing the link in each direction, at random, where
+    /// they arrive (nftables `numgen random` on the input hook of both namespaces: this kernel
+    /// has no netem, and a drop on the output hook would fail the sender's `send` instead of
+    /// losing the packet on the wire).
     pub fn set_loss(&self, percent: u32) -> anyhow::Result<()> {
-        let rules = format!(
-            "table inet stormloss {{\n chain input {{\n  type filter hook input priority 0;\n  iifname \"{CLIENT_IF}\" numgen random mod 100 < {percent} drop\n }}\n \
-             chain output {{\n  type filter hook output priority 0;\n  oifname \"{CLIENT_IF}\" numgen random mod 100 < {percent} drop\n }}\n}}\n"
-        );
-        let file = tempfile::NamedTempFile::new()?;
-        std::fs::write(file.path(), rules)?;
-        ip(&[
-            "netns",
-            "exec",
-            &self.client_ns,
-            "nft",
-            "-f",
-            file.path().to_str().context("temp path")?,
-        ])
-        .context("nftables (apt-get install nftables) for --loss")
+        for (ns, dev) in [(&self.client_ns, CLIENT_IF), (&self.server_ns, SERVER_IF)] {
+            let rules = format!(
+                "table inet stormloss {{\n chain input {{\n  type filter hook input priority 0;\n  iifname \"{dev}\" numgen random mod 100 < {percent} drop\n }}\n}}\n"
+            );
+            let file = tempfile::NamedTempFile::new()?;
+            std::fs::write(file.path(), rules)?;
+            ip(&[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "-f",
+                file.path().to_str().context("temp path")?,
+            ])
+            .context("nftables (apt-get install nftables) for --loss")?;
+        }
+        Ok(())
     }
 
     /// `ip netns exec <server ns> <program>`.

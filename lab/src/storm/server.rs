@@ -135,7 +135,11 @@ pub struct Ours {
 impl Ours {
     /// Starts `provisioner serve` and waits (30 s at most) for its "listening on http://" line.
     pub fn start(net: &StormNet, bin: &Path, plan: &Plan, work: &Path) -> anyhow::Result<Ours> {
-        let data = work.join("data");
+        // A fresh inventory per run: an earlier run's machines would already be `ready`.
+        let data = work.join("provisioner-data");
+        if data.join("inventory.redb").exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
         std::fs::create_dir_all(&data)?;
         let cfg = work.join("provisioner.toml");
         std::fs::write(&cfg, config(plan, &data)?)?;
@@ -312,4 +316,38 @@ pub fn with_descendants(pid: u32) -> Vec<u32> {
         i += 1;
     }
     all
+}
+
+/// Waits until the provisioner has no TFTP transfer in flight (`provisioner_tftp_transfers_active`
+/// in `/metrics` is 0), at most `limit`; how long that took. After a storm on a lossy link a
+/// transfer whose final ACK was lost keeps resending its last block until it gives up; its
+/// event is written when it ends, so the inventory is complete only then.
+pub fn settle(netw: &StormNet, limit: Duration) -> anyhow::Result<Duration> {
+    let ns = netw.client_ns.clone();
+    std::thread::spawn(move || -> anyhow::Result<Duration> {
+        use std::io::{Read, Write};
+        super::net::enter(&ns)?;
+        let start = std::time::Instant::now();
+        loop {
+            let mut s = std::net::TcpStream::connect((SERVER_IP, HTTP_PORT))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: {SERVER_IP}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            let active = text
+                .lines()
+                .find_map(|l| l.strip_prefix("provisioner_tftp_transfers_active "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .context("no provisioner_tftp_transfers_active in /metrics")?;
+            if active == 0.0 || start.elapsed() >= limit {
+                return Ok(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .join()
+    .expect("settle thread")
 }
