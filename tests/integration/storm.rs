@@ -96,7 +96,7 @@ fn assert_every_machine_booted(work: &Path, report: &Value, lossy: bool) {
         let evs = evs.as_array().unwrap();
         let detail = |e: &Value| e["detail"].as_str().unwrap_or("").to_string();
         // The boot's steps, each found after the one before it.
-        let steps: [(&str, &dyn Fn(&Value) -> bool); 7] = [
+        let steps: [Step; 7] = [
             ("PXE DHCP request", &|e| {
                 e["via"] == "dhcp" && detail(e).starts_with("Request arch 7 (Pxe)")
             }),
@@ -114,7 +114,7 @@ fn assert_every_machine_booted(work: &Path, report: &Value, lossy: bool) {
         // Present, in no fixed order: transfer events are written when their batch is (a
         // UKI's can follow the config fetched after it), and iPXE's DHCP may be recorded
         // before the loader's TFTP transfer event.
-        let anywhere: [(&str, &dyn Fn(&Value) -> bool); 3] = [
+        let anywhere: [Step; 3] = [
             ("TFTP of the loader", &|e| {
                 let all_but_last = e["bytes"].as_u64().unwrap_or(0) + LAST_BLOCK >= *LOADER_SIZE;
                 e["type"] == "transfer"
@@ -169,6 +169,9 @@ fn assert_every_machine_booted(work: &Path, report: &Value, lossy: bool) {
         &incomplete[..incomplete.len().min(5)]
     );
 }
+
+/// A step of a boot: its name and how to recognize its event.
+type Step<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
 
 fn gone_or_stopped(e: &Value) -> bool {
     e["outcome"] == "client_gone" || e["outcome"] == "shutdown"

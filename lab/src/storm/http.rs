@@ -209,7 +209,7 @@ async fn read_exact_counted(
     let first = (buf.len() as u64).min(len) as usize;
     take(&buf[..first], out);
     buf.drain(..first);
-    let mut chunk = vec![0u8; 256 * 1024];
+    let mut chunk = vec![0u8; 32 * 1024];
     while out.length < len {
         let want = ((len - out.length).min(chunk.len() as u64)) as usize;
         let n = stream

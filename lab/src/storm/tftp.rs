@@ -97,7 +97,7 @@ async fn bind(local: Ipv4Addr) -> Result<UdpSocket, String> {
 
 async fn attempt(local: Ipv4Addr, server: Ipv4Addr, file: &str) -> Result<u64, String> {
     let to = SocketAddr::V4(SocketAddrV4::new(server, 69));
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; BLKSIZE + 4];
     // 1. The size probe.
     let sock = bind(local).await?;
     let (n, tid) = exchange(&sock, &rrq(file, &[("tsize", "0")]), to, server, &mut buf).await?;
