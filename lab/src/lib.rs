@@ -9,6 +9,8 @@
 //! - [`vm`]: QEMU under TCG with a timestamped serial log, per firmware path.
 //! - [`scenario`]: one run: provisioner, machines, VMs, flows (register, discover+approve,
 //!   reprovision), outcome from the inventory.
+//! - [`storm`]: `lab storm`, thousands of simulated machines netbooting at once against the
+//!   provisioner or the dnsmasq + nginx reference, with a per-phase report.
 
 // The lab is a test tool: it measures wall time (power-on to ready) and sets deadlines.
 #![allow(clippy::disallowed_methods)]
@@ -18,6 +20,7 @@ pub mod images;
 pub mod netns;
 pub mod scenario;
 pub mod setup;
+pub mod storm;
 pub mod vm;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,6 +21,7 @@ mod machine_params;
 mod netns;
 mod security;
 mod serve;
+mod storm;
 mod templates;
 mod tftp;
 mod tftp_fifo;
