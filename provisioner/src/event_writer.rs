@@ -56,6 +56,24 @@ impl EventSink {
     }
 }
 
+/// Waits (at most `limit`) until every queued observation is written: called once the
+/// listeners have stopped, so a graceful shutdown loses none (transfers ended by the shutdown
+/// included). Returns whether the queue drained.
+pub async fn drain(metrics: &Metrics, limit: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while metrics.events_pending.get() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                pending = metrics.events_pending.get(),
+                "shutting down with observation events not yet written"
+            );
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
+
 async fn write_batches(
     mut rx: mpsc::Receiver<Vec<NewEvent>>,
     store: Arc<dyn Store>,

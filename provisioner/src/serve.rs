@@ -20,6 +20,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let token = app.shutdown.clone();
     let sweeper = tokio::spawn(expire_stuck_machines(app.clone()));
+    let metrics = app.metrics.clone();
     let router = crate::router::router(app);
     let result = crate::http_server::run(listener, router, limits, DRAIN, async move {
         shutdown.await;
@@ -29,6 +30,8 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
+    // Transfers the shutdown ended record their events now; write them before exiting.
+    crate::event_writer::drain(&metrics, Duration::from_secs(5)).await;
     result?;
     Ok(())
 }

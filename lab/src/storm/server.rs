@@ -319,16 +319,18 @@ pub fn with_descendants(pid: u32) -> Vec<u32> {
 }
 
 /// Waits until the provisioner has no TFTP transfer in flight (`provisioner_tftp_transfers_active`
-/// in `/metrics` is 0), at most `limit`; how long that took. After a storm on a lossy link a
-/// transfer whose final ACK was lost keeps resending its last block until it gives up; its
-/// event is written when it ends, so the inventory is complete only then.
+/// in `/metrics` is 0) and has written every queued observation (`provisioner_events_pending` is
+/// 0), at most `limit`; how long that took. After a storm on a lossy link a transfer whose final
+/// ACK was lost keeps resending its last block until it gives up; its event is written when it
+/// ends (in a batch), so the inventory is complete only then. A scrape that fails (the link is
+/// lossy too) is retried until `limit`.
 pub fn settle(netw: &StormNet, limit: Duration) -> anyhow::Result<Duration> {
     let ns = netw.client_ns.clone();
     std::thread::spawn(move || -> anyhow::Result<Duration> {
         use std::io::{Read, Write};
         super::net::enter(&ns)?;
         let start = std::time::Instant::now();
-        loop {
+        let scrape = || -> anyhow::Result<(f64, f64)> {
             let mut s = std::net::TcpStream::connect((SERVER_IP, HTTP_PORT))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(
@@ -337,12 +339,21 @@ pub fn settle(netw: &StormNet, limit: Duration) -> anyhow::Result<Duration> {
             )?;
             let mut text = String::new();
             s.read_to_string(&mut text)?;
-            let active = text
-                .lines()
-                .find_map(|l| l.strip_prefix("provisioner_tftp_transfers_active "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .context("no provisioner_tftp_transfers_active in /metrics")?;
-            if active == 0.0 || start.elapsed() >= limit {
+            let gauge = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .with_context(|| format!("no {name}in /metrics"))
+            };
+            Ok((
+                gauge("provisioner_tftp_transfers_active ")?,
+                gauge("provisioner_events_pending ")?,
+            ))
+        };
+        loop {
+            let settled =
+                matches!(scrape(), Ok((active, pending)) if active == 0.0 && pending == 0.0);
+            if settled || start.elapsed() >= limit {
                 return Ok(start.elapsed());
             }
             std::thread::sleep(Duration::from_millis(200));

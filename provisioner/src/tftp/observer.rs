@@ -19,6 +19,8 @@ impl Observer for InventoryObserver {
             return;
         };
         let app = self.app.clone();
+        // Pending from now (the holder look-up below), so a shutdown drain waits for it.
+        app.metrics.events_pending.inc();
         tokio::spawn(async move {
             let t = now();
             let kind = EventKind::Transfer {
@@ -29,10 +31,11 @@ impl Observer for InventoryObserver {
                 retransmits: r.retransmits,
                 outcome: r.ending.label().into(),
             };
-            match app
+            let holder = app
                 .read(move |s| crate::identity::holder_of(s, ip, t))
-                .await
-            {
+                .await;
+            app.metrics.events_pending.dec();
+            match holder {
                 Ok(Some(lease)) => {
                     app.events.record(vec![NewEvent::machine(lease.mac, kind)]);
                 }
