@@ -1,8 +1,9 @@
 //! Streaming file responses for boot assets: HEAD, single `Range` requests (RFC 9110 §14),
 //! strong `ETag`s from the content digest with `If-None-Match` and `If-Range`, and a report when
 //! the body ends (complete or cut off), so an interrupted UKI download shows up as an event.
-//! Bodies are mapped window by window (see [`Window`]): memory per download is a window or two,
-//! whatever the file size.
+//! Bodies are slices of one mapping of the whole file shared by every download of it (see
+//! [`Shared`]): a UKI that a thousand machines fetch at once is resident once, not once per
+//! download, and no download copies it into the heap.
 
 use std::path::Path;
 use std::pin::Pin;
@@ -14,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 
-/// Window size: large enough for line rate, small enough that 64 downloads stay small.
+/// Bytes handed to hyper at a time (a slice of the shared mapping, no copy).
 const CHUNK: usize = 256 * 1024;
 
 /// Called once when a GET body ends: bytes sent, whether all of them went, elapsed time.
@@ -155,8 +156,23 @@ pub async fn serve(
     if method == Method::HEAD {
         return (status, common).into_response();
     }
+    let map = if count == 0 {
+        None
+    } else {
+        let path = f.path.to_path_buf();
+        let file = file.into_std().await;
+        match tokio::task::spawn_blocking(move || Shared::of(&path, &file, len)).await {
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(e)) => {
+                tracing::error!(path = %f.path.display(), error = %e, "mapping an asset failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "asset file unreadable\n")
+                    .into_response();
+            }
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    };
     let body = Body::from_stream(FileStream {
-        file: file.into_std().await,
+        map,
         offset: start,
         left: count,
         sent: 0,
@@ -167,23 +183,75 @@ pub async fn serve(
     (status, common, body).into_response()
 }
 
-/// A mapped window of the file, handed to hyper as `Bytes` without a copy: the kernel copies
-/// straight from the page cache into the socket (one copy instead of read()'s two). Windows are
-/// unmapped as soon as hyper has written them, so resident memory stays at a few windows per
-/// download. Safe because stored assets are immutable: written once under a temporary name,
-/// renamed into place, never truncated or rewritten (removal only unlinks, which keeps mapped
-/// pages valid).
-struct Window(memmap2::Mmap);
+/// One read-only mapping of a whole asset file, shared by every download of it (looked up by
+/// path; dropped when the last download ends). Handed to hyper as `Bytes` slices without a
+/// copy: the kernel copies straight from the page cache into the socket. Resident memory is at
+/// most the file once (its pages are shared with the page cache), however many downloads run,
+/// and each slice's pages are released once sent (see [`Slice`]'s drop). Safe
+/// because stored assets are immutable: written once under a temporary name, renamed into
+/// place, never truncated or rewritten (removal only unlinks, which keeps mapped pages valid).
+struct Shared(memmap2::Mmap);
 
-impl AsRef<[u8]> for Window {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
+/// Live mappings by path (weak: a mapping lives as long as a download holds it).
+static SHARED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Weak<Shared>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+impl Shared {
+    /// The mapping of `path` (open as `file`, `len` bytes), made once while any download uses it.
+    fn of(path: &Path, file: &std::fs::File, len: u64) -> std::io::Result<std::sync::Arc<Shared>> {
+        let mut live = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = live.get(path).and_then(std::sync::Weak::upgrade) {
+            if m.0.len() as u64 == len {
+                return Ok(m);
+            }
+        }
+        // SAFETY: see the type's docs: the file is never modified while mapped.
+        let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(file)? };
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let m = std::sync::Arc::new(Shared(map));
+        live.retain(|_, w| w.strong_count() > 0);
+        live.insert(path.to_path_buf(), std::sync::Arc::downgrade(&m));
+        Ok(m)
     }
 }
 
-/// Streams `left` bytes from the current offset in [`CHUNK`] windows and reports on drop.
+/// A slice of a [`Shared`] mapping, as the owner of a `Bytes`.
+struct Slice {
+    map: std::sync::Arc<Shared>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for Slice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map.0[self.start..self.end]
+    }
+}
+
+impl Drop for Slice {
+    /// Sent: drop the slice's pages from this process's page tables (they stay in the page
+    /// cache), so resident memory is what is in flight, not every page any download touched.
+    /// A concurrent download of the same range faults them back in from the page cache.
+    fn drop(&mut self) {
+        let page = 4096;
+        let start = self.start / page * page;
+        // SAFETY: a read-only shared mapping of a file nobody modifies: MADV_DONTNEED only
+        // unmaps the pages here; the next access maps the same file contents again.
+        let _ = unsafe {
+            self.map.0.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start,
+                self.end - start,
+            )
+        };
+    }
+}
+
+/// Streams `left` bytes from the current offset in [`CHUNK`] slices and reports on drop.
 struct FileStream {
-    file: std::fs::File,
+    /// `None` for an empty body.
+    map: Option<std::sync::Arc<Shared>>,
     offset: u64,
     left: u64,
     sent: u64,
@@ -194,19 +262,20 @@ struct FileStream {
 
 impl FileStream {
     fn next_window(&mut self) -> std::io::Result<Bytes> {
-        let len = self.left.min(CHUNK as u64) as usize;
-        // SAFETY: see `Window`: the file is never modified while mapped.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(self.offset)
-                .len(len)
-                .populate()
-                .map(&self.file)?
-        };
-        self.offset += len as u64;
-        self.left -= len as u64;
-        self.sent += len as u64;
-        Ok(Bytes::from_owner(Window(map)))
+        let len = self.left.min(CHUNK as u64);
+        let map = self
+            .map
+            .clone()
+            .ok_or_else(|| std::io::Error::other("no mapping"))?;
+        let start = self.offset as usize;
+        self.offset += len;
+        self.left -= len;
+        self.sent += len;
+        Ok(Bytes::from_owner(Slice {
+            map,
+            start,
+            end: start + len as usize,
+        }))
     }
 }
 
