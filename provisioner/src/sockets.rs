@@ -152,3 +152,21 @@ pub async fn send_via(
     })
     .await
 }
+
+/// Accept backlog of the HTTP listener: connections the kernel completes while the server is at
+/// its connection cap or busy. The kernel caps it at `net.core.somaxconn` (4096 by default).
+/// tokio's `TcpListener::bind` asks for 1024; in a boot storm of thousands of machines a full
+/// queue drops handshakes, and a client whose handshake was dropped after it sent its request
+/// gets a reset.
+pub const HTTP_BACKLOG: u32 = 65_535;
+
+/// Binds the HTTP listener on `addr` with address reuse and [`HTTP_BACKLOG`].
+pub fn bind_http(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(HTTP_BACKLOG)
+}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use inventory::RedbStore;
-use tokio::net::TcpListener;
 
 use crate::app::{now, App};
 use crate::cli::{Global, ServeArgs};
@@ -131,7 +130,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     // Signal handlers go in before anyone is told we are listening: a SIGTERM right after the
     // listening line must shut down cleanly, not kill the process.
     let shutdown = shutdown_signal()?;
-    let listener = TcpListener::bind(cfg.http_listen).await.with_context(|| {
+    let listener = crate::sockets::bind_http(cfg.http_listen).with_context(|| {
         format!(
             "binding the HTTP listener to {} (http.listen / --listen)",
             cfg.http_listen

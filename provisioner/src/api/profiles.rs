@@ -56,7 +56,12 @@ async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
     let base = crate::boot::Base::sample();
     crate::boot::config_render::render_bounded(p, &sample, "m1.sample", &base, None)
         .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| match e {
+            crate::boot::config_render::RenderError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
+            e => ApiError::bad_request(e.to_string()),
+        })?;
     Ok(())
 }
 

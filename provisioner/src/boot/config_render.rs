@@ -108,12 +108,19 @@ pub enum RenderError {
          of {max} bytes; a cloud-config is a few KiB, so look for loops that repeat output"
     )]
     OutputTooLarge { profile: String, max: usize },
-    /// No result within [`Limits::deadline`] (waiting for a render slot included).
+    /// No result within [`Limits::deadline`] once it started rendering.
     #[error(
         "config template of profile {profile}: rendering did not finish within {}ms; \
          simplify the template's loops", deadline.as_millis()
     )]
     Deadline { profile: String, deadline: Duration },
+    /// No render slot came free within [`Limits::queue`]: the server is busy (a boot storm
+    /// larger than it can render for); the caller should retry (HTTP 503, `Retry-After`).
+    #[error(
+        "config of profile {profile}: the server is busy rendering other machines' configs \
+         (waited {}s for a slot); retry shortly", waited.as_secs()
+    )]
+    Busy { profile: String, waited: Duration },
     /// The rendered config is not what the Kairos agent reads ([`super::cloud_config::check`]
     /// says why): the agent would silently use an empty config instead.
     #[error(
@@ -141,6 +148,7 @@ impl RenderError {
             | RenderError::OutOfFuel { profile, .. }
             | RenderError::OutputTooLarge { profile, .. }
             | RenderError::Deadline { profile, .. }
+            | RenderError::Busy { profile, .. }
             | RenderError::NotCloudConfig { profile, .. }
             | RenderError::Internal { profile, .. } => profile,
         }
@@ -161,8 +169,11 @@ pub struct Limits {
     pub fuel: u64,
     /// Largest rendered config, in bytes.
     pub max_output: usize,
-    /// Wall-clock bound on [`render_bounded`], including the wait for a render slot.
+    /// Wall-clock bound on one render once it has a slot.
     pub deadline: Duration,
+    /// How long a request waits for a render slot before it is told to retry
+    /// ([`RenderError::Busy`]): in a boot storm thousands of configs queue for a few slots.
+    pub queue: Duration,
 }
 
 impl Default for Limits {
@@ -173,6 +184,7 @@ impl Default for Limits {
             fuel: 200_000,
             max_output: 1024 * 1024,
             deadline: Duration::from_secs(5),
+            queue: Duration::from_secs(30),
         }
     }
 }
@@ -189,7 +201,8 @@ pub fn default_hostname(m: &Machine) -> String {
 }
 
 /// Renders `profile`'s template (or [`DEFAULT_TEMPLATE`]) for `machine` within the default
-/// [`Limits`], off the async workers, and gives up after [`Limits::deadline`]; then checks that
+/// [`Limits`], off the async workers (at most [`RENDER_SLOTS`] at once; a request waits up to
+/// [`Limits::queue`] for a slot), and gives up after [`Limits::deadline`]; then checks that
 /// the result is a `#cloud-config` YAML mapping ([`super::cloud_config::check`]), the only kind
 /// of config the Kairos agent uses. What the HTTP handlers call, at `/config` and when a
 /// profile is saved.
@@ -222,11 +235,16 @@ pub async fn render_bounded_with(
         base.clone(),
         limits.clone(),
     );
+    let slot = match tokio::time::timeout(limits.queue, RENDER_SLOTS.acquire()).await {
+        Ok(slot) => slot.expect("the render semaphore is never closed"),
+        Err(_) => {
+            return Err(RenderError::Busy {
+                profile: profile.name.clone(),
+                waited: limits.queue,
+            })
+        }
+    };
     let work = async move {
-        let slot = RENDER_SLOTS
-            .acquire()
-            .await
-            .expect("the render semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let config = render_with(&p, &m, &t, &b, syslog, &l)?;

@@ -239,3 +239,40 @@ async fn bounded_render_runs_off_the_workers_and_meets_its_deadline() {
     );
     assert!(e.to_string().contains("did not finish within 20ms"), "{e}");
 }
+
+#[tokio::test]
+async fn a_render_that_waits_too_long_for_a_slot_is_busy_not_a_template_error() {
+    // Every slot taken (as in a boot storm): the next request waits `queue`, then is told to
+    // retry; it is not blamed on the template.
+    let all = super::RENDER_SLOTS.acquire_many(4).await.unwrap();
+    let limits = Limits {
+        queue: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let e = render_bounded_with(
+        &profile("fine", "#cloud-config\nhostname: x\n"),
+        &machine(),
+        "t",
+        &base(),
+        None,
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    drop(all);
+    assert!(
+        matches!(&e, RenderError::Busy { profile, .. } if profile == "fine"),
+        "{e:?}"
+    );
+    // With a slot free it renders.
+    render_bounded_with(
+        &profile("fine", "#cloud-config\nhostname: x\n"),
+        &machine(),
+        "t",
+        &base(),
+        None,
+        &limits,
+    )
+    .await
+    .unwrap();
+}

@@ -519,6 +519,13 @@ async fn serve_config(
             )
                 .into_response())
         }
+        // Busy is not the machine's fault: no event; the client retries after a second.
+        Err(e @ config_render::RenderError::Busy { .. }) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            e.to_string(),
+        )
+            .into_response()),
         Err(e) => {
             plan::note_limited(
                 app,
