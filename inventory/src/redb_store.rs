@@ -51,6 +51,11 @@ const LOG_SEQ: TableDefinition<u64, u64> = TableDefinition::new("log_seq");
 /// Registration machine-id → MAC keys of the machines that reported it (schema 3).
 const MACHINE_IDS: MultimapTableDefinition<&str, u64> = MultimapTableDefinition::new("machine_ids");
 
+/// redb's in-process page cache for the inventory file, in bytes (redb's default is 1 GiB, which
+/// a boot storm fills with anonymous memory). Pages beyond it are read again through the OS page
+/// cache, which the kernel can reclaim.
+pub const INVENTORY_CACHE: usize = 32 * 1024 * 1024;
+
 /// Version of the table layout above. Bump it and add a step to `migrate` (`redb_indexes.rs`) when it changes.
 pub const SCHEMA_VERSION: u64 = 3;
 
@@ -143,13 +148,16 @@ impl RedbStore {
     /// [`RedbStore::tightened_from`]).
     pub fn open(path: &Path) -> Result<Self> {
         let tightened_from = private_file(path)?;
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
-                "{} is in use by another provisioner process",
-                path.display()
-            )),
-            e => Error::Storage(format!("opening {}: {e}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(INVENTORY_CACHE)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+                    "{} is in use by another provisioner process",
+                    path.display()
+                )),
+                e => Error::Storage(format!("opening {}: {e}", path.display())),
+            })?;
         let txn = db.begin_write().db()?;
         {
             let mut meta = txn.open_table(META).db()?;
