@@ -225,6 +225,17 @@ pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .allow(mac, crate::dhcp::seen_limit::topic(&seen, true), t);
+    // Nothing new by the views (already booting from this address, the `seen` already noted in
+    // the last minute): no store write at all, so a polling or retrying machine never takes the
+    // inventory's writer. The store re-checks the same rule inside the write otherwise.
+    if !note_seen {
+        let views = app.views.read();
+        if let Some(m) = views.machine(mac) {
+            if m.state() == State::Booting && m.boot_ip == ip {
+                return;
+            }
+        }
+    }
     let result = app
         .write(move |s| {
             let (_, events) = s.update_machine(mac, t, &mut |m| {
