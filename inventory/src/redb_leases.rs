@@ -23,7 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{decode, encode, key_mac, private_file, Db, LEASES, RESERVATIONS};
 use crate::lease::{claim_outcome, Claim};
-use crate::{Error, Lease, Result, Timestamp};
+use crate::{Lease, Result, Timestamp};
 
 /// redb's page cache for the lease file, in bytes (see `INVENTORY_CACHE`): 100,000 leases
 /// are about 15 MB.
@@ -46,16 +46,7 @@ pub fn lease_path(inventory: &Path) -> PathBuf {
 pub(super) fn open(inventory_path: &Path, inventory: &Database) -> Result<Database> {
     let path = lease_path(inventory_path);
     private_file(&path)?;
-    let db = Database::builder()
-        .set_cache_size(LEASE_CACHE)
-        .create(&path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
-                "{} is in use by another provisioner process",
-                path.display()
-            )),
-            e => Error::Storage(format!("opening {}: {e}", path.display())),
-        })?;
+    let db = super::create(&path, LEASE_CACHE)?;
     let old: Vec<(u32, Vec<u8>)> = {
         let txn = inventory.begin_read().db()?;
         let table = txn.open_table(LEASES).db()?;

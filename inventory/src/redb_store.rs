@@ -97,6 +97,21 @@ fn private_file(path: &Path) -> Result<Option<u32>> {
     Ok(Some(mode))
 }
 
+/// Opens or creates the redb file at `path` with a page cache of `cache` bytes; a file another
+/// process holds is refused by name.
+fn create(path: &Path, cache: usize) -> Result<Database> {
+    Database::builder()
+        .set_cache_size(cache)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+                "{} is in use by another provisioner process",
+                path.display()
+            )),
+            e => Error::Storage(format!("opening {}: {e}", path.display())),
+        })
+}
+
 /// Turns redb's errors into [`Error::Storage`] at the call site (`.db()?`), so the crate's
 /// public error type carries no redb type (no `From<redb::…> for Error` impls).
 trait Db<T> {
@@ -148,16 +163,7 @@ impl RedbStore {
     /// [`RedbStore::tightened_from`]).
     pub fn open(path: &Path) -> Result<Self> {
         let tightened_from = private_file(path)?;
-        let db = Database::builder()
-            .set_cache_size(INVENTORY_CACHE)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
-                    "{} is in use by another provisioner process",
-                    path.display()
-                )),
-                e => Error::Storage(format!("opening {}: {e}", path.display())),
-            })?;
+        let db = create(path, INVENTORY_CACHE)?;
         let txn = db.begin_write().db()?;
         {
             let mut meta = txn.open_table(META).db()?;

@@ -1,7 +1,6 @@
 //! One lab run: images, network, the provisioner inside the namespace, machines in the inventory,
 //! VMs booting through every step, and the outcome read back from the provisioner's inventory.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -161,21 +160,7 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the provisioner")?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut log = log;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("listening on http://") {
-                    let _ = tx.send(());
-                }
-                let _ = writeln!(log, "{line}");
-            }
-        });
+        let rx = tee_until_listening(child.stderr.take().expect("piped"), log);
         self.server = Some(child);
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             bail!(
@@ -538,4 +523,28 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     };
     drop(lab);
     Ok(outcome)
+}
+
+/// Copies a provisioner's stderr into `log` line by line (on a thread of its own) and says on the
+/// returned channel when its "listening on http://" line has come (it is the last listener
+/// started, so the server is ready).
+pub(crate) fn tee_until_listening(
+    stderr: std::process::ChildStderr,
+    mut log: std::fs::File,
+) -> std::sync::mpsc::Receiver<()> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening on http://") {
+                let _ = tx.send(());
+            }
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    rx
 }

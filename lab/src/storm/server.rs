@@ -3,7 +3,6 @@
 //! what a rack operator does before powering on: import the UKI, add a profile, import the
 //! rack's MACs from a CSV file. Also the /proc readings of any server process.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -144,7 +143,7 @@ impl Ours {
         let cfg = work.join("provisioner.toml");
         std::fs::write(&cfg, config(plan, &data)?)?;
         let log = work.join("provisioner.log");
-        let mut file = std::fs::File::create(&log)?;
+        let file = std::fs::File::create(&log)?;
         let mut child = net
             .exec_server(bin.to_str().context("provisioner path")?)
             .arg("serve")
@@ -155,20 +154,7 @@ impl Ours {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("listening on http://") {
-                    let _ = tx.send(());
-                }
-                let _ = writeln!(file, "{line}");
-            }
-        });
+        let rx = crate::scenario::tee_until_listening(child.stderr.take().expect("piped"), file);
         let ours = Ours {
             procs: Processes {
                 children: vec![child],
