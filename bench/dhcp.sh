@@ -9,7 +9,8 @@
 # client; nothing connects to the host network). perfdhcp acts as a relay (giaddr = 198.18.0.2),
 # -R 50000 simulated clients. Each server is started fresh for every trial, pinned to CPU 0;
 # perfdhcp runs on CPU 1. achieved = ACKs received / duration; drop = 1 - ACKs / DISCOVERs sent.
-# A rate is sustained when drop < 1 %. The ratio compares the highest sustained rates.
+# A rate is sustained when drop < 1 %. The ratio compares the highest sustained rates. cpu/1k:
+# the server's CPU-seconds (utime + stime, /proc/PID/stat) during the trial per 1,000 DORAs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${RATES:-"2000 4000 6000 8000 9000 10000"}
@@ -68,23 +69,31 @@ start_server() {
 }
 stop_server() { kill "$SRV_PID" 2>/dev/null || true; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""; }
 
-# trial SERVER RATE -> "achieved drop_pct"
-trial() {
-  start_server "$1"
-  local out
-  out=$(ip netns exec "$C" taskset -c 1 timeout $((DURATION + 30)) perfdhcp -4 -l 198.18.0.2 -r "$2" -R 50000 -p "$DURATION" 198.18.0.1 2>&1 || true)
-  stop_server
-  echo "$out" | awk -v d="$DURATION" '
-    /sent packets:/ { n++; sent[n] = $3 } /received packets:/ { recv[n] = $3 }
-    END { if (n < 2 || sent[1] == 0) { print "0 100"; exit } printf "%.0f %.3f\n", recv[2] / d, 100 * (1 - recv[2] / sent[1]) }'
+# CPU-seconds the server process has used (utime + stime from /proc/PID/stat).
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$SRV_PID/stat"
 }
 
-printf '%-6s %14s %9s %14s %9s\n' rate ours_DORA/s drop% kea_DORA/s drop%
+# trial SERVER RATE -> "achieved drop_pct cpu_s_per_1000_DORA"
+trial() {
+  start_server "$1"
+  local out cpu0 cpu1
+  cpu0=$(cpu_seconds)
+  out=$(ip netns exec "$C" taskset -c 1 timeout $((DURATION + 30)) perfdhcp -4 -l 198.18.0.2 -r "$2" -R 50000 -p "$DURATION" 198.18.0.1 2>&1 || true)
+  cpu1=$(cpu_seconds)
+  stop_server
+  echo "$out" | awk -v d="$DURATION" -v cpu="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" '
+    /sent packets:/ { n++; sent[n] = $3 } /received packets:/ { recv[n] = $3 }
+    END { if (n < 2 || sent[1] == 0 || recv[2] == 0) { print "0 100 -"; exit }
+          printf "%.0f %.3f %.3f\n", recv[2] / d, 100 * (1 - recv[2] / sent[1]), cpu / (recv[2] / 1000) }'
+}
+
+printf '%-6s %14s %9s %12s %14s %9s %12s\n' rate ours_DORA/s drop% ours_cpu/1k kea_DORA/s drop% kea_cpu/1k
 best_ours=0; best_kea=0
 for rate in $RATES; do
-  read -r oa od < <(trial ours "$rate")
-  read -r ka kd < <(trial kea "$rate")
-  printf '%-6s %14s %9s %14s %9s\n' "$rate" "$oa" "$od" "$ka" "$kd"
+  read -r oa od oc < <(trial ours "$rate")
+  read -r ka kd kc < <(trial kea "$rate")
+  printf '%-6s %14s %9s %12s %14s %9s %12s\n' "$rate" "$oa" "$od" "$oc" "$ka" "$kd" "$kc"
   awk -v d="$od" 'BEGIN { exit !(d < 1) }' && best_ours=$oa
   awk -v d="$kd" 'BEGIN { exit !(d < 1) }' && best_kea=$ka
 done
