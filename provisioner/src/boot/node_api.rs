@@ -143,12 +143,12 @@ pub async fn register(
     let _one_at_a_time = REGISTRATIONS.lock().await;
     let others: Vec<inventory::Mac> = {
         let id = id.clone();
+        // The store's machine-id index: one look-up, not a scan of the inventory (a scan per
+        // registration, under this lock, made a 10,000-machine storm's registrations O(n²)).
         app.read(move |s| {
-            Ok(s.machines()?
+            Ok(s.machines_by_machine_id(&id)?
                 .into_iter()
-                .filter(|m| {
-                    m.mac != mac && m.registration.as_ref().is_some_and(|r| r.machine_id == id)
-                })
+                .filter(|m| m.mac != mac)
                 .map(|m| m.mac)
                 .collect())
         })
