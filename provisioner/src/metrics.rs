@@ -11,6 +11,7 @@
 //! help text with a full stop. Labels take bounded values only (message types, drop reasons, TFTP
 //! outcomes, lifecycle states, configured subnets), never a MAC or an address.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
@@ -233,14 +234,14 @@ impl Metrics {
     /// the unknown-machine policy (which records count as unclaimed).
     pub fn render(
         &self,
-        machines: &[Machine],
+        machines: &[impl Borrow<Machine>],
         last_event_seq: u64,
         policy: netboot_proto::boot_decision::UnknownPolicy,
     ) -> String {
         let mut r = Registry::with_prefix("provisioner");
         let mut counts: BTreeMap<State, i64> = State::ALL.iter().map(|s| (*s, 0)).collect();
         for m in machines {
-            *counts.entry(m.state()).or_default() += 1;
+            *counts.entry(m.borrow().state()).or_default() += 1;
         }
         let by_state = Family::<LifecycleState, Gauge>::default();
         for (s, n) in counts {
@@ -483,7 +484,7 @@ impl AdmissionMetrics {
     pub fn render(
         &self,
         out: &mut String,
-        machines: &[Machine],
+        machines: &[impl Borrow<Machine>],
         policy: netboot_proto::boot_decision::UnknownPolicy,
     ) {
         let mut r = Registry::with_prefix("provisioner");
@@ -495,12 +496,12 @@ impl AdmissionMetrics {
     fn register(
         &self,
         r: &mut Registry,
-        machines: &[Machine],
+        machines: &[impl Borrow<Machine>],
         policy: netboot_proto::boot_decision::UnknownPolicy,
     ) {
         let waiting = machines
             .iter()
-            .filter(|m| netboot_proto::boot_decision::unclaimed(m, policy))
+            .filter(|m| netboot_proto::boot_decision::unclaimed((*m).borrow(), policy))
             .count();
         r.register(
             "admitted",

@@ -75,10 +75,13 @@ async fn healthz(State(app): State<App>) -> Result<&'static str, ApiError> {
 }
 
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
-    let (machines, seq) = app
-        .read(|s| Ok((s.machines()?, s.last_event_seq()?)))
-        .await?;
-    let body = app.metrics.render(&machines, seq, app.boot.unknown);
+    // Machines by state from the in-memory views (a scrape never decodes the inventory).
+    let seq = app.read(|s| s.last_event_seq()).await?;
+    let body = {
+        let views = app.views.read();
+        let machines: Vec<&inventory::Machine> = views.machines().collect();
+        app.metrics.render(&machines, seq, app.boot.unknown)
+    };
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }
 

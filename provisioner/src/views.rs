@@ -47,6 +47,11 @@ impl Snapshot {
             .count()
     }
 
+    /// Every machine the view holds, in no order.
+    pub fn machines(&self) -> impl Iterator<Item = &Machine> {
+        self.machines.values()
+    }
+
     /// How many machines the view holds.
     pub fn len(&self) -> usize {
         self.machines.len()
