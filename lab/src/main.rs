@@ -105,8 +105,8 @@ struct StormArgs {
     /// Seconds after which every machine still booting counts as failed.
     #[arg(long, default_value_t = 300)]
     deadline: u64,
-    /// Percent of packets dropped on the link in each direction (nftables).
-    #[arg(long, default_value_t = 0)]
+    /// Percent of packets dropped on the link in each direction (nftables), 0 to 99.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=99))]
     loss: u32,
     /// Which server the machines boot from.
     #[arg(long, value_enum, default_value = "provisioner")]
@@ -193,6 +193,14 @@ fn storm(a: StormArgs) -> anyhow::Result<()> {
         report.failures,
         report.machines
     );
+    // A machine that registered but is not `ready` in the server's inventory did not make it.
+    if let Some(ready) = report.ready_in_inventory {
+        anyhow::ensure!(
+            ready == report.machines,
+            "every machine registered, but only {ready} of {} are ready in the inventory",
+            report.machines
+        );
+    }
     Ok(())
 }
 

@@ -249,7 +249,11 @@ fn storm(o: &StormOpts, netw: &net::StormNet) -> anyhow::Result<Vec<MachineRun>>
             let all = async {
                 let mut runs = Vec::with_capacity(n);
                 for t in tasks {
-                    runs.push(t.await.unwrap_or_default());
+                    // A client task that panicked is a failed machine, never a silent success.
+                    runs.push(t.await.unwrap_or_else(|e| MachineRun {
+                        failure: Some((client::Phase::Dhcp, format!("client task failed: {e}"))),
+                        ..MachineRun::default()
+                    }));
                 }
                 runs
             };

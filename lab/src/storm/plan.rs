@@ -40,8 +40,12 @@ pub struct Rack {
     pub last: Ipv4Addr,
 }
 
+/// Racks in relayed mode at most: /26 subnets in the machines' 198.19.0.0/16.
+pub const MAX_RACKS: usize = 1024;
+
 impl Plan {
-    /// Checks the bounds: N in 1..=20,000, rack size in 1..=60.
+    /// Checks the bounds: N in 1..=20,000, rack size in 1..=60, and in relayed mode at most
+    /// [`MAX_RACKS`] racks (each a /26 of 198.19.0.0/16).
     pub fn new(machines: usize, relayed: bool, rack_size: usize) -> anyhow::Result<Plan> {
         anyhow::ensure!(
             (1..=MAX_MACHINES).contains(&machines),
@@ -50,6 +54,13 @@ impl Plan {
         anyhow::ensure!(
             (1..=60).contains(&rack_size),
             "--rack-size {rack_size}: between 1 and 60 (a rack is a /26)"
+        );
+        let racks = machines.div_ceil(rack_size);
+        anyhow::ensure!(
+            !relayed || racks <= MAX_RACKS,
+            "--machines {machines} with --rack-size {rack_size} make {racks} racks; relayed mode \
+             has at most {MAX_RACKS} (a /26 each in 198.19.0.0/16): use --rack-size {} or more",
+            machines.div_ceil(MAX_RACKS)
         );
         Ok(Plan {
             machines,
@@ -125,5 +136,21 @@ mod tests {
         assert_eq!(last.giaddr, Ipv4Addr::new(198, 19, 249, 193));
         assert_eq!(last.last, Ipv4Addr::new(198, 19, 249, 254));
         assert!(Plan::new(20_001, false, 40).is_err());
+    }
+
+    #[test]
+    fn relayed_mode_refuses_more_racks_than_the_address_plan_holds() {
+        assert!(Plan::new(1024, true, 1).is_ok());
+        let e = Plan::new(1100, true, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("1100 racks") && e.contains("--rack-size 2"),
+            "{e}"
+        );
+        assert!(Plan::new(20_000, true, 19).is_err());
+        assert!(Plan::new(20_000, true, 20).is_ok());
+        assert!(
+            Plan::new(20_000, false, 1).is_ok(),
+            "full mode has no racks"
+        );
     }
 }
