@@ -102,8 +102,8 @@ struct StormArgs {
     /// Spread arrivals evenly over this many seconds (0: all at once).
     #[arg(long, default_value_t = 0.0)]
     ramp: f64,
-    /// Seconds after which every machine still booting counts as failed.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds after which every machine still booting counts as failed (at least 1).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     deadline: u64,
     /// Percent of packets dropped on the link in each direction (nftables), 0 to 99.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=99))]

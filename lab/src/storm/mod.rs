@@ -150,6 +150,15 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
     let started = Instant::now();
     let runs = storm(o, &netw)?;
     let wall = started.elapsed().as_secs_f64();
+    // The server's work is counted until it has settled (its last TFTP retransmissions and
+    // batched events after the last client ended), not only until the last client ended.
+    if ours.is_some() {
+        let waited = server::settle(&netw, SETTLE)?;
+        say(&format!(
+            "server settled (no TFTP transfer in flight) {:.1} s after the storm",
+            waited.as_secs_f64()
+        ));
+    }
     let all = stack(&procs);
     let server = ServerUse {
         name: match o.target {
@@ -160,14 +169,7 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         peak_rss_mib: all.iter().map(|p| server::peak_rss_mib(*p)).sum(),
     };
     let ready_in_inventory = match &ours {
-        Some(s) => {
-            let waited = server::settle(&netw, SETTLE)?;
-            say(&format!(
-                "server settled (no TFTP transfer in flight) {:.1} s after the storm",
-                waited.as_secs_f64()
-            ));
-            Some(s.ready(&netw)?)
-        }
+        Some(s) => Some(s.ready(&netw)?),
         None => None,
     };
     drop(ours);
