@@ -269,12 +269,7 @@ impl Store for MemoryStore {
                 return Ok((m, Vec::new()));
             }
             let notes = t.write_machine(&m, Some(&old), now)?;
-            // Every change to a record is named by an event, so views following the feed see it.
-            let kinds = if kinds.is_empty() && notes.is_empty() {
-                vec![EventKind::Updated]
-            } else {
-                kinds
-            };
+            let kinds = crate::store::named_change(kinds, &notes);
             let events = kinds.into_iter().map(|k| NewEvent::machine(mac, k));
             Ok((m, events.chain(notes).collect()))
         })

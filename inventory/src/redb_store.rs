@@ -392,12 +392,7 @@ impl Store for RedbStore {
             return Ok((m, Vec::new()));
         }
         let notes = write_machine(&txn, &self.leases, &m, Some(&old), now)?;
-        // Every change to a record is named by an event, so views following the feed see it.
-        let kinds = if kinds.is_empty() && notes.is_empty() {
-            vec![EventKind::Updated]
-        } else {
-            kinds
-        };
+        let kinds = crate::store::named_change(kinds, &notes);
         let events = append(
             &txn,
             kinds

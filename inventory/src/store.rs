@@ -26,6 +26,18 @@ use crate::lease::Claim;
 use crate::lifecycle::Deadlines;
 use crate::{Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord};
 
+/// The events an edit of a machine record appends: what the edit said, or `updated` when it
+/// changed the record and neither it nor the store's notes said anything. Every backend applies
+/// this, so every change to a machine is named by an event and views following the feed see it
+/// (conformance check `every_change_is_named`).
+pub fn named_change(kinds: Vec<EventKind>, store_notes: &[NewEvent]) -> Vec<EventKind> {
+    if kinds.is_empty() && store_notes.is_empty() {
+        vec![EventKind::Updated]
+    } else {
+        kinds
+    }
+}
+
 /// A read-modify-write step on one machine: mutate it and say what happened.
 pub type MachineEdit<'a> = &'a mut dyn FnMut(&mut Machine) -> Result<Vec<EventKind>>;
 
