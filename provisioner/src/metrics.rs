@@ -71,6 +71,8 @@ pub struct TftpMetrics {
     pub refused: Counter,
     /// Requests refused by the server-wide or per-client transfer limit.
     pub busy: Counter,
+    /// Read requests dropped because they repeat a running transfer (a ROM's resend).
+    pub duplicates: Counter,
     /// Transfers running now.
     pub active: Gauge,
     /// File bytes acknowledged by clients.
@@ -107,6 +109,11 @@ impl TftpMetrics {
                 "busy",
                 "Requests refused by the server-wide or per-client transfer limit",
                 &self.busy,
+            ),
+            (
+                "duplicate_requests",
+                "Read requests dropped because they repeat a running transfer (same address, port and file)",
+                &self.duplicates,
             ),
             ("bytes", "File bytes acknowledged by clients", &self.bytes),
             ("retransmits", "DATA blocks sent again", &self.retransmits),

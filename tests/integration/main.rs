@@ -24,6 +24,7 @@ mod serve;
 mod storm;
 mod templates;
 mod tftp;
+mod tftp_duplicates;
 mod tftp_fifo;
 mod tftp_loss;
 mod uki;

@@ -3,12 +3,14 @@
 //! `netboot-proto` crate (re-exported here as [`packet`], [`path`], [`transfer`]).
 //!
 //! - [`source`]: where files come from (directories, memory, chains), behind a trait.
+//! - [`clients`]: the per-client limit and duplicate (resent) read requests.
 //! - [`server`]: the tokio shell: listener, per-transfer sockets, limits, reports.
 //! - [`observer`]: turns finished transfers into inventory events.
 //! - [`boot_sources`]: the installed-machine gate and loaders imported into the asset store.
 //! - [`grub_files`]: GRUB netboot: `grubnetx64.efi`, its modules and our `grub/grub.cfg`.
 
 pub mod boot_sources;
+pub mod clients;
 pub mod grub_files;
 pub mod observer;
 pub mod server;

@@ -2,7 +2,6 @@
 //! connected socket per transfer. It moves bytes and arms timers; every decision is the state
 //! machine's.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::clients::{Admit, Clients};
 use super::packet::{self, data_header, ErrorCode, Request};
 use super::path;
 use super::source::{FileSource, OpenError};
@@ -74,7 +74,7 @@ struct Shared {
     observer: Arc<dyn Observer>,
     metrics: Arc<TftpMetrics>,
     slots: Arc<Semaphore>,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    clients: Mutex<Clients>,
     shutdown: CancellationToken,
 }
 
@@ -93,7 +93,7 @@ pub async fn run(
         settings,
         observer,
         metrics,
-        per_client: Mutex::new(HashMap::new()),
+        clients: Mutex::new(Clients::default()),
         shutdown: shutdown.clone(),
     });
     let mut buf = vec![0u8; 4096];
@@ -150,30 +150,41 @@ pub async fn run(
             .await;
             continue;
         }
-        let client_ip = arrival.peer.ip();
-        let over_limit = {
-            let mut per = shared.per_client.lock().unwrap();
-            let count = per.entry(client_ip).or_default();
-            let over = *count >= shared.settings.max_per_client;
-            if !over {
-                *count += 1;
+        let admitted = shared.clients.lock().unwrap().admit(
+            arrival.peer,
+            &buf[..n],
+            shared.settings.max_per_client,
+        );
+        match admitted {
+            Admit::Start => {}
+            // The running transfer's retransmission answers a resent request.
+            Admit::Duplicate => {
+                shared.metrics.duplicates.inc();
+                continue;
             }
-            over
-        };
-        // At a limit the request is dropped without an answer: a PXE ROM that gets an ERROR gives
-        // up on netbooting, one that gets nothing resends its RRQ a moment later.
-        if over_limit {
-            shared.metrics.busy.inc();
-            continue;
+            // At a limit the request is dropped without an answer: a PXE ROM that gets an
+            // ERROR gives up on netbooting, one that gets nothing resends its RRQ a moment later.
+            Admit::OverLimit => {
+                shared.metrics.busy.inc();
+                continue;
+            }
         }
         let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
-            release(&shared, client_ip);
+            shared
+                .clients
+                .lock()
+                .unwrap()
+                .release(arrival.peer, &buf[..n]);
             shared.metrics.busy.inc();
             continue;
         };
-        let local = arrival
-            .local
-            .unwrap_or_else(|| listener.local_addr().map(|a| a.ip()).unwrap_or(client_ip));
+        let request = buf[..n].to_vec();
+        let local = arrival.local.unwrap_or_else(|| {
+            listener
+                .local_addr()
+                .map(|a| a.ip())
+                .unwrap_or(arrival.peer.ip())
+        });
         let shared = shared.clone();
         tokio::spawn(async move {
             shared.metrics.active.inc();
@@ -184,7 +195,11 @@ pub async fn run(
             shared.metrics.finished(ending.label(), bytes, retransmits);
             shared.metrics.active.dec();
             drop(permit);
-            release(&shared, client_ip);
+            shared
+                .clients
+                .lock()
+                .unwrap()
+                .release(arrival.peer, &request);
             let report = Report {
                 client: arrival.peer,
                 file: req.filename.clone(),
@@ -205,16 +220,6 @@ pub async fn run(
             }
             shared.observer.finished(report);
         });
-    }
-}
-
-fn release(shared: &Shared, ip: IpAddr) {
-    let mut per = shared.per_client.lock().unwrap();
-    if let Some(c) = per.get_mut(&ip) {
-        *c -= 1;
-        if *c == 0 {
-            per.remove(&ip);
-        }
     }
 }
 
