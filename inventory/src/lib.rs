@@ -38,6 +38,8 @@ pub mod machine;
 pub mod memory_store;
 pub mod profile;
 #[cfg(feature = "redb")]
+mod redb_group;
+#[cfg(feature = "redb")]
 pub mod redb_store;
 pub mod store;
 pub mod time;

@@ -23,6 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{decode, encode, key_mac, private_file, Db, LEASES, RESERVATIONS};
 use crate::lease::{claim_outcome, Claim};
+use crate::redb_group::GroupCommit;
 use crate::{Lease, Result, Timestamp};
 
 /// redb's page cache for the lease file, in bytes (see `INVENTORY_CACHE`): 100,000 leases
@@ -98,7 +99,7 @@ pub(super) fn all(db: &Database) -> Result<Vec<Lease>> {
     Ok(out)
 }
 
-pub(super) fn put(db: &Database, leases: &[Lease]) -> Result<()> {
+pub(super) fn put(db: &Database, group: &GroupCommit, leases: &[Lease]) -> Result<()> {
     let txn = db.begin_write().db()?;
     {
         let mut table = txn.open_table(BINDINGS).db()?;
@@ -106,14 +107,14 @@ pub(super) fn put(db: &Database, leases: &[Lease]) -> Result<()> {
             table.insert(u32::from(l.ip), encode(l).as_slice()).db()?;
         }
     }
-    txn.commit().db()?;
+    group.commit(db, txn)?;
     Ok(())
 }
 
-pub(super) fn remove(db: &Database, ip: Ipv4Addr) -> Result<()> {
+pub(super) fn remove(db: &Database, group: &GroupCommit, ip: Ipv4Addr) -> Result<()> {
     let txn = db.begin_write().db()?;
     txn.open_table(BINDINGS).db()?.remove(u32::from(ip)).db()?;
-    txn.commit().db()?;
+    group.commit(db, txn)?;
     Ok(())
 }
 
@@ -121,6 +122,7 @@ pub(super) fn remove(db: &Database, ip: Ipv4Addr) -> Result<()> {
 /// inventory file taken first (see the module docs for the one race this allows).
 pub(super) fn claim(
     db: &Database,
+    group: &GroupCommit,
     inventory: &Database,
     leases: &[Lease],
     now: Timestamp,
@@ -145,6 +147,6 @@ pub(super) fn claim(
             out.push(claim);
         }
     }
-    txn.commit().db()?;
+    group.commit(db, txn)?;
     Ok(out)
 }

@@ -1,5 +1,6 @@
 //! [`Store`] on redb: a single-file, copy-on-write B-tree with ACID transactions. Every write
-//! transaction commits with `Durability::Immediate` (fsync) before a method returns.
+//! is durable (fsync) before a method returns; concurrent writers share their fsyncs (group
+//! commit, `redb_group.rs`).
 //!
 //! Tables (values are JSON so records can grow fields without a migration):
 //! `meta` (schema version), `machines` (MAC as u64 → Machine), `reservations` (IPv4 as u32 → MAC),
@@ -31,6 +32,7 @@ use serde::Serialize;
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
 use crate::lease::Claim;
 use crate::log::{LogLine, NewLogLine, MAX_LINES_PER_MACHINE};
+use crate::redb_group::GroupCommit;
 use crate::store::{MachineEdit, Store};
 use crate::watch::EventSignal;
 use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord, TokenRole};
@@ -69,6 +71,9 @@ pub struct RedbStore {
     /// The last committed event sequence number, so [`Store::wait_for_events_after`] wakes at
     /// commit instead of polling the file.
     committed: EventSignal,
+    /// Group commit for the inventory file and for the lease file.
+    group: GroupCommit,
+    lease_group: GroupCommit,
     /// The file's permission bits before `open` narrowed them to 0600 (an older version created
     /// it world-readable), so the caller can log the change; `None` when nothing changed.
     tightened_from: Option<u32>,
@@ -202,6 +207,8 @@ impl RedbStore {
             leases,
             tightened_from,
             committed: EventSignal::default(),
+            group: GroupCommit::default(),
+            lease_group: GroupCommit::default(),
         };
         store.committed.publish(store.last_event_seq()?);
         Ok(store)
@@ -213,9 +220,10 @@ impl RedbStore {
         self.tightened_from
     }
 
-    /// Commits `txn` (fsync) and then wakes the watchers of `events`, the events it appended.
+    /// Commits `txn` (durably, sharing the fsync with concurrent writers) and then wakes the
+    /// watchers of `events`, the events it appended.
     fn commit(&self, txn: WriteTransaction, events: &[Event]) -> Result<()> {
-        txn.commit().db()?;
+        self.group.commit(&self.db, txn)?;
         if let Some(last) = events.last() {
             self.committed.publish(last.seq);
         }
@@ -607,15 +615,15 @@ impl Store for RedbStore {
     }
 
     fn put_leases(&self, leases: &[Lease]) -> Result<()> {
-        leases::put(&self.leases, leases)
+        leases::put(&self.leases, &self.lease_group, leases)
     }
 
     fn claim_leases(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Claim>> {
-        leases::claim(&self.leases, &self.db, leases, now)
+        leases::claim(&self.leases, &self.lease_group, &self.db, leases, now)
     }
 
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()> {
-        leases::remove(&self.leases, ip)
+        leases::remove(&self.leases, &self.lease_group, ip)
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
@@ -632,7 +640,7 @@ impl Store for RedbStore {
             .db()?
             .insert(hash, encode(record).as_slice())
             .db()?;
-        txn.commit().db()?;
+        self.group.commit(&self.db, txn)?;
         Ok(())
     }
 
@@ -677,7 +685,7 @@ impl Store for RedbStore {
                 out.push((mac, stored));
             }
         }
-        txn.commit().db()?;
+        self.group.commit(&self.db, txn)?;
         Ok(out)
     }
 

@@ -298,6 +298,10 @@ async fn transfer(
     let mut pkt = vec![0u8; 4 + usize::from(t.negotiated.blksize)];
     let mut rbuf = vec![0u8; 2048];
     let mut refused: Option<String> = None;
+    // One timer for the whole transfer, moved to each new deadline (a new timer per block was
+    // a timer-wheel insert and removal per DATA packet).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
     let ending = 'run: loop {
         for s in std::mem::take(&mut step.send) {
             let sent = match s {
@@ -343,6 +347,7 @@ async fn transfer(
             Next::Done(o) => break Ending::Finished(o.clone()),
             Next::WaitUntil(d) => Instant::from_std(*d),
         };
+        timer.as_mut().reset(deadline);
         tokio::select! {
             // Datagrams already queued are read before the timer is looked at.
             biased;
@@ -357,7 +362,7 @@ async fn transfer(
                 // client gone only if the timer fires with nothing read since.
                 Err(e) => refused = Some(e.to_string()),
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 if let Some(e) = refused.take() {
                     break Ending::ClientGone(e);
                 }
