@@ -100,7 +100,7 @@ pub(super) fn all(db: &Database) -> Result<Vec<Lease>> {
 }
 
 pub(super) fn put(db: &Database, group: &GroupCommit, leases: &[Lease]) -> Result<()> {
-    let txn = db.begin_write().db()?;
+    let txn = group.begin(db)?;
     {
         let mut table = txn.open_table(BINDINGS).db()?;
         for l in leases {
@@ -112,7 +112,7 @@ pub(super) fn put(db: &Database, group: &GroupCommit, leases: &[Lease]) -> Resul
 }
 
 pub(super) fn remove(db: &Database, group: &GroupCommit, ip: Ipv4Addr) -> Result<()> {
-    let txn = db.begin_write().db()?;
+    let txn = group.begin(db)?;
     txn.open_table(BINDINGS).db()?.remove(u32::from(ip)).db()?;
     group.commit(db, txn)?;
     Ok(())
@@ -129,7 +129,7 @@ pub(super) fn claim(
 ) -> Result<Vec<Claim>> {
     let snapshot = inventory.begin_read().db()?;
     let reservations = snapshot.open_table(RESERVATIONS).db()?;
-    let txn = db.begin_write().db()?;
+    let txn = group.begin(db)?;
     let mut out = Vec::with_capacity(leases.len());
     {
         let mut table = txn.open_table(BINDINGS).db()?;

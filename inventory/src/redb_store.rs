@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
 use crate::lease::Claim;
 use crate::log::{LogLine, NewLogLine, MAX_LINES_PER_MACHINE};
-use crate::redb_group::GroupCommit;
+use crate::redb_group::{GroupCommit, Writing};
 use crate::store::{MachineEdit, Store};
 use crate::watch::EventSignal;
 use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord, TokenRole};
@@ -222,7 +222,7 @@ impl RedbStore {
 
     /// Commits `txn` (durably, sharing the fsync with concurrent writers) and then wakes the
     /// watchers of `events`, the events it appended.
-    fn commit(&self, txn: WriteTransaction, events: &[Event]) -> Result<()> {
+    fn commit(&self, txn: Writing<'_>, events: &[Event]) -> Result<()> {
         self.group.commit(&self.db, txn)?;
         if let Some(last) = events.last() {
             self.committed.publish(last.seq);
@@ -363,7 +363,7 @@ impl Store for RedbStore {
         by: &str,
         now: Timestamp,
     ) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         let mut events = Vec::with_capacity(machines.len());
         for m in &machines {
             if read_machine(&txn, m.mac)?.is_some() {
@@ -389,7 +389,7 @@ impl Store for RedbStore {
         now: Timestamp,
         edit: MachineEdit<'_>,
     ) -> Result<(Machine, Vec<Event>)> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
             mac: mac.to_string(),
         })?;
@@ -415,7 +415,7 @@ impl Store for RedbStore {
     }
 
     fn delete_machine(&self, mac: Mac, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
             mac: mac.to_string(),
         })?;
@@ -504,7 +504,7 @@ impl Store for RedbStore {
     }
 
     fn put_profile(&self, profile: Profile, replace: bool, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         let existed = {
             let mut table = txn.open_table(PROFILES).db()?;
             let existed = table.get(profile.name.as_str()).db()?.is_some();
@@ -530,7 +530,7 @@ impl Store for RedbStore {
     }
 
     fn delete_profile(&self, name: &str, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         {
             let machines = txn.open_table(MACHINES).db()?;
             let mut users = Vec::new();
@@ -564,7 +564,7 @@ impl Store for RedbStore {
     }
 
     fn append_events(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         let out = append(&txn, events, now)?;
         self.commit(txn, &out)?;
         Ok(out)
@@ -635,7 +635,7 @@ impl Store for RedbStore {
     }
 
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         txn.open_table(TOKENS)
             .db()?
             .insert(hash, encode(record).as_slice())
@@ -668,7 +668,7 @@ impl Store for RedbStore {
         lines: Vec<(Mac, NewLogLine)>,
         now: Timestamp,
     ) -> Result<Vec<(Mac, LogLine)>> {
-        let txn = self.db.begin_write().db()?;
+        let txn = self.group.begin(&self.db)?;
         let mut out = Vec::with_capacity(lines.len());
         {
             let mut logs = txn.open_table(LOGS).db()?;
