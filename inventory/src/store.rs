@@ -93,7 +93,9 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Event>>;
     /// Runs `edit` on the stored machine inside one transaction and appends the events it returns.
-    /// The profile and reservation of the result are checked as on create.
+    /// The profile and reservation of the result are checked as on create. `edit` may run more
+    /// than once (an optimistic backend such as etcd runs it again on the newer record when
+    /// another writer changed the machine meanwhile): it must depend only on the record given.
     fn update_machine(
         &self,
         mac: Mac,

@@ -17,9 +17,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
 /// The last committed event sequence number of one in-process store, with a condition variable
 /// that wakes every waiter when it grows. Starts at 0; the store publishes its last sequence
-/// number when it opens.
+/// number when it opens. Public for backends in other crates (the etcd store feeds it from
+/// etcd's watch).
 #[derive(Debug, Default)]
-pub(crate) struct EventSignal {
+pub struct EventSignal {
     /// Highest sequence number known committed (published after the commit returned).
     last: Mutex<u64>,
     /// Signalled whenever `last` grows.
@@ -29,7 +30,7 @@ pub(crate) struct EventSignal {
 impl EventSignal {
     /// Records that events up to `seq` are committed and wakes the waiters. Commits may
     /// publish out of order; the signal keeps the highest.
-    pub(crate) fn publish(&self, seq: u64) {
+    pub fn publish(&self, seq: u64) {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         if seq > *last {
             *last = seq;
@@ -39,7 +40,7 @@ impl EventSignal {
 
     /// Blocks until the last sequence number exceeds `after` or `timeout` passes; returns the
     /// last sequence number then.
-    pub(crate) fn wait_after(&self, after: u64, timeout: Duration) -> u64 {
+    pub fn wait_after(&self, after: u64, timeout: Duration) -> u64 {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let (last, _) = self
             .grew

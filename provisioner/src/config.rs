@@ -34,6 +34,8 @@ pub mod wire {
         pub boot: Boot,
         #[serde(default)]
         pub syslog: Syslog,
+        #[serde(default)]
+        pub store: crate::store_config::WireStore,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,8 @@ pub struct Config {
     pub syslog_listen: Option<SocketAddr>,
     /// `http.header_timeout`, `http.body_stall_timeout`, `http.max_connections`.
     pub http_limits: HttpLimits,
+    /// `[store]`: redb in the data directory (default) or an etcd cluster.
+    pub store: crate::store_config::StoreBackend,
 }
 
 /// The validated `[tftp]` section.
@@ -216,6 +220,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             .transpose()?;
         let tftp = tftp_config(w.tftp)?;
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
+        let store = crate::store_config::StoreBackend::try_from(w.store)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Value {
@@ -236,6 +241,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             poll_interval,
             syslog_listen,
             http_limits,
+            store,
         })
     }
 }

@@ -30,6 +30,7 @@
 //! - [`event_writer`]: observation events (seen, transfers, notes) written in batches.
 //! - [`views`]: in-memory views of machines, reservations and UUIDs for the DHCP path, kept
 //!   current by the store's event feed.
+//! - [`store_config`]: the `[store]` section: redb (default) or etcd, validated.
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
 
@@ -55,6 +56,7 @@ pub mod router;
 pub mod serve;
 pub mod sockets;
 pub mod startup;
+pub mod store_config;
 pub mod syslog;
 pub mod tftp;
 pub mod views;

@@ -17,6 +17,8 @@ use subtle::ConstantTimeEq;
 
 /// The server key's file name in the data directory: 32 random bytes, mode 0600.
 pub const KEY_FILE: &str = "machine-token.key";
+/// The name of the server key among the etcd store's shared secrets.
+pub const ETCD_KEY_NAME: &str = "machine-token-key";
 /// Hex digits of the HMAC kept in a token (160 of its 256 bits).
 const TAG_HEX: usize = 40;
 
@@ -59,6 +61,22 @@ impl MachineKeys {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("reading random bytes: {e}"))?;
         crate::operator_token::write_secret(data_dir, KEY_FILE, &key)?;
+        Ok(MachineKeys { key })
+    }
+
+    /// The key every server sharing an etcd store uses: the one stored there, or a new random
+    /// one stored now (create-if-absent, so servers starting together agree). It is stored in
+    /// clear in etcd: etcd's TLS and authentication protect it (README "High availability").
+    pub fn shared_key(store: &inventory_etcd::EtcdStore) -> anyhow::Result<MachineKeys> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("reading random bytes: {e}"))?;
+        let stored = store.shared_secret(ETCD_KEY_NAME, &fresh)?;
+        let key: [u8; 32] = stored.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "the machine-token key in etcd ({ETCD_KEY_NAME}) holds {} bytes, not 32",
+                stored.len()
+            )
+        })?;
         Ok(MachineKeys { key })
     }
 

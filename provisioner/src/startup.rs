@@ -10,6 +10,7 @@ use inventory::RedbStore;
 use crate::app::{now, App};
 use crate::cli::{Global, ServeArgs};
 use crate::config::{Config, LogFormat};
+use crate::store_config::StoreBackend;
 
 pub const DB_FILE: &str = "inventory.redb";
 
@@ -37,6 +38,21 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
     if let (Some(t), Some(l)) = (cfg.tftp.as_mut(), args.tftp_listen) {
         t.listen = l;
     }
+    if let Some(endpoints) = &args.etcd_endpoints {
+        use crate::store_config::{StoreBackend, WireStore};
+        cfg.store = match std::mem::take(&mut cfg.store) {
+            StoreBackend::Etcd(mut s) => {
+                s.endpoints = endpoints.clone();
+                StoreBackend::Etcd(s)
+            }
+            StoreBackend::Redb => StoreBackend::try_from(WireStore {
+                backend: Some("etcd".into()),
+                endpoints: Some(endpoints.clone()),
+                ..Default::default()
+            })
+            .context("--etcd-endpoints")?,
+        };
+    }
     Ok(cfg)
 }
 
@@ -54,6 +70,41 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// The inventory store the configuration names, and the machine-token key: in the data
+/// directory with redb; in etcd (shared by every server) with etcd.
+async fn open_store(
+    cfg: &Config,
+) -> anyhow::Result<(Arc<dyn inventory::Store>, crate::machine_keys::MachineKeys)> {
+    match &cfg.store {
+        StoreBackend::Redb => {
+            let db_path = cfg.data_dir.join(DB_FILE);
+            let store = {
+                let db_path = db_path.clone();
+                tokio::task::spawn_blocking(move || RedbStore::open(&db_path)).await??
+            };
+            if let Some(mode) = store.tightened_from() {
+                tracing::warn!(
+                    "{} was readable by others (mode {mode:o}); it holds token hashes and machine records, so it is now 0600",
+                    db_path.display()
+                );
+            }
+            let keys = crate::machine_keys::MachineKeys::load_or_create(&cfg.data_dir)?;
+            Ok((Arc::new(store), keys))
+        }
+        StoreBackend::Etcd(settings) => {
+            let settings = settings.clone();
+            let (store, key) = tokio::task::spawn_blocking(move || {
+                let store = inventory_etcd::EtcdStore::open(&settings)?;
+                let key = crate::machine_keys::MachineKeys::shared_key(&store)?;
+                anyhow::Ok((store, key))
+            })
+            .await??;
+            tracing::info!("inventory on etcd: {store:?}");
+            Ok((Arc::new(store), key))
+        }
+    }
+}
+
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
@@ -64,22 +115,10 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let cfg = resolve_config(&args, &global)?;
     init_logging(&cfg);
     prepare_data_dir(&cfg.data_dir)?;
-    let db_path = cfg.data_dir.join(DB_FILE);
-    let store = {
-        let db_path = db_path.clone();
-        tokio::task::spawn_blocking(move || RedbStore::open(&db_path)).await??
-    };
-    if let Some(mode) = store.tightened_from() {
-        tracing::warn!(
-            "{} was readable by others (mode {mode:o}); it holds token hashes and machine records, so it is now 0600",
-            db_path.display()
-        );
-    }
-    let store: Arc<dyn inventory::Store> = Arc::new(store);
+    let (store, keys) = open_store(&cfg).await?;
     let assets_dir = cfg.data_dir.join("assets");
     let assets = boot_assets::AssetStore::open(&assets_dir)
         .with_context(|| format!("opening the asset store {}", assets_dir.display()))?;
-    let keys = crate::machine_keys::MachineKeys::load_or_create(&cfg.data_dir)?;
     let syslog = match cfg.syslog_listen {
         Some(addr) => Some(crate::sockets::bind_syslog(addr).await.with_context(|| {
             format!("binding the syslog receiver to {addr} (syslog.listen / --syslog-listen; port 514 needs root)")

@@ -12,6 +12,7 @@ mod dhcp_flood;
 mod dhcp_latency;
 mod dhcp_leases;
 mod dhcp_relay;
+mod etcd;
 mod grub;
 mod harness;
 mod http_limits;

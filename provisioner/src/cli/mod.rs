@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// Address for the syslog receiver, overriding syslog.listen (port 0 picks a free port).
     #[arg(long, value_name = "IP:PORT")]
     pub syslog_listen: Option<SocketAddr>,
+    /// Keep the inventory on these etcd members (client URLs, comma-separated), overriding
+    /// store.backend and store.endpoints; the other [store] keys still apply.
+    #[arg(long, value_name = "URL,URL", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
 }
 
 #[derive(Subcommand, Debug)]
