@@ -39,6 +39,12 @@ pub struct Report {
     pub server: ServerUse,
     pub machines: usize,
     pub mode: &'static str,
+    /// Machines per rack (relayed mode only).
+    pub rack_size: Option<usize>,
+    /// Arrivals spread over this many seconds (0: all at once).
+    pub ramp_seconds: f64,
+    /// Machines still booting after this many seconds failed.
+    pub deadline_seconds: f64,
     pub uki_bytes: u64,
     /// Machines whose register POST succeeded.
     pub registered: usize,
@@ -121,18 +127,28 @@ impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        let racks = match self.rack_size {
+            Some(n) => format!(" ({n} per rack)"),
+            None => String::new(),
+        };
+        let arrivals = if self.ramp_seconds > 0.0 {
+            format!("ramp {:.0} s", self.ramp_seconds)
+        } else {
+            "all at once".to_string()
+        };
+        let loss = if self.loss_percent > 0 {
+            format!(", {} % packet loss", self.loss_percent)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "storm: {} machines, {} DHCP, UKI {:.0} MiB, server {}{}",
+            "storm: {} machines, {} DHCP{racks}, UKI {:.0} MiB, {arrivals}, deadline {:.0} s, server {}{loss}",
             self.machines,
             self.mode,
             mib(self.uki_bytes as f64),
+            self.deadline_seconds,
             self.server.name,
-            if self.loss_percent > 0 {
-                format!(", {} % packet loss", self.loss_percent)
-            } else {
-                String::new()
-            }
         );
         let _ = writeln!(
             s,
