@@ -120,12 +120,27 @@ pub enum Error {
         example: String,
     },
     /// The database file was written by a newer version of this program.
-    #[error("store schema version {found} is newer than this program supports ({supported}); upgrade provisioner")]
+    #[error("{}: store schema version {found} is newer than this program supports ({supported}): a newer provisioner wrote it; run that version (or a newer one), or restore a backup this version wrote", path.display())]
     SchemaTooNew {
+        /// The store file.
+        path: std::path::PathBuf,
         /// The schema version in the file.
         found: u64,
         /// The newest version this program reads.
         supported: u64,
+    },
+    /// A store file that cannot be used as it is: damaged (fails the integrity check, not a
+    /// store at all), empty although it existed, owned by another user, or not readable and
+    /// writable by this one. The server refuses to start on it rather than serve a partial or
+    /// empty inventory.
+    #[error("{}: {problem}; {advice}", path.display())]
+    StoreFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What the operator can do.
+        advice: String,
     },
     /// A record in the store could not be decoded.
     #[error("corrupt record in table {table}: {detail}")]

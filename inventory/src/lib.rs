@@ -19,7 +19,8 @@
 //! - [`store`]: the `Store` trait and its contract (durability, claims, events, indexes).
 //! - [`watch`]: waiting for new events by sequence number (in-process signal, polling default).
 //! - `redb_store`: `Store` on redb, with the schema version and migrations (`redb_indexes.rs`:
-//!   the UUID and machine-id indexes); feature `redb`, on by default.
+//!   the UUID and machine-id indexes; `redb_file.rs`: opening a file, verified whole, refused by
+//!   name when damaged, empty, foreign or another user's); feature `redb`, on by default.
 //! - [`memory_store`]: `Store` in memory (mutex over ordered maps), for unit tests.
 //! - `conformance` (tests, or the `conformance` feature): the suite every backend must pass.
 //! - [`error`]: the crate's one error enum.

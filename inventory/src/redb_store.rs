@@ -79,42 +79,9 @@ pub struct RedbStore {
     tightened_from: Option<u32>,
 }
 
-/// Makes sure the database file exists with mode 0600 (it holds machine records, token hashes
-/// and logs): creates it so, or narrows an existing file's mode. Returns the old mode if it was
-/// wider.
-fn private_file(path: &Path) -> Result<Option<u32>> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let io = |e: std::io::Error| Error::Storage(format!("opening {}: {e}", path.display()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 {
-        return Ok(None);
-    }
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io)?;
-    Ok(Some(mode))
-}
-
-/// Opens or creates the redb file at `path` with a page cache of `cache` bytes; a file another
-/// process holds is refused by name.
+/// Opens (or creates) a store file at `path`: see `redb_file.rs`.
 fn create(path: &Path, cache: usize) -> Result<Database> {
-    Database::builder()
-        .set_cache_size(cache)
-        .create(path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
-                "{} is in use by another provisioner process",
-                path.display()
-            )),
-            e => Error::Storage(format!("opening {}: {e}", path.display())),
-        })
+    file::open(path, cache)
 }
 
 /// Turns redb's errors into [`Error::Storage`] at the call site (`.db()?`), so the crate's
@@ -179,6 +146,7 @@ impl RedbStore {
                 .unwrap_or(0);
             if found > SCHEMA_VERSION {
                 return Err(Error::SchemaTooNew {
+                    path: path.to_owned(),
                     found,
                     supported: SCHEMA_VERSION,
                 });
@@ -704,6 +672,10 @@ impl Store for RedbStore {
         Ok(out)
     }
 }
+
+#[path = "redb_file.rs"]
+mod file;
+use file::private_file;
 
 #[path = "redb_leases.rs"]
 mod leases;

@@ -105,9 +105,27 @@ async fn open_store(
     }
 }
 
+/// Creates the data directory, and refuses one owned by another user than the server's (as
+/// PostgreSQL does): files the server then created would belong to another user than the rest,
+/// and the store would be readable by whoever owns the directory.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let owner = std::fs::metadata(dir)
+        .with_context(|| format!("reading data directory {}", dir.display()))?
+        .uid();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if owner != me {
+        anyhow::bail!(
+            "data directory {} belongs to uid {owner}, but this server runs as uid {me}; run the \
+             server as the user that owns it, or give it to the server's user \
+             (chown -R USER {})",
+            dir.display(),
+            dir.display()
+        );
+    }
     Ok(())
 }
 

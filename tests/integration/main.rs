@@ -22,6 +22,7 @@ mod machine_params;
 mod netns;
 mod security;
 mod serve;
+mod store_faults;
 mod storm;
 mod templates;
 mod tftp;

@@ -31,17 +31,27 @@ pub struct FileReply<'a> {
     pub immutable: bool,
 }
 
+/// What a `Range` header asks of a file (see [`parse_range`]).
 #[derive(Debug, PartialEq, Eq)]
-enum RangeSpec {
+pub enum RangeSpec {
+    /// The whole file (no usable range): 200.
     Full,
-    Part { start: u64, end: u64 },
+    /// Bytes `start..=end` (inclusive, `start <= end < len`): 206.
+    Part {
+        /// First byte offset.
+        start: u64,
+        /// Last byte offset (inclusive).
+        end: u64,
+    },
+    /// A valid range that lies outside the file: 416.
     Unsatisfiable,
 }
 
 /// Parses one `bytes=` range against `len`. Several ranges, other units or garbage: the whole
 /// file (a server may ignore Range, RFC 9110 §14.2), except syntactically valid but
-/// unsatisfiable ranges, which get 416.
-fn parse_range(value: &str, len: u64) -> RangeSpec {
+/// unsatisfiable ranges, which get 416. Public for the fuzz target (`fuzz/`); the header is
+/// sender-controlled.
+pub fn parse_range(value: &str, len: u64) -> RangeSpec {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return RangeSpec::Full;
     };
