@@ -63,7 +63,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_stall_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: 4096,
             max_connections_per_client: 64,
         }
     }
