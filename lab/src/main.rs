@@ -182,11 +182,13 @@ fn storm(a: StormArgs) -> anyhow::Result<()> {
         work,
         verbose: !a.json,
     })?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if a.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.table());
-    }
+        report.table()
+    };
+    // A reader that closed the pipe (`| head`) has what it wanted: not a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     anyhow::ensure!(
         report.failures == 0,
         "{} of {} machines failed",

@@ -101,11 +101,18 @@ fn build_uki(work: &Path, size: u64) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// A progress line on stderr. A closed stderr (`2>&1 | head`) is ignored, not a panic: the
+/// storm still ends and cleans up.
+fn progress(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Runs one storm and reports it.
 pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
     let say = |s: &str| {
         if o.verbose {
-            eprintln!("storm: {s}");
+            progress(&format!("storm: {s}"));
         }
     };
     std::fs::create_dir_all(&o.work)?;
@@ -243,11 +250,11 @@ fn storm(o: &StormOpts, netw: &net::StormNet) -> anyhow::Result<Vec<MachineRun>>
                         return;
                     }
                     if verbose && start.elapsed().as_millis() % 2000 < 200 {
-                        eprintln!(
+                        progress(&format!(
                             "storm: [{:6.1}s] {}/{n} machines done",
                             start.elapsed().as_secs_f64(),
                             done.load(std::sync::atomic::Ordering::Relaxed)
-                        );
+                        ));
                     }
                 }
             };

@@ -187,11 +187,19 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "moved {:.1} MiB; link {:.0} MiB/s → bandwidth bound {:.2} s; wall / bound = {:.2}",
+            "moved {:.1} MiB; link {:.0} MiB/s → bandwidth bound {:.2} s; wall / bound = {:.2}{}",
             mib(self.bytes as f64),
             mib(self.link_bytes_per_second),
             self.bandwidth_bound_seconds,
-            self.ratio_to_bound
+            self.ratio_to_bound,
+            if self.ramp_seconds > 0.0 {
+                format!(
+                    " (the wall includes the {:.0} s ramp: compare with --ramp 0)",
+                    self.ramp_seconds
+                )
+            } else {
+                String::new()
+            }
         );
         s
     }
