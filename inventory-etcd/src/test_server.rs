@@ -58,7 +58,8 @@ impl EtcdServer {
         let bin = etcd_binary();
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start(&bin, extra) {
+            let (client, peer) = (free_port(), free_port());
+            match Self::try_start(&bin, None, ("127.0.0.1", client, peer), extra) {
                 Ok(s) => return s,
                 Err(log) => last = log,
             }
@@ -69,12 +70,43 @@ impl EtcdServer {
         );
     }
 
-    fn try_start(bin: &std::path::Path, extra: &[&str]) -> Result<EtcdServer, String> {
+    /// Starts a member inside the network namespace `netns` (`ip netns exec`), listening on
+    /// `host` (an address of that namespace) on etcd's usual ports 2379 (clients) and 2380
+    /// (peers), free in a namespace the test created. The endpoint is reachable only from
+    /// namespaces routed to `host`.
+    pub fn start_in_netns(netns: &str, host: &str, extra: &[&str]) -> EtcdServer {
+        let bin = etcd_binary();
+        Self::try_start(&bin, Some(netns), (host, 2379, 2380), extra).unwrap_or_else(|log| {
+            panic!(
+                "etcd ({}) did not start in {netns}; its output:\n{log}",
+                bin.display()
+            )
+        })
+    }
+
+    /// The member's process id (to kill it by PID from a test).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn try_start(
+        bin: &std::path::Path,
+        netns: Option<&str>,
+        (host, client, peer): (&str, u16, u16),
+        extra: &[&str],
+    ) -> Result<EtcdServer, String> {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut child = Command::new(bin)
+        let endpoint = format!("http://{host}:{client}");
+        let peer_url = format!("http://{host}:{peer}");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={endpoint}"))

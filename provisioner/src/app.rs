@@ -158,9 +158,11 @@ impl App {
         F: FnOnce(&dyn Store) -> inventory::Result<T> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        let r = tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))))
+            .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))));
+        self.metrics.store.record(&r, now());
+        r
     }
 
     /// Runs a mutating store call off the async threads; the events it produced are counted
@@ -174,7 +176,7 @@ impl App {
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let views = self.views.clone();
-        tokio::task::spawn_blocking(move || {
+        let r = tokio::task::spawn_blocking(move || {
             let (value, events) = f(store.as_ref())?;
             metrics.events_appended(events.len());
             if !events.is_empty() {
@@ -185,7 +187,9 @@ impl App {
             Ok(value)
         })
         .await
-        .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))))
+        .unwrap_or_else(|e| Err(inventory::Error::Storage(format!("store task failed: {e}"))));
+        self.metrics.store.record(&r, now());
+        r
     }
 }
 

@@ -30,6 +30,7 @@
 //! - [`event_writer`]: observation events (seen, transfers, notes) written in batches.
 //! - [`views`]: in-memory views of machines, reservations and UUIDs for the DHCP path, kept
 //!   current by the store's event feed.
+//! - [`store_health`]: the store's health gauges in `/metrics` (`provisioner_store_up`).
 //! - [`store_config`]: the `[store]` section: redb (default) or etcd, validated.
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
@@ -57,6 +58,7 @@ pub mod serve;
 pub mod sockets;
 pub mod startup;
 pub mod store_config;
+pub mod store_health;
 pub mod syslog;
 pub mod tftp;
 pub mod views;

@@ -173,6 +173,8 @@ pub struct Metrics {
     syslog: Counters<Attributed>,
     syslog_attributed: Counter,
     syslog_unattributed: Counter,
+    /// Whether the store answers (`provisioner_store_up`), fed by every store call.
+    pub store: crate::store_health::StoreHealth,
 }
 
 impl Default for Metrics {
@@ -196,6 +198,7 @@ impl Default for Metrics {
             syslog,
             syslog_attributed: yes,
             syslog_unattributed: no,
+            store: Default::default(),
         }
     }
 }
@@ -303,6 +306,8 @@ impl Metrics {
             "Syslog lines stored, by whether a machine held the sender's address",
             self.syslog.clone(),
         );
+        self.store
+            .register(r.sub_registry_with_prefix("store"), crate::app::now());
         self.tftp.register(r.sub_registry_with_prefix("tftp"));
         self.dhcp.register(r.sub_registry_with_prefix("dhcp"));
         self.discovery

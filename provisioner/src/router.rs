@@ -82,9 +82,12 @@ async fn healthz(State(app): State<App>) -> Response {
     }
 }
 
+/// Answers also while the store does not: `provisioner_store_up` then says 0 (the probe below
+/// failed) and `provisioner_event_sequence` keeps the last value read.
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     // Machines by state from the in-memory views (a scrape never decodes the inventory).
-    let seq = app.read(|s| s.last_event_seq()).await?;
+    let seq = app.read(|s| s.last_event_seq()).await.ok();
+    let seq = app.metrics.store.seen_seq(seq);
     let body = {
         let views = app.views.read();
         let machines: Vec<&inventory::Machine> = views.machines().collect();

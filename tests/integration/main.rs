@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod dhcp;
 mod dhcp_flood;
+mod dhcp_ha;
 mod dhcp_latency;
 mod dhcp_leases;
 mod dhcp_relay;

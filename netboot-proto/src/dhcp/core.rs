@@ -579,8 +579,14 @@ impl Core {
                             // No record (say, a lost database, or a lease from before a
                             // restart with another range): an address of our range is granted
                             // again when it is free for the client, as Kea does; one outside it
-                            // belongs to another server, so no answer.
-                            None if pool.in_dynamic_range(ip) => ip,
+                            // belongs to another server, so no answer. Several servers
+                            // sharing one store (issue 13): a survivor answers the REBIND of
+                            // a client another server bound; an address it merely offered to
+                            // someone else yields, and the store's claim decides.
+                            None if pool.in_dynamic_range(ip) => {
+                                pool.yield_offer(ip, who);
+                                ip
+                            }
                             None => {
                                 return Decision::drop(
                                     "renewal of an address outside this server's range",

@@ -13,6 +13,8 @@ mod admission;
 mod lease;
 #[path = "core_observe_tests.rs"]
 mod observe;
+#[path = "core_shared_tests.rs"]
+mod shared;
 #[path = "core_wire_tests.rs"]
 mod wire;
 

@@ -693,6 +693,25 @@ impl Pool {
         }
     }
 
+    /// Lets go of an address only *offered* to another client, so that `who`, which says it
+    /// holds `ip` (a RENEWING or REBINDING client this server has no record of: another server
+    /// sharing the store granted it), is not refused for a mere offer (RFC 2131 §4.3.1: an
+    /// offer is no promise). Bindings and quarantines stay; the store's claim then decides.
+    pub fn yield_offer(&mut self, ip: Ipv4Addr, who: Who) {
+        let key = u32::from(ip);
+        if let Some(e) = self
+            .entries
+            .get(&key)
+            .filter(|e| e.key != who.key && e.hold == Hold::Offered)
+            .copied()
+        {
+            self.entries.remove(&key);
+            if self.by_key.get(&e.key) == Some(&key) {
+                self.by_key.remove(&e.key);
+            }
+        }
+    }
+
     /// DHCPDECLINE from a client identified by its MAC: see [`Pool::decline_from`].
     pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: Timestamp) -> bool {
         self.decline_from(Who::hw(mac), ip, now)
