@@ -271,33 +271,16 @@ impl EtcdStore {
             let key = self.keys.uuid(u);
             if let Some(h) = self.tx_mac(tx, &key, "uuids")?.filter(|h| *h != m.mac) {
                 let vouched = m.state() != State::Discovered;
-                match self.tx_machine(tx, h)? {
-                    Some(mut c) if c.state() == State::Discovered && vouched => {
-                        c.spec.uuid = None;
-                        tx.put(self.keys.machine(h), encode(&c));
-                        notes.push(NewEvent::machine(
-                            h,
-                            EventKind::Note {
-                                message: format!(
-                                    "UUID {u} given to {}, registered by an operator; this discovered record no longer claims it",
-                                    m.mac
-                                ),
-                            },
-                        ));
-                    }
-                    Some(c) if c.state() == State::Discovered => {
-                        return Err(Error::UuidTaken {
-                            uuid: u.to_string(),
-                            holder: format!("{h} (discovered, not yet approved)"),
-                        })
-                    }
-                    _ => {
-                        return Err(Error::UuidTaken {
-                            uuid: u.to_string(),
-                            holder: h.to_string(),
-                        })
-                    }
+                let holder = self.tx_machine(tx, h)?;
+                let discovered = holder
+                    .as_ref()
+                    .is_some_and(|c| c.state() == State::Discovered);
+                let note = inventory::store::uuid_handover(u, m.mac, vouched, h, discovered)?;
+                if let Some(mut c) = holder {
+                    c.spec.uuid = None;
+                    tx.put(self.keys.machine(h), encode(&c));
                 }
+                notes.push(note);
             }
             tx.put(key, m.mac.to_string().into_bytes());
         }

@@ -155,32 +155,15 @@ impl Tables {
         if let Some(u) = new {
             if let Some(h) = self.uuids.get(u).copied().filter(|h| *h != m.mac) {
                 let vouched = m.state() != State::Discovered;
-                match self.machines.get_mut(&h) {
-                    Some(c) if c.state() == State::Discovered && vouched => {
-                        c.spec.uuid = None;
-                        notes.push(NewEvent::machine(
-                            h,
-                            EventKind::Note {
-                                message: format!(
-                                    "UUID {u} given to {}, registered by an operator; this discovered record no longer claims it",
-                                    m.mac
-                                ),
-                            },
-                        ));
-                    }
-                    Some(c) if c.state() == State::Discovered => {
-                        return Err(Error::UuidTaken {
-                            uuid: u.to_string(),
-                            holder: format!("{h} (discovered, not yet approved)"),
-                        })
-                    }
-                    _ => {
-                        return Err(Error::UuidTaken {
-                            uuid: u.to_string(),
-                            holder: h.to_string(),
-                        })
-                    }
+                let holder = self.machines.get_mut(&h);
+                let discovered = holder
+                    .as_ref()
+                    .is_some_and(|c| c.state() == State::Discovered);
+                let note = crate::store::uuid_handover(u, m.mac, vouched, h, discovered)?;
+                if let Some(c) = holder {
+                    c.spec.uuid = None;
                 }
+                notes.push(note);
             }
             self.uuids.insert(u.to_string(), m.mac);
         }

@@ -6,7 +6,7 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::{decode, encode, key_mac, mac_key, Db, AMBIGUOUS, MACHINES, MACHINE_IDS, UUIDS};
-use crate::event::{EventKind, NewEvent};
+use crate::event::NewEvent;
 use crate::{Error, Mac, Machine, Result};
 
 /// Upgrades the tables from `from` to [`SCHEMA_VERSION`] inside the opening transaction.
@@ -129,38 +129,23 @@ pub(super) fn index_uuid(
                     holder: "several machines".into(),
                 })
             }
-            Some(h) if h != key => match discovered_holder(txn, h)? {
-                // An operator's machine takes the UUID from a record nobody has approved: that
-                // UUID came from an unauthenticated DHCP packet, the operator's from the rack.
-                Some(mut claimant) if vouched => {
-                    claimant.spec.uuid = None;
-                    txn.open_table(MACHINES)
-                        .db()?
-                        .insert(h, encode(&claimant).as_slice())
-                        .db()?;
-                    notes.push(NewEvent::machine(
-                        claimant.mac,
-                        EventKind::Note {
-                            message: format!(
-                                "UUID {u} given to {}, registered by an operator; this discovered record no longer claims it",
-                                key_mac(key)
-                            ),
-                        },
-                    ));
-                }
-                Some(_) => {
-                    return Err(Error::UuidTaken {
-                        uuid: u.to_string(),
-                        holder: format!("{} (discovered, not yet approved)", key_mac(h)),
-                    })
-                }
-                None => {
-                    return Err(Error::UuidTaken {
-                        uuid: u.to_string(),
-                        holder: key_mac(h).to_string(),
-                    })
-                }
-            },
+            Some(h) if h != key => {
+                let discovered = discovered_holder(txn, h)?;
+                let note = crate::store::uuid_handover(
+                    u,
+                    key_mac(key),
+                    vouched,
+                    key_mac(h),
+                    discovered.is_some(),
+                )?;
+                let mut claimant = discovered.expect("only a discovered holder hands over");
+                claimant.spec.uuid = None;
+                txn.open_table(MACHINES)
+                    .db()?
+                    .insert(h, encode(&claimant).as_slice())
+                    .db()?;
+                notes.push(note);
+            }
             _ => {}
         }
         txn.open_table(UUIDS).db()?.insert(u, key).db()?;

@@ -24,7 +24,40 @@ use std::time::Duration;
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
 use crate::lease::Claim;
 use crate::lifecycle::Deadlines;
-use crate::{Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord};
+use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord};
+
+/// The UUID rule every backend applies when `claimant` asks for SMBIOS UUID `uuid`, which
+/// `holder` holds. An operator's machine (`vouched`: not `discovered`) takes a UUID from a
+/// record nobody approved (`holder_discovered`): that UUID came from an unauthenticated DHCP
+/// packet, the operator's from the rack. Then the answer is the note to append on the holder,
+/// whose UUID the caller clears. Otherwise the claim is refused with [`Error::UuidTaken`]
+/// naming the holder.
+pub fn uuid_handover(
+    uuid: &str,
+    claimant: Mac,
+    vouched: bool,
+    holder: Mac,
+    holder_discovered: bool,
+) -> Result<NewEvent> {
+    match (holder_discovered, vouched) {
+        (true, true) => Ok(NewEvent::machine(
+            holder,
+            EventKind::Note {
+                message: format!(
+                    "UUID {uuid} given to {claimant}, registered by an operator; this discovered record no longer claims it"
+                ),
+            },
+        )),
+        (true, false) => Err(Error::UuidTaken {
+            uuid: uuid.to_string(),
+            holder: format!("{holder} (discovered, not yet approved)"),
+        }),
+        (false, _) => Err(Error::UuidTaken {
+            uuid: uuid.to_string(),
+            holder: holder.to_string(),
+        }),
+    }
+}
 
 /// The events an edit of a machine record appends: what the edit said, or `updated` when it
 /// changed the record and neither it nor the store's notes said anything. Every backend applies
