@@ -110,3 +110,35 @@ fn two_provisioners_share_one_inventory_through_etcd() {
     let r = api_b.get(&format!("/api/v1/machines/{}", m[1]));
     assert_eq!(r.status, 200, "B's API sees A's write: {}", r.text);
 }
+
+/// With etcd unreachable an installed machine is still told to boot from its disk (the issue's
+/// failure rule): the answer comes from the in-memory views, and only its record is skipped.
+#[test]
+fn an_installed_machine_boots_from_disk_while_etcd_is_down() {
+    let mut etcd = EtcdServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_on_etcd(&etcd, &tmp.path().join("data"));
+    let api = s.http();
+    let mac = macs(0x1310, 1).remove(0);
+    let r = api.json("POST", "/api/v1/machines", json!({"mac": mac}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let out = s.cli(&["machines", "token", &mac]);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("m1."), "{out:?}");
+    let r = api.without_token().json(
+        "POST",
+        "/api/v1/nodes/register",
+        json!({"registrationToken": token, "machineID": "0123abcd", "bootState": "active_boot"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let script = format!("/boot/ipxe?mac={mac}&platform=efi");
+    let before = api.get(&script);
+    assert_eq!(before.status, 200, "{}", before.text);
+    assert!(before.text.contains("booting from disk"), "{}", before.text);
+
+    etcd.kill();
+    assert_eq!(api.get("/healthz").status, 503, "etcd is down");
+    let during = api.get(&script);
+    assert_eq!(during.status, 200, "{}", during.text);
+    assert_eq!(during.text, before.text, "the same boot-from-disk script");
+}

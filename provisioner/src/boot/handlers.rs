@@ -110,9 +110,12 @@ pub async fn ipxe_script(
     // A script holds no secret, so anyone gets it; only a caller the server's evidence says is
     // the machine moves it to `booting` or leaves a trace on it.
     let attributed = match &script {
-        Script::InstallEfi { .. } | Script::InstallBios { .. } | Script::LocalDisk { .. } => {
+        Script::InstallEfi { .. } | Script::InstallBios { .. } => {
             attributed_ip(&app, &peer, mac).await?
         }
+        // Evidence only decides whether the answer is recorded: with the store unreachable an
+        // installed machine is still told to boot from its disk, unrecorded.
+        Script::LocalDisk { .. } => attributed_ip(&app, &peer, mac).await.unwrap_or(None),
         Script::Dispatch { .. } | Script::Hold { .. } => None,
     };
     match (&script, attributed) {

@@ -66,9 +66,12 @@ pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
             .await?
         }
     };
+    // A machine that boots from its disk needs no profile: its answer comes from the views
+    // alone, so it still boots with the store unreachable (etcd down).
+    let local_disk = decide(machine.as_ref(), policy) == Intent::LocalDisk;
     let profile = match machine.as_ref().and_then(|m| m.spec.profile.clone()) {
-        Some(p) => app.read(move |s| s.profile(&p)).await?,
-        None => None,
+        Some(p) if !local_disk => app.read(move |s| s.profile(&p)).await?,
+        _ => None,
     };
     let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
         Some(d) => {
