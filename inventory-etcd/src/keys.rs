@@ -133,7 +133,10 @@ mod tests {
         let k = Keys::new("/p");
         assert_eq!(k.event(7), b"/p/ev/00000000000000000007");
         assert!(k.event(9) < k.event(10));
-        let (a, b) = ("10.0.0.9".parse().unwrap(), "10.0.0.10".parse().unwrap());
+        let (a, b) = (
+            "198.18.0.9".parse().unwrap(),
+            "198.18.0.10".parse().unwrap(),
+        );
         assert!(k.lease(a) < k.lease(b));
         assert_eq!(prefix_end(b"/p/ev/"), b"/p/ev0");
         assert_eq!(k.machine_ids("a/b"), b"/p/mid/612f62/");

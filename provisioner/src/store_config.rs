@@ -183,7 +183,7 @@ mod tests {
     fn redb_is_the_default_and_etcd_is_validated() {
         assert_eq!(parse("").unwrap(), StoreBackend::Redb);
         let StoreBackend::Etcd(s) = parse(
-            "backend = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nca_file = \"/ca.pem\"\n\
+            "backend = \"etcd\"\nendpoints = [\"https://198.18.0.11:2379\"]\nca_file = \"/ca.pem\"\n\
              username = \"prov\"\npassword_file = \"/pw\"\ntimeout = \"2s\"",
         )
         .unwrap() else {
