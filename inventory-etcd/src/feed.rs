@@ -11,6 +11,8 @@ use std::time::Duration;
 use etcd_client::{Client, WatchOptions};
 use inventory::watch::EventSignal;
 
+use crate::endpoints::Endpoints;
+
 /// How long a waiter trusts the watch before it reads the counter itself.
 pub const RECHECK: Duration = Duration::from_secs(1);
 /// Pause before re-establishing a failed watch.
@@ -24,10 +26,18 @@ pub fn parse_seq(value: Option<&[u8]>) -> u64 {
         .unwrap_or(0)
 }
 
-/// Follows `key` forever (until the runtime stops), publishing each value into `signal`.
-pub async fn follow(client: Client, key: Vec<u8>, signal: Arc<EventSignal>) {
+/// Follows `key` forever (until the runtime stops), publishing each value into `signal`. The
+/// watch runs on the member calls prefer; when it fails, the next member is tried.
+pub async fn follow(pool: Arc<Endpoints>, key: Vec<u8>, signal: Arc<EventSignal>) {
     loop {
-        let _ = watch_once(client.clone(), key.clone(), &signal).await;
+        let i = pool.preferred();
+        let r = match pool.client(i).await {
+            Ok(c) => watch_once(c, key.clone(), &signal).await,
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            pool.skip(i);
+        }
         tokio::time::sleep(RETRY).await;
     }
 }

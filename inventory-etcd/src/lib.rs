@@ -22,6 +22,8 @@
 //! # Layout
 //! - [`settings`]: what to connect to (endpoints, prefix, auth, TLS, timeout).
 //! - [`keys`]: the key layout under the prefix.
+//! - [`endpoints`]: one client per member and failover between them (a member down, or one
+//!   without a leader, is skipped).
 //! - [`txn`]: the connection, the blocking bridge and the optimistic transaction.
 //! - [`feed`]: the event counter's watch and the in-process wake-up.
 //! - `store.rs`, `store_feeds.rs`: [`EtcdStore`], the `Store` implementation.
@@ -31,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod endpoints;
 pub mod error;
 pub mod feed;
 pub mod keys;

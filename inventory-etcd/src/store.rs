@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use inventory::event::{Event, EventKind, EventQuery, NewEvent};
 use inventory::lease::Claim;
 use inventory::store::{MachineEdit, Store};
@@ -18,6 +18,7 @@ use inventory::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::endpoints::Endpoints;
 use crate::keys::{prefix_end, Keys};
 use crate::settings::EtcdSettings;
 use crate::txn::{Conn, Tx};
@@ -60,9 +61,11 @@ fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, crat
 
 /// The client options for `s`: timeouts, credentials, TLS (files read here).
 fn connect_options(s: &EtcdSettings) -> Result<ConnectOptions, crate::Error> {
+    // A member that does not answer a connect soon is skipped for the next one (see
+    // `crate::endpoints`): a third of the store's timeout, so all three can be tried.
     let mut opts = ConnectOptions::new()
         .with_timeout(s.timeout)
-        .with_connect_timeout(s.timeout)
+        .with_connect_timeout((s.timeout / 3).max(Duration::from_millis(300)))
         .with_keep_alive(Duration::from_secs(10), s.timeout);
     if let Some(c) = &s.credentials {
         let password = read_file("password_file", &c.password_file)?;
@@ -99,20 +102,10 @@ impl EtcdStore {
             .build()
             .map_err(crate::Error::Runtime)?;
         let opts = connect_options(settings)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let (eps, timeout) = (settings.endpoints.clone(), settings.timeout);
-        runtime.spawn(async move {
-            let r = tokio::time::timeout(timeout, Client::connect(eps, Some(opts))).await;
-            let _ = tx.send(r);
-        });
-        let client = match rx.recv() {
-            Ok(Ok(Ok(c))) => c,
-            Ok(Ok(Err(e))) => return Err(connect_failed(e.to_string())),
-            Ok(Err(_)) => return Err(connect_failed(format!("no answer within {timeout:?}"))),
-            Err(_) => return Err(connect_failed("client runtime stopped".into())),
-        };
+        let timeout = settings.timeout;
+        let pool = Arc::new(Endpoints::new(settings.endpoints.clone(), opts));
         let conn = Conn {
-            client: client.clone(),
+            pool: pool.clone(),
             handle: runtime.handle().clone(),
             timeout,
             endpoints: endpoints.clone(),
@@ -123,11 +116,7 @@ impl EtcdStore {
             .map_err(|e| connect_failed(e.to_string()))?;
         let signal = Arc::new(EventSignal::default());
         signal.publish(crate::feed::parse_seq(last.as_deref()));
-        runtime.spawn(crate::feed::follow(
-            client,
-            keys.event_seq(),
-            signal.clone(),
-        ));
+        runtime.spawn(crate::feed::follow(pool, keys.event_seq(), signal.clone()));
         Ok(EtcdStore {
             conn,
             keys,
@@ -522,9 +511,12 @@ impl Store for EtcdStore {
 
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()> {
         let key = self.keys.lease(ip);
-        self.conn.block(move |mut c| async move {
-            c.delete(key, None).await?;
-            Ok(())
+        self.conn.block(move |mut c| {
+            let key = key.clone();
+            async move {
+                c.delete(key, None).await?;
+                Ok(())
+            }
         })
     }
 
@@ -539,9 +531,12 @@ impl Store for EtcdStore {
 
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
         let (key, value) = (self.keys.token(hash), encode(record));
-        self.conn.block(move |mut c| async move {
-            c.put(key, value, None).await?;
-            Ok(())
+        self.conn.block(move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, None).await?;
+                Ok(())
+            }
         })
     }
 

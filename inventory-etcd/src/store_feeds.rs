@@ -93,9 +93,12 @@ impl EtcdStore {
                 .iter()
                 .map(|l| TxnOp::put(self.keys.lease(l.ip), encode(l), None))
                 .collect();
-            self.conn.block(move |mut c| async move {
-                c.txn(Txn::new().and_then(ops)).await?;
-                Ok(())
+            self.conn.block(move |mut c| {
+                let ops = ops.clone();
+                async move {
+                    c.txn(Txn::new().and_then(ops)).await?;
+                    Ok(())
+                }
             })?;
         }
         Ok(())

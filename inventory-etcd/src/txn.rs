@@ -19,6 +19,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+
+use crate::endpoints::Endpoints;
 use inventory::{Error, Result};
 
 /// How often a conflicting transaction is tried before the call fails.
@@ -26,11 +28,11 @@ pub const MAX_ATTEMPTS: u32 = 200;
 /// Keys read per page by range scans (bounded gRPC messages whatever the table size).
 pub const PAGE: i64 = 1000;
 
-/// A client, the runtime it runs on, and the bound on each call.
+/// The members' clients, the runtime they run on, and the bound on each call.
 #[derive(Clone)]
 pub struct Conn {
-    /// The etcd client (cheap to clone: one shared channel).
-    pub client: Client,
+    /// One client per member, with failover ([`crate::endpoints`]).
+    pub pool: std::sync::Arc<Endpoints>,
     /// The store's own runtime: every call is spawned there, so the caller's thread needs no
     /// runtime of its own (and may even be inside another one).
     pub handle: tokio::runtime::Handle,
@@ -41,18 +43,21 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Runs `call` on the store's runtime and waits for it, at most [`Conn::timeout`].
+    /// Runs `call` on the store's runtime and waits for it, at most [`Conn::timeout`]; a
+    /// member that cannot serve is failed over (so `call` may run more than once, each time
+    /// with another member's client).
     pub fn block<T, F, Fut>(&self, call: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
     {
-        let fut = call(self.client.clone());
         let timeout = self.timeout;
+        let pool = self.pool.clone();
         let (tx, rx) = mpsc::sync_channel(1);
         self.handle.spawn(async move {
-            let _ = tx.send(tokio::time::timeout(timeout, fut).await);
+            let deadline = tokio::time::Instant::now() + timeout;
+            let _ = tx.send(tokio::time::timeout_at(deadline, pool.call(&call, deadline)).await);
         });
         match rx.recv() {
             Ok(Ok(Ok(v))) => Ok(v),
@@ -81,12 +86,15 @@ impl Conn {
 
     /// One key's value and `mod_revision` (0 when absent).
     pub fn get(&self, key: Vec<u8>) -> Result<(Option<Vec<u8>>, i64)> {
-        self.block(move |mut c| async move {
-            let mut r = c.get(key, None).await?;
-            Ok(match r.take_kvs().into_iter().next() {
-                Some(kv) => (Some(kv.value().to_vec()), kv.mod_revision()),
-                None => (None, 0),
-            })
+        self.block(move |mut c| {
+            let key = key.clone();
+            async move {
+                let mut r = c.get(key, None).await?;
+                Ok(match r.take_kvs().into_iter().next() {
+                    Some(kv) => (Some(kv.value().to_vec()), kv.mod_revision()),
+                    None => (None, 0),
+                })
+            }
         })
     }
 
@@ -107,21 +115,24 @@ impl Conn {
         let mut revision = 0;
         loop {
             let want = limit.map_or(PAGE, |l| PAGE.min((l - out.len()) as i64));
-            let (e, rev) = (end.clone(), revision);
-            let (page, more, rev) = self.block(move |mut c| async move {
-                let mut opts = GetOptions::new().with_range(e).with_limit(want);
-                if rev > 0 {
-                    opts = opts.with_revision(rev);
+            let (e, rev, start_key) = (end.clone(), revision, from.clone());
+            let (page, more, rev) = self.block(move |mut c| {
+                let (e, from) = (e.clone(), start_key.clone());
+                async move {
+                    let mut opts = GetOptions::new().with_range(e).with_limit(want);
+                    if rev > 0 {
+                        opts = opts.with_revision(rev);
+                    }
+                    let mut r = c.get(from, Some(opts)).await?;
+                    let rev = r.header().map_or(0, |h| h.revision());
+                    let more = r.more();
+                    let kvs: Vec<_> = r
+                        .take_kvs()
+                        .into_iter()
+                        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+                        .collect();
+                    Ok((kvs, more, rev))
                 }
-                let mut r = c.get(from, Some(opts)).await?;
-                let rev = r.header().map_or(0, |h| h.revision());
-                let more = r.more();
-                let kvs: Vec<_> = r
-                    .take_kvs()
-                    .into_iter()
-                    .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-                    .collect();
-                Ok((kvs, more, rev))
             })?;
             if revision == 0 {
                 revision = rev;
@@ -238,7 +249,9 @@ impl Tx<'_> {
             return Ok(true);
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        self.conn
-            .block(move |mut c| async move { Ok(c.txn(txn).await?.succeeded()) })
+        self.conn.block(move |mut c| {
+            let txn = txn.clone();
+            async move { Ok(c.txn(txn).await?.succeeded()) }
+        })
     }
 }

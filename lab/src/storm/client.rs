@@ -77,6 +77,15 @@ pub struct MachineRun {
     /// Power-on to registered.
     pub total: Option<Duration>,
     pub ip: Option<Ipv4Addr>,
+    /// Boots started again after a failure (with [`Shared::reboot`]).
+    pub reboots: usize,
+    /// Every ACK this machine got: (its address, the server that ACKed).
+    pub acks: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Progress and register POSTs a server answered 2xx: events it acknowledged.
+    pub acked_progress: usize,
+    pub acked_register: usize,
+    /// Why each failed boot before the last one failed (with [`Shared::reboot`]).
+    pub reboot_causes: Vec<(Phase, String)>,
 }
 
 /// What every machine shares.
@@ -84,6 +93,15 @@ pub struct Shared {
     pub dhcp: DhcpClients,
     /// No machine runs past this.
     pub deadline: Instant,
+    /// A boot that fails is started again from the PXE ROM's DHCP after this pause, as
+    /// firmware retries its boot order (None: a failure is final).
+    pub reboot: Option<Duration>,
+    /// With `--ha`, every server's address: the installed system's requests (config,
+    /// progress, register) go to a service name that resolves to all of them, so one that
+    /// fails at the transport or with a 5xx is retried on the next (see [`os_request`]).
+    pub servers: Vec<Ipv4Addr>,
+    /// Machines registered so far (what a kill schedule watches).
+    pub registered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const SCRIPT_LIMIT: usize = 64 * 1024;
@@ -93,11 +111,30 @@ pub async fn run(shared: Arc<Shared>, i: usize) -> MachineRun {
     let mut run = MachineRun::default();
     let started = Instant::now();
     let mut phase = Phase::Dhcp;
-    let result = tokio::time::timeout_at(shared.deadline, boot(&shared, i, &mut run, &mut phase))
+    let attempts = async {
+        loop {
+            run.phases.clear();
+            let r = boot(&shared, i, &mut run, &mut phase).await;
+            match (r, shared.reboot) {
+                (Err(e), Some(pause)) => {
+                    run.reboots += 1;
+                    run.reboot_causes.push((phase, e));
+                    tokio::time::sleep(pause).await;
+                }
+                (r, _) => return r,
+            }
+        }
+    };
+    let result = tokio::time::timeout_at(shared.deadline, attempts)
         .await
         .unwrap_or_else(|_| Err("deadline".into()));
     match result {
-        Ok(()) => run.total = Some(started.elapsed()),
+        Ok(()) => {
+            run.total = Some(started.elapsed());
+            shared
+                .registered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Err(e) => run.failure = Some((phase, e)),
     }
     run
@@ -121,6 +158,7 @@ async fn boot(
         return Err("no boot file in the ACK".into());
     }
     run.ip = Some(lease.ip);
+    run.acks.push((lease.ip, lease.server));
     done(run, Phase::Dhcp, &mut t);
     *phase = Phase::Tftp;
     let server = if lease.next_server.is_unspecified() {
@@ -137,6 +175,7 @@ async fn boot(
         return Err(format!("iPXE got boot file {:?}, not a URL", lease.file));
     }
     run.ip = Some(lease.ip);
+    run.acks.push((lease.ip, lease.server));
     done(run, Phase::DhcpIpxe, &mut t);
     *phase = Phase::Script;
     let mut ipxe = Client::new(lease.ip);
@@ -185,9 +224,15 @@ async fn boot(
         .ok_or_else(|| format!("no config_url= in the kernel command line {args:?}"))?
         .to_string();
     let mut agent = Client::new(lease.ip);
-    let resp = agent
-        .request("GET", &Url::parse(&config_url)?, &[], &[], SCRIPT_LIMIT)
-        .await?;
+    let resp = os_request(
+        shared,
+        &mut agent,
+        ("GET", &Url::parse(&config_url)?),
+        &[],
+        &[],
+        SCRIPT_LIMIT,
+    )
+    .await?;
     if resp.status != 200 {
         return Err(format!("GET config answered {}", resp.status));
     }
@@ -207,15 +252,15 @@ async fn boot(
     let json = [("Content-Type", "application/json")];
     let body = serde_json::json!({"state": "installing", "phase": "storm", "percent": 50,
         "message": "lab storm: installing"});
-    let resp = agent
-        .request(
-            "POST",
-            &Url::parse(&progress)?,
-            &[json[0], ("Authorization", &bearer)],
-            body.to_string().as_bytes(),
-            4096,
-        )
-        .await?;
+    let resp = os_request(
+        shared,
+        &mut agent,
+        ("POST", &Url::parse(&progress)?),
+        &[json[0], ("Authorization", &bearer)],
+        body.to_string().as_bytes(),
+        4096,
+    )
+    .await?;
     if !(200..300).contains(&resp.status) {
         return Err(format!(
             "POST progress answered {}: {}",
@@ -223,19 +268,20 @@ async fn boot(
             String::from_utf8_lossy(&resp.head)
         ));
     }
+    run.acked_progress += 1;
     let body = serde_json::json!({"registrationToken": token,
         "machineID": format!("{:032x}", 0x5a57_0000_0000u64 + i as u64),
         "hostname": format!("storm-{i}"), "agentVersion": "lab-storm",
         "addresses": [lease.ip.to_string()], "bootState": "active_boot"});
-    let resp = agent
-        .request(
-            "POST",
-            &Url::parse(&register)?,
-            &json,
-            body.to_string().as_bytes(),
-            4096,
-        )
-        .await?;
+    let resp = os_request(
+        shared,
+        &mut agent,
+        ("POST", &Url::parse(&register)?),
+        &json,
+        body.to_string().as_bytes(),
+        4096,
+    )
+    .await?;
     if !(200..300).contains(&resp.status) {
         return Err(format!(
             "POST register answered {}: {}",
@@ -243,8 +289,56 @@ async fn boot(
             String::from_utf8_lossy(&resp.head)
         ));
     }
+    run.acked_register += 1;
     done(run, Phase::Register, &mut t);
     Ok(())
+}
+
+/// How often the installed system tries each server for one request (`--ha`).
+const OS_ROUNDS: usize = 3;
+
+/// A request of the installer or the installed system. Alone, one try. With several servers
+/// ([`Shared::servers`]), as an agent whose URLs name a service every server answers (a DNS
+/// name with one address per server, or a VIP): a try that fails at the transport (refused,
+/// reset, closed before the answer) or answers 5xx is retried after a second on the next
+/// server's address, same path, [`OS_ROUNDS`] rounds at most. That is safe here because each
+/// of these requests is idempotent on the server: a config read, a progress report, and a
+/// registration whose replay (same machine-id, already `ready`) changes nothing. A firmware
+/// download (script, UKI) is not retried this way: a failed one reboots the machine.
+async fn os_request(
+    shared: &Shared,
+    client: &mut Client,
+    (method, url): (&str, &Url),
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep: usize,
+) -> Result<super::http::Response, String> {
+    let tries = if shared.servers.len() > 1 {
+        OS_ROUNDS * shared.servers.len()
+    } else {
+        1
+    };
+    let start = shared
+        .servers
+        .iter()
+        .position(|s| std::net::IpAddr::V4(*s) == url.addr.ip())
+        .unwrap_or(0);
+    let mut last = String::new();
+    for k in 0..tries {
+        let mut at = url.clone();
+        if tries > 1 {
+            at.addr
+                .set_ip(shared.servers[(start + k) % shared.servers.len()].into());
+        }
+        match client.request(method, &at, headers, body, keep).await {
+            Ok(r) if r.status < 500 || k + 1 == tries => return Ok(r),
+            Ok(r) => last = format!("{method} {} answered {}", at.target, r.status),
+            Err(e) if k + 1 == tries => return Err(e),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(last)
 }
 
 /// Whether a chain target is another script rather than the image: our scripts chain to

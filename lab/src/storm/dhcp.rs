@@ -24,7 +24,6 @@ use dhcproto::{Decodable, Encodable};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::net::{CLIENT_IF, SERVER_IP};
 use super::plan::Plan;
 
 /// Which firmware stage is asking.
@@ -40,6 +39,8 @@ pub struct Lease {
     pub ip: Ipv4Addr,
     /// siaddr (next-server) of the ACK.
     pub next_server: Ipv4Addr,
+    /// The server that ACKed (option 54 of the ACK, else of the offer it answered).
+    pub server: Ipv4Addr,
     /// The boot file: a TFTP name for the PXE ROM, an `http://` URL for iPXE.
     pub file: String,
 }
@@ -49,6 +50,8 @@ pub struct DhcpClients {
     plan: Plan,
     /// One socket (full mode) or one per rack (relayed).
     sockets: Vec<Arc<UdpSocket>>,
+    /// Where a relay agent forwards to (`ip helper-address`; two with `--ha`).
+    servers: Vec<Ipv4Addr>,
     /// Per machine: where its replies go while it waits for one.
     waiting: Arc<Vec<Mutex<Option<mpsc::UnboundedSender<Message>>>>>,
 }
@@ -81,8 +84,9 @@ fn socket(bind: SocketAddrV4, device: Option<&str>) -> anyhow::Result<UdpSocket>
 }
 
 impl DhcpClients {
-    /// Binds the sockets (inside the client namespace) and starts their receive tasks.
-    pub fn start(plan: Plan) -> anyhow::Result<DhcpClients> {
+    /// Binds the sockets (inside the client namespace; full mode on `device`) and starts
+    /// their receive tasks. A relay agent forwards each request to every one of `servers`.
+    pub fn start(plan: Plan, device: &str, servers: Vec<Ipv4Addr>) -> anyhow::Result<DhcpClients> {
         let sockets: Vec<Arc<UdpSocket>> = if plan.relayed {
             (0..plan.racks())
                 .map(|r| socket(SocketAddrV4::new(plan.rack(r).giaddr, 67), None).map(Arc::new))
@@ -90,7 +94,7 @@ impl DhcpClients {
         } else {
             vec![Arc::new(socket(
                 SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-                Some(CLIENT_IF),
+                Some(device),
             )?)]
         };
         let waiting: Arc<Vec<Mutex<Option<mpsc::UnboundedSender<Message>>>>> =
@@ -118,6 +122,7 @@ impl DhcpClients {
         Ok(DhcpClients {
             plan,
             sockets,
+            servers,
             waiting,
         })
     }
@@ -186,9 +191,14 @@ impl DhcpClients {
                                 _ => None,
                             })
                             .unwrap_or_default();
+                        let server = match m.opts().get(OptionCode::ServerIdentifier) {
+                            Some(DhcpOption::ServerIdentifier(s)) => *s,
+                            _ => sid,
+                        };
                         return Ok(Lease {
                             ip: m.yiaddr(),
                             next_server: m.siaddr(),
+                            server,
                             file,
                         });
                     }
@@ -200,18 +210,28 @@ impl DhcpClients {
     }
 
     async fn send(&self, i: usize, msg: &[u8]) -> Result<(), String> {
-        let (sock, to) = if self.plan.relayed {
-            (
-                &self.sockets[self.plan.rack_of(i)],
-                SocketAddrV4::new(SERVER_IP, 67),
-            )
-        } else {
-            (&self.sockets[0], SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
-        };
-        sock.send_to(msg, to)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("send: {e}"))
+        if !self.plan.relayed {
+            let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+            return self.sockets[0]
+                .send_to(msg, to)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("send: {e}"));
+        }
+        let sock = &self.sockets[self.plan.rack_of(i)];
+        let mut sent = 0;
+        let mut last = String::new();
+        for s in &self.servers {
+            // A dead server's ICMP error must not stop the relay forwarding to the others.
+            match sock.send_to(msg, SocketAddrV4::new(*s, 67)).await {
+                Ok(_) => sent += 1,
+                Err(e) => last = format!("send to {s}: {e}"),
+            }
+        }
+        if sent == 0 {
+            return Err(last);
+        }
+        Ok(())
     }
 
     /// The next reply with `xid` within `wait` (None: time to retransmit); Err past `until`.

@@ -12,6 +12,8 @@
 //! - [`reference`]: dnsmasq + nginx doing the same job.
 //! - [`link`]: the link's measured throughput (the bandwidth bound).
 //! - [`report`]: per-phase latencies, failures, resources, the table and the JSON.
+//! - [`etcd`], [`ha`]: `--ha`, two provisioners on a three-member etcd cluster, kills, and the
+//!   checks afterwards.
 //!
 //! How it maps to a real rack: every machine has its own MAC, UUID and leased address (the
 //! server tells machines apart only by its own evidence, the lease); in relayed mode a rack is
@@ -22,6 +24,8 @@
 
 pub mod client;
 pub mod dhcp;
+pub mod etcd;
+pub mod ha;
 pub mod http;
 pub mod link;
 pub mod net;
@@ -67,7 +71,13 @@ pub struct StormOpts {
     pub work: PathBuf,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// `--ha`: two provisioners on a three-member etcd cluster, these kills, and machines
+    /// that boot again after a failure.
+    pub ha: Option<ha::KillPlan>,
 }
+
+/// After a failed boot, a machine of an `--ha` storm starts again after this pause.
+const REBOOT_PAUSE: Duration = Duration::from_secs(2);
 
 /// At most this long after the storm for the server's last transfers to end (see
 /// [`server::settle`]).
@@ -115,34 +125,73 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
             progress(&format!("storm: {s}"));
         }
     };
+    anyhow::ensure!(
+        o.ha.is_none() || o.target == Target::Provisioner,
+        "--ha runs two provisioners: it cannot be combined with --server reference"
+    );
     std::fs::create_dir_all(&o.work)?;
     net::raise_nofile();
     let uki = build_uki(&o.work, o.uki_size)?;
     let uki_bytes = std::fs::metadata(&uki)?.len();
-    let netw = net::StormNet::new()?;
+    let netw = match o.ha {
+        Some(_) => net::StormNet::new_ha()?,
+        None => net::StormNet::new()?,
+    };
     say(&format!(
-        "namespaces {} (server) and {} (machines)",
-        netw.server_ns, netw.client_ns
+        "namespaces {} (server) and {} (machines){}",
+        netw.server_ns,
+        netw.client_ns,
+        netw.ha.as_ref().map_or(String::new(), |(b, e)| format!(
+            ", {b} (second server), {e} (etcd)"
+        ))
     ));
     // The server processes; stopped when dropped (also on an early return).
-    let mut ours = None;
+    let mut ours: Vec<server::Ours> = Vec::new();
     let mut reference = None;
-    let procs = match o.target {
-        Target::Provisioner => {
+    let mut cluster = None;
+    let mut servers = vec![net::SERVER_IP];
+    match (o.target, &netw.ha) {
+        (Target::Provisioner, None) => {
             let s = server::Ours::start(&netw, &o.provisioner, &o.plan, &o.work)?;
             say("provisioner listening; importing the UKI and the machines");
             s.provision(&netw, &uki, &o.plan, &o.work)?;
-            let pids = s.procs.pids();
-            ours = Some(s);
-            pids
+            ours.push(s);
         }
-        Target::Reference => {
-            let p = reference::start(&netw, &o.plan, &o.work, &uki)?;
-            let pids = p.pids();
-            reference = Some(p);
-            pids
+        (Target::Provisioner, Some((b_ns, etcd_ns))) => {
+            let c = etcd::EtcdCluster::start(etcd_ns, &o.work)?;
+            say("etcd: three members ready");
+            let store = server::Store {
+                backend: "etcd",
+                endpoints: c.endpoints(),
+            };
+            cluster = Some(c);
+            let mut at = server::Placement {
+                ns: &netw.server_ns,
+                ip: net::SERVER_IP,
+                name: "provisioner",
+                store: Some(store),
+                token: None,
+            };
+            let a = server::Ours::start_at(&at, &o.provisioner, &o.plan, &o.work)?;
+            (at.ns, at.ip, at.name, at.token) =
+                (b_ns, net::SERVER_B_IP, "provisioner-b", Some(a.token()?));
+            let b = server::Ours::start_at(&at, &o.provisioner, &o.plan, &o.work)?;
+            say("two provisioners listening; importing the UKI and the machines");
+            a.provision(&netw, &uki, &o.plan, &o.work)?;
+            // Each server serves assets from its own data directory.
+            b.cli(
+                &netw,
+                &["assets", "import", uki.to_str().context("UKI path")?],
+            )?;
+            servers.push(net::SERVER_B_IP);
+            ours.extend([a, b]);
         }
-    };
+        (Target::Reference, _) => {
+            reference = Some(reference::start(&netw, &o.plan, &o.work, &uki)?);
+        }
+    }
+    let mut procs: Vec<u32> = ours.iter().map(server::Ours::pid).collect();
+    procs.extend(reference.as_ref().map_or(Vec::new(), |p| p.pids()));
     let link = link::measure(&netw)?;
     say(&format!("link: {:.0} MiB/s", link / 1048576.0));
     if o.loss > 0 {
@@ -153,34 +202,92 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
             .flat_map(|p| server::with_descendants(*p))
             .collect()
     };
-    let cpu_before: f64 = stack(&procs).iter().map(|p| server::cpu_seconds(*p)).sum();
+    let cpu = |pids: &[u32]| -> f64 { stack(pids).iter().map(|p| server::cpu_seconds(*p)).sum() };
+    let cpu_before = cpu(&procs);
+    let registered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let runs = storm(o, &netw)?;
+    let storm = storm(o, &netw, servers.clone(), registered.clone())?;
+    let mut ha_report = o.ha.map(|_| ha::HaReport {
+        servers: servers.iter().map(ToString::to_string).collect(),
+        etcd_members: net::ETCD_IPS.len(),
+        ..ha::HaReport::default()
+    });
+    // CPU of a server killed during the storm, read just before the kill.
+    let mut cpu_killed = 0.0;
+    if let (Some(plan), Some(report), Some(c)) = (o.ha, ha_report.as_mut(), cluster.as_mut()) {
+        let at = |pct: Option<u32>| pct.map(|p| (o.plan.machines * p as usize).div_ceil(100));
+        let (mut server_at, mut leader_at) = (at(plan.provisioner_at), at(plan.etcd_leader_at));
+        while !storm.is_finished() && (server_at.is_some() || leader_at.is_some()) {
+            std::thread::sleep(Duration::from_millis(50));
+            let n = registered.load(std::sync::atomic::Ordering::Relaxed);
+            let at_seconds = started.elapsed().as_secs_f64();
+            if server_at.is_some_and(|k| n >= k) {
+                server_at = None;
+                let a = &mut ours[0];
+                cpu_killed += cpu(&[a.pid()]);
+                let pid = a.pid();
+                let child = &mut a.procs.children[0];
+                let _ = child.kill();
+                let _ = child.wait();
+                say(&format!(
+                    "kill -9 provisioner {} (pid {pid}) at {at_seconds:.1} s, {n} registered",
+                    a.ip
+                ));
+                report.kills.push(ha::Kill {
+                    what: format!("provisioner {}", a.ip),
+                    pid,
+                    at_seconds,
+                    registered_before: n,
+                });
+            } else if server_at.is_none() && leader_at.is_some_and(|k| n >= k) {
+                leader_at = None;
+                let i = c.leader()?;
+                let pid = c.kill(i).context("the leader was already dead")?;
+                say(&format!(
+                    "kill -9 etcd leader {} (pid {pid}) at {at_seconds:.1} s, {n} registered",
+                    net::ETCD_IPS[i]
+                ));
+                report.kills.push(ha::Kill {
+                    what: format!("etcd leader {}", net::ETCD_IPS[i]),
+                    pid,
+                    at_seconds,
+                    registered_before: n,
+                });
+            }
+        }
+    }
+    let runs = storm.join().expect("storm thread")?;
     let wall = started.elapsed().as_secs_f64();
     // The server's work is counted until it has settled (its last TFTP retransmissions and
     // batched events after the last client ended), not only until the last client ended.
-    if ours.is_some() {
-        let waited = server::settle(&netw, SETTLE)?;
+    // With --ha the survivor is the last server started.
+    if let Some(s) = ours.last() {
+        let waited = server::settle_at(&netw, s.ip, SETTLE)?;
         say(&format!(
             "server settled (no TFTP transfer in flight) {:.1} s after the storm",
             waited.as_secs_f64()
         ));
     }
-    let all = stack(&procs);
     let server = ServerUse {
-        name: match o.target {
-            Target::Provisioner => "provisioner".into(),
-            Target::Reference => "dnsmasq+nginx".into(),
+        name: match (o.target, o.ha) {
+            (Target::Provisioner, None) => "provisioner".into(),
+            (Target::Provisioner, Some(_)) => "2 provisioners (etcd not counted)".into(),
+            (Target::Reference, _) => "dnsmasq+nginx".into(),
         },
-        cpu_seconds: all.iter().map(|p| server::cpu_seconds(*p)).sum::<f64>() - cpu_before,
-        peak_rss_mib: all.iter().map(|p| server::peak_rss_mib(*p)).sum(),
+        cpu_seconds: cpu(&procs) + cpu_killed - cpu_before,
+        peak_rss_mib: stack(&procs).iter().map(|p| server::peak_rss_mib(*p)).sum(),
     };
-    let ready_in_inventory = match &ours {
+    let ready_in_inventory = match ours.last() {
         Some(s) => Some(s.ready(&netw)?),
         None => None,
     };
+    if let (Some(r), Some(s)) = (ha_report.as_mut(), ours.last()) {
+        say("checking leases, events and the SSE replay on the survivor");
+        ha::check(&netw, &o.work, s, &runs, r)?;
+    }
     drop(ours);
     drop(reference);
+    drop(cluster);
     drop(netw);
     let bytes: u64 = runs.iter().map(|r| r.bytes).sum();
     let bound = bytes as f64 / link;
@@ -203,13 +310,22 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         bandwidth_bound_seconds: bound,
         ratio_to_bound: if bound > 0.0 { wall / bound } else { 0.0 },
         loss_percent: o.loss,
+        ha: ha_report,
     })
 }
 
-/// The machines, on a tokio runtime whose threads live in the client namespace.
-fn storm(o: &StormOpts, netw: &net::StormNet) -> anyhow::Result<Vec<MachineRun>> {
+/// The machines, on a tokio runtime whose threads live in the client namespace; a relay
+/// agent forwards to every one of `servers`. Counts successes in `registered` as they happen.
+fn storm(
+    o: &StormOpts,
+    netw: &net::StormNet,
+    servers: Vec<std::net::Ipv4Addr>,
+    registered: Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<Vec<MachineRun>>>> {
     let ns = netw.client_ns.clone();
+    let device = netw.client_if;
     let plan = o.plan;
+    let reboot = o.ha.map(|_| REBOOT_PAUSE);
     let (ramp, deadline, verbose) = (o.ramp, o.deadline, o.verbose);
     let thread = std::thread::spawn(move || -> anyhow::Result<Vec<MachineRun>> {
         net::enter(&ns).context("entering the client namespace")?;
@@ -222,11 +338,18 @@ fn storm(o: &StormOpts, netw: &net::StormNet) -> anyhow::Result<Vec<MachineRun>>
             })
             .build()?;
         rt.block_on(async move {
-            let dhcp = dhcp::DhcpClients::start(plan)?;
+            let dhcp = dhcp::DhcpClients::start(plan, device, servers.clone())?;
             let start = tokio::time::Instant::now();
             let shared = Arc::new(Shared {
                 dhcp,
                 deadline: start + deadline,
+                reboot,
+                servers: if reboot.is_some() {
+                    servers
+                } else {
+                    Vec::new()
+                },
+                registered,
             });
             let n = plan.machines;
             let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -275,5 +398,5 @@ fn storm(o: &StormOpts, netw: &net::StormNet) -> anyhow::Result<Vec<MachineRun>>
             }
         })
     });
-    thread.join().expect("storm thread")
+    Ok(thread)
 }

@@ -61,6 +61,9 @@ pub struct Report {
     /// `wall_seconds / bandwidth_bound_seconds` (1.0 is the link's limit).
     pub ratio_to_bound: f64,
     pub loss_percent: u32,
+    /// `--ha` only: kills, reboots and the survivor's checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<super::ha::HaReport>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -103,7 +106,7 @@ pub fn phases(runs: &[MachineRun]) -> Vec<PhaseStats> {
 
 /// A failure message with the parts that differ per machine (addresses, numbers) blanked, so
 /// one cause is one line.
-fn cause(why: &str) -> String {
+pub fn cause(why: &str) -> String {
     let s: String = why
         .chars()
         .map(|c| if c.is_ascii_digit() { '#' } else { c })
@@ -201,6 +204,9 @@ impl Report {
                 String::new()
             }
         );
+        if let Some(h) = &self.ha {
+            h.table(&mut s);
+        }
         s
     }
 }

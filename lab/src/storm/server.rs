@@ -3,6 +3,7 @@
 //! what a rack operator does before powering on: import the UKI, add a profile, import the
 //! rack's MACs from a CSV file. Also the /proc readings of any server process.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -22,6 +23,16 @@ struct Config {
     tftp: Tftp,
     log: Log,
     dhcp: Dhcp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<Store>,
+}
+
+/// `[store]` for several provisioners on one etcd cluster.
+#[derive(Serialize, Clone)]
+pub struct Store {
+    pub backend: &'static str,
+    /// The members' client URLs.
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -54,7 +65,22 @@ struct Subnet {
     lease_time: &'static str,
 }
 
-fn config(plan: &Plan, data_dir: &Path) -> anyhow::Result<String> {
+/// Where one provisioner runs and what it shares.
+pub struct Placement<'a> {
+    /// Its network namespace.
+    pub ns: &'a str,
+    /// Its address there (DHCP server id, TFTP, HTTP).
+    pub ip: Ipv4Addr,
+    /// A short name for its files in the work directory (`provisioner`, `provisioner-b`).
+    pub name: &'a str,
+    /// etcd, if the inventory is shared.
+    pub store: Option<Store>,
+    /// The operator token another server created (etcd keeps only its hash).
+    pub token: Option<String>,
+}
+
+fn config(plan: &Plan, data_dir: &Path, at: &Placement) -> anyhow::Result<String> {
+    let ip = at.ip;
     let subnet = if plan.relayed {
         (0..plan.racks())
             .map(|r| {
@@ -76,18 +102,19 @@ fn config(plan: &Plan, data_dir: &Path) -> anyhow::Result<String> {
     let c = Config {
         data_dir: data_dir.to_path_buf(),
         http: Http {
-            listen: format!("{SERVER_IP}:{HTTP_PORT}"),
+            listen: format!("{ip}:{HTTP_PORT}"),
         },
         tftp: Tftp {
-            listen: format!("{SERVER_IP}:69"),
+            listen: format!("{ip}:69"),
         },
         log: Log { format: "json" },
         dhcp: Dhcp {
             mode: "full",
             interface: SERVER_IF,
-            server_ip: SERVER_IP.to_string(),
+            server_ip: ip.to_string(),
             subnet,
         },
+        store: at.store.clone(),
     };
     Ok(toml::to_string(&c)?)
 }
@@ -129,23 +156,38 @@ pub struct Ours {
     bin: PathBuf,
     data: PathBuf,
     pub log: PathBuf,
+    ns: String,
+    /// Its address (HTTP on [`HTTP_PORT`]).
+    pub ip: Ipv4Addr,
+    token: Option<String>,
 }
 
 impl Ours {
     /// Starts `provisioner serve` and waits (30 s at most) for its "listening on http://" line.
     pub fn start(net: &StormNet, bin: &Path, plan: &Plan, work: &Path) -> anyhow::Result<Ours> {
+        let at = Placement {
+            ns: &net.server_ns,
+            ip: SERVER_IP,
+            name: "provisioner",
+            store: None,
+            token: None,
+        };
+        Self::start_at(&at, bin, plan, work)
+    }
+
+    /// [`Ours::start`] in any namespace, on any address, with any store.
+    pub fn start_at(at: &Placement, bin: &Path, plan: &Plan, work: &Path) -> anyhow::Result<Ours> {
         // A fresh inventory per run: an earlier run's machines would already be `ready`.
-        let data = work.join("provisioner-data");
-        if data.join("inventory.redb").exists() {
+        let data = work.join(format!("{}-data", at.name));
+        if data.exists() {
             std::fs::remove_dir_all(&data)?;
         }
         std::fs::create_dir_all(&data)?;
-        let cfg = work.join("provisioner.toml");
-        std::fs::write(&cfg, config(plan, &data)?)?;
-        let log = work.join("provisioner.log");
+        let cfg = work.join(format!("{}.toml", at.name));
+        std::fs::write(&cfg, config(plan, &data, at)?)?;
+        let log = work.join(format!("{}.log", at.name));
         let file = std::fs::File::create(&log)?;
-        let mut child = net
-            .exec_server(bin.to_str().context("provisioner path")?)
+        let mut child = super::net::exec_in(at.ns, bin.to_str().context("provisioner path")?)
             .arg("serve")
             .arg("--config")
             .arg(&cfg)
@@ -162,6 +204,9 @@ impl Ours {
             bin: bin.to_path_buf(),
             data,
             log,
+            ns: at.ns.to_string(),
+            ip: at.ip,
+            token: at.token.clone(),
         };
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             bail!(
@@ -172,16 +217,34 @@ impl Ours {
         Ok(ours)
     }
 
-    /// `provisioner --url … <args>` inside the server namespace; its stdout.
-    pub fn cli(&self, net: &StormNet, args: &[&str]) -> anyhow::Result<String> {
-        let out = net
-            .exec_server(self.bin.to_str().context("provisioner path")?)
-            .arg("--url")
-            .arg(format!("http://{SERVER_IP}:{HTTP_PORT}"))
+    /// The operator token (from `operator.token` of the server that created it).
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let f = self.data.join("operator.token");
+        Ok(std::fs::read_to_string(&f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// The process id of `provisioner serve`.
+    pub fn pid(&self) -> u32 {
+        self.procs.children[0].id()
+    }
+
+    /// `provisioner --url … <args>` inside the server's namespace; its stdout.
+    pub fn cli(&self, _net: &StormNet, args: &[&str]) -> anyhow::Result<String> {
+        let mut c = super::net::exec_in(&self.ns, self.bin.to_str().context("provisioner path")?);
+        c.arg("--url")
+            .arg(format!("http://{}:{HTTP_PORT}", self.ip))
             .arg("--data-dir")
-            .arg(&self.data)
-            .args(args)
-            .output()?;
+            .arg(&self.data);
+        if let Some(t) = &self.token {
+            c.env("PROVISIONER_TOKEN", t);
+        }
+        let out = c.args(args).output()?;
         if !out.status.success() {
             bail!(
                 "provisioner {}: {}",
@@ -311,17 +374,22 @@ pub fn with_descendants(pid: u32) -> Vec<u32> {
 /// ends (in a batch), so the inventory is complete only then. A scrape that fails (the link is
 /// lossy too) is retried until `limit`.
 pub fn settle(netw: &StormNet, limit: Duration) -> anyhow::Result<Duration> {
+    settle_at(netw, SERVER_IP, limit)
+}
+
+/// [`settle`] for the provisioner at `server`.
+pub fn settle_at(netw: &StormNet, server: Ipv4Addr, limit: Duration) -> anyhow::Result<Duration> {
     let ns = netw.client_ns.clone();
     std::thread::spawn(move || -> anyhow::Result<Duration> {
         use std::io::{Read, Write};
         super::net::enter(&ns)?;
         let start = std::time::Instant::now();
         let scrape = || -> anyhow::Result<(f64, f64)> {
-            let mut s = std::net::TcpStream::connect((SERVER_IP, HTTP_PORT))?;
+            let mut s = std::net::TcpStream::connect((server, HTTP_PORT))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(
                 s,
-                "GET /metrics HTTP/1.1\r\nHost: {SERVER_IP}\r\nConnection: close\r\n\r\n"
+                "GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n"
             )?;
             let mut text = String::new();
             s.read_to_string(&mut text)?;
