@@ -15,6 +15,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The file system holding the asset store is full (`ENOSPC`, or the quota is used up:
+    /// `EDQUOT`). Nothing of the import is kept (no temporary file, no object, no catalogue
+    /// entry); the same import succeeds once space is freed.
+    #[error("{}: no space left on the file system holding the asset store ({detail}); the import was not stored and nothing of it was kept: free space under {} (e.g. `provisioner assets gc --unreferenced` removes assets no profile uses), then import again", dir.display(), dir.display())]
+    DiskFull {
+        /// The asset store's directory (`<data dir>/assets`).
+        dir: PathBuf,
+        /// What the OS said.
+        detail: String,
+    },
     /// The file is not a PE image we can use, or not the kind asked for.
     #[error("{path}: {reason}")]
     NotUsable {

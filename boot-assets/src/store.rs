@@ -152,11 +152,57 @@ impl AssetStore {
     }
 
     /// Streams `reader` into the store, hashing as it goes; checks it is what `kind` says.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] when the file system is full; [`Error::NotUsable`] when the file is
+    /// not what `kind` says; [`Error::Io`] otherwise. On any error nothing of the import is
+    /// left: its temporary files are removed, and so are its object and sections unless the
+    /// same bytes are in the catalogue (a concurrent import of them succeeded).
     pub fn import_reader(
+        &self,
+        reader: impl Read,
+        name: &str,
+        kind: AssetKind,
+    ) -> Result<AssetMeta> {
+        let mut digest = None;
+        self.import_inner(reader, name, kind, &mut digest)
+            .map_err(|e| {
+                if let Some(hex) = &digest {
+                    self.discard_unlisted(hex);
+                }
+                self.disk_full(e)
+            })
+    }
+
+    /// Removes the object and sections of `hex` if no catalogue entry lists them (what a
+    /// failed import leaves). Best effort: removing needs no space, and `gc` removes whatever
+    /// a failure here leaves.
+    fn discard_unlisted(&self, hex: &str) {
+        if self.meta_path(hex).exists() {
+            return;
+        }
+        let _ = fs::remove_file(self.object_path(hex));
+        let _ = fs::remove_dir_all(self.root.join("sections").join(hex));
+    }
+
+    /// `e` as [`Error::DiskFull`] when it is the OS saying the file system is full.
+    fn disk_full(&self, e: Error) -> Error {
+        match e {
+            Error::Io { source, .. } if is_disk_full(&source) => Error::DiskFull {
+                dir: self.root.clone(),
+                detail: source.to_string(),
+            },
+            e => e,
+        }
+    }
+
+    /// The import proper; sets `digest` once the object may have been written.
+    fn import_inner(
         &self,
         mut reader: impl Read,
         name: &str,
         kind: AssetKind,
+        digest: &mut Option<String>,
     ) -> Result<AssetMeta> {
         let name = clean_name(name);
         let tmp_dir = self.root.join("tmp");
@@ -185,6 +231,7 @@ impl AssetStore {
         };
         tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
         let object = self.object_path(&hex);
+        *digest = Some(hex.clone());
         tmp.persist(&object)
             .map_err(|e| Error::io(&object)(e.error))?;
         if let Some((image, _)) = &efi {
@@ -402,6 +449,14 @@ fn rename_tmp_in_error(e: Error, path: &Path) -> Error {
         },
         other => other,
     }
+}
+
+/// Whether an I/O error says the file system (or the user's quota) is full: `ENOSPC`, `EDQUOT`.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn remove_if_present(p: &Path) -> Result<()> {

@@ -150,6 +150,17 @@ pub enum Error {
         /// What failed to decode.
         detail: String,
     },
+    /// The file system holding the store is full (`ENOSPC`, or the user's quota is used up:
+    /// `EDQUOT`), so a write could not be made durable. The write was refused (a DHCP ACK is
+    /// not sent, an API call answers 507); the store re-opens its file and works again as soon
+    /// as space is freed, without a restart.
+    #[error("{}: no space left on the file system holding the data directory ({detail}); the write did not complete: free space under {} (delete files there, or unused assets with `provisioner assets gc --unreferenced`), then retry", dir.display(), dir.display())]
+    DiskFull {
+        /// The directory of the store file that could not be written (the data directory).
+        dir: std::path::PathBuf,
+        /// What the OS said.
+        detail: String,
+    },
     /// The storage engine failed (I/O, corruption, lock held by another process). The engine's
     /// own error is rendered to text here, so no backend's types appear in this crate's API.
     #[error("storage: {0}")]

@@ -20,7 +20,9 @@
 //! - [`watch`]: waiting for new events by sequence number (in-process signal, polling default).
 //! - `redb_store`: `Store` on redb, with the schema version and migrations (`redb_indexes.rs`:
 //!   the UUID and machine-id indexes; `redb_file.rs`: opening a file, verified whole, refused by
-//!   name when damaged, empty, foreign or another user's); feature `redb`, on by default.
+//!   name when damaged, empty, foreign or another user's; `redb_reopen.rs`: re-opening a file
+//!   after an I/O error such as a full disk, which becomes `Error::DiskFull`; `redb_group.rs`:
+//!   group commit); feature `redb`, on by default.
 //! - [`memory_store`]: `Store` in memory (mutex over ordered maps), for unit tests.
 //! - `conformance` (tests, or the `conformance` feature): the suite every backend must pass.
 //! - [`error`]: the crate's one error enum.

@@ -17,15 +17,17 @@
 //! What changes for readers: a write is visible to other transactions in this process a moment
 //! before it is durable (from its non-durable commit until the flush). Nothing is acknowledged in
 //! that window: the writer's caller gets its answer after the flush. If the flush fails (disk
-//! full, I/O error), every writer it would have covered gets the error, but their changes stay in
-//! redb's memory and a later successful flush (or a clean close) persists them: an error from a
-//! write means "maybe not stored", as a timeout would.
+//! full, I/O error), every writer it would have covered gets that flush's error. redb then
+//! refuses the handle until it is re-opened (`redb_reopen.rs`), which rolls back the commits
+//! that were never made durable; since a failed fsync may still have reached the disk, an error
+//! from a write means "maybe not stored", as a timeout would.
 
 use std::ops::Deref;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use redb::{Database, Durability, WriteTransaction};
 
+use crate::redb_store::reopen::{again, engine_error};
 use crate::{Error, Result};
 
 /// Makes non-durable commits durable together; one per redb [`Database`].
@@ -72,6 +74,9 @@ struct State {
     /// Durable commits made, flushes and lone writers' own (for tests: fewer than writes when
     /// writers overlap).
     durable_commits: u64,
+    /// The last flush that failed: every commit numbered up to the first field was to be made
+    /// durable by it, and its writers get its error (the second field), not a later one.
+    failed: Option<(u64, Error)>,
 }
 
 impl GroupCommit {
@@ -90,13 +95,13 @@ impl GroupCommit {
             }),
             Err(e) => {
                 self.lock().writers -= 1;
-                Err(Error::Storage(e.to_string()))
+                Err(engine_error(e))
             }
         }
     }
 
     /// Commits `w` and returns once it is durable (see the module docs). Errors: the commit's
-    /// or the flush's, as [`Error::Storage`].
+    /// or the flush's, as [`Error::Storage`] or [`Error::DiskFull`].
     pub(crate) fn commit(&self, db: &Database, mut w: Writing<'_>) -> Result<()> {
         // Our number is taken before the commit, so a durable commit of ours covers every commit
         // numbered before it (each was counted after it committed, so before ours began).
@@ -109,7 +114,7 @@ impl GroupCommit {
         // `w` keeps counting us as a writer until our commit is over.
         let mut txn = w.txn.take().expect("committed once");
         if alone {
-            txn.commit().map_err(|e| Error::Storage(e.to_string()))?;
+            txn.commit().map_err(engine_error)?;
             let mut s = self.lock();
             s.durable = s.durable.max(mine);
             s.durable_commits += 1;
@@ -117,7 +122,7 @@ impl GroupCommit {
         }
         txn.set_durability(Durability::None)
             .map_err(|e| Error::Storage(e.to_string()))?;
-        txn.commit().map_err(|e| Error::Storage(e.to_string()))?;
+        txn.commit().map_err(engine_error)?;
         drop(w);
         self.wait_durable(db, mine)
     }
@@ -127,6 +132,13 @@ impl GroupCommit {
         loop {
             if s.durable >= mine {
                 return Ok(());
+            }
+            // The flush meant to cover us failed: its error is ours (a flush of our own would
+            // only meet redb's "previous I/O error" on the failed handle).
+            if let Some((upto, e)) = &s.failed {
+                if *upto >= mine {
+                    return Err(again(e));
+                }
             }
             if s.flushing {
                 s = self.flushed.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -139,13 +151,16 @@ impl GroupCommit {
             drop(s);
             let flushed = db
                 .begin_write()
-                .map_err(|e| Error::Storage(e.to_string()))
-                .and_then(|t| t.commit().map_err(|e| Error::Storage(e.to_string())));
+                .map_err(engine_error)
+                .and_then(|t| t.commit().map_err(engine_error));
             s = self.lock();
             s.flushing = false;
-            if flushed.is_ok() {
-                s.durable = s.durable.max(target);
-                s.durable_commits += 1;
+            match &flushed {
+                Ok(()) => {
+                    s.durable = s.durable.max(target);
+                    s.durable_commits += 1;
+                }
+                Err(e) => s.failed = Some((target, again(e))),
             }
             self.flushed.notify_all();
             flushed?;

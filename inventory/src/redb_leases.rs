@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::reopen::RedbFile;
 use super::{decode, encode, key_mac, private_file, Db, LEASES, RESERVATIONS};
 use crate::lease::{claim_outcome, Claim};
-use crate::redb_group::GroupCommit;
 use crate::{Lease, Result, Timestamp};
 
 /// redb's page cache for the lease file, in bytes (see `INVENTORY_CACHE`): 100,000 leases
@@ -44,7 +44,7 @@ pub fn lease_path(inventory: &Path) -> PathBuf {
 
 /// Opens (or creates, mode 0600) the lease file beside `inventory_path` and moves any leases
 /// the inventory file `inventory` still holds into it.
-pub(super) fn open(inventory_path: &Path, inventory: &Database) -> Result<Database> {
+pub(super) fn open(inventory_path: &Path, inventory: &Database) -> Result<RedbFile> {
     let path = lease_path(inventory_path);
     private_file(&path)?;
     let db = super::create(&path, LEASE_CACHE)?;
@@ -73,13 +73,19 @@ pub(super) fn open(inventory_path: &Path, inventory: &Database) -> Result<Databa
         txn.open_table(LEASES).db()?.retain(|_, _| false).db()?;
         txn.commit().db()?;
     }
-    Ok(db)
+    Ok(RedbFile::new(&path, LEASE_CACHE, db))
 }
 
 /// Whether an active lease of another client than `mac` holds `ip` (a snapshot read), for a new
 /// reservation: the holder keeps the address until its lease ends (RFC 2131 §4.3.1).
-pub(super) fn active_holder(db: &Database, ip: Ipv4Addr, now: Timestamp) -> Result<Option<Lease>> {
-    Ok(get(db, ip)?.filter(|l| l.is_active(now) && !l.observed))
+pub(super) fn active_holder(
+    file: &RedbFile,
+    ip: Ipv4Addr,
+    now: Timestamp,
+) -> Result<Option<Lease>> {
+    Ok(file
+        .read(|db| get(db, ip))?
+        .filter(|l| l.is_active(now) && !l.observed))
 }
 
 pub(super) fn get(db: &Database, ip: Ipv4Addr) -> Result<Option<Lease>> {
@@ -99,54 +105,59 @@ pub(super) fn all(db: &Database) -> Result<Vec<Lease>> {
     Ok(out)
 }
 
-pub(super) fn put(db: &Database, group: &GroupCommit, leases: &[Lease]) -> Result<()> {
-    let txn = group.begin(db)?;
-    {
-        let mut table = txn.open_table(BINDINGS).db()?;
-        for l in leases {
-            table.insert(u32::from(l.ip), encode(l).as_slice()).db()?;
+pub(super) fn put(file: &RedbFile, leases: &[Lease]) -> Result<()> {
+    file.write(|db, group| {
+        let txn = group.begin(db)?;
+        {
+            let mut table = txn.open_table(BINDINGS).db()?;
+            for l in leases {
+                table.insert(u32::from(l.ip), encode(l).as_slice()).db()?;
+            }
         }
-    }
-    group.commit(db, txn)?;
-    Ok(())
+        group.commit(db, txn)
+    })
 }
 
-pub(super) fn remove(db: &Database, group: &GroupCommit, ip: Ipv4Addr) -> Result<()> {
-    let txn = group.begin(db)?;
-    txn.open_table(BINDINGS).db()?.remove(u32::from(ip)).db()?;
-    group.commit(db, txn)?;
-    Ok(())
+pub(super) fn remove(file: &RedbFile, ip: Ipv4Addr) -> Result<()> {
+    file.write(|db, group| {
+        let txn = group.begin(db)?;
+        txn.open_table(BINDINGS).db()?.remove(u32::from(ip)).db()?;
+        group.commit(db, txn)
+    })
 }
 
 /// Claims in one lease-file transaction; reservations are read from a snapshot of the
-/// inventory file taken first (see the module docs for the one race this allows).
+/// inventory file taken first (see the module docs for the one race this allows). The
+/// snapshot is taken, and its file's lock released, before the lease file's is taken: calls
+/// never hold the lease file's and then wait for the inventory's (`redb_reopen.rs`).
 pub(super) fn claim(
-    db: &Database,
-    group: &GroupCommit,
-    inventory: &Database,
+    file: &RedbFile,
+    inventory: &RedbFile,
     leases: &[Lease],
     now: Timestamp,
 ) -> Result<Vec<Claim>> {
-    let snapshot = inventory.begin_read().db()?;
+    let snapshot = inventory.read(|db| db.begin_read().db())?;
     let reservations = snapshot.open_table(RESERVATIONS).db()?;
-    let txn = group.begin(db)?;
-    let mut out = Vec::with_capacity(leases.len());
-    {
-        let mut table = txn.open_table(BINDINGS).db()?;
-        for want in leases {
-            let ip = u32::from(want.ip);
-            let held: Option<Lease> = match table.get(ip).db()? {
-                Some(v) => Some(decode("leases", v.value())?),
-                None => None,
-            };
-            let reserved_for = reservations.get(ip).db()?.map(|v| key_mac(v.value()));
-            let claim = claim_outcome(want, held.as_ref(), reserved_for, now);
-            if claim == Claim::Granted {
-                table.insert(ip, encode(want).as_slice()).db()?;
+    file.write(|db, group| {
+        let txn = group.begin(db)?;
+        let mut out = Vec::with_capacity(leases.len());
+        {
+            let mut table = txn.open_table(BINDINGS).db()?;
+            for want in leases {
+                let ip = u32::from(want.ip);
+                let held: Option<Lease> = match table.get(ip).db()? {
+                    Some(v) => Some(decode("leases", v.value())?),
+                    None => None,
+                };
+                let reserved_for = reservations.get(ip).db()?.map(|v| key_mac(v.value()));
+                let claim = claim_outcome(want, held.as_ref(), reserved_for, now);
+                if claim == Claim::Granted {
+                    table.insert(ip, encode(want).as_slice()).db()?;
+                }
+                out.push(claim);
             }
-            out.push(claim);
         }
-    }
-    group.commit(db, txn)?;
-    Ok(out)
+        group.commit(db, txn)?;
+        Ok(out)
+    })
 }

@@ -1,6 +1,7 @@
 //! [`Store`] on redb: a single-file, copy-on-write B-tree with ACID transactions. Every write
 //! is durable (fsync) before a method returns; concurrent writers share their fsyncs (group
-//! commit, `redb_group.rs`).
+//! commit, `redb_group.rs`). Each file is used through a `RedbFile` (`redb_reopen.rs`), which
+//! re-opens it after an I/O error such as a full disk, so freeing space is enough to recover.
 //!
 //! Tables (values are JSON so records can grow fields without a migration):
 //! `meta` (schema version), `machines` (MAC as u64 → Machine), `reservations` (IPv4 as u32 → MAC),
@@ -32,10 +33,10 @@ use serde::Serialize;
 use crate::event::{Event, EventKind, EventQuery, NewEvent};
 use crate::lease::Claim;
 use crate::log::{LogLine, NewLogLine, MAX_LINES_PER_MACHINE};
-use crate::redb_group::{GroupCommit, Writing};
 use crate::store::{MachineEdit, Store};
 use crate::watch::EventSignal;
 use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord, TokenRole};
+use reopen::{engine_error, RedbFile};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MACHINES: TableDefinition<u64, &[u8]> = TableDefinition::new("machines");
@@ -64,16 +65,14 @@ pub const SCHEMA_VERSION: u64 = 3;
 /// The inventory in one redb file. One process opens a file at a time (redb locks it); servers
 /// in that process share one `RedbStore`.
 pub struct RedbStore {
-    db: Database,
+    /// The inventory file (re-opened after an I/O error, e.g. a full disk: `redb_reopen.rs`).
+    db: RedbFile,
     /// DHCP bindings, in their own file so a lease claim never waits for an inventory write
     /// (see `redb_leases.rs`).
-    leases: Database,
+    leases: RedbFile,
     /// The last committed event sequence number, so [`Store::wait_for_events_after`] wakes at
     /// commit instead of polling the file.
     committed: EventSignal,
-    /// Group commit for the inventory file and for the lease file.
-    group: GroupCommit,
-    lease_group: GroupCommit,
     /// The file's permission bits before `open` narrowed them to 0600 (an older version created
     /// it world-readable), so the caller can log the change; `None` when nothing changed.
     tightened_from: Option<u32>,
@@ -94,7 +93,7 @@ macro_rules! db_errors {
     ($($t:ty),*) => {$(
         impl<T> Db<T> for std::result::Result<T, $t> {
             fn db(self) -> Result<T> {
-                self.map_err(|e| Error::Storage(e.to_string()))
+                self.map_err(engine_error)
             }
         }
     )*};
@@ -171,12 +170,10 @@ impl RedbStore {
         txn.commit().db()?;
         let leases = leases::open(path, &db)?;
         let store = RedbStore {
-            db,
+            db: RedbFile::new(path, INVENTORY_CACHE, db),
             leases,
             tightened_from,
             committed: EventSignal::default(),
-            group: GroupCommit::default(),
-            lease_group: GroupCommit::default(),
         };
         store.committed.publish(store.last_event_seq()?);
         Ok(store)
@@ -188,25 +185,24 @@ impl RedbStore {
         self.tightened_from
     }
 
-    /// Commits `txn` (durably, sharing the fsync with concurrent writers) and then wakes the
-    /// watchers of `events`, the events it appended.
-    fn commit(&self, txn: Writing<'_>, events: &[Event]) -> Result<()> {
-        self.group.commit(&self.db, txn)?;
+    /// Wakes the watchers of `events`, which a write just committed durably.
+    fn publish(&self, events: &[Event]) {
         if let Some(last) = events.last() {
             self.committed.publish(last.seq);
         }
-        Ok(())
     }
 
     /// The schema version the file is at (always [`SCHEMA_VERSION`] once opened).
     pub fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read().db()?;
-        let meta = txn.open_table(META).db()?;
-        Ok(meta
-            .get("schema_version")
-            .db()?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let meta = txn.open_table(META).db()?;
+            Ok(meta
+                .get("schema_version")
+                .db()?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        })
     }
 }
 
@@ -236,7 +232,7 @@ fn append(txn: &WriteTransaction, events: Vec<NewEvent>, now: Timestamp) -> Resu
 /// Checks the profile and reservation of `m` and writes it (replacing `old` if given).
 fn write_machine(
     txn: &WriteTransaction,
-    lease_db: &Database,
+    lease_db: &RedbFile,
     m: &Machine,
     old: Option<&Machine>,
     now: Timestamp,
@@ -308,21 +304,25 @@ fn read_machine(txn: &WriteTransaction, mac: Mac) -> Result<Option<Machine>> {
 
 impl Store for RedbStore {
     fn machine(&self, mac: Mac) -> Result<Option<Machine>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(MACHINES).db()?;
-        let v = table.get(mac_key(mac)).db()?;
-        v.map(|v| decode("machines", v.value())).transpose()
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(MACHINES).db()?;
+            let v = table.get(mac_key(mac)).db()?;
+            v.map(|v| decode("machines", v.value())).transpose()
+        })
     }
 
     fn machines(&self) -> Result<Vec<Machine>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(MACHINES).db()?;
-        let mut out = Vec::with_capacity(table.len().db()? as usize);
-        for row in table.iter().db()? {
-            let (_, v) = row.db()?;
-            out.push(decode("machines", v.value())?);
-        }
-        Ok(out)
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(MACHINES).db()?;
+            let mut out = Vec::with_capacity(table.len().db()? as usize);
+            for row in table.iter().db()? {
+                let (_, v) = row.db()?;
+                out.push(decode("machines", v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     fn create_machines(
@@ -331,24 +331,27 @@ impl Store for RedbStore {
         by: &str,
         now: Timestamp,
     ) -> Result<Vec<Event>> {
-        let txn = self.group.begin(&self.db)?;
-        let mut events = Vec::with_capacity(machines.len());
-        for m in &machines {
-            if read_machine(&txn, m.mac)?.is_some() {
-                return Err(Error::MachineExists {
-                    mac: m.mac.to_string(),
-                });
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            let mut events = Vec::with_capacity(machines.len());
+            for m in &machines {
+                if read_machine(&txn, m.mac)?.is_some() {
+                    return Err(Error::MachineExists {
+                        mac: m.mac.to_string(),
+                    });
+                }
+                let notes = write_machine(&txn, &self.leases, m, None, now)?;
+                events.push(NewEvent::machine(
+                    m.mac,
+                    EventKind::Created { by: by.to_string() },
+                ));
+                events.extend(notes);
             }
-            let notes = write_machine(&txn, &self.leases, m, None, now)?;
-            events.push(NewEvent::machine(
-                m.mac,
-                EventKind::Created { by: by.to_string() },
-            ));
-            events.extend(notes);
-        }
-        let events = append(&txn, events, now)?;
-        self.commit(txn, &events)?;
-        Ok(events)
+            let events = append(&txn, events, now)?;
+            group.commit(db, txn)?;
+            self.publish(&events);
+            Ok(events)
+        })
     }
 
     fn update_machine(
@@ -357,225 +360,256 @@ impl Store for RedbStore {
         now: Timestamp,
         edit: MachineEdit<'_>,
     ) -> Result<(Machine, Vec<Event>)> {
-        let txn = self.group.begin(&self.db)?;
-        let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
-            mac: mac.to_string(),
-        })?;
-        let mut m = old.clone();
-        let kinds = edit(&mut m)?;
-        m.mac = mac;
-        if m == old && kinds.is_empty() {
-            return Ok((m, Vec::new()));
-        }
-        let notes = write_machine(&txn, &self.leases, &m, Some(&old), now)?;
-        let kinds = crate::store::named_change(kinds, &notes);
-        let events = append(
-            &txn,
-            kinds
-                .into_iter()
-                .map(|k| NewEvent::machine(mac, k))
-                .chain(notes)
-                .collect(),
-            now,
-        )?;
-        self.commit(txn, &events)?;
-        Ok((m, events))
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
+                mac: mac.to_string(),
+            })?;
+            let mut m = old.clone();
+            let kinds = edit(&mut m)?;
+            m.mac = mac;
+            if m == old && kinds.is_empty() {
+                return Ok((m, Vec::new()));
+            }
+            let notes = write_machine(&txn, &self.leases, &m, Some(&old), now)?;
+            let kinds = crate::store::named_change(kinds, &notes);
+            let events = append(
+                &txn,
+                kinds
+                    .into_iter()
+                    .map(|k| NewEvent::machine(mac, k))
+                    .chain(notes)
+                    .collect(),
+                now,
+            )?;
+            group.commit(db, txn)?;
+            self.publish(&events);
+            Ok((m, events))
+        })
     }
 
     fn delete_machine(&self, mac: Mac, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.group.begin(&self.db)?;
-        let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
-            mac: mac.to_string(),
-        })?;
-        if let Some(ip) = old.spec.ip {
-            txn.open_table(RESERVATIONS)
-                .db()?
-                .remove(u32::from(ip))
-                .db()?;
-        }
-        index_uuid(&txn, mac_key(mac), old.spec.uuid.as_deref(), None, true)?;
-        unindex_machine_id(&txn, &old)?;
-        txn.open_table(MACHINES).db()?.remove(mac_key(mac)).db()?;
-        let events = append(&txn, vec![NewEvent::machine(mac, EventKind::Deleted)], now)?;
-        self.commit(txn, &events)?;
-        Ok(events)
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            let old = read_machine(&txn, mac)?.ok_or_else(|| Error::MachineNotFound {
+                mac: mac.to_string(),
+            })?;
+            if let Some(ip) = old.spec.ip {
+                txn.open_table(RESERVATIONS)
+                    .db()?
+                    .remove(u32::from(ip))
+                    .db()?;
+            }
+            index_uuid(&txn, mac_key(mac), old.spec.uuid.as_deref(), None, true)?;
+            unindex_machine_id(&txn, &old)?;
+            txn.open_table(MACHINES).db()?.remove(mac_key(mac)).db()?;
+            let events = append(&txn, vec![NewEvent::machine(mac, EventKind::Deleted)], now)?;
+            group.commit(db, txn)?;
+            self.publish(&events);
+            Ok(events)
+        })
     }
 
     fn machine_by_uuid(&self, uuid: &str) -> Result<Option<Machine>> {
-        let txn = self.db.begin_read().db()?;
-        let held = txn
-            .open_table(UUIDS)
-            .db()?
-            .get(uuid)
-            .db()?
-            .map(|v| v.value());
-        match held {
-            None => Ok(None),
-            Some(AMBIGUOUS) => {
-                let table = txn.open_table(MACHINES).db()?;
-                let mut holders = Vec::new();
-                for row in table.iter().db()? {
-                    let (k, v) = row.db()?;
-                    let m: Machine = decode("machines", v.value())?;
-                    if m.spec.uuid.as_deref() == Some(uuid) {
-                        holders.push(key_mac(k.value()).to_string());
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let held = txn
+                .open_table(UUIDS)
+                .db()?
+                .get(uuid)
+                .db()?
+                .map(|v| v.value());
+            match held {
+                None => Ok(None),
+                Some(AMBIGUOUS) => {
+                    let table = txn.open_table(MACHINES).db()?;
+                    let mut holders = Vec::new();
+                    for row in table.iter().db()? {
+                        let (k, v) = row.db()?;
+                        let m: Machine = decode("machines", v.value())?;
+                        if m.spec.uuid.as_deref() == Some(uuid) {
+                            holders.push(key_mac(k.value()).to_string());
+                        }
                     }
+                    Err(Error::UuidAmbiguous {
+                        uuid: uuid.to_string(),
+                        holders: holders.join(", "),
+                    })
                 }
-                Err(Error::UuidAmbiguous {
-                    uuid: uuid.to_string(),
-                    holders: holders.join(", "),
-                })
+                Some(key) => {
+                    let table = txn.open_table(MACHINES).db()?;
+                    let v = table.get(key).db()?;
+                    v.map(|v| decode("machines", v.value())).transpose()
+                }
             }
-            Some(key) => {
-                let table = txn.open_table(MACHINES).db()?;
-                let v = table.get(key).db()?;
-                v.map(|v| decode("machines", v.value())).transpose()
-            }
-        }
+        })
     }
 
     fn machines_by_machine_id(&self, machine_id: &str) -> Result<Vec<Machine>> {
-        let txn = self.db.begin_read().db()?;
-        let index = txn.open_multimap_table(MACHINE_IDS).db()?;
-        let machines = txn.open_table(MACHINES).db()?;
-        let mut out = Vec::new();
-        for key in index.get(machine_id).db()? {
-            if let Some(v) = machines.get(key.db()?.value()).db()? {
-                out.push(decode("machines", v.value())?);
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let index = txn.open_multimap_table(MACHINE_IDS).db()?;
+            let machines = txn.open_table(MACHINES).db()?;
+            let mut out = Vec::new();
+            for key in index.get(machine_id).db()? {
+                if let Some(v) = machines.get(key.db()?.value()).db()? {
+                    out.push(decode("machines", v.value())?);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn reservation_owner(&self, ip: Ipv4Addr) -> Result<Option<Mac>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(RESERVATIONS).db()?;
-        let owner = table.get(u32::from(ip)).db()?.map(|v| key_mac(v.value()));
-        Ok(owner)
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(RESERVATIONS).db()?;
+            let owner = table.get(u32::from(ip)).db()?.map(|v| key_mac(v.value()));
+            Ok(owner)
+        })
     }
 
     fn profile(&self, name: &str) -> Result<Option<Profile>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(PROFILES).db()?;
-        let v = table.get(name).db()?;
-        v.map(|v| decode("profiles", v.value())).transpose()
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(PROFILES).db()?;
+            let v = table.get(name).db()?;
+            v.map(|v| decode("profiles", v.value())).transpose()
+        })
     }
 
     fn profiles(&self) -> Result<Vec<Profile>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(PROFILES).db()?;
-        let mut out = Vec::new();
-        for row in table.iter().db()? {
-            out.push(decode("profiles", row.db()?.1.value())?);
-        }
-        Ok(out)
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(PROFILES).db()?;
+            let mut out = Vec::new();
+            for row in table.iter().db()? {
+                out.push(decode("profiles", row.db()?.1.value())?);
+            }
+            Ok(out)
+        })
     }
 
     fn put_profile(&self, profile: Profile, replace: bool, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.group.begin(&self.db)?;
-        let existed = {
-            let mut table = txn.open_table(PROFILES).db()?;
-            let existed = table.get(profile.name.as_str()).db()?.is_some();
-            if existed && !replace {
-                return Err(Error::ProfileExists { name: profile.name });
-            }
-            table
-                .insert(profile.name.as_str(), encode(&profile).as_slice())
-                .db()?;
-            existed
-        };
-        let action = if existed { "replaced" } else { "created" };
-        let events = append(
-            &txn,
-            vec![NewEvent::global(EventKind::Profile {
-                name: profile.name.clone(),
-                action: action.into(),
-            })],
-            now,
-        )?;
-        self.commit(txn, &events)?;
-        Ok(events)
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            let existed = {
+                let mut table = txn.open_table(PROFILES).db()?;
+                let existed = table.get(profile.name.as_str()).db()?.is_some();
+                if existed && !replace {
+                    return Err(Error::ProfileExists {
+                        name: profile.name.clone(),
+                    });
+                }
+                table
+                    .insert(profile.name.as_str(), encode(&profile).as_slice())
+                    .db()?;
+                existed
+            };
+            let action = if existed { "replaced" } else { "created" };
+            let events = append(
+                &txn,
+                vec![NewEvent::global(EventKind::Profile {
+                    name: profile.name.clone(),
+                    action: action.into(),
+                })],
+                now,
+            )?;
+            group.commit(db, txn)?;
+            self.publish(&events);
+            Ok(events)
+        })
     }
 
     fn delete_profile(&self, name: &str, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.group.begin(&self.db)?;
-        {
-            let machines = txn.open_table(MACHINES).db()?;
-            let mut users = Vec::new();
-            for row in machines.iter().db()? {
-                let m: Machine = decode("machines", row.db()?.1.value())?;
-                if m.spec.profile.as_deref() == Some(name) {
-                    users.push(m.mac);
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            {
+                let machines = txn.open_table(MACHINES).db()?;
+                let mut users = Vec::new();
+                for row in machines.iter().db()? {
+                    let m: Machine = decode("machines", row.db()?.1.value())?;
+                    if m.spec.profile.as_deref() == Some(name) {
+                        users.push(m.mac);
+                    }
+                }
+                if let Some(first) = users.first() {
+                    return Err(Error::ProfileInUse {
+                        name: name.into(),
+                        count: users.len(),
+                        example: first.to_string(),
+                    });
+                }
+                if txn.open_table(PROFILES).db()?.remove(name).db()?.is_none() {
+                    return Err(Error::ProfileNotFound { name: name.into() });
                 }
             }
-            if let Some(first) = users.first() {
-                return Err(Error::ProfileInUse {
+            let events = append(
+                &txn,
+                vec![NewEvent::global(EventKind::Profile {
                     name: name.into(),
-                    count: users.len(),
-                    example: first.to_string(),
-                });
-            }
-            if txn.open_table(PROFILES).db()?.remove(name).db()?.is_none() {
-                return Err(Error::ProfileNotFound { name: name.into() });
-            }
-        }
-        let events = append(
-            &txn,
-            vec![NewEvent::global(EventKind::Profile {
-                name: name.into(),
-                action: "deleted".into(),
-            })],
-            now,
-        )?;
-        self.commit(txn, &events)?;
-        Ok(events)
+                    action: "deleted".into(),
+                })],
+                now,
+            )?;
+            group.commit(db, txn)?;
+            self.publish(&events);
+            Ok(events)
+        })
     }
 
     fn append_events(&self, events: Vec<NewEvent>, now: Timestamp) -> Result<Vec<Event>> {
-        let txn = self.group.begin(&self.db)?;
-        let out = append(&txn, events, now)?;
-        self.commit(txn, &out)?;
-        Ok(out)
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            let out = append(&txn, events, now)?;
+            group.commit(db, txn)?;
+            self.publish(&out);
+            Ok(out)
+        })
     }
 
     fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(EVENTS).db()?;
-        let limit = q.limit.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        let start = q.after.saturating_add(1);
-        match q.mac {
-            None => {
-                for row in table.range(start..).db()? {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    out.push(decode("events", row.db()?.1.value())?);
-                }
-            }
-            Some(mac) => {
-                let index = txn.open_table(MACHINE_EVENTS).db()?;
-                let k = mac_key(mac);
-                for row in index.range((k, start)..=(k, u64::MAX)).db()? {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    let (key, _) = row.db()?;
-                    let seq = key.value().1;
-                    if let Some(v) = table.get(seq).db()? {
-                        out.push(decode("events", v.value())?);
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(EVENTS).db()?;
+            let limit = q.limit.unwrap_or(usize::MAX);
+            let mut out = Vec::new();
+            let start = q.after.saturating_add(1);
+            match q.mac {
+                None => {
+                    for row in table.range(start..).db()? {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        out.push(decode("events", row.db()?.1.value())?);
                     }
                 }
+                Some(mac) => {
+                    let index = txn.open_table(MACHINE_EVENTS).db()?;
+                    let k = mac_key(mac);
+                    for row in index.range((k, start)..=(k, u64::MAX)).db()? {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (key, _) = row.db()?;
+                        let seq = key.value().1;
+                        if let Some(v) = table.get(seq).db()? {
+                            out.push(decode("events", v.value())?);
+                        }
+                    }
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn last_event_seq(&self) -> Result<u64> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(EVENTS).db()?;
-        let last = table.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
-        Ok(last)
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(EVENTS).db()?;
+            let last = table.last().db()?.map(|(k, _)| k.value()).unwrap_or(0);
+            Ok(last)
+        })
     }
 
     fn wait_for_events_after(&self, after: u64, timeout: Duration) -> Result<u64> {
@@ -583,52 +617,57 @@ impl Store for RedbStore {
     }
 
     fn put_leases(&self, leases: &[Lease]) -> Result<()> {
-        leases::put(&self.leases, &self.lease_group, leases)
+        leases::put(&self.leases, leases)
     }
 
     fn claim_leases(&self, leases: &[Lease], now: Timestamp) -> Result<Vec<Claim>> {
-        leases::claim(&self.leases, &self.lease_group, &self.db, leases, now)
+        leases::claim(&self.leases, &self.db, leases, now)
     }
 
     fn remove_lease(&self, ip: Ipv4Addr) -> Result<()> {
-        leases::remove(&self.leases, &self.lease_group, ip)
+        leases::remove(&self.leases, ip)
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
-        leases::all(&self.leases)
+        self.leases.read(leases::all)
     }
 
     fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
-        leases::get(&self.leases, ip)
+        self.leases.read(|db| leases::get(db, ip))
     }
 
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
-        let txn = self.group.begin(&self.db)?;
-        txn.open_table(TOKENS)
-            .db()?
-            .insert(hash, encode(record).as_slice())
-            .db()?;
-        self.group.commit(&self.db, txn)?;
-        Ok(())
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            txn.open_table(TOKENS)
+                .db()?
+                .insert(hash, encode(record).as_slice())
+                .db()?;
+            group.commit(db, txn)
+        })
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(TOKENS).db()?;
-        let v = table.get(hash).db()?;
-        v.map(|v| decode("tokens", v.value())).transpose()
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(TOKENS).db()?;
+            let v = table.get(hash).db()?;
+            v.map(|v| decode("tokens", v.value())).transpose()
+        })
     }
 
     fn has_operator_token(&self) -> Result<bool> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(TOKENS).db()?;
-        for row in table.iter().db()? {
-            let rec: TokenRecord = decode("tokens", row.db()?.1.value())?;
-            if rec.role == TokenRole::Operator {
-                return Ok(true);
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(TOKENS).db()?;
+            for row in table.iter().db()? {
+                let rec: TokenRecord = decode("tokens", row.db()?.1.value())?;
+                if rec.role == TokenRole::Operator {
+                    return Ok(true);
+                }
             }
-        }
-        Ok(false)
+            Ok(false)
+        })
     }
 
     fn append_logs(
@@ -636,46 +675,53 @@ impl Store for RedbStore {
         lines: Vec<(Mac, NewLogLine)>,
         now: Timestamp,
     ) -> Result<Vec<(Mac, LogLine)>> {
-        let txn = self.group.begin(&self.db)?;
-        let mut out = Vec::with_capacity(lines.len());
-        {
-            let mut logs = txn.open_table(LOGS).db()?;
-            let mut seqs = txn.open_table(LOG_SEQ).db()?;
-            for (mac, line) in lines {
-                let k = mac_key(mac);
-                let seq = seqs.get(k).db()?.map(|v| v.value()).unwrap_or(0) + 1;
-                seqs.insert(k, seq).db()?;
-                let stored = LogLine { seq, at: now, line };
-                logs.insert((k, seq), encode(&stored).as_slice()).db()?;
-                if seq > MAX_LINES_PER_MACHINE {
-                    logs.remove((k, seq - MAX_LINES_PER_MACHINE)).db()?;
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            let mut out = Vec::with_capacity(lines.len());
+            {
+                let mut logs = txn.open_table(LOGS).db()?;
+                let mut seqs = txn.open_table(LOG_SEQ).db()?;
+                for (mac, line) in lines {
+                    let k = mac_key(mac);
+                    let seq = seqs.get(k).db()?.map(|v| v.value()).unwrap_or(0) + 1;
+                    seqs.insert(k, seq).db()?;
+                    let stored = LogLine { seq, at: now, line };
+                    logs.insert((k, seq), encode(&stored).as_slice()).db()?;
+                    if seq > MAX_LINES_PER_MACHINE {
+                        logs.remove((k, seq - MAX_LINES_PER_MACHINE)).db()?;
+                    }
+                    out.push((mac, stored));
                 }
-                out.push((mac, stored));
             }
-        }
-        self.group.commit(&self.db, txn)?;
-        Ok(out)
+            group.commit(db, txn)?;
+            Ok(out)
+        })
     }
 
     fn logs(&self, mac: Mac, after: u64, limit: usize) -> Result<Vec<LogLine>> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(LOGS).db()?;
-        let k = mac_key(mac);
-        let mut out = Vec::new();
-        for row in table
-            .range((k, after.saturating_add(1))..=(k, u64::MAX))
-            .db()?
-            .take(limit)
-        {
-            out.push(decode("logs", row.db()?.1.value())?);
-        }
-        Ok(out)
+        self.db.read(|db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(LOGS).db()?;
+            let k = mac_key(mac);
+            let mut out = Vec::new();
+            for row in table
+                .range((k, after.saturating_add(1))..=(k, u64::MAX))
+                .db()?
+                .take(limit)
+            {
+                out.push(decode("logs", row.db()?.1.value())?);
+            }
+            Ok(out)
+        })
     }
 }
 
 #[path = "redb_file.rs"]
 mod file;
 use file::private_file;
+
+#[path = "redb_reopen.rs"]
+pub(crate) mod reopen;
 
 #[path = "redb_leases.rs"]
 mod leases;

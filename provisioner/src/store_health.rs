@@ -1,6 +1,6 @@
 //! The store's health as `/metrics` shows it, beside `/healthz`: `provisioner_store_up` (1 when
 //! the last store call succeeded, 0 when it failed with a storage error: etcd unreachable or
-//! without a leader past `store.timeout`, a redb I/O error) and
+//! without a leader past `store.timeout`, a redb I/O error, a full disk) and
 //! `provisioner_store_last_error_age_seconds` (seconds since the last storage error; absent
 //! until one happens). Every store call the server makes through [`crate::app::App`] reports
 //! here, so a DHCP claim that failed (no ACK sent) turns the gauge to 0 even between scrapes;
@@ -15,8 +15,8 @@ use prometheus_client::registry::Registry;
 /// Outcome of the server's latest store calls (see the module documentation).
 #[derive(Debug)]
 pub struct StoreHealth {
-    /// Whether the latest store call succeeded (any error other than `Error::Storage`, such
-    /// as "machine exists", counts as success: the store answered).
+    /// Whether the latest store call succeeded (any error other than `Error::Storage` or
+    /// `Error::DiskFull`, such as "machine exists", counts as success: the store answered).
     up: AtomicBool,
     /// When the latest storage error happened (milliseconds since the Unix epoch; 0: never).
     last_error_ms: AtomicU64,
@@ -39,7 +39,7 @@ impl StoreHealth {
     /// Records the outcome of one store call made at `now`.
     pub fn record<T>(&self, result: &inventory::Result<T>, now: Timestamp) {
         match result {
-            Err(inventory::Error::Storage(_)) => {
+            Err(inventory::Error::Storage(_) | inventory::Error::DiskFull { .. }) => {
                 self.up.store(false, Ordering::Relaxed);
                 self.last_error_ms.store(now.0.max(1), Ordering::Relaxed);
             }

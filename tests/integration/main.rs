@@ -13,6 +13,7 @@ mod dhcp_ha;
 mod dhcp_latency;
 mod dhcp_leases;
 mod dhcp_relay;
+mod disk_full;
 mod etcd;
 mod grub;
 mod harness;

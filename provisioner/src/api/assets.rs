@@ -30,6 +30,7 @@ impl From<boot_assets::Error> for ApiError {
             E::NotUsable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "not_usable"),
             E::BadDigest { .. } => (StatusCode::BAD_REQUEST, "bad_digest"),
             E::NotFound { .. } | E::NoSection { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            E::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())

@@ -79,6 +79,10 @@ impl From<inventory::Error> for ApiError {
             E::IpLeased { .. } => (StatusCode::CONFLICT, "ip_leased"),
             E::UuidAmbiguous { .. } => (StatusCode::CONFLICT, "uuid_ambiguous"),
             E::ProfileInUse { .. } => (StatusCode::CONFLICT, "in_use"),
+            // RFC 4918 §11.5: the server cannot store what the request needs; the detail names
+            // the directory to free space in. Not a 500: nothing is wrong with the request or
+            // the server, and the same request succeeds once there is room.
+            E::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
