@@ -53,6 +53,20 @@ pub enum Error {
         /// The section asked for.
         section: String,
     },
+    /// Bytes offered as an asset (by a peer) are not that asset; nothing was kept.
+    #[error(
+        "expected {expected} ({expected_size} bytes), received {actual} ({actual_size} bytes)"
+    )]
+    Mismatch {
+        /// The digest asked for (`sha256:<64 hex>`).
+        expected: String,
+        /// The digest of what was received (of its first `expected_size + 1` bytes at most).
+        actual: String,
+        /// The asset's length (bytes).
+        expected_size: u64,
+        /// Bytes received (at most `expected_size + 1`).
+        actual_size: u64,
+    },
     /// Stored metadata could not be decoded.
     #[error("metadata of {digest} is corrupt: {reason}")]
     CorruptMeta {

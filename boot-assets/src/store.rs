@@ -199,12 +199,68 @@ impl AssetStore {
     /// The import proper; sets `digest` once the object may have been written.
     fn import_inner(
         &self,
-        mut reader: impl Read,
+        reader: impl Read,
         name: &str,
         kind: AssetKind,
         digest: &mut Option<String>,
     ) -> Result<AssetMeta> {
         let name = clean_name(name);
+        let (tmp, hex, size) = self.receive(reader, &name)?;
+        if let Ok(existing) = self.get(&hex) {
+            return Ok(existing);
+        }
+        self.commit(tmp, &hex, size, (name, kind, now_ms()), digest)
+    }
+
+    /// Stores the asset `expected` describes (a catalogue record another server wrote) from
+    /// `reader` (bytes from a peer, who is not trusted): at most `expected.size + 1` bytes are
+    /// written, to `tmp/`, and they are kept only if their SHA-256 is `expected.digest` and their
+    /// length `expected.size`; then they are inspected and renamed into place as
+    /// [`import_reader`](Self::import_reader) does. Nothing is visible under the digest before
+    /// that. Already stored: the stored record, `reader` unread.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] when the bytes are not the asset (nothing is kept); [`Error::Io`]
+    /// when reading or writing fails; [`Error::NotUsable`] when a UKI does not inspect.
+    pub fn import_verified(&self, reader: impl Read, expected: &AssetMeta) -> Result<AssetMeta> {
+        let want = parse_digest(&expected.digest)?;
+        if let Ok(existing) = self.get(&want) {
+            return Ok(existing);
+        }
+        let name = clean_name(&expected.name);
+        let (tmp, hex, size) = self
+            .receive(reader.take(expected.size.saturating_add(1)), &name)
+            .map_err(|e| self.disk_full(e))?;
+        if hex != want || size != expected.size {
+            return Err(Error::Mismatch {
+                expected: format!("sha256:{want}"),
+                actual: format!("sha256:{hex}"),
+                expected_size: expected.size,
+                actual_size: size,
+            });
+        }
+        let mut digest = None;
+        self.commit(
+            tmp,
+            &hex,
+            size,
+            (name, expected.kind, expected.imported_ms),
+            &mut digest,
+        )
+        .map_err(|e| {
+            if let Some(hex) = &digest {
+                self.discard_unlisted(hex);
+            }
+            self.disk_full(e)
+        })
+    }
+
+    /// Copies `reader` into a new file in `tmp/`: the file, the hex SHA-256 and the length.
+    fn receive(
+        &self,
+        mut reader: impl Read,
+        name: &str,
+    ) -> Result<(tempfile::NamedTempFile, String, u64)> {
         let tmp_dir = self.root.join("tmp");
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(Error::io(&tmp_dir))?;
         let mut hasher = Sha256::new();
@@ -215,28 +271,38 @@ impl AssetStore {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(&name)(e)),
+                Err(e) => return Err(Error::io(name)(e)),
             };
             hasher.update(&buf[..n]);
             tmp.write_all(&buf[..n]).map_err(Error::io(tmp.path()))?;
             size += n as u64;
         }
-        let hex = hex::encode(hasher.finalize());
-        if let Ok(existing) = self.get(&hex) {
-            return Ok(existing);
-        }
+        Ok((tmp, hex::encode(hasher.finalize()), size))
+    }
+
+    /// Inspects a received file, renames it into place, extracts a UKI's sections and writes
+    /// its metadata last (from then on the asset exists). Sets `digest` once the object may
+    /// have been written (what a failure must clean up).
+    fn commit(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        hex: &str,
+        size: u64,
+        (name, kind, imported_ms): (String, AssetKind, u64),
+        digest: &mut Option<String>,
+    ) -> Result<AssetMeta> {
         let efi = match kind {
             AssetKind::Uki => Some(uki::inspect_uki(tmp.path())?),
             AssetKind::Loader => uki::inspect_efi(tmp.path()).ok(),
         };
         tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
-        let object = self.object_path(&hex);
-        *digest = Some(hex.clone());
+        let object = self.object_path(hex);
+        *digest = Some(hex.to_string());
         tmp.persist(&object)
             .map_err(|e| Error::io(&object)(e.error))?;
         if let Some((image, _)) = &efi {
             if kind == AssetKind::Uki {
-                self.extract_sections(&hex, image)?;
+                self.extract_sections(hex, image)?;
             }
         }
         let meta = AssetMeta {
@@ -244,13 +310,11 @@ impl AssetStore {
             name,
             size,
             kind,
-            imported_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            imported_ms,
             efi: efi.map(|(_, info)| info),
         };
         let json = serde_json::to_vec_pretty(&meta).expect("meta serializes");
-        self.write_atomic(&self.meta_path(&hex), &json)?;
+        self.write_atomic(&self.meta_path(hex), &json)?;
         sync_dir(&self.root.join("objects"))?;
         sync_dir(&self.root.join("meta"))?;
         Ok(meta)
@@ -420,6 +484,13 @@ impl AssetStore {
     }
 }
 
+/// Unix time in milliseconds.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A name safe in a URL path segment and a terminal.
 fn clean_name(name: &str) -> String {
     let cleaned: String = name
@@ -470,4 +541,55 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bytes: &[u8], name: &str) -> AssetMeta {
+        AssetMeta {
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            name: name.into(),
+            size: bytes.len() as u64,
+            kind: AssetKind::Loader,
+            imported_ms: 7,
+            efi: None,
+        }
+    }
+
+    #[test]
+    fn verified_import_keeps_only_the_bytes_of_the_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AssetStore::open(dir.path()).unwrap();
+        let good = b"the loader a peer imported".to_vec();
+        let want = record(&good, "ipxe.efi");
+        for wrong in [b"other bytes, same length!!".to_vec(), good.repeat(1000)] {
+            let e = store.import_verified(&wrong[..], &want).unwrap_err();
+            let Error::Mismatch {
+                expected,
+                actual_size,
+                ..
+            } = &e
+            else {
+                panic!("{e}")
+            };
+            assert_eq!(expected, &want.digest);
+            assert!(*actual_size <= want.size + 1, "reading stops past the size");
+            assert!(matches!(
+                store.get(&want.digest),
+                Err(Error::NotFound { .. })
+            ));
+            let leftovers = fs::read_dir(dir.path().join("tmp")).unwrap().count()
+                + fs::read_dir(dir.path().join("objects")).unwrap().count();
+            assert_eq!(leftovers, 0, "nothing half-written is kept");
+        }
+        let stored = store.import_verified(&good[..], &want).unwrap();
+        assert_eq!(
+            (stored.digest.as_str(), stored.imported_ms),
+            (want.digest.as_str(), 7)
+        );
+        let (_, path) = store.file(&want.digest).unwrap();
+        assert_eq!(fs::read(path).unwrap(), good);
+    }
 }

@@ -14,6 +14,7 @@
 //! | `P/log/<mac>/<seq, 20 digits>` | a log line |
 //! | `P/logseq/<mac>` | the machine's last log sequence number (decimal) |
 //! | `P/secret/<name>` | a shared server secret (raw bytes), e.g. the machine-token key |
+//! | `P/asset/<sha-256 hex>` | a boot asset's catalogue record (the provisioner's JSON) |
 //!
 //! Fixed-width numbers keep etcd's byte order equal to numeric order, so range reads come back
 //! sorted as the `Store` contract wants.
@@ -100,6 +101,10 @@ impl Keys {
     /// A shared secret.
     pub fn secret(&self, name: &str) -> Vec<u8> {
         self.key(format_args!("secret/{name}"))
+    }
+    /// A boot asset's catalogue record.
+    pub fn asset(&self, hex: &str) -> Vec<u8> {
+        self.key(format_args!("asset/{hex}"))
     }
     /// A table: every key starting with `P/<name>/`.
     pub fn table(&self, name: &str) -> Vec<u8> {

@@ -27,12 +27,14 @@
 //! - [`txn`]: the connection, the blocking bridge and the optimistic transaction.
 //! - [`feed`]: the event counter's watch and the in-process wake-up.
 //! - `store.rs`, `store_feeds.rs`: [`EtcdStore`], the `Store` implementation.
+//! - `assets.rs`: the shared boot-asset catalogue (inherent methods of [`EtcdStore`]).
 //! - `test_server` (feature `test-server`): a throwaway etcd member for tests.
 //! - [`error`]: the crate's one error enum (connecting); store calls return
 //!   [`inventory::Error`].
 
 #![warn(missing_docs)]
 
+mod assets;
 pub mod endpoints;
 pub mod error;
 pub mod feed;

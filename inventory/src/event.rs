@@ -101,6 +101,16 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         agent_version: String,
     },
+    /// A boot asset entered or left the catalogue that servers sharing one store share
+    /// (etcd), so the others fetch it from a peer before machines ask for it.
+    Asset {
+        /// `sha256:<64 hex>`.
+        digest: String,
+        /// The file name it was imported under.
+        name: String,
+        /// `imported` or `removed`.
+        action: String,
+    },
     /// Free text (import summaries, installer log lines that matter).
     Note {
         /// The text.
@@ -163,6 +173,11 @@ impl fmt::Display for EventKind {
                     ", agent "
                 }
             ),
+            EventKind::Asset {
+                digest,
+                name,
+                action,
+            } => write!(f, "asset {name} ({digest}) {action}"),
             EventKind::Note { message } => f.write_str(message),
         }
     }

@@ -42,6 +42,9 @@ pub struct App {
 #[derive(Debug)]
 pub struct BootContext {
     pub assets: boot_assets::AssetStore,
+    /// With a shared store (etcd): the asset catalogue every server shares and the peers a
+    /// missing file is fetched from, by digest. `None` with redb (this store is the catalogue).
+    pub peer_assets: Option<Arc<crate::asset_peers::PeerAssets>>,
     pub keys: MachineKeys,
     /// Base URL machines reach us at (`http.public_url`); else the address each request came in
     /// on, which is right whenever machines connect to us directly.
@@ -101,7 +104,11 @@ impl App {
         deadlines: Deadlines,
         boot: BootContext,
     ) -> inventory::Result<Self> {
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
+        if let Some(p) = &boot.peer_assets {
+            metrics.asset_peer_fetches = Some(p.counts.clone());
+        }
+        let metrics = Arc::new(metrics);
         Ok(App {
             views: Arc::new(crate::views::Views::load(store.as_ref())?),
             events: crate::event_writer::EventSink::spawn(store.clone(), metrics.clone()),

@@ -122,6 +122,8 @@ pub struct Config {
     pub http_limits: HttpLimits,
     /// `[store]`: redb in the data directory (default) or an etcd cluster.
     pub store: crate::store_config::StoreBackend,
+    /// `store.asset_peers`: provisioners a missing asset is fetched from by digest (etcd only).
+    pub asset_peers: Vec<reqwest::Url>,
 }
 
 /// The validated `[tftp]` section.
@@ -220,6 +222,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             .transpose()?;
         let tftp = tftp_config(w.tftp)?;
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
+        let asset_peers = crate::store_config::asset_peers(w.store.asset_peers.as_deref())?;
         let store = crate::store_config::StoreBackend::try_from(w.store)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
@@ -242,6 +245,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             syslog_listen,
             http_limits,
             store,
+            asset_peers,
         })
     }
 }

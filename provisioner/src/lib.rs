@@ -31,6 +31,8 @@
 //! - [`views`]: in-memory views of machines, reservations and UUIDs for the DHCP path, kept
 //!   current by the store's event feed.
 //! - [`store_health`]: the store's health gauges in `/metrics` (`provisioner_store_up`).
+//! - [`asset_peers`]: assets across servers sharing one store: the shared catalogue, fetching a
+//!   missing file from a peer by digest (verified), prefetching.
 //! - [`store_config`]: the `[store]` section: redb (default) or etcd, validated.
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
@@ -39,6 +41,7 @@ pub mod admission;
 pub mod api;
 pub use netboot_proto::boot_decision;
 pub mod app;
+pub mod asset_peers;
 pub mod boot;
 pub mod cli;
 pub mod config;

@@ -175,6 +175,8 @@ pub struct Metrics {
     syslog_unattributed: Counter,
     /// Whether the store answers (`provisioner_store_up`), fed by every store call.
     pub store: crate::store_health::StoreHealth,
+    /// `provisioner_asset_peer_fetches_total{result}`, with a shared store (etcd) only.
+    pub asset_peer_fetches: Option<crate::asset_peers::FetchCounts>,
 }
 
 impl Default for Metrics {
@@ -199,6 +201,7 @@ impl Default for Metrics {
             syslog_attributed: yes,
             syslog_unattributed: no,
             store: Default::default(),
+            asset_peer_fetches: None,
         }
     }
 }
@@ -306,6 +309,13 @@ impl Metrics {
             "Syslog lines stored, by whether a machine held the sender's address",
             self.syslog.clone(),
         );
+        if let Some(fetches) = &self.asset_peer_fetches {
+            r.register(
+                "asset_peer_fetches",
+                "Asset files fetched from peers by digest, by result (ok, mismatch: wrong bytes refused, failed: peer unreachable or not 200, none: no peer served a wanted asset)",
+                fetches.clone(),
+            );
+        }
         self.store
             .register(r.sub_registry_with_prefix("store"), crate::app::now());
         self.tftp.register(r.sub_registry_with_prefix("tftp"));

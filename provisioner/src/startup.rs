@@ -53,6 +53,15 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
             .context("--etcd-endpoints")?,
         };
     }
+    if let Some(peers) = &args.asset_peers {
+        cfg.asset_peers = crate::store_config::asset_peers(Some(peers)).context("--asset-peers")?;
+    }
+    if !cfg.asset_peers.is_empty() && cfg.store == StoreBackend::Redb {
+        anyhow::bail!(
+            "store.asset_peers / --asset-peers: {}",
+            crate::store_config::PEERS_NEED_ETCD
+        );
+    }
     Ok(cfg)
 }
 
@@ -70,11 +79,18 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// What [`open_store`] opens: the store, the machine-token key and, with etcd, the shared
+/// asset catalogue.
+type OpenedStore = (
+    Arc<dyn inventory::Store>,
+    crate::machine_keys::MachineKeys,
+    Option<Arc<dyn crate::asset_peers::AssetCatalogue>>,
+);
+
 /// The inventory store the configuration names, and the machine-token key: in the data
-/// directory with redb; in etcd (shared by every server) with etcd.
-async fn open_store(
-    cfg: &Config,
-) -> anyhow::Result<(Arc<dyn inventory::Store>, crate::machine_keys::MachineKeys)> {
+/// directory with redb; in etcd (shared by every server) with etcd, which also holds the
+/// asset catalogue.
+async fn open_store(cfg: &Config) -> anyhow::Result<OpenedStore> {
     match &cfg.store {
         StoreBackend::Redb => {
             let db_path = cfg.data_dir.join(DB_FILE);
@@ -89,7 +105,7 @@ async fn open_store(
                 );
             }
             let keys = crate::machine_keys::MachineKeys::load_or_create(&cfg.data_dir)?;
-            Ok((Arc::new(store), keys))
+            Ok((Arc::new(store), keys, None))
         }
         StoreBackend::Etcd(settings) => {
             let settings = settings.clone();
@@ -100,7 +116,8 @@ async fn open_store(
             })
             .await??;
             tracing::info!("inventory on etcd: {store:?}");
-            Ok((Arc::new(store), key))
+            let store = Arc::new(store);
+            Ok((store.clone(), key, Some(store)))
         }
     }
 }
@@ -133,10 +150,17 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let cfg = resolve_config(&args, &global)?;
     init_logging(&cfg);
     prepare_data_dir(&cfg.data_dir)?;
-    let (store, keys) = open_store(&cfg).await?;
+    let (store, keys, catalogue) = open_store(&cfg).await?;
     let assets_dir = cfg.data_dir.join("assets");
     let assets = boot_assets::AssetStore::open(&assets_dir)
         .with_context(|| format!("opening the asset store {}", assets_dir.display()))?;
+    let peer_assets = catalogue.map(|c| {
+        Arc::new(crate::asset_peers::PeerAssets::new(
+            c,
+            assets.clone(),
+            &cfg.asset_peers,
+        ))
+    });
     let syslog = match cfg.syslog_listen {
         Some(addr) => Some(crate::sockets::bind_syslog(addr).await.with_context(|| {
             format!("binding the syslog receiver to {addr} (syslog.listen / --syslog-listen; port 514 needs root)")
@@ -145,6 +169,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     };
     let boot = crate::app::BootContext {
         assets,
+        peer_assets: peer_assets.clone(),
         keys,
         public_url: cfg.public_url.clone(),
         unknown: cfg
@@ -174,6 +199,10 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
             .context("loading the inventory into memory")?
     };
     app.follow_store();
+    if let Some(p) = peer_assets {
+        tracing::info!("assets: shared catalogue in the store; missing files fetched from {p:?}");
+        p.spawn_prefetch(app.store.clone(), app.shutdown.clone());
+    }
     let data_dir = cfg.data_dir.clone();
     let created = app
         .read(move |s| Ok(crate::operator_token::ensure(s, &data_dir, now())))

@@ -22,6 +22,7 @@ pub struct WireStore {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub timeout: Option<String>,
+    pub asset_peers: Option<Vec<String>>,
 }
 
 /// The validated `[store]` section.
@@ -57,12 +58,17 @@ impl TryFrom<WireStore> for StoreBackend {
                     ("store.cert_file", w.cert_file.is_some()),
                     ("store.key_file", w.key_file.is_some()),
                     ("store.timeout", w.timeout.is_some()),
+                    ("store.asset_peers", w.asset_peers.is_some()),
                 ];
                 match etcd_keys.iter().find(|(_, set)| *set) {
                     Some((key, _)) => Err(value(
                         key,
                         "(set)",
-                        "only used with store.backend = \"etcd\"; set that, or remove this key",
+                        if *key == "store.asset_peers" {
+                            PEERS_NEED_ETCD
+                        } else {
+                            "only used with store.backend = \"etcd\"; set that, or remove this key"
+                        },
                     )),
                     None => Ok(StoreBackend::Redb),
                 }
@@ -75,6 +81,35 @@ impl TryFrom<WireStore> for StoreBackend {
             )),
         }
     }
+}
+
+/// Why `store.asset_peers` is refused with redb.
+pub const PEERS_NEED_ETCD: &str = "only used with store.backend = \"etcd\": peers fetch what the \
+    shared asset catalogue in etcd lists; with redb import assets on this server";
+
+/// `store.asset_peers` (or `--asset-peers`): base URLs of other provisioners whose public
+/// `/assets/<sha256>/<name>` this server may fetch a missing asset from; absolute `http://` or
+/// `https://` URLs with a host, no query, fragment or credentials. Empty when unset.
+pub fn asset_peers(list: Option<&[String]>) -> Result<Vec<reqwest::Url>, ConfigError> {
+    let mut out = Vec::new();
+    for text in list.unwrap_or_default() {
+        let bad = |why: &str| value("store.asset_peers", text.as_str(), why);
+        let url = reqwest::Url::parse(text)
+            .map_err(|e| bad(&format!("{e}; expected e.g. \"http://198.18.0.3:8080\"")))?;
+        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+            return Err(bad(
+                "must be an absolute http:// or https:// URL of a provisioner",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a base URL has no query or fragment"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("no credentials in the URL: /assets/ needs none"));
+        }
+        out.push(url);
+    }
+    Ok(out)
 }
 
 fn etcd_settings(w: WireStore) -> Result<EtcdSettings, ConfigError> {
@@ -230,5 +265,33 @@ mod tests {
             toml::from_str::<WireStore>("endpoint = []").is_err(),
             "unknown keys refused"
         );
+        let e = parse("asset_peers = [\"http://198.18.0.3:8080\"]").unwrap_err();
+        assert!(e.to_string().contains("store.asset_peers"), "{e}");
+        assert!(e.to_string().contains("etcd"), "{e}");
+    }
+
+    #[test]
+    fn asset_peers_are_absolute_http_urls() {
+        let ok = asset_peers(Some(&[
+            "http://198.18.0.3:8080".into(),
+            "https://prov-b.example/base/".into(),
+        ]))
+        .unwrap();
+        assert_eq!(ok[0].as_str(), "http://198.18.0.3:8080/");
+        assert_eq!(ok.len(), 2);
+        for bad in [
+            "198.18.0.3:8080",
+            "/assets",
+            "ftp://198.18.0.3/",
+            "http://198.18.0.3/?x=1",
+            "http://u:p@198.18.0.3/",
+        ] {
+            let e = asset_peers(Some(&[bad.into()])).unwrap_err().to_string();
+            assert!(
+                e.contains("store.asset_peers") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        assert!(asset_peers(None).unwrap().is_empty());
     }
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod api_hardening;
+mod asset_peers;
 mod boot;
 mod cli;
 mod crash;

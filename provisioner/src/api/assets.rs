@@ -2,6 +2,10 @@
 //!
 //! Upload: `POST /api/v1/assets?name=FILE[&kind=uki|loader]` with the file as the body; it is
 //! streamed to disk (no size limit, no buffering) and checked (a UKI must be one).
+//!
+//! With a shared store (etcd) an import also enters the shared catalogue, so the other servers
+//! fetch the file from a peer (`asset_peers`); list and show include what other servers
+//! imported; rm and gc take what they remove out of the catalogue too.
 
 use std::collections::HashSet;
 
@@ -47,15 +51,87 @@ async fn blocking<T: Send + 'static>(
 
 async fn list(State(app): State<App>) -> Result<Json<Vec<AssetMeta>>, ApiError> {
     let store = app.boot.assets.clone();
-    Ok(Json(blocking(move || Ok(store.list()?)).await?))
+    let catalogue = app.boot.peer_assets.as_ref().map(|p| p.catalogue.clone());
+    Ok(Json(
+        blocking(move || {
+            let mut all = store.list()?;
+            if let Some(c) = catalogue {
+                let here: HashSet<String> = all.iter().map(|m| m.digest.clone()).collect();
+                all.extend(
+                    c.records()?
+                        .into_iter()
+                        .filter(|m| !here.contains(&m.digest)),
+                );
+                all.sort_by(|a, b| (&a.name, &a.digest).cmp(&(&b.name, &b.digest)));
+            }
+            Ok(all)
+        })
+        .await?,
+    ))
 }
 
 async fn show(
     State(app): State<App>,
     Path(digest): Path<String>,
 ) -> Result<Json<AssetMeta>, ApiError> {
+    if let Some(peers) = &app.boot.peer_assets {
+        let hex = boot_assets::parse_digest(&digest)?;
+        return match peers.lookup(&hex).await {
+            Ok(Some(m)) => Ok(Json(m)),
+            Ok(None) => Err(boot_assets::Error::NotFound {
+                digest: format!("sha256:{hex}"),
+            }
+            .into()),
+            Err(e) => Err(unavailable(e)),
+        };
+    }
     let store = app.boot.assets.clone();
     Ok(Json(blocking(move || Ok(store.get(&digest)?)).await?))
+}
+
+fn unavailable(e: crate::asset_peers::Unavailable) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
+}
+
+/// Enters an asset this server stored into the shared catalogue (etcd), so the others fetch it.
+async fn publish(app: &App, meta: &AssetMeta) -> Result<(), ApiError> {
+    let Some(peers) = &app.boot.peer_assets else {
+        return Ok(());
+    };
+    let (catalogue, m) = (peers.catalogue.clone(), meta.clone());
+    app.write(move |_| Ok(((), catalogue.publish(&m, crate::app::now())?)))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_shared",
+                format!(
+                    "{} is stored on this server but not in the shared catalogue ({e}); import it again",
+                    meta.digest
+                ),
+            )
+        })
+}
+
+/// Takes removed assets out of the shared catalogue (etcd); other servers keep their copies
+/// until their own `assets rm`/`gc`.
+async fn withdraw(app: &App, removed: Vec<AssetMeta>) -> Result<(), ApiError> {
+    let Some(peers) = &app.boot.peer_assets else {
+        return Ok(());
+    };
+    let catalogue = peers.catalogue.clone();
+    app.write(move |_| {
+        for m in &removed {
+            catalogue.withdraw(m, crate::app::now())?;
+        }
+        Ok(((), Vec::new()))
+    })
+    .await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -93,6 +169,7 @@ async fn upload(
     })
     .await?;
     tracing::info!(digest = %meta.digest, name = %meta.name, size = meta.size, "asset imported");
+    publish(&app, &meta).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
 
@@ -126,7 +203,23 @@ async fn remove(
         ));
     }
     let store = app.boot.assets.clone();
-    Ok(Json(blocking(move || Ok(store.remove(&full)?)).await?))
+    let local = {
+        let full = full.clone();
+        blocking(move || Ok(store.remove(&full))).await?
+    };
+    let meta = match (local, &app.boot.peer_assets) {
+        (Ok(m), _) => m,
+        // Imported elsewhere only: removing it from the catalogue is the removal.
+        (Err(boot_assets::Error::NotFound { .. }), Some(peers)) => {
+            match peers.lookup(&hex).await.map_err(unavailable)? {
+                Some(m) => m,
+                None => return Err(boot_assets::Error::NotFound { digest: full }.into()),
+            }
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    withdraw(&app, vec![meta.clone()]).await?;
+    Ok(Json(meta))
 }
 
 #[derive(Deserialize)]
@@ -146,5 +239,21 @@ async fn gc(
         None
     };
     let store = app.boot.assets.clone();
-    Ok(Json(blocking(move || Ok(store.gc(keep.as_ref())?)).await?))
+    let catalogue = app.boot.peer_assets.as_ref().map(|p| p.catalogue.clone());
+    let (report, removed) = blocking(move || {
+        // Records first (gc forgets them), to withdraw what it removes from the catalogue.
+        let records: Vec<AssetMeta> = match catalogue {
+            Some(_) => store.list()?,
+            None => Vec::new(),
+        };
+        let report = store.gc(keep.as_ref())?;
+        let removed = records
+            .into_iter()
+            .filter(|m| report.unreferenced.contains(&m.digest))
+            .collect::<Vec<_>>();
+        Ok((report, removed))
+    })
+    .await?;
+    withdraw(&app, removed).await?;
+    Ok(Json(report))
 }

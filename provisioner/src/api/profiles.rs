@@ -25,12 +25,33 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
 /// ignore, is refused here.
 async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
     if let Some(d) = p.uki.clone() {
-        let assets = app.boot.assets.clone();
-        let found = tokio::task::spawn_blocking(move || assets.get(&d))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })?;
+        let found = match &app.boot.peer_assets {
+            // Shared store: an asset any server imported will do (this one fetches it).
+            Some(peers) => {
+                let hex = boot_assets::parse_digest(&d)?;
+                match peers.lookup(&hex).await {
+                    Ok(Some(a)) => Ok(a),
+                    Ok(None) => Err(boot_assets::Error::NotFound {
+                        digest: format!("sha256:{hex}"),
+                    }),
+                    Err(e) => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            e.to_string(),
+                        ))
+                    }
+                }
+            }
+            None => {
+                let assets = app.boot.assets.clone();
+                tokio::task::spawn_blocking(move || assets.get(&d))
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    })?
+            }
+        };
         match found {
             Ok(a) if a.kind == boot_assets::AssetKind::Uki => {}
             Ok(a) => {

@@ -19,6 +19,7 @@ use super::plan::{self, BootView};
 use super::script::{Platform, Script};
 use super::{config_render, Base};
 use crate::app::App;
+use crate::asset_peers::Unavailable;
 use crate::boot_decision::Intent;
 use crate::http::Peer;
 use crate::identity::{self, Holder};
@@ -43,6 +44,22 @@ fn internal(e: impl std::fmt::Display) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("provisioner: {e}"),
     )
+}
+
+/// An asset this server cannot serve: 404 when nobody imported it; 503 with `Retry-After`
+/// when it exists (the shared catalogue lists it) but no peer served its bytes or the
+/// catalogue is unreachable: the firmware's retry may succeed once a peer or the store is back.
+fn unavailable(e: Unavailable) -> Response {
+    match e {
+        Unavailable::Unknown { .. } => text(StatusCode::NOT_FOUND, e.to_string()),
+        _ => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            let secs = crate::asset_peers::RETRY_AFTER_FAILURE.as_secs();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            r
+        }
+    }
 }
 
 fn parse_mac(s: &str) -> Result<Mac, Response> {
@@ -221,11 +238,26 @@ async fn asset_request(
     peer: &Peer,
 ) -> Result<(AssetMeta, Option<Mac>), Response> {
     let hex = parse_digest(digest).map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let assets = app.boot.assets.clone();
-    let meta = tokio::task::spawn_blocking(move || assets.get(&hex))
-        .await
-        .map_err(internal)?
-        .map_err(|e| text(StatusCode::NOT_FOUND, e.to_string()))?;
+    let meta = match &app.boot.peer_assets {
+        // The record only: the file is fetched (if missing) once the request is allowed.
+        Some(peers) => match peers.lookup(&hex).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => {
+                let e = Unavailable::Unknown {
+                    digest: format!("sha256:{hex}"),
+                };
+                return Err(unavailable(e));
+            }
+            Err(e) => return Err(unavailable(e)),
+        },
+        None => {
+            let assets = app.boot.assets.clone();
+            tokio::task::spawn_blocking(move || assets.get(&hex))
+                .await
+                .map_err(internal)?
+                .map_err(|e| text(StatusCode::NOT_FOUND, e.to_string()))?
+        }
+    };
     let (view, attributed) = downloader(app, q, peer).await?;
     // No boot loop: an installed machine gets no installer, whichever URL it kept. (A refusal
     // needs no evidence: asking for another machine's refusal gains nothing.)
@@ -284,6 +316,11 @@ async fn serve_asset(
     mac: Option<Mac>,
 ) -> Reply {
     let hex = parse_digest(&meta.digest).map_err(internal)?;
+    if let Some(peers) = &app.boot.peer_assets {
+        // Not here yet (another server imported it): fetched and verified first, one fetch
+        // for every request that waits for it.
+        peers.resolve(&hex).await.map_err(unavailable)?;
+    }
     let path = match section {
         None => app.boot.assets.file(&meta.digest).map(|(_, p)| p),
         Some(s) => app.boot.assets.section(&meta.digest, s),

@@ -74,13 +74,18 @@ pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
         _ => None,
     };
     let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
-        Some(d) => {
-            let assets = app.boot.assets.clone();
-            tokio::task::spawn_blocking(move || assets.get(&d).ok())
-                .await
-                .ok()
-                .flatten()
-        }
+        // Shared store: a UKI another server imported counts, and this server starts fetching
+        // it now, before the machine asks for it.
+        Some(d) => match (&app.boot.peer_assets, parse_digest(&d)) {
+            (Some(peers), Ok(hex)) => peers.describe(&hex).await,
+            _ => {
+                let assets = app.boot.assets.clone();
+                tokio::task::spawn_blocking(move || assets.get(&d).ok())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        },
         None => None,
     };
     Ok(BootView {

@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// store.backend and store.endpoints; the other [store] keys still apply.
     #[arg(long, value_name = "URL,URL", value_delimiter = ',')]
     pub etcd_endpoints: Option<Vec<String>>,
+    /// Fetch an asset this server lacks from these provisioners by digest (base URLs,
+    /// comma-separated, e.g. http://198.18.0.3:8080), overriding store.asset_peers. Needs the
+    /// etcd store (its shared catalogue says which assets exist); bytes are checked against
+    /// the SHA-256 before anything is kept or served.
+    #[arg(long, value_name = "URL,URL", value_delimiter = ',')]
+    pub asset_peers: Option<Vec<String>>,
 }
 
 #[derive(Subcommand, Debug)]

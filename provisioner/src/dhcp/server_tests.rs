@@ -25,6 +25,7 @@ fn app(store: Arc<dyn Store>, assets: &std::path::Path) -> App {
         Default::default(),
         BootContext {
             assets: boot_assets::AssetStore::open(assets).unwrap(),
+            peer_assets: None,
             keys: crate::machine_keys::MachineKeys::new([1; 32]),
             public_url: None,
             unknown: UnknownPolicy::Ignore,
