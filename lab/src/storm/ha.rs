@@ -4,8 +4,8 @@
 //! firmware retries. Afterwards, from the survivor:
 //!
 //! - every machine is `ready` in the inventory;
-//! - no address was ACKed to two MACs (from what the machines were told), and the store holds
-//!   every ACKed address for the MAC it was ACKed to;
+//! - no address was ACKed to two MACs (from what the machines were told), the store holds no
+//!   ACKed address for another MAC, and it holds each machine's last ACKed address for it;
 //! - every event a server acknowledged (a 2xx to a machine's progress or register POST) is in
 //!   the history, whose sequence numbers are one strictly increasing order;
 //! - the survivor's SSE stream, from the start, replays exactly that history.
@@ -59,8 +59,13 @@ pub struct HaReport {
     pub acks_by_server: BTreeMap<String, usize>,
     /// Addresses some server ACKed to more than one MAC.
     pub addresses_acked_to_two_macs: usize,
-    /// ACKed (address, MAC) pairs the survivor's store does not hold.
-    pub acks_not_in_store: usize,
+    /// ACKed addresses the survivor's store holds for another MAC.
+    pub acks_held_by_another_mac: usize,
+    /// Machines whose last ACKed address the store does not hold for them.
+    pub last_acks_not_in_store: usize,
+    /// Machines ACKed more than one address (a server that did not know another's binding
+    /// offered a new one after a reboot; the old one was released by the move).
+    pub machines_moved: usize,
     /// Progress and register POSTs answered 2xx.
     pub acknowledged_events: usize,
     pub acknowledged_events_missing: usize,
@@ -107,8 +112,12 @@ impl HaReport {
         }
         let _ = writeln!(
             s,
-            "  addresses ACKed to two MACs {}, ACKs not in the store {}",
-            self.addresses_acked_to_two_macs, self.acks_not_in_store
+            "  addresses ACKed to two MACs {}, held by another MAC in the store {}; last ACKed \
+             lease not in the store {}; machines that moved address {}",
+            self.addresses_acked_to_two_macs,
+            self.acks_held_by_another_mac,
+            self.last_acks_not_in_store,
+            self.machines_moved
         );
         let _ = writeln!(
             s,
@@ -138,7 +147,14 @@ impl HaReport {
                 self.addresses_acked_to_two_macs,
                 "addresses ACKed to two MACs",
             ),
-            (self.acks_not_in_store, "ACKed leases not in the store"),
+            (
+                self.acks_held_by_another_mac,
+                "ACKed addresses the store holds for another MAC",
+            ),
+            (
+                self.last_acks_not_in_store,
+                "machines whose last ACKed lease is not in the store",
+            ),
             (
                 self.acknowledged_events_missing,
                 "acknowledged events missing",
@@ -187,10 +203,28 @@ pub fn check(
         .iter()
         .filter_map(|l| Some((l["ip"].as_str()?.into(), l["mac"].as_str()?.into())))
         .collect();
-    report.acks_not_in_store = holders
+    report.acks_held_by_another_mac = holders
         .iter()
         .flat_map(|(ip, ms)| ms.iter().map(move |m| (ip, *m)))
-        .filter(|(ip, m)| stored.get(&ip.to_string()) != Some(&Plan::mac_text(*m)))
+        .filter(|(ip, m)| {
+            stored
+                .get(&ip.to_string())
+                .is_some_and(|held| *held != Plan::mac_text(*m))
+        })
+        .count();
+    report.last_acks_not_in_store = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r.acks.last()?.0)))
+        .filter(|(i, ip)| stored.get(&ip.to_string()) != Some(&Plan::mac_text(*i)))
+        .count();
+    report.machines_moved = runs
+        .iter()
+        .filter(|r| {
+            r.acks
+                .iter()
+                .any(|(ip, _)| Some(ip) != r.acks.first().map(|a| &a.0))
+        })
         .count();
 
     let events: Vec<Value> =

@@ -160,29 +160,37 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         (Target::Provisioner, Some((b_ns, etcd_ns))) => {
             let c = etcd::EtcdCluster::start(etcd_ns, &o.work)?;
             say("etcd: three members ready");
-            let store = server::Store {
+            let peer = |ip| format!("http://{ip}:{}", server::HTTP_PORT);
+            // Each server names the other as its asset peer.
+            let store = |peer_ip| server::Store {
                 backend: "etcd",
                 endpoints: c.endpoints(),
+                asset_peers: vec![peer(peer_ip)],
             };
+            let (store_a, store_b) = (store(net::SERVER_B_IP), store(net::SERVER_IP));
             cluster = Some(c);
             let mut at = server::Placement {
                 ns: &netw.server_ns,
                 ip: net::SERVER_IP,
                 name: "provisioner",
-                store: Some(store),
+                store: Some(store_a),
                 token: None,
             };
             let a = server::Ours::start_at(&at, &o.provisioner, &o.plan, &o.work)?;
-            (at.ns, at.ip, at.name, at.token) =
-                (b_ns, net::SERVER_B_IP, "provisioner-b", Some(a.token()?));
+            (at.ns, at.ip, at.name, at.token, at.store) = (
+                b_ns,
+                net::SERVER_B_IP,
+                "provisioner-b",
+                Some(a.token()?),
+                Some(store_b),
+            );
             let b = server::Ours::start_at(&at, &o.provisioner, &o.plan, &o.work)?;
-            say("two provisioners listening; importing the UKI and the machines");
-            a.provision(&netw, &uki, &o.plan, &o.work)?;
-            // Each server serves assets from its own data directory.
-            b.cli(
-                &netw,
-                &["assets", "import", uki.to_str().context("UKI path")?],
-            )?;
+            say("two provisioners listening; importing the UKI and the machines on the first");
+            let digest = a.provision(&netw, &uki, &o.plan, &o.work)?;
+            // The second fetches the UKI from the first by its digest (prefetch on the
+            // catalogue's import event), before any machine asks.
+            b.wait_for_asset(&digest, Duration::from_secs(60))?;
+            say("the second provisioner fetched the UKI from the first, by digest");
             servers.push(net::SERVER_B_IP);
             ours.extend([a, b]);
         }

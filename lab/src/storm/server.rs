@@ -33,6 +33,8 @@ pub struct Store {
     pub backend: &'static str,
     /// The members' client URLs.
     pub endpoints: Vec<String>,
+    /// The other provisioners, where an asset this one lacks is fetched by digest.
+    pub asset_peers: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -229,6 +231,24 @@ impl Ours {
             .to_string())
     }
 
+    /// Waits (at most `limit`) until this server holds the asset `digest` (hex) in its own
+    /// data directory, as a peer fetch leaves it.
+    pub fn wait_for_asset(&self, digest: &str, limit: Duration) -> anyhow::Result<()> {
+        let object = self.data.join("assets").join("objects").join(digest);
+        let until = std::time::Instant::now() + limit;
+        while !object.exists() {
+            if std::time::Instant::now() >= until {
+                bail!(
+                    "{} did not fetch asset {digest} from its peer within {limit:?}; its log:\n{}",
+                    self.ip,
+                    crate::vm::tail(&self.log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     /// The process id of `provisioner serve`.
     pub fn pid(&self) -> u32 {
         self.procs.children[0].id()
@@ -256,14 +276,15 @@ impl Ours {
     }
 
     /// The UKI as an asset, a `storm` profile using it, and every machine imported from one
-    /// CSV file (hostname `storm-<i>`), as an operator registers a rack before power-on.
+    /// CSV file (hostname `storm-<i>`), as an operator registers a rack before power-on. The
+    /// UKI's hex digest.
     pub fn provision(
         &self,
         net: &StormNet,
         uki: &Path,
         plan: &Plan,
         work: &Path,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<String> {
         let out = self.cli(net, &["--json", "assets", "import", path(uki)?])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
         let digest = v["digest"].as_str().context("digest")?.to_string();
@@ -290,7 +311,7 @@ impl Ours {
         let file = work.join("machines.csv");
         std::fs::write(&file, csv)?;
         self.cli(net, &["machines", "import", path(&file)?])?;
-        Ok(())
+        Ok(digest)
     }
 
     /// Machines the inventory shows `ready`.
