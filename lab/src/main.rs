@@ -83,7 +83,7 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 #[command(
-    after_help = "Examples:\n  sudo lab storm --machines 1000\n  sudo lab storm --machines 10000 --uki-size 1MiB --dhcp relayed\n  sudo lab storm --machines 200 --server reference --json\n  sudo lab storm --machines 200 --uki-size 1MiB --ramp 20 --ha --kill-provisioner-at 25 --kill-etcd-leader-at 50\n\n\
+    after_help = "Examples:\n  sudo lab storm --machines 1000\n  sudo lab storm --machines 10000 --uki-size 1MiB --dhcp relayed\n  sudo lab storm --machines 200 --server reference --json\n  sudo lab storm --machines 200 --uki-size 1MiB --ramp 20 --ha --kill-provisioner-at 25 --kill-etcd-leader-at 50\n  sudo lab storm --machines 200 --uki-size 1MiB --ramp 60 --crash-kills 50\n\n\
 Two namespaces with random names (198.18.0.0/15), joined by one veth, never connected to the host (with --ha: four, on one bridge); removed at the end or on Ctrl-C."
 )]
 struct StormArgs {
@@ -135,6 +135,14 @@ struct StormArgs {
     #[arg(long, requires = "ha", value_name = "PERCENT",
           value_parser = clap::value_parser!(u32).range(0..=99))]
     kill_etcd_leader_at: Option<u32>,
+    /// Crash campaign: `kill -9` the provisioner (redb) this many times at random moments and
+    /// start it again on the same data, while an operator writes through the API; after each
+    /// restart every acknowledged write must be there and every listed asset whole.
+    #[arg(long, conflicts_with = "ha", value_name = "N")]
+    crash_kills: Option<usize>,
+    /// With --crash-kills: the mean gap between kills, seconds (each gap uniform in 0.5–1.5×).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    crash_every: f64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -199,6 +207,10 @@ fn storm(a: StormArgs) -> anyhow::Result<()> {
             provisioner_at: a.kill_provisioner_at,
             etcd_leader_at: a.kill_etcd_leader_at,
         }),
+        crash: a.crash_kills.map(|kills| lab::storm::campaign::CrashPlan {
+            kills,
+            every: Duration::from_secs_f64(a.crash_every.max(0.1)),
+        }),
     })?;
     let text = if a.json {
         serde_json::to_string_pretty(&report)? + "\n"
@@ -213,12 +225,18 @@ fn storm(a: StormArgs) -> anyhow::Result<()> {
         report.failures,
         report.machines
     );
-    if let (Some(h), true) = (&report.ha, a.ha) {
+    if let Some(h) = &report.ha {
         let plan = lab::storm::ha::KillPlan {
             provisioner_at: a.kill_provisioner_at,
             etcd_leader_at: a.kill_etcd_leader_at,
         };
-        let problems = h.problems(&plan);
+        let mut problems = h.problems(&plan);
+        if let (Some(c), Some(kills)) = (&report.crash, a.crash_kills) {
+            problems.extend(c.problems(&lab::storm::campaign::CrashPlan {
+                kills,
+                every: Duration::ZERO,
+            }));
+        }
         anyhow::ensure!(
             problems.is_empty(),
             "HA checks failed: {}",

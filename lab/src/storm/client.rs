@@ -79,8 +79,8 @@ pub struct MachineRun {
     pub ip: Option<Ipv4Addr>,
     /// Boots started again after a failure (with [`Shared::reboot`]).
     pub reboots: usize,
-    /// Every ACK this machine got: (its address, the server that ACKed).
-    pub acks: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Every ACK this machine got, in order: (its address, the server that ACKed, when).
+    pub acks: Vec<(Ipv4Addr, Ipv4Addr, Instant)>,
     /// Progress and register POSTs a server answered 2xx: events it acknowledged.
     pub acked_progress: usize,
     pub acked_register: usize,
@@ -98,7 +98,8 @@ pub struct Shared {
     pub reboot: Option<Duration>,
     /// With `--ha`, every server's address: the installed system's requests (config,
     /// progress, register) go to a service name that resolves to all of them, so one that
-    /// fails at the transport or with a 5xx is retried on the next (see [`os_request`]).
+    /// fails at the transport or with a 5xx is retried on the next (see [`os_request`]);
+    /// empty: retried on the server its URL names.
     pub servers: Vec<Ipv4Addr>,
     /// Machines registered so far (what a kill schedule watches).
     pub registered: Arc<std::sync::atomic::AtomicUsize>,
@@ -158,7 +159,7 @@ async fn boot(
         return Err("no boot file in the ACK".into());
     }
     run.ip = Some(lease.ip);
-    run.acks.push((lease.ip, lease.server));
+    run.acks.push((lease.ip, lease.server, Instant::now()));
     done(run, Phase::Dhcp, &mut t);
     *phase = Phase::Tftp;
     let server = if lease.next_server.is_unspecified() {
@@ -175,7 +176,7 @@ async fn boot(
         return Err(format!("iPXE got boot file {:?}, not a URL", lease.file));
     }
     run.ip = Some(lease.ip);
-    run.acks.push((lease.ip, lease.server));
+    run.acks.push((lease.ip, lease.server, Instant::now()));
     done(run, Phase::DhcpIpxe, &mut t);
     *phase = Phase::Script;
     let mut ipxe = Client::new(lease.ip);
@@ -294,17 +295,19 @@ async fn boot(
     Ok(())
 }
 
-/// How often the installed system tries each server for one request (`--ha`).
-const OS_ROUNDS: usize = 3;
+/// How long the installed system keeps retrying one request when its machine reboots after
+/// failures (`--ha`, `--crash-kills`): a server restarted after a crash is back within that.
+const OS_RETRY_FOR: Duration = Duration::from_secs(30);
 
-/// A request of the installer or the installed system. Alone, one try. With several servers
-/// ([`Shared::servers`]), as an agent whose URLs name a service every server answers (a DNS
-/// name with one address per server, or a VIP): a try that fails at the transport (refused,
-/// reset, closed before the answer) or answers 5xx is retried after a second on the next
-/// server's address, same path, [`OS_ROUNDS`] rounds at most. That is safe here because each
-/// of these requests is idempotent on the server: a config read, a progress report, and a
-/// registration whose replay (same machine-id, already `ready`) changes nothing. A firmware
-/// download (script, UKI) is not retried this way: a failed one reboots the machine.
+/// A request of the installer or the installed system. Without [`Shared::reboot`], one try.
+/// With it, as an agent retries: a try that fails at the transport (refused, reset, closed
+/// before the answer) or answers 5xx is retried a second later, for [`OS_RETRY_FOR`], and with
+/// several servers ([`Shared::servers`]) each retry goes to the next server's address, same
+/// path, as to a service name that resolves to every server (a DNS name with one address per
+/// server, or a VIP). That is safe because each of these requests is idempotent on the
+/// server: a config read, a progress report, and a registration whose replay (same
+/// machine-id, already `ready`) changes nothing. A firmware download (script, UKI) is not
+/// retried this way: a failed one reboots the machine.
 async fn os_request(
     shared: &Shared,
     client: &mut Client,
@@ -313,32 +316,28 @@ async fn os_request(
     body: &[u8],
     keep: usize,
 ) -> Result<super::http::Response, String> {
-    let tries = if shared.servers.len() > 1 {
-        OS_ROUNDS * shared.servers.len()
-    } else {
-        1
-    };
+    let until = Instant::now() + OS_RETRY_FOR;
     let start = shared
         .servers
         .iter()
         .position(|s| std::net::IpAddr::V4(*s) == url.addr.ip())
         .unwrap_or(0);
-    let mut last = String::new();
-    for k in 0..tries {
+    let mut k = 0;
+    loop {
         let mut at = url.clone();
-        if tries > 1 {
+        if !shared.servers.is_empty() {
             at.addr
                 .set_ip(shared.servers[(start + k) % shared.servers.len()].into());
         }
+        k += 1;
+        let last_try = shared.reboot.is_none() || Instant::now() >= until;
         match client.request(method, &at, headers, body, keep).await {
-            Ok(r) if r.status < 500 || k + 1 == tries => return Ok(r),
-            Ok(r) => last = format!("{method} {} answered {}", at.target, r.status),
-            Err(e) if k + 1 == tries => return Err(e),
-            Err(e) => last = e,
+            Ok(r) if r.status < 500 || last_try => return Ok(r),
+            Err(e) if last_try => return Err(e),
+            _ => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Err(last)
 }
 
 /// Whether a chain target is another script rather than the image: our scripts chain to

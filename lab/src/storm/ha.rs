@@ -4,16 +4,19 @@
 //! firmware retries. Afterwards, from the survivor:
 //!
 //! - every machine is `ready` in the inventory;
-//! - no address was ACKed to two MACs (from what the machines were told), the store holds no
-//!   ACKed address for another MAC, and it holds each machine's last ACKed address for it;
+//! - no address was ACKed to a MAC while another held it (from what the machines were told; a
+//!   machine holds an address from its ACK until it is ACKed another one), and the store holds
+//!   each machine's last ACKed address for that machine;
 //! - every event a server acknowledged (a 2xx to a machine's progress or register POST) is in
 //!   the history, whose sequence numbers are one strictly increasing order;
 //! - the survivor's SSE stream, from the start, replays exactly that history.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -57,10 +60,11 @@ pub struct HaReport {
     pub reboot_causes: BTreeMap<String, usize>,
     /// ACKs each server gave (its option 54).
     pub acks_by_server: BTreeMap<String, usize>,
-    /// Addresses some server ACKed to more than one MAC.
+    /// Addresses ACKed to a MAC while another still held them (a machine holds an address
+    /// from its ACK until an ACK of another address, or the end).
     pub addresses_acked_to_two_macs: usize,
-    /// ACKed addresses the survivor's store holds for another MAC.
-    pub acks_held_by_another_mac: usize,
+    /// Machines whose last ACKed address the survivor's store holds for another MAC.
+    pub last_acks_held_by_another_mac: usize,
     /// Machines whose last ACKed address the store does not hold for them.
     pub last_acks_not_in_store: usize,
     /// Machines ACKed more than one address (a server that did not know another's binding
@@ -112,10 +116,10 @@ impl HaReport {
         }
         let _ = writeln!(
             s,
-            "  addresses ACKed to two MACs {}, held by another MAC in the store {}; last ACKed \
-             lease not in the store {}; machines that moved address {}",
+            "  addresses ACKed to two MACs at once {}; machines whose address the store holds for \
+             another MAC {}, or not at all {}; machines that moved address {}",
             self.addresses_acked_to_two_macs,
-            self.acks_held_by_another_mac,
+            self.last_acks_held_by_another_mac,
             self.last_acks_not_in_store,
             self.machines_moved
         );
@@ -148,7 +152,7 @@ impl HaReport {
                 "addresses ACKed to two MACs",
             ),
             (
-                self.acks_held_by_another_mac,
+                self.last_acks_held_by_another_mac,
                 "ACKed addresses the store holds for another MAC",
             ),
             (
@@ -190,40 +194,77 @@ pub fn check(
         let key = format!("{}: {}", phase.name(), super::report::cause(why));
         *report.reboot_causes.entry(key).or_default() += 1;
     }
-    let mut holders: HashMap<Ipv4Addr, BTreeSet<usize>> = HashMap::new();
+    // Each machine holds an address from its ACK until its next ACK names another one (a
+    // client that moves lets go of the old address) or the end.
+    let mut held: HashMap<Ipv4Addr, Vec<(usize, Instant, Option<Instant>)>> = HashMap::new();
     for (i, r) in runs.iter().enumerate() {
-        for (ip, server) in &r.acks {
-            holders.entry(*ip).or_default().insert(i);
+        for (k, (ip, server, at)) in r.acks.iter().enumerate() {
             *report.acks_by_server.entry(server.to_string()).or_default() += 1;
+            if k > 0 && r.acks[k - 1].0 == *ip {
+                continue;
+            }
+            let until = r.acks[k + 1..].iter().find(|a| a.0 != *ip).map(|a| a.2);
+            held.entry(*ip).or_default().push((i, *at, until));
         }
     }
-    report.addresses_acked_to_two_macs = holders.values().filter(|m| m.len() > 1).count();
+    let overlaps = |v: &[(usize, Instant, Option<Instant>)]| {
+        v.iter().any(|(m, from, until)| {
+            v.iter()
+                .any(|(n, from2, _)| n != m && from2 >= from && until.is_none_or(|u| *from2 < u))
+        })
+    };
+    report.addresses_acked_to_two_macs = held.values().filter(|v| overlaps(v)).count();
     let leases: Vec<Value> = serde_json::from_str(&b.cli(netw, &["--json", "leases"])?)?;
     let stored: HashMap<String, String> = leases
         .iter()
         .filter_map(|l| Some((l["ip"].as_str()?.into(), l["mac"].as_str()?.into())))
         .collect();
-    report.acks_held_by_another_mac = holders
+    // Where each machine ended: its last ACKed address, and what the store says of it.
+    let mut last_held_by_other = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        let Some((ip, _, _)) = r.acks.last() else {
+            continue;
+        };
+        match stored.get(&ip.to_string()) {
+            Some(m) if *m == Plan::mac_text(i) => {}
+            Some(_) => last_held_by_other.push(*ip),
+            None => report.last_acks_not_in_store += 1,
+        }
+    }
+    report.last_acks_held_by_another_mac = last_held_by_other.len();
+    // Evidence for a conflict: the address, who held it (with every ACK of theirs, in order,
+    // and the server), and the stored lease.
+    let conflicts: Vec<Value> = held
         .iter()
-        .flat_map(|(ip, ms)| ms.iter().map(move |m| (ip, *m)))
-        .filter(|(ip, m)| {
-            stored
-                .get(&ip.to_string())
-                .is_some_and(|held| *held != Plan::mac_text(*m))
+        .filter(|(ip, v)| overlaps(v) || last_held_by_other.contains(ip))
+        .map(|(ip, v)| {
+            let acked: Vec<Value> = v
+                .iter()
+                .map(|(m, _, _)| {
+                    let acks: Vec<String> = runs[*m]
+                        .acks
+                        .iter()
+                        .map(|(a, s, _)| format!("{a} from {s}"))
+                        .collect();
+                    serde_json::json!({"mac": Plan::mac_text(*m), "acks": acks})
+                })
+                .collect();
+            let lease = leases.iter().find(|l| l["ip"] == ip.to_string()).cloned();
+            serde_json::json!({"ip": ip.to_string(), "acked": acked, "stored": lease})
         })
-        .count();
-    report.last_acks_not_in_store = runs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| Some((i, r.acks.last()?.0)))
-        .filter(|(i, ip)| stored.get(&ip.to_string()) != Some(&Plan::mac_text(*i)))
-        .count();
+        .collect();
+    if !conflicts.is_empty() {
+        std::fs::write(
+            work.join("ha-conflicts.json"),
+            serde_json::to_string_pretty(&conflicts)?,
+        )?;
+    }
     report.machines_moved = runs
         .iter()
         .filter(|r| {
             r.acks
                 .iter()
-                .any(|(ip, _)| Some(ip) != r.acks.first().map(|a| &a.0))
+                .any(|(ip, _, _)| Some(ip) != r.acks.first().map(|a| &a.0))
         })
         .count();
 

@@ -22,6 +22,7 @@
 //! mode the machines share one broadcast domain with the server. The machines' sockets share
 //! one veth, as a rack's traffic shares the server's uplink.
 
+pub mod campaign;
 pub mod client;
 pub mod dhcp;
 pub mod etcd;
@@ -74,6 +75,9 @@ pub struct StormOpts {
     /// `--ha`: two provisioners on a three-member etcd cluster, these kills, and machines
     /// that boot again after a failure.
     pub ha: Option<ha::KillPlan>,
+    /// `--crash-kills`: one provisioner on redb, killed and restarted this often while an
+    /// operator writes through the API; machines boot again after a failure.
+    pub crash: Option<campaign::CrashPlan>,
 }
 
 /// After a failed boot, a machine of an `--ha` storm starts again after this pause.
@@ -126,8 +130,12 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         }
     };
     anyhow::ensure!(
-        o.ha.is_none() || o.target == Target::Provisioner,
-        "--ha runs two provisioners: it cannot be combined with --server reference"
+        (o.ha.is_none() && o.crash.is_none()) || o.target == Target::Provisioner,
+        "--ha and --crash-kills kill provisioners: they cannot be combined with --server reference"
+    );
+    anyhow::ensure!(
+        o.ha.is_none() || o.crash.is_none(),
+        "--crash-kills runs one provisioner on redb: it cannot be combined with --ha"
     );
     std::fs::create_dir_all(&o.work)?;
     net::raise_nofile();
@@ -215,13 +223,60 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
     let registered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let storm = storm(o, &netw, servers.clone(), registered.clone())?;
-    let mut ha_report = o.ha.map(|_| ha::HaReport {
+    let mut ha_report = (o.ha.is_some() || o.crash.is_some()).then(|| ha::HaReport {
         servers: servers.iter().map(ToString::to_string).collect(),
-        etcd_members: net::ETCD_IPS.len(),
+        etcd_members: if o.ha.is_some() {
+            net::ETCD_IPS.len()
+        } else {
+            0
+        },
         ..ha::HaReport::default()
     });
     // CPU of a server killed during the storm, read just before the kill.
     let mut cpu_killed = 0.0;
+    let mut crash_report = None;
+    if let (Some(plan), Some(report)) = (o.crash, ha_report.as_mut()) {
+        let mut r = campaign::CrashReport::default();
+        let a = &mut ours[0];
+        let token = a.token()?;
+        let mut operator = campaign::Operator::start(&netw.client_ns, a.ip, &token);
+        for _ in 0..plan.kills {
+            let gap = plan
+                .every
+                .mul_f64(0.5 + f64::from(dhcp::random_u32()) / f64::from(u32::MAX));
+            std::thread::sleep(gap);
+            let n = registered.load(std::sync::atomic::Ordering::Relaxed);
+            let at_seconds = started.elapsed().as_secs_f64();
+            cpu_killed += cpu(&[a.pid()]);
+            let pid = a.kill9();
+            // Nothing can be acknowledged while the server is dead: this is every write that
+            // must survive the kill.
+            let acked = operator.acked();
+            let t = Instant::now();
+            a.spawn()?;
+            r.restart_ms.push(t.elapsed().as_millis() as u64);
+            r.kills += 1;
+            report.kills.push(ha::Kill {
+                what: format!("provisioner {}", a.ip),
+                pid,
+                at_seconds,
+                registered_before: n,
+            });
+            campaign::check_after_restart(&netw.client_ns, a.ip, &token, &acked, &mut r)?;
+            if o.verbose {
+                progress(&format!(
+                    "storm: kill {} of {} at {at_seconds:.1} s ({n} registered): restarted in {} ms, {} profiles and {} assets acknowledged so far, all there",
+                    r.kills, plan.kills, r.restart_ms.last().unwrap_or(&0), acked.profiles.len(), acked.assets.len()
+                ));
+            }
+        }
+        r.writes_failed = operator.stop();
+        let acked = operator.acked();
+        (r.profiles_acknowledged, r.assets_acknowledged) =
+            (acked.profiles.len(), acked.assets.len());
+        procs = vec![a.pid()];
+        crash_report = Some(r);
+    }
     if let (Some(plan), Some(report), Some(c)) = (o.ha, ha_report.as_mut(), cluster.as_mut()) {
         let at = |pct: Option<u32>| pct.map(|p| (o.plan.machines * p as usize).div_ceil(100));
         let (mut server_at, mut leader_at) = (at(plan.provisioner_at), at(plan.etcd_leader_at));
@@ -233,10 +288,7 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
                 server_at = None;
                 let a = &mut ours[0];
                 cpu_killed += cpu(&[a.pid()]);
-                let pid = a.pid();
-                let child = &mut a.procs.children[0];
-                let _ = child.kill();
-                let _ = child.wait();
+                let pid = a.kill9();
                 say(&format!(
                     "kill -9 provisioner {} (pid {pid}) at {at_seconds:.1} s, {n} registered",
                     a.ip
@@ -319,6 +371,7 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         ratio_to_bound: if bound > 0.0 { wall / bound } else { 0.0 },
         loss_percent: o.loss,
         ha: ha_report,
+        crash: crash_report,
     })
 }
 
@@ -333,7 +386,7 @@ fn storm(
     let ns = netw.client_ns.clone();
     let device = netw.client_if;
     let plan = o.plan;
-    let reboot = o.ha.map(|_| REBOOT_PAUSE);
+    let reboot = (o.ha.is_some() || o.crash.is_some()).then_some(REBOOT_PAUSE);
     let (ramp, deadline, verbose) = (o.ramp, o.deadline, o.verbose);
     let thread = std::thread::spawn(move || -> anyhow::Result<Vec<MachineRun>> {
         net::enter(&ns).context("entering the client namespace")?;

@@ -61,9 +61,13 @@ pub struct Report {
     /// `wall_seconds / bandwidth_bound_seconds` (1.0 is the link's limit).
     pub ratio_to_bound: f64,
     pub loss_percent: u32,
-    /// `--ha` only: kills, reboots and the survivor's checks.
+    /// `--ha` and `--crash-kills`: kills, reboots and the machine checks on the server that
+    /// is left (the survivor, or the restarted one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<super::ha::HaReport>,
+    /// `--crash-kills` only: restarts and the operator writes checked after each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash: Option<super::campaign::CrashReport>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -206,6 +210,9 @@ impl Report {
         );
         if let Some(h) = &self.ha {
             h.table(&mut s);
+        }
+        if let Some(c) = &self.crash {
+            c.table(&mut s);
         }
         s
     }

@@ -158,6 +158,7 @@ pub struct Ours {
     bin: PathBuf,
     data: PathBuf,
     pub log: PathBuf,
+    cfg: PathBuf,
     ns: String,
     /// Its address (HTTP on [`HTTP_PORT`]).
     pub ip: Ipv4Addr,
@@ -188,35 +189,56 @@ impl Ours {
         let cfg = work.join(format!("{}.toml", at.name));
         std::fs::write(&cfg, config(plan, &data, at)?)?;
         let log = work.join(format!("{}.log", at.name));
-        let file = std::fs::File::create(&log)?;
-        let mut child = super::net::exec_in(at.ns, bin.to_str().context("provisioner path")?)
-            .arg("serve")
-            .arg("--config")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let rx = crate::scenario::tee_until_listening(child.stderr.take().expect("piped"), file);
-        let ours = Ours {
-            procs: Processes {
-                children: vec![child],
-            },
+        let mut ours = Ours {
+            procs: Processes::default(),
             bin: bin.to_path_buf(),
             data,
             log,
+            cfg,
             ns: at.ns.to_string(),
             ip: at.ip,
             token: at.token.clone(),
         };
+        ours.spawn()?;
+        Ok(ours)
+    }
+
+    /// Starts `provisioner serve` on this server's config and data (again, after a kill: the
+    /// log is appended to) and waits (30 s at most) for its "listening on http://" line.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut child =
+            super::net::exec_in(&self.ns, self.bin.to_str().context("provisioner path")?)
+                .arg("serve")
+                .arg("--config")
+                .arg(&self.cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {}", self.bin.display()))?;
+        let rx = crate::scenario::tee_until_listening(child.stderr.take().expect("piped"), file);
+        self.procs.children = vec![child];
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             bail!(
                 "the provisioner did not start; its log:\n{}",
-                crate::vm::tail(&ours.log, 30)
+                crate::vm::tail(&self.log, 30)
             );
         }
-        Ok(ours)
+        Ok(())
+    }
+
+    /// `kill -9` of `provisioner serve`, waited for; its process id.
+    pub fn kill9(&mut self) -> u32 {
+        let pid = self.pid();
+        if let Some(c) = self.procs.children.first_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        pid
     }
 
     /// The operator token (from `operator.token` of the server that created it).
@@ -251,7 +273,12 @@ impl Ours {
 
     /// The process id of `provisioner serve`.
     pub fn pid(&self) -> u32 {
-        self.procs.children[0].id()
+        self.procs.children.first().map_or(0, Child::id)
+    }
+
+    /// The server's namespace (for requests made from inside it).
+    pub fn ns(&self) -> &str {
+        &self.ns
     }
 
     /// `provisioner --url … <args>` inside the server's namespace; its stdout.
