@@ -245,6 +245,62 @@ impl Drop for Operator {
     }
 }
 
+/// The campaign: `plan.kills` times, after a random gap, `kill -9` of `a`, start it again and
+/// check (see the module documentation); the operator writes throughout. The report and the
+/// CPU-seconds the killed processes had used.
+pub fn run(
+    plan: &CrashPlan,
+    a: &mut super::server::Ours,
+    client_ns: &str,
+    k: &super::Kills<'_>,
+    kills: &mut super::ha::HaReport,
+) -> anyhow::Result<(CrashReport, f64)> {
+    let mut r = CrashReport::default();
+    let mut cpu = 0.0;
+    let token = a.token()?;
+    let mut operator = Operator::start(client_ns, a.ip, &token);
+    for _ in 0..plan.kills {
+        let spread = 0.5 + f64::from(super::dhcp::random_u32()) / f64::from(u32::MAX);
+        std::thread::sleep(plan.every.mul_f64(spread));
+        let (n, at_seconds) = k.now();
+        cpu += (k.cpu)(&[a.pid()]);
+        let pid = a.kill9();
+        // Nothing can be acknowledged while the server is dead: this is every write that must
+        // survive the kill.
+        let acked = operator.acked();
+        let t = std::time::Instant::now();
+        a.spawn()?;
+        r.restart_ms.push(t.elapsed().as_millis() as u64);
+        r.kills += 1;
+        kills.kills.push(super::ha::Kill {
+            what: format!("provisioner {}", a.ip),
+            pid,
+            at_seconds,
+            registered_before: n,
+        });
+        check_after_restart(client_ns, a.ip, &token, &acked, &mut r)?;
+        let lost = r.profiles_missing + r.assets_missing + r.assets_corrupt;
+        (k.say)(&format!(
+            "kill {} of {} at {at_seconds:.1} s ({n} registered): restarted in {} ms; {} profiles \
+             and {} assets acknowledged so far; {}",
+            r.kills,
+            plan.kills,
+            r.restart_ms.last().unwrap_or(&0),
+            acked.profiles.len(),
+            acked.assets.len(),
+            if lost == 0 {
+                "all there".to_string()
+            } else {
+                format!("{lost} LOST OR NOT WHOLE")
+            }
+        ));
+    }
+    r.writes_failed = operator.stop();
+    let acked = operator.acked();
+    (r.profiles_acknowledged, r.assets_acknowledged) = (acked.profiles.len(), acked.assets.len());
+    Ok((r, cpu))
+}
+
 /// After a restart: every write in `acked` is there, and every listed asset downloads whole.
 pub fn check_after_restart(
     ns: &str,

@@ -179,6 +179,53 @@ impl HaReport {
     }
 }
 
+/// When the `--ha` kills happen: [`KillPlan`] as counts of `machines`, while `storm` runs.
+pub struct KillWatch<'a, T> {
+    pub plan: KillPlan,
+    pub machines: usize,
+    pub storm: &'a std::thread::JoinHandle<T>,
+}
+
+/// Kills the first provisioner `a`, then the etcd leader, at the plan's shares of machines
+/// registered (polled every 50 ms until the storm ends); the CPU-seconds `a` had used.
+pub fn run_kills<T>(
+    w: &KillWatch<'_, T>,
+    a: &mut Ours,
+    c: &mut super::etcd::EtcdCluster,
+    k: &super::Kills<'_>,
+    report: &mut HaReport,
+) -> anyhow::Result<f64> {
+    let at = |pct: Option<u32>| pct.map(|p| (w.machines * p as usize).div_ceil(100));
+    let (mut server_at, mut leader_at) = (at(w.plan.provisioner_at), at(w.plan.etcd_leader_at));
+    let mut cpu = 0.0;
+    while !w.storm.is_finished() && (server_at.is_some() || leader_at.is_some()) {
+        std::thread::sleep(Duration::from_millis(50));
+        let (n, at_seconds) = k.now();
+        let (what, pid) = if server_at.is_some_and(|x| n >= x) {
+            server_at = None;
+            cpu += (k.cpu)(&[a.pid()]);
+            (format!("provisioner {}", a.ip), a.kill9())
+        } else if server_at.is_none() && leader_at.is_some_and(|x| n >= x) {
+            leader_at = None;
+            let i = c.leader()?;
+            let pid = c.kill(i).context("the leader was already dead")?;
+            (format!("etcd leader {}", super::net::ETCD_IPS[i]), pid)
+        } else {
+            continue;
+        };
+        (k.say)(&format!(
+            "kill -9 {what} (pid {pid}) at {at_seconds:.1} s, {n} registered"
+        ));
+        report.kills.push(Kill {
+            what,
+            pid,
+            at_seconds,
+            registered_before: n,
+        });
+    }
+    Ok(cpu)
+}
+
 /// The checks after the storm, against the survivor `b`. The event histories of the first ten
 /// machines that failed, if any, go to `work/ha-failed-machines.json`.
 pub fn check(

@@ -80,6 +80,25 @@ pub struct StormOpts {
     pub crash: Option<campaign::CrashPlan>,
 }
 
+/// What a kill schedule needs from the storm: the count of machines registered, when the
+/// storm started, a CPU reading of processes (before they die), and the progress printer.
+pub struct Kills<'a> {
+    pub registered: &'a std::sync::atomic::AtomicUsize,
+    pub started: Instant,
+    pub cpu: &'a dyn Fn(&[u32]) -> f64,
+    pub say: &'a dyn Fn(&str),
+}
+
+impl Kills<'_> {
+    /// Machines registered so far and seconds since the storm started.
+    pub fn now(&self) -> (usize, f64) {
+        (
+            self.registered.load(std::sync::atomic::Ordering::Relaxed),
+            self.started.elapsed().as_secs_f64(),
+        )
+    }
+}
+
 /// After a failed boot, a machine of an `--ha` storm starts again after this pause.
 const REBOOT_PAUSE: Duration = Duration::from_secs(2);
 
@@ -235,86 +254,26 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
     // CPU of a server killed during the storm, read just before the kill.
     let mut cpu_killed = 0.0;
     let mut crash_report = None;
+    let kills = Kills {
+        registered: &registered,
+        started,
+        cpu: &cpu,
+        say: &say,
+    };
     if let (Some(plan), Some(report)) = (o.crash, ha_report.as_mut()) {
-        let mut r = campaign::CrashReport::default();
         let a = &mut ours[0];
-        let token = a.token()?;
-        let mut operator = campaign::Operator::start(&netw.client_ns, a.ip, &token);
-        for _ in 0..plan.kills {
-            let gap = plan
-                .every
-                .mul_f64(0.5 + f64::from(dhcp::random_u32()) / f64::from(u32::MAX));
-            std::thread::sleep(gap);
-            let n = registered.load(std::sync::atomic::Ordering::Relaxed);
-            let at_seconds = started.elapsed().as_secs_f64();
-            cpu_killed += cpu(&[a.pid()]);
-            let pid = a.kill9();
-            // Nothing can be acknowledged while the server is dead: this is every write that
-            // must survive the kill.
-            let acked = operator.acked();
-            let t = Instant::now();
-            a.spawn()?;
-            r.restart_ms.push(t.elapsed().as_millis() as u64);
-            r.kills += 1;
-            report.kills.push(ha::Kill {
-                what: format!("provisioner {}", a.ip),
-                pid,
-                at_seconds,
-                registered_before: n,
-            });
-            campaign::check_after_restart(&netw.client_ns, a.ip, &token, &acked, &mut r)?;
-            if o.verbose {
-                progress(&format!(
-                    "storm: kill {} of {} at {at_seconds:.1} s ({n} registered): restarted in {} ms, {} profiles and {} assets acknowledged so far, all there",
-                    r.kills, plan.kills, r.restart_ms.last().unwrap_or(&0), acked.profiles.len(), acked.assets.len()
-                ));
-            }
-        }
-        r.writes_failed = operator.stop();
-        let acked = operator.acked();
-        (r.profiles_acknowledged, r.assets_acknowledged) =
-            (acked.profiles.len(), acked.assets.len());
+        let (r, cpu) = campaign::run(&plan, a, &netw.client_ns, &kills, report)?;
+        cpu_killed += cpu;
         procs = vec![a.pid()];
         crash_report = Some(r);
     }
     if let (Some(plan), Some(report), Some(c)) = (o.ha, ha_report.as_mut(), cluster.as_mut()) {
-        let at = |pct: Option<u32>| pct.map(|p| (o.plan.machines * p as usize).div_ceil(100));
-        let (mut server_at, mut leader_at) = (at(plan.provisioner_at), at(plan.etcd_leader_at));
-        while !storm.is_finished() && (server_at.is_some() || leader_at.is_some()) {
-            std::thread::sleep(Duration::from_millis(50));
-            let n = registered.load(std::sync::atomic::Ordering::Relaxed);
-            let at_seconds = started.elapsed().as_secs_f64();
-            if server_at.is_some_and(|k| n >= k) {
-                server_at = None;
-                let a = &mut ours[0];
-                cpu_killed += cpu(&[a.pid()]);
-                let pid = a.kill9();
-                say(&format!(
-                    "kill -9 provisioner {} (pid {pid}) at {at_seconds:.1} s, {n} registered",
-                    a.ip
-                ));
-                report.kills.push(ha::Kill {
-                    what: format!("provisioner {}", a.ip),
-                    pid,
-                    at_seconds,
-                    registered_before: n,
-                });
-            } else if server_at.is_none() && leader_at.is_some_and(|k| n >= k) {
-                leader_at = None;
-                let i = c.leader()?;
-                let pid = c.kill(i).context("the leader was already dead")?;
-                say(&format!(
-                    "kill -9 etcd leader {} (pid {pid}) at {at_seconds:.1} s, {n} registered",
-                    net::ETCD_IPS[i]
-                ));
-                report.kills.push(ha::Kill {
-                    what: format!("etcd leader {}", net::ETCD_IPS[i]),
-                    pid,
-                    at_seconds,
-                    registered_before: n,
-                });
-            }
-        }
+        let watch = ha::KillWatch {
+            plan,
+            machines: o.plan.machines,
+            storm: &storm,
+        };
+        cpu_killed += ha::run_kills(&watch, &mut ours[0], c, &kills, report)?;
     }
     let runs = storm.join().expect("storm thread")?;
     let wall = started.elapsed().as_secs_f64();
