@@ -5,10 +5,14 @@
 //! - [`setup`]: installs QEMU, OVMF, iPXE and tools from Debian; unpacks a kernel into the cache.
 //! - [`cpio`]: the initramfs archive writer.
 //! - [`images`]: the installer UKI and the installed-OS disk images (UEFI and BIOS), cached.
-//! - [`netns`]: the namespace, bridge, taps and the optional site-DHCP namespace.
+//! - [`netns`]: the namespace, bridge, taps and the optional site-DHCP namespace (or, for HA,
+//!   one namespace per provisioner).
 //! - [`vm`]: QEMU under TCG with a timestamped serial log, per firmware path.
 //! - [`scenario`]: one run: provisioner, machines, VMs, flows (register, discover+approve,
 //!   reprovision), outcome from the inventory.
+//! - [`ha_run`]: `lab run --ha`, two provisioners on one etcd, the one that ACKed the first VM
+//!   killed right after that ACK.
+//! - [`dhcp_watch`]: DHCP ACKs seen on the lab bridge (a packet socket).
 //! - [`storm`]: `lab storm`, thousands of simulated machines netbooting at once against the
 //!   provisioner or the dnsmasq + nginx reference, with a per-phase report.
 
@@ -16,6 +20,8 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod cpio;
+pub mod dhcp_watch;
+pub mod ha_run;
 pub mod images;
 pub mod netns;
 pub mod scenario;

@@ -15,7 +15,7 @@ use lab::vm::Firmware;
 #[command(
     name = "lab",
     about = "QEMU VMs (OVMF/SeaBIOS + iPXE) that netboot through the provisioner in isolated network namespaces",
-    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n\n\
+    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --machines 2 --ha\n\n\
 Everything runs in namespaces with random names on 198.18.0.0/24, never connected to the host network."
 )]
 struct Cli {
@@ -64,6 +64,16 @@ struct RunArgs {
     /// Record the DHCP traffic to <work>/dhcp.pcap (tcpdump).
     #[arg(long)]
     capture: bool,
+    /// High availability: two provisioners (full DHCP) sharing one etcd on one bridge; the one
+    /// that ACKed the first VM is killed (`kill -9`) right after that ACK; the machines finish
+    /// on the survivor, which the outcome is read from. Implies --boot-retry 3.
+    #[arg(long)]
+    ha: bool,
+    /// Seconds after which the firmware retries its boot order once every entry failed
+    /// (SeaBIOS: -boot reboot-timeout; OVMF, which has no such setting: the lab resets the VM
+    /// at "No bootable option or device was found").
+    #[arg(long, value_name = "SECONDS")]
+    boot_retry: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -302,6 +312,8 @@ fn opts(a: &RunArgs, cache: PathBuf) -> anyhow::Result<(RunOpts, Option<tempfile
             vm_timeout: Duration::from_secs(a.vm_timeout),
             router_advertisements: !a.no_ra,
             capture: a.capture,
+            ha: a.ha,
+            boot_retry: a.boot_retry.or(a.ha.then_some(3)).map(Duration::from_secs),
         },
         tmp,
     ))

@@ -3,6 +3,11 @@
 //! inside the namespace. Nothing connects it to the host network. Optionally a second namespace
 //! for the "site" DHCP server (proxy mode), joined to the bridge by a veth pair. Everything is
 //! deleted on drop, which also runs when a Ctrl-C interrupts a run (see [`crate::interrupted`]).
+//!
+//! High availability ([`Topology::new_ha`]): the bridge's own address is [`HA_BRIDGE_IP`] (etcd
+//! and the router advertisements live there), and each provisioner gets a namespace of its own
+//! at [`HA_SERVER_IPS`], joined to the bridge by a veth pair, so each binds DHCP's port 67 and
+//! can be killed alone.
 
 use std::process::Command;
 
@@ -10,6 +15,10 @@ use anyhow::{bail, Context};
 
 pub const SERVER_IP: &str = "198.18.0.1";
 pub const SITE_IP: &str = "198.18.0.2";
+/// High availability: the bridge's address in the lab namespace (the etcd member listens here).
+pub const HA_BRIDGE_IP: &str = "198.18.0.10";
+/// High availability: the two provisioners' addresses, each in its own namespace.
+pub const HA_SERVER_IPS: [&str; 2] = ["198.18.0.1", "198.18.0.3"];
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
@@ -36,19 +45,34 @@ pub struct Topology {
     pub ns: String,
     pub site_ns: Option<String>,
     pub taps: usize,
+    /// High availability: each provisioner's namespace, in the order of [`HA_SERVER_IPS`].
+    pub server_ns: Vec<String>,
 }
 
 impl Topology {
     /// A namespace with the bridge and `taps` tap devices (`tap0`…).
     pub fn new(taps: usize, with_site: bool) -> anyhow::Result<Topology> {
+        Self::build(taps, with_site, false)
+    }
+
+    /// The HA shape (see the module documentation): the bridge at [`HA_BRIDGE_IP`], `taps`
+    /// taps, and one namespace per address of [`HA_SERVER_IPS`] on the bridge.
+    pub fn new_ha(taps: usize) -> anyhow::Result<Topology> {
+        Self::build(taps, false, true)
+    }
+
+    fn build(taps: usize, with_site: bool, ha: bool) -> anyhow::Result<Topology> {
         let s = suffix();
-        let t = Topology {
+        let mut t = Topology {
             ns: format!("lab-{s}"),
             site_ns: with_site.then(|| format!("labsite-{s}")),
             taps,
+            server_ns: Vec::new(),
         };
+        let bridge_ip = if ha { HA_BRIDGE_IP } else { SERVER_IP };
         ip(&["netns", "add", &t.ns])?;
-        let n = t.ns.as_str();
+        let ns = t.ns.clone();
+        let n = ns.as_str();
         ip(&["-n", n, "link", "set", "lo", "up"])?;
         ip(&["-n", n, "link", "add", "br0", "type", "bridge"])?;
         ip(&[
@@ -69,7 +93,7 @@ impl Topology {
             n,
             "addr",
             "add",
-            &format!("{SERVER_IP}/24"),
+            &format!("{bridge_ip}/24"),
             "dev",
             "br0",
         ])?;
@@ -110,7 +134,39 @@ impl Topology {
             ])?;
             ip(&["-n", site, "link", "set", "eth0", "up"])?;
         }
+        if ha {
+            for (i, addr) in HA_SERVER_IPS.iter().enumerate() {
+                let sv = format!("labsv{i}-{s}");
+                ip(&["netns", "add", &sv])?;
+                t.server_ns.push(sv.clone());
+                ip(&["-n", &sv, "link", "set", "lo", "up"])?;
+                let port = format!("vsv{i}");
+                ip(&[
+                    "-n", n, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                    &sv,
+                ])?;
+                ip(&["-n", n, "link", "set", &port, "master", "br0"])?;
+                ip(&["-n", n, "link", "set", &port, "up"])?;
+                ip(&[
+                    "-n",
+                    &sv,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    "eth0",
+                ])?;
+                ip(&["-n", &sv, "link", "set", "eth0", "up"])?;
+            }
+        }
         Ok(t)
+    }
+
+    /// `ip netns exec <namespace of provisioner i> <program>` (HA).
+    pub fn exec_server(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.server_ns[i], program]);
+        c
     }
 
     /// `ip netns exec <ns> <program>`.
@@ -137,6 +193,7 @@ impl Drop for Topology {
         for ns in [Some(&self.ns), self.site_ns.as_ref()]
             .into_iter()
             .flatten()
+            .chain(&self.server_ns)
         {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -53,7 +54,18 @@ pub struct RunOpts {
     pub router_advertisements: bool,
     /// Record the DHCP traffic on the lab link to `<work>/dhcp.pcap` (tcpdump).
     pub capture: bool,
+    /// Two provisioners on one etcd, the one that ACKed the first VM killed right after that
+    /// ACK (see [`crate::ha_run`]).
+    pub ha: bool,
+    /// The firmware retries its boot order this long after every entry failed (see
+    /// [`crate::vm`]); `None`: it does not.
+    pub boot_retry: Option<Duration>,
 }
+
+/// With `--ha`, how often a VM that powered off before `ready` (an installer whose server
+/// vanished) is powered on again, as an operator or the provisioning system's power control
+/// would.
+const HA_MAX_BOOTS: usize = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MachineOutcome {
@@ -64,6 +76,8 @@ pub struct MachineOutcome {
     /// Power-on to `ready` (the last boot, for reprovision).
     pub seconds_to_ready: Option<f64>,
     pub boots: usize,
+    /// Times the firmware retried its boot order (see [`RunOpts::boot_retry`]).
+    pub boot_retries: usize,
     pub serial_log: PathBuf,
 }
 
@@ -74,6 +88,9 @@ pub struct Outcome {
     pub inventory_table: String,
     pub data_dir: PathBuf,
     pub provisioner_log: PathBuf,
+    /// With `--ha`: the kill and what the survivor holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<crate::ha_run::HaOutcome>,
 }
 
 /// Progress callback: machine name, its state or a note.
@@ -91,9 +108,35 @@ pub struct Lab {
     pub topo: Topology,
     pub work: PathBuf,
     provisioner: PathBuf,
-    server: Option<Child>,
+    /// The provisioners (one; two with `--ha`, in the order of [`crate::netns::HA_SERVER_IPS`]).
+    pub(crate) servers: Vec<ServerProc>,
     helpers: Vec<Child>,
+    /// The first provisioner's log.
     pub log: PathBuf,
+    /// Base URL the CLI talks to (the survivor's once one was killed).
+    pub(crate) url: String,
+    /// Where the CLI finds `operator.token` (the data directory of the server that made it).
+    token_dir: PathBuf,
+}
+
+/// One `provisioner serve` of the run.
+pub(crate) struct ServerProc {
+    pub ip: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub data: PathBuf,
+}
+
+/// Where a provisioner runs and what it shares.
+pub(crate) struct ServerAt<'a> {
+    pub ip: &'a str,
+    pub ns: Option<usize>,
+    /// The interface DHCP binds to in that namespace.
+    pub iface: &'a str,
+    /// File names: `provisioner<suffix>.log`, `data<suffix>`, `provisioner<suffix>.toml`.
+    pub suffix: &'a str,
+    /// Extra TOML (the `[store]` section with `--ha`).
+    pub extra: String,
 }
 
 impl Lab {
@@ -103,9 +146,9 @@ impl Lab {
             .topo
             .exec(self.provisioner.to_str().context("provisioner path")?)
             .arg("--url")
-            .arg(format!("http://{SERVER_IP}:{HTTP_PORT}"))
+            .arg(&self.url)
             .arg("--data-dir")
-            .arg(self.work.join("data"))
+            .arg(&self.token_dir)
             .args(args)
             .output()?;
         Ok(out)
@@ -130,28 +173,54 @@ impl Lab {
     }
 
     fn start_server(&mut self, dhcp: DhcpMode, unknown: &str) -> anyhow::Result<()> {
-        let data = self.work.join("data");
+        self.start_provisioner(
+            &ServerAt {
+                ip: SERVER_IP,
+                ns: None,
+                iface: "br0",
+                suffix: "",
+                extra: String::new(),
+            },
+            dhcp,
+            unknown,
+        )
+    }
+
+    /// Starts `provisioner serve` as `at` says and waits for its "listening" line.
+    pub(crate) fn start_provisioner(
+        &mut self,
+        at: &ServerAt<'_>,
+        dhcp: DhcpMode,
+        unknown: &str,
+    ) -> anyhow::Result<()> {
+        let (ip, iface) = (at.ip, at.iface);
+        let data = self.work.join(format!("data{}", at.suffix));
         std::fs::create_dir_all(&data)?;
         let dhcp_section = match dhcp {
             DhcpMode::Full => format!(
-                "[dhcp]\nmode = \"full\"\ninterface = \"br0\"\nserver_ip = \"{SERVER_IP}\"\nunknown_machines = \"{unknown}\"\n\
+                "[dhcp]\nmode = \"full\"\ninterface = \"{iface}\"\nserver_ip = \"{ip}\"\nunknown_machines = \"{unknown}\"\n\
                  [[dhcp.subnet]]\nnetwork = \"198.18.0.0/24\"\nrange = \"198.18.0.100-198.18.0.199\"\nlease_time = \"1h\"\n"
             ),
             DhcpMode::Proxy => format!(
-                "[dhcp]\nmode = \"proxy\"\ninterface = \"br0\"\nserver_ip = \"{SERVER_IP}\"\nunknown_machines = \"{unknown}\"\n"
+                "[dhcp]\nmode = \"proxy\"\ninterface = \"{iface}\"\nserver_ip = \"{ip}\"\nunknown_machines = \"{unknown}\"\n"
             ),
         };
         let cfg = format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"{SERVER_IP}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{SERVER_IP}:69\"\n\
-             [syslog]\nlisten = \"{SERVER_IP}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{dhcp_section}",
-            data.display()
+            "data_dir = \"{}\"\n[http]\nlisten = \"{ip}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{ip}:69\"\n\
+             [syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
+            data.display(),
+            at.extra
         );
-        let cfg_path = self.work.join("provisioner.toml");
+        let cfg_path = self.work.join(format!("provisioner{}.toml", at.suffix));
         std::fs::write(&cfg_path, cfg)?;
-        let log = std::fs::File::create(&self.log)?;
-        let mut child = self
-            .topo
-            .exec(self.provisioner.to_str().context("provisioner path")?)
+        let log_path = self.work.join(format!("provisioner{}.log", at.suffix));
+        let log = std::fs::File::create(&log_path)?;
+        let program = self.provisioner.to_str().context("provisioner path")?;
+        let mut cmd = match at.ns {
+            Some(i) => self.topo.exec_server(i, program),
+            None => self.topo.exec(program),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&cfg_path)
@@ -161,11 +230,16 @@ impl Lab {
             .spawn()
             .context("starting the provisioner")?;
         let rx = tee_until_listening(child.stderr.take().expect("piped"), log);
-        self.server = Some(child);
+        self.servers.push(ServerProc {
+            ip: ip.to_string(),
+            child: Some(child),
+            log: log_path.clone(),
+            data,
+        });
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             bail!(
-                "the provisioner did not start; its log:\n{}",
-                vm::tail(&self.log, 30)
+                "the provisioner at {ip} did not start; its log:\n{}",
+                vm::tail(&log_path, 30)
             );
         }
         Ok(())
@@ -276,8 +350,9 @@ impl Lab {
     }
 
     /// Imports the images and creates the `lab` profile whose template tells the installer where
-    /// the disk images are.
-    fn provision_assets(&self, images: &Images) -> anyhow::Result<()> {
+    /// the disk images are: at the server that renders the config (`urls.base`), so with `--ha`
+    /// a config names no server but the one that answered. Returns the assets' digests.
+    fn provision_assets(&self, images: &Images) -> anyhow::Result<Vec<String>> {
         let digest = |out: String| -> anyhow::Result<String> {
             let v: serde_json::Value = serde_json::from_str(&out)?;
             Ok(v["digest"]
@@ -302,7 +377,7 @@ impl Lab {
             "--loader",
             path(&images.disk_bios)?,
         ])?)?;
-        let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
+        let base = "{{ urls.base }}";
         let template = format!(
             "#cloud-config\nhostname: {{{{ hostname }}}}\ninstall:\n  device: {{{{ install.device }}}}\n  auto: true\n  reboot: true\n\
              provisioner:\n  token: {{{{ token }}}}\n  progress: {{{{ urls.progress }}}}\n  register: {{{{ urls.register }}}}\n\
@@ -322,7 +397,7 @@ impl Lab {
             "--cloud-config",
             path(&tpl_path)?,
         ])?;
-        Ok(())
+        Ok(vec![uki, efi, bios])
     }
 }
 
@@ -332,7 +407,8 @@ fn path(p: &Path) -> anyhow::Result<&str> {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for c in self.helpers.iter_mut().chain(self.server.iter_mut()) {
+        let servers = self.servers.iter_mut().filter_map(|s| s.child.as_mut());
+        for c in self.helpers.iter_mut().chain(servers) {
             // SAFETY: signalling our own child by PID.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
@@ -353,14 +429,26 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     progress("lab", "building images");
     let images = images::build(&opts.cache, &base)?;
     let n = opts.firmware.len();
-    let topo = Topology::new(n, opts.dhcp == DhcpMode::Proxy)?;
+    let topo = if opts.ha {
+        Topology::new_ha(n)?
+    } else {
+        Topology::new(n, opts.dhcp == DhcpMode::Proxy)?
+    };
+    // Declared before `lab`, so that on every path the provisioners stop before etcd does.
+    let mut ha: Option<crate::ha_run::Ha> = None;
     let mut lab = Lab {
         topo,
         work: opts.work.clone(),
         provisioner: opts.provisioner.clone(),
-        server: None,
+        servers: Vec::new(),
         helpers: Vec::new(),
-        log: opts.work.join("provisioner.log"),
+        log: opts.work.join(if opts.ha {
+            "provisioner-0.log"
+        } else {
+            "provisioner.log"
+        }),
+        url: base.clone(),
+        token_dir: opts.work.join(if opts.ha { "data-0" } else { "data" }),
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
     if opts.capture {
@@ -371,12 +459,16 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     } else {
         "ignore"
     };
-    lab.start_server(opts.dhcp, unknown)?;
+    if opts.ha {
+        ha = Some(crate::ha_run::start(&mut lab, opts.dhcp, unknown)?);
+    } else {
+        lab.start_server(opts.dhcp, unknown)?;
+    }
     progress(
         "lab",
         &format!("provisioner up in namespace {}", lab.topo.ns),
     );
-    lab.provision_assets(&images)?;
+    let digests = lab.provision_assets(&images)?;
     let specs: Vec<VmSpec> = opts
         .firmware
         .iter()
@@ -391,6 +483,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             vars: opts.work.join(format!("vm{i}.vars")),
             serial_log: opts.work.join(format!("vm{i}.serial.log")),
             timeout: opts.vm_timeout,
+            boot_retry: opts.boot_retry,
         })
         .collect();
     if opts.flow != Flow::DiscoverApprove {
@@ -421,9 +514,17 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             state: "registered".into(),
             seconds_to_ready: None,
             boots: 0,
+            boot_retries: 0,
             serial_log: s.serial_log.clone(),
         })
         .collect();
+    if let Some(h) = &mut ha {
+        h.ready_for_vms(&lab, &digests)?;
+        progress(
+            "lab",
+            "both provisioners hold every asset; watching the bridge for the first VM's ACK",
+        );
+    }
     let mut pending: Vec<usize> = (0..n).collect();
     let mut running: Vec<Running> = Vec::new();
     let mut approved = vec![false; n];
@@ -452,7 +553,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         if running.is_empty() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        match &mut ha {
+            Some(h) => h.tick(&mut lab, Duration::from_millis(500), progress)?,
+            None => std::thread::sleep(Duration::from_millis(500)),
+        }
         let mut still = Vec::new();
         for mut r in running.drain(..) {
             let spec = &specs[r.idx];
@@ -494,7 +598,11 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
                             Some(r.vm.started.elapsed().as_secs_f64());
                     }
                     outcomes[r.idx].boots = r.boots;
-                    if opts.flow == Flow::Reprovision && ready && !reprovisioned[r.idx] {
+                    outcomes[r.idx].boot_retries += r.vm.retries.load(Ordering::SeqCst);
+                    if opts.ha && !ready && r.boots < HA_MAX_BOOTS {
+                        progress(&spec.name, "powered off before ready; powering it on again");
+                        pending.push(r.idx);
+                    } else if opts.flow == Flow::Reprovision && ready && !reprovisioned[r.idx] {
                         lab.cli_ok(&["machines", "reprovision", &spec.mac])?;
                         reprovisioned[r.idx] = true;
                         outcomes[r.idx].seconds_to_ready = None;
@@ -515,13 +623,23 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         }
     }
     let inventory_table = lab.cli_ok(&["machines", "list"]).unwrap_or_default();
+    let ha_outcome = match ha.as_mut() {
+        Some(h) => {
+            let macs: Vec<String> = specs.iter().map(|s| s.mac.clone()).collect();
+            h.collect(&lab, &macs)?;
+            Some(std::mem::take(&mut h.outcome))
+        }
+        None => None,
+    };
     let outcome = Outcome {
         inventory_table,
         machines: outcomes,
-        data_dir: opts.work.join("data"),
+        data_dir: lab.token_dir.clone(),
         provisioner_log: lab.log.clone(),
+        ha: ha_outcome,
     };
     drop(lab);
+    drop(ha);
     Ok(outcome)
 }
 

@@ -2,10 +2,20 @@
 //! The serial console goes to a log file with a timestamp per line; a per-VM copy of the OVMF
 //! variables keeps VMs independent. The boot order is network first, disk second — so after an
 //! install the machine netboots again and it is the provisioner that must send it to its disk.
+//!
+//! **Boot retry** ([`VmSpec::boot_retry`]): a server's firmware can retry its boot order when
+//! every entry failed (Dell "Boot Sequence Retry", HPE "No-Boot retry"): that is what lets a
+//! machine whose boot server vanished mid-boot netboot again from another. SeaBIOS has it
+//! (`-boot reboot-timeout`); OVMF has not — after its last boot option it prints "No bootable
+//! option or device was found" and waits for a key forever (`PlatformBootManagerUnableToBoot`).
+//! The lab plays that setting for OVMF: at that line on the serial console it resets the VM
+//! (`system_reset` on QEMU's monitor socket) after the same delay, and counts the resets.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -76,12 +86,21 @@ pub struct VmSpec {
     pub vars: PathBuf,
     pub serial_log: PathBuf,
     pub timeout: Duration,
+    /// Retry the boot order this long after every entry failed (see the module documentation);
+    /// `None`: the firmware's default (OVMF waits for a key, SeaBIOS stops).
+    pub boot_retry: Option<Duration>,
 }
+
+/// What OVMF prints when its last boot option failed (then it waits for a key).
+pub const OVMF_NO_BOOT: &str = "No bootable option or device was found";
 
 pub struct Vm {
     child: Child,
     reader: Option<std::thread::JoinHandle<()>>,
     pub started: Instant,
+    /// Boot retries so far: resets by the lab (OVMF) or reboots of SeaBIOS after "No bootable
+    /// device" (counted from the console).
+    pub retries: Arc<AtomicUsize>,
 }
 
 /// A blank disk and, for UEFI, a fresh copy of the OVMF variables.
@@ -115,9 +134,22 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         "1",
         "-nographic",
     ]);
-    cmd.args([
-        "-serial", "stdio", "-monitor", "none", "-name", &spec.name, "-uuid", &spec.uuid,
-    ]);
+    cmd.args(["-serial", "stdio", "-name", &spec.name, "-uuid", &spec.uuid]);
+    let monitor = spec.vars.with_extension("monitor");
+    match spec.boot_retry {
+        Some(delay) => {
+            let _ = std::fs::remove_file(&monitor);
+            cmd.arg("-monitor")
+                .arg(format!("unix:{},server=on,wait=off", monitor.display()));
+            if !spec.firmware.is_uefi() {
+                cmd.arg("-boot")
+                    .arg(format!("reboot-timeout={}", delay.as_millis()));
+            }
+        }
+        None => {
+            cmd.args(["-monitor", "none"]);
+        }
+    }
     if spec.firmware.is_uefi() {
         cmd.arg("-drive")
             .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
@@ -159,12 +191,59 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let log_path = spec.serial_log.clone();
-    let reader =
-        std::thread::spawn(move || copy_with_timestamps(stdout, stderr, &log_path, started));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let on_line = boot_retry_watch(spec, monitor, retries.clone());
+    let reader = std::thread::spawn(move || {
+        copy_with_timestamps(stdout, stderr, &log_path, started, on_line)
+    });
     Ok(Vm {
         child,
         reader: Some(reader),
         started,
+        retries,
+    })
+}
+
+/// What to do with each console line for the boot retry: at OVMF's "no bootable option", a
+/// `system_reset` on the monitor after the delay; at SeaBIOS's "No bootable device" (it reboots
+/// by itself), a count.
+fn boot_retry_watch(
+    spec: &VmSpec,
+    monitor: PathBuf,
+    retries: Arc<AtomicUsize>,
+) -> Box<dyn FnMut(&str) + Send> {
+    let (Some(delay), uefi) = (spec.boot_retry, spec.firmware.is_uefi()) else {
+        return Box::new(|_| {});
+    };
+    Box::new(move |line: &str| {
+        if !uefi {
+            if line.contains("No bootable device") {
+                retries.fetch_add(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        if !line.contains(OVMF_NO_BOOT) {
+            return;
+        }
+        retries.fetch_add(1, Ordering::SeqCst);
+        let monitor = monitor.clone();
+        std::thread::spawn(move || {
+            // The retry delay of the firmware setting being played, not a wait for readiness.
+            std::thread::sleep(delay);
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&monitor) {
+                let _ = s.write_all(b"system_reset\n");
+                // Keep the connection until the monitor has prompted again after the command
+                // (its banner's prompt, then the command's), at most 2 s.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let (mut seen, mut buf) = (Vec::new(), [0u8; 512]);
+                while seen.windows(6).filter(|w| w == b"(qemu)").count() < 2 {
+                    match std::io::Read::read(&mut s, &mut buf) {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+            }
+        });
     })
 }
 
@@ -173,6 +252,7 @@ fn copy_with_timestamps(
     err: impl std::io::Read + Send + 'static,
     path: &Path,
     t0: Instant,
+    mut on_line: Box<dyn FnMut(&str) + Send>,
 ) {
     let Ok(mut log) = std::fs::OpenOptions::new()
         .create(true)
@@ -205,6 +285,7 @@ fn copy_with_timestamps(
                 .filter(|c| !c.is_control() || *c == '\t')
                 .collect();
             let _ = writeln!(log, "[{:8.3}] {clean}", t0.elapsed().as_secs_f64());
+            on_line(&clean);
         }
         buf.clear();
     }

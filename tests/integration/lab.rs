@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use crate::harness::{Api, Server};
 
+mod ha;
+
 fn lab_bin() -> PathBuf {
     match std::env::var_os("LAB_BIN") {
         Some(p) => PathBuf::from(p),
@@ -26,7 +28,7 @@ fn lab_bin() -> PathBuf {
     }
 }
 
-struct Run {
+pub(crate) struct Run {
     work: tempfile::TempDir,
     outcome: Value,
 }
@@ -42,8 +44,7 @@ impl Run {
             ));
             s.push_str(&tail(Path::new(log), 40));
         }
-        s.push_str("----- provisioner log (tail) -----\n");
-        s.push_str(&tail(&self.work.path().join("provisioner.log"), 40));
+        s.push_str(&server_logs(self.work.path()));
         s
     }
 }
@@ -52,6 +53,22 @@ fn tail(p: &Path, n: usize) -> String {
     let t = std::fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = t.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n") + "\n"
+}
+
+/// The tails of the run's server logs (`provisioner.log`, or with `--ha` each server's and
+/// etcd's).
+fn server_logs(work: &Path) -> String {
+    [
+        "provisioner.log",
+        "provisioner-0.log",
+        "provisioner-1.log",
+        "etcd.log",
+    ]
+    .iter()
+    .map(|f| work.join(f))
+    .filter(|p| p.exists())
+    .map(|p| format!("----- {} (tail) -----\n{}", p.display(), tail(&p, 40)))
+    .collect()
 }
 
 fn lab(args: &[&str]) -> Run {
@@ -78,9 +95,9 @@ fn lab(args: &[&str]) -> Run {
             .map(|p| format!("----- {} -----\n{}", p.display(), tail(&p, 40)))
             .collect();
         panic!(
-            "lab run failed: {}\n{serials}----- provisioner log -----\n{}",
+            "lab run failed: {}\n{serials}{}",
             String::from_utf8_lossy(&out.stderr),
-            tail(&work.path().join("provisioner.log"), 40)
+            server_logs(work.path())
         );
     }
     let outcome: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
