@@ -82,6 +82,11 @@ impl Keys {
     pub fn lease(&self, ip: Ipv4Addr) -> Vec<u8> {
         self.key(format_args!("l/{:08x}", u32::from(ip)))
     }
+    /// The address last granted to a MAC (an index; [`Self::lease`] of it says whether it
+    /// still binds that MAC).
+    pub fn lease_of_mac(&self, mac: Mac) -> Vec<u8> {
+        self.key(format_args!("lmac/{mac}"))
+    }
     /// A token record.
     pub fn token(&self, hash: &str) -> Vec<u8> {
         self.key(format_args!("t/{hash}"))

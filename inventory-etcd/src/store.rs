@@ -529,6 +529,20 @@ impl Store for EtcdStore {
         v.map(|v| decode("leases", &v)).transpose()
     }
 
+    fn lease_by_mac(&self, mac: Mac, now: Timestamp) -> Result<Option<Lease>> {
+        let (v, _) = self.conn.get(self.keys.lease_of_mac(mac))?;
+        let Some(ip) = v.and_then(|v| String::from_utf8(v).ok()?.parse::<Ipv4Addr>().ok()) else {
+            return Ok(None);
+        };
+        Ok(self
+            .lease_by_ip(ip)?
+            .filter(|l| l.mac == mac && !l.observed && l.is_active(now)))
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()> {
         let (key, value) = (self.keys.token(hash), encode(record));
         self.conn.block(move |mut c| {

@@ -127,6 +127,10 @@ impl EtcdStore {
                     let claim = claim_outcome(want, held.as_ref(), reserved_for, now);
                     if claim == Claim::Granted {
                         tx.put(key, encode(want));
+                        tx.put(
+                            self.keys.lease_of_mac(want.mac),
+                            want.ip.to_string().into_bytes(),
+                        );
                     }
                     claims.push(claim);
                 }

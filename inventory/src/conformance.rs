@@ -45,6 +45,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("logs", logs),
     ("leases", feeds::leases),
     ("lease_claims", feeds::lease_claims),
+    ("lease_by_mac", feeds::lease_by_mac),
     (
         "concurrent_claims_one_winner",
         feeds::concurrent_claims_one_winner,

@@ -31,6 +31,31 @@ fn note(i: u64) -> NewEvent {
     })
 }
 
+/// `lease_by_mac`: the client's granted binding that is active now (the longest-lasting if it
+/// holds several), never an expired, observed or since-reassigned one.
+pub fn lease_by_mac(s: Arc<dyn Store>) {
+    assert_eq!(s.lease_by_mac(mac(7), Timestamp(1)).unwrap(), None);
+    let first = lease(addr(5), mac(7), 100);
+    assert_eq!(s.claim_lease(&first, Timestamp(1)).unwrap(), Claim::Granted);
+    assert_eq!(s.lease_by_mac(mac(7), Timestamp(50)).unwrap(), Some(first.clone()));
+    assert_eq!(s.lease_by_mac(mac(7), Timestamp(150)).unwrap(), None, "expired");
+    // The client moved (another server bound it a second address): the later binding wins.
+    let second = lease(addr(6), mac(7), 200);
+    assert_eq!(s.claim_lease(&second, Timestamp(2)).unwrap(), Claim::Granted);
+    assert_eq!(s.lease_by_mac(mac(7), Timestamp(50)).unwrap(), Some(second));
+    // An address that passed to another client after it expired is not the old client's.
+    let (old, new) = (lease(addr(8), mac(9), 100), lease(addr(8), mac(10), 300));
+    assert_eq!(s.claim_lease(&old, Timestamp(1)).unwrap(), Claim::Granted);
+    assert_eq!(s.claim_lease(&new, Timestamp(150)).unwrap(), Claim::Granted);
+    assert_eq!(s.lease_by_mac(mac(9), Timestamp(160)).unwrap(), None);
+    assert_eq!(s.lease_by_mac(mac(10), Timestamp(160)).unwrap(), Some(new));
+    // What a proxy-mode server observed is no binding of ours.
+    let mut seen = lease(addr(9), mac(11), 300);
+    seen.observed = true;
+    s.put_leases(&[seen]).unwrap();
+    assert_eq!(s.lease_by_mac(mac(11), Timestamp(10)).unwrap(), None);
+}
+
 /// `put_leases` writes as told (the caller decided); reads by address and in address order.
 pub fn leases(s: Arc<dyn Store>) {
     s.put_leases(&[lease(addr(2), mac(1), 100), lease(addr(1), mac(2), 100)])

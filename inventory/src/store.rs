@@ -199,6 +199,22 @@ pub trait Store: Send + Sync + 'static {
     fn leases(&self) -> Result<Vec<Lease>>;
     /// The lease recorded for an address, active or not.
     fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>>;
+    /// The granted (not observed) lease active at `now` that binds `mac`, the one that lasts
+    /// longest if there are several: what a DHCP server sharing the store must offer that
+    /// client back rather than a new address when another server bound it. The default scans
+    /// [`Store::leases`]; a shared store keeps an index.
+    fn lease_by_mac(&self, mac: Mac, now: Timestamp) -> Result<Option<Lease>> {
+        Ok(self
+            .leases()?
+            .into_iter()
+            .filter(|l| l.mac == mac && !l.observed && l.is_active(now))
+            .max_by_key(|l| l.expires.0))
+    }
+    /// Whether other servers write this store too (etcd): then a server's in-memory pool does
+    /// not know every binding, and DHCP asks [`Store::lease_by_mac`] before it offers.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Stores a token record under the hash of its secret.
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()>;
