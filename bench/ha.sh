@@ -63,7 +63,7 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$LAB_PID" 2>/dev/null || break; sleep 0.1; done
   fi
   ip netns del "$S" 2>/dev/null; ip netns del "$C" 2>/dev/null; ip netns del "$E" 2>/dev/null
-  if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS"; cp "$W"/*.log "$W"/*.err "$W"/*.json "$LOGS"/ 2>/dev/null; fi
+  if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS"; cp "$W"/*.log "$W"/*.err "$W"/*.json "$LOGS"/ 2>/dev/null || true; fi
   rm -rf "$W"
 }
 trap cleanup EXIT
