@@ -112,6 +112,13 @@ impl EtcdStore {
         let mut out = Vec::with_capacity(leases.len());
         for chunk in leases.chunks(CLAIMS_PER_TXN) {
             let claims = self.conn.transact(|tx| {
+                // Every key the claims read, in one round trip.
+                tx.prefetch(
+                    chunk
+                        .iter()
+                        .flat_map(|w| [self.keys.reservation(w.ip), self.keys.lease(w.ip)])
+                        .collect(),
+                )?;
                 let mut claims = Vec::with_capacity(chunk.len());
                 for want in chunk {
                     let res = tx.get(&self.keys.reservation(want.ip))?;
