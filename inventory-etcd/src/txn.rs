@@ -223,10 +223,11 @@ impl Tx<'_> {
                 Ok(r.op_responses()
                     .into_iter()
                     .map(|op| match op {
-                        etcd_client::TxnOpResponse::Get(g) => g
-                            .kvs()
-                            .first()
-                            .map_or((None, 0), |kv| (Some(kv.value().to_vec()), kv.mod_revision())),
+                        etcd_client::TxnOpResponse::Get(g) => {
+                            g.kvs().first().map_or((None, 0), |kv| {
+                                (Some(kv.value().to_vec()), kv.mod_revision())
+                            })
+                        }
                         _ => (None, 0),
                     })
                     .collect::<Vec<_>>())

@@ -37,11 +37,21 @@ pub fn lease_by_mac(s: Arc<dyn Store>) {
     assert_eq!(s.lease_by_mac(mac(7), Timestamp(1)).unwrap(), None);
     let first = lease(addr(5), mac(7), 100);
     assert_eq!(s.claim_lease(&first, Timestamp(1)).unwrap(), Claim::Granted);
-    assert_eq!(s.lease_by_mac(mac(7), Timestamp(50)).unwrap(), Some(first.clone()));
-    assert_eq!(s.lease_by_mac(mac(7), Timestamp(150)).unwrap(), None, "expired");
+    assert_eq!(
+        s.lease_by_mac(mac(7), Timestamp(50)).unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        s.lease_by_mac(mac(7), Timestamp(150)).unwrap(),
+        None,
+        "expired"
+    );
     // The client moved (another server bound it a second address): the later binding wins.
     let second = lease(addr(6), mac(7), 200);
-    assert_eq!(s.claim_lease(&second, Timestamp(2)).unwrap(), Claim::Granted);
+    assert_eq!(
+        s.claim_lease(&second, Timestamp(2)).unwrap(),
+        Claim::Granted
+    );
     assert_eq!(s.lease_by_mac(mac(7), Timestamp(50)).unwrap(), Some(second));
     // An address that passed to another client after it expired is not the old client's.
     let (old, new) = (lease(addr(8), mac(9), 100), lease(addr(8), mac(10), 300));

@@ -123,6 +123,14 @@ pub async fn run(
         metrics.clone(),
         core.clone(),
     ));
+    let ctx = Arc::new(Ctx {
+        app: app.clone(),
+        core: core.clone(),
+        metrics: metrics.clone(),
+        sock: sock.clone(),
+        acks,
+        lookups: Arc::new(tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT)),
+    });
     let mut buf = vec![0u8; 4096];
     loop {
         let received = tokio::select! {
@@ -152,56 +160,125 @@ pub async fn run(
             to_broadcast: arrival.broadcast,
         };
         let relay_info = super::reply::raw_option(&buf[..n], 82).map(<[u8]>::to_vec);
-        let decided = decide(&app, &core, msg, arrived, local_ip, relay_info).await;
-        let d = match decided {
-            Ok((d, deferred)) => {
-                if !app.events.record(deferred) {
-                    DhcpMetrics::bump(&metrics.dropped, "event queue full (events only)");
-                }
-                d
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "dhcp: request failed; no reply sent");
-                DhcpMetrics::bump(&metrics.dropped, "store error");
-                continue;
-            }
+        let packet = Packet {
+            msg,
+            arrived,
+            local_ip,
+            relay_info,
+            ifindex: arrival.ifindex,
+            started,
         };
-        if let Some(why) = d.dropped {
-            DhcpMetrics::bump(&metrics.dropped, why);
-        }
-        if let Some(w) = &d.warning {
-            tracing::warn!("{w} (repeats at most once a minute; provisioner_dhcp_dropped_total counts every refusal)");
-        }
-        metrics.suppressed.add(d.suppressed as u64);
-        if let Some((reply, to)) = d.reply {
-            let Ok(bytes) = super::reply::encode_with(&reply, d.relay_echo.as_deref()) else {
-                continue;
-            };
-            if let Some(lease) = d.commit {
-                // Durable first: the committer sends this ACK after the binding is written.
-                let _ = acks
-                    .send(PendingAck {
-                        lease,
-                        bytes,
-                        to,
-                        nak: d.nak_if_lost.as_ref().and_then(|(m, to)| {
-                            super::reply::encode_with(m, d.relay_echo.as_deref())
-                                .ok()
-                                .map(|b| (b, *to))
-                        }),
-                        ifindex: arrival.ifindex,
-                        received: started,
-                    })
-                    .await;
+        // With a shared store a DISCOVER first asks it about its client (one etcd read): that
+        // runs in its own task, so the socket keeps being read meanwhile; at most
+        // LOOKUPS_IN_FLIGHT at once, beyond that a DISCOVER is answered from memory at once.
+        if ctx.app.store.is_shared() && is_discover(&packet.msg) {
+            if let Ok(permit) = ctx.lookups.clone().try_acquire_owned() {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    learn_shared_binding(&ctx.app, &ctx.core, &packet.msg, now()).await;
+                    answer(&ctx, packet).await;
+                    drop(permit);
+                });
                 continue;
             }
-            match sockets::send_via(&sock, &bytes, to, arrival.ifindex).await {
-                Ok(_) => {
-                    DhcpMetrics::bump(&metrics.sent, type_name(&reply));
-                    metrics.observe_latency(started.elapsed().as_secs_f64());
-                }
-                Err(e) => tracing::warn!(error = %e, %to, "dhcp: sending the reply failed"),
+        }
+        answer(&ctx, packet).await;
+    }
+}
+
+/// A DHCP message as it arrived, for [`answer`].
+struct Packet {
+    msg: Message,
+    arrived: Arrived,
+    local_ip: Option<Ipv4Addr>,
+    relay_info: Option<Vec<u8>>,
+    ifindex: u32,
+    started: tokio::time::Instant,
+}
+
+/// What answering needs: shared by the receive loop and the lookup tasks.
+struct Ctx {
+    app: App,
+    core: Arc<Mutex<Core>>,
+    metrics: Arc<DhcpMetrics>,
+    sock: Arc<UdpSocket>,
+    acks: tokio::sync::mpsc::Sender<PendingAck>,
+    /// Shared-store lookups in flight (see [`run`]).
+    lookups: Arc<tokio::sync::Semaphore>,
+}
+
+/// Most DISCOVERs waiting on the shared store at once.
+const LOOKUPS_IN_FLIGHT: usize = 256;
+
+fn is_discover(msg: &Message) -> bool {
+    matches!(
+        msg.opts().get(OptionCode::MessageType),
+        Some(DhcpOption::MessageType(dhcproto::v4::MessageType::Discover))
+    )
+}
+
+/// Decides and replies to one message (an ACK through the committer, after its lease is
+/// durable).
+async fn answer(ctx: &Ctx, p: Packet) {
+    let (app, core, metrics, sock, acks) =
+        (&ctx.app, &ctx.core, &ctx.metrics, &ctx.sock, &ctx.acks);
+    let Packet {
+        msg,
+        arrived,
+        local_ip,
+        relay_info,
+        ifindex,
+        started,
+    } = p;
+    let decided = decide(app, core, msg, arrived, local_ip, relay_info).await;
+    let d = match decided {
+        Ok((d, deferred)) => {
+            if !app.events.record(deferred) {
+                DhcpMetrics::bump(&metrics.dropped, "event queue full (events only)");
             }
+            d
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dhcp: request failed; no reply sent");
+            DhcpMetrics::bump(&metrics.dropped, "store error");
+            return;
+        }
+    };
+    if let Some(why) = d.dropped {
+        DhcpMetrics::bump(&metrics.dropped, why);
+    }
+    if let Some(w) = &d.warning {
+        tracing::warn!("{w} (repeats at most once a minute; provisioner_dhcp_dropped_total counts every refusal)");
+    }
+    metrics.suppressed.add(d.suppressed as u64);
+    if let Some((reply, to)) = d.reply {
+        let Ok(bytes) = super::reply::encode_with(&reply, d.relay_echo.as_deref()) else {
+            return;
+        };
+        if let Some(lease) = d.commit {
+            // Durable first: the committer sends this ACK after the binding is written.
+            let _ = acks
+                .send(PendingAck {
+                    lease,
+                    bytes,
+                    to,
+                    nak: d.nak_if_lost.as_ref().and_then(|(m, to)| {
+                        super::reply::encode_with(m, d.relay_echo.as_deref())
+                            .ok()
+                            .map(|b| (b, *to))
+                    }),
+                    ifindex,
+                    received: started,
+                })
+                .await;
+            return;
+        }
+        match sockets::send_via(sock, &bytes, to, ifindex).await {
+            Ok(_) => {
+                DhcpMetrics::bump(&metrics.sent, type_name(&reply));
+                metrics.observe_latency(started.elapsed().as_secs_f64());
+            }
+            Err(e) => tracing::warn!(error = %e, %to, "dhcp: sending the reply failed"),
         }
     }
 }
@@ -241,8 +318,8 @@ async fn learn_shared_binding(
 }
 
 /// Decides from the in-memory views (no store access on this path: an OFFER never waits for
-/// the disk; with a shared store a DISCOVER first asks it for the client's binding, at most
-/// [`SHARED_LOOKUP`], see [`learn_shared_binding`]), then makes the one store write the decision asks for, if any (a newcomer's
+/// the disk; with a shared store a DISCOVER has first asked it for the client's binding, in its
+/// own task, see [`learn_shared_binding`]), then makes the one store write the decision asks for, if any (a newcomer's
 /// record, a relayed machine's new location, a released or observed binding), outside the
 /// core's lock. Returns the decision and the observation events for the event writer.
 async fn decide(
@@ -254,7 +331,6 @@ async fn decide(
     relay_info: Option<Vec<u8>>,
 ) -> inventory::Result<(Decision, Vec<NewEvent>)> {
     let t = now();
-    learn_shared_binding(app, core, &msg, t).await;
     let mut d = {
         let views = app.views.read();
         let machine = (msg.hlen() == 6)
