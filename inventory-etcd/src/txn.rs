@@ -75,7 +75,9 @@ impl Conn {
         let text = e.to_string();
         let advice = if text.contains("too many operations in txn request") {
             ": this write needs more operations in one transaction than etcd's --max-txn-ops allows (default 128); start every member with a higher --max-txn-ops (e.g. 10000) or write smaller batches"
-        } else if text.contains("request is too large") || text.contains("message length too large")
+        } else if text.contains("request is too large")
+            || text.contains("message length too large")
+            || text.contains("received message larger than max")
         {
             ": this write is larger than etcd's --max-request-bytes (default 1.5 MiB); raise it on every member or write smaller batches"
         } else {

@@ -42,6 +42,7 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
         use crate::store_config::{StoreBackend, WireStore};
         cfg.store = match std::mem::take(&mut cfg.store) {
             StoreBackend::Etcd(mut s) => {
+                crate::store_config::check_endpoints(endpoints).context("--etcd-endpoints")?;
                 s.endpoints = endpoints.clone();
                 StoreBackend::Etcd(s)
             }
@@ -63,6 +64,31 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
         );
     }
     Ok(cfg)
+}
+
+/// `store.asset_peers` without this server itself (its `http.public_url`, or its HTTP listen
+/// address when that is a specific one): one config listing every server may be shared by all
+/// of them, and asking oneself for an asset one lacks would only wait for a timeout.
+fn not_this_server(
+    peers: &[reqwest::Url],
+    listen: std::net::SocketAddr,
+    public_url: Option<&str>,
+) -> Vec<reqwest::Url> {
+    let public = public_url.and_then(|u| reqwest::Url::parse(u).ok());
+    let origin = |u: &reqwest::Url| (u.host_str().map(str::to_string), u.port_or_known_default());
+    peers
+        .iter()
+        .filter(|p| {
+            let is_public = public.as_ref().is_some_and(|u| origin(u) == origin(p));
+            let is_listen = !listen.ip().is_unspecified()
+                && origin(p) == (Some(listen.ip().to_string()), Some(listen.port()));
+            if is_public || is_listen {
+                tracing::info!(peer = %p, "store.asset_peers: skipping this server itself");
+            }
+            !(is_public || is_listen)
+        })
+        .cloned()
+        .collect()
 }
 
 fn init_logging(cfg: &Config) {
@@ -154,11 +180,12 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     let assets_dir = cfg.data_dir.join("assets");
     let assets = boot_assets::AssetStore::open(&assets_dir)
         .with_context(|| format!("opening the asset store {}", assets_dir.display()))?;
+    let peers = not_this_server(&cfg.asset_peers, cfg.http_listen, cfg.public_url.as_deref());
     let peer_assets = catalogue.map(|c| {
         Arc::new(crate::asset_peers::PeerAssets::new(
             c,
             assets.clone(),
-            &cfg.asset_peers,
+            &peers,
         ))
     });
     let syslog = match cfg.syslog_listen {
@@ -434,4 +461,41 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_this_server;
+
+    #[test]
+    fn a_server_skips_itself_among_its_asset_peers() {
+        let peers: Vec<reqwest::Url> = [
+            "http://198.18.0.1:8080",
+            "http://198.18.0.3:8080",
+            "http://boot.example:8080/",
+        ]
+        .iter()
+        .map(|u| reqwest::Url::parse(u).unwrap())
+        .collect();
+        let hosts = |v: Vec<reqwest::Url>| -> Vec<String> {
+            v.iter()
+                .map(|u| u.host_str().unwrap().to_string())
+                .collect()
+        };
+        let listen = "198.18.0.1:8080".parse().unwrap();
+        assert_eq!(
+            hosts(not_this_server(&peers, listen, None)),
+            ["198.18.0.3", "boot.example"]
+        );
+        let any = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(
+            hosts(not_this_server(
+                &peers,
+                any,
+                Some("http://boot.example:8080")
+            )),
+            ["198.18.0.1", "198.18.0.3"],
+            "the public URL names this server; 0.0.0.0 says nothing"
+        );
+    }
 }

@@ -112,6 +112,21 @@ pub fn asset_peers(list: Option<&[String]>) -> Result<Vec<reqwest::Url>, ConfigE
     Ok(out)
 }
 
+/// Every etcd endpoint is an `http://` or `https://` URL (`store.endpoints`, also what
+/// `--etcd-endpoints` replaces them with).
+pub fn check_endpoints(endpoints: &[String]) -> Result<(), ConfigError> {
+    for e in endpoints {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
+            return Err(value(
+                "store.endpoints",
+                e,
+                "an etcd client URL starts with http:// or https://",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn etcd_settings(w: WireStore) -> Result<EtcdSettings, ConfigError> {
     let endpoints = w.endpoints.unwrap_or_default();
     if endpoints.is_empty() {
@@ -121,18 +136,11 @@ fn etcd_settings(w: WireStore) -> Result<EtcdSettings, ConfigError> {
             "list the client URLs of the etcd members, e.g. [\"http://127.0.0.1:2379\"]",
         ));
     }
-    let mut tls_endpoints = 0;
-    for e in &endpoints {
-        if e.starts_with("https://") {
-            tls_endpoints += 1;
-        } else if !e.starts_with("http://") {
-            return Err(value(
-                "store.endpoints",
-                e,
-                "an etcd client URL starts with http:// or https://",
-            ));
-        }
-    }
+    check_endpoints(&endpoints)?;
+    let tls_endpoints = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
     let mut s = EtcdSettings::new(endpoints);
     if let Some(p) = w.prefix {
         if !p.starts_with('/') || p.len() < 2 {

@@ -86,12 +86,20 @@ impl HaReport {
     /// The lines `--ha` adds to the human-readable report.
     pub fn table(&self, s: &mut String) {
         use std::fmt::Write as _;
-        let _ = writeln!(
-            s,
-            "ha: servers {}, etcd members {}",
-            self.servers.join(" and "),
-            self.etcd_members
-        );
+        let _ = if self.etcd_members > 0 {
+            writeln!(
+                s,
+                "ha: servers {}, etcd members {}",
+                self.servers.join(" and "),
+                self.etcd_members
+            )
+        } else {
+            writeln!(
+                s,
+                "kills and machine checks: server {}",
+                self.servers.join(" and ")
+            )
+        };
         for k in &self.kills {
             let _ = writeln!(
                 s,
@@ -106,7 +114,7 @@ impl HaReport {
             .collect();
         let _ = writeln!(
             s,
-            "  reboots {} ({} machines); ACKs by server {}",
+            "  reboots {} ({} machine(s)); ACKs by server {}",
             self.reboots,
             self.machines_rebooted,
             acks.join(", ")

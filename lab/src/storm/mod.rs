@@ -301,7 +301,7 @@ pub fn run(o: &StormOpts) -> anyhow::Result<Report> {
         None => None,
     };
     if let (Some(r), Some(s)) = (ha_report.as_mut(), ours.last()) {
-        say("checking leases, events and the SSE replay on the survivor");
+        say("checking leases, events and the SSE replay on the server that is left");
         ha::check(&netw, &o.work, s, &runs, r)?;
     }
     drop(ours);
