@@ -11,3 +11,4 @@ pub use netboot_proto::dhcp::{binding, classify, core, pool, reply, seen_limit};
 
 pub mod config;
 pub mod server;
+mod shared_lookup;

@@ -21,6 +21,8 @@ use super::reply::Arrived;
 use crate::app::{now, App};
 use crate::sockets;
 
+use super::shared_lookup::{is_discover, learn_shared_binding, LOOKUPS_IN_FLIGHT};
+
 pub use crate::metrics::DhcpMetrics;
 
 fn type_name(m: &Message) -> String {
@@ -207,16 +209,6 @@ struct Ctx {
     lookups: Arc<tokio::sync::Semaphore>,
 }
 
-/// Most DISCOVERs waiting on the shared store at once.
-const LOOKUPS_IN_FLIGHT: usize = 256;
-
-fn is_discover(msg: &Message) -> bool {
-    matches!(
-        msg.opts().get(OptionCode::MessageType),
-        Some(DhcpOption::MessageType(dhcproto::v4::MessageType::Discover))
-    )
-}
-
 /// Decides and replies to one message (an ACK through the committer, after its lease is
 /// durable).
 async fn answer(ctx: &Ctx, p: Packet) {
@@ -283,43 +275,9 @@ async fn answer(ctx: &Ctx, p: Packet) {
     }
 }
 
-/// How long a DISCOVER waits for the shared store's answer about its client's binding before
-/// the offer is made from memory alone.
-const SHARED_LOOKUP: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// With a shared store (several servers on etcd): before answering a DISCOVER, asks the store
-/// whether another server has bound this client ([`inventory::Store::lease_by_mac`]) and
-/// teaches the pool that binding, so the client is offered its address back (as it would be
-/// by the server that bound it) instead of a new one, which would leave two leases for one
-/// client. Skipped while the store is down; at most [`SHARED_LOOKUP`] (then the offer comes
-/// from memory, as without a shared store). One store read per DISCOVER, on etcd an index key
-/// and the lease it names.
-async fn learn_shared_binding(
-    app: &App,
-    core: &Arc<Mutex<Core>>,
-    msg: &Message,
-    t: inventory::Timestamp,
-) {
-    let discover = matches!(
-        msg.opts().get(OptionCode::MessageType),
-        Some(DhcpOption::MessageType(dhcproto::v4::MessageType::Discover))
-    );
-    if !discover || msg.hlen() != 6 || !app.store.is_shared() || !app.metrics.store.is_up() {
-        return;
-    }
-    let c = msg.chaddr();
-    let mac = Mac::new([c[0], c[1], c[2], c[3], c[4], c[5]]);
-    let lookup = app.read(move |s| s.lease_by_mac(mac, t));
-    if let Ok(Ok(Some(lease))) = tokio::time::timeout(SHARED_LOOKUP, lookup).await {
-        core.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .foreign_binding(&lease);
-    }
-}
-
 /// Decides from the in-memory views (no store access on this path: an OFFER never waits for
 /// the disk; with a shared store a DISCOVER has first asked it for the client's binding, in its
-/// own task, see [`learn_shared_binding`]), then makes the one store write the decision asks for, if any (a newcomer's
+/// own task, see `shared_lookup.rs`), then makes the one store write the decision asks for, if any (a newcomer's
 /// record, a relayed machine's new location, a released or observed binding), outside the
 /// core's lock. Returns the decision and the observation events for the event writer.
 async fn decide(
