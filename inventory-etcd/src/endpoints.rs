@@ -27,6 +27,8 @@ pub struct Endpoints {
     opts: ConnectOptions,
     clients: Vec<tokio::sync::Mutex<Option<Client>>>,
     preferred: AtomicUsize,
+    /// The latest "cannot serve" error of any member (for a timeout's message).
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Whether `e` says "this member cannot serve now" (down, unreachable, no leader, leader
@@ -59,7 +61,14 @@ impl Endpoints {
             opts,
             clients,
             preferred: AtomicUsize::new(0),
+            last_error: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The latest error that made a call move on to the next member, naming that member
+    /// (connection refused, no leader, …): what a call that then timed out ran into.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok()?.clone()
     }
 
     /// The member that answered last (where the watch and the next call go first).
@@ -113,6 +122,9 @@ impl Endpoints {
                     return Ok(v);
                 }
                 Err(e) if unavailable(&e) && Instant::now() < deadline => {
+                    if let Ok(mut last) = self.last_error.lock() {
+                        *last = Some(format!("{}: {e}", self.urls[i]));
+                    }
                     failed += 1;
                     i = (i + 1) % n;
                     if failed.is_multiple_of(n) {

@@ -62,9 +62,13 @@ impl Conn {
         match rx.recv() {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(self.failed(&e)),
-            Ok(Err(_)) => Err(Error::Storage(format!(
-                "etcd at {} did not answer within {:?} (the store's timeout)",
-                self.endpoints, timeout
+            Ok(Err(_)) => Err(Error::Unavailable(format!(
+                "etcd at {} did not answer within {:?} (the store's timeout){}",
+                self.endpoints,
+                timeout,
+                self.pool
+                    .last_error()
+                    .map_or(String::new(), |e| format!("; last error: {e}"))
             ))),
             Err(_) => Err(Error::Storage("etcd client runtime stopped".into())),
         }
@@ -83,7 +87,12 @@ impl Conn {
         } else {
             ""
         };
-        Error::Storage(format!("etcd at {}: {text}{advice}", self.endpoints))
+        let message = format!("etcd at {}: {text}{advice}", self.endpoints);
+        if crate::endpoints::unavailable(e) {
+            Error::Unavailable(message)
+        } else {
+            Error::Storage(message)
+        }
     }
 
     /// One key's value and `mod_revision` (0 when absent).

@@ -165,6 +165,12 @@ pub enum Error {
     /// own error is rendered to text here, so no backend's types appear in this crate's API.
     #[error("storage: {0}")]
     Storage(String),
+    /// A shared store cannot be reached now: its cluster is down, has no leader, or did not
+    /// answer within the store's timeout. Nothing was written by this call (or, for a write
+    /// whose answer was lost, it may have been: see the backend). Retry later; the API answers
+    /// 503 (`store_unavailable`).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {

@@ -69,7 +69,7 @@ async fn count_responses(State(app): State<App>, req: Request, next: Next) -> Re
 }
 
 /// `ok` when the store answers (one point read: proves more than that the process is up);
-/// otherwise 503 with the store's error, e.g. "store unreachable: storage: etcd at … did not
+/// otherwise 503 with the store's error, e.g. "store unreachable: etcd at … did not
 /// answer within 5s". Bounded by the store's own timeout (etcd: `store.timeout`).
 async fn healthz(State(app): State<App>) -> Response {
     match app.read(|s| s.last_event_seq()).await {

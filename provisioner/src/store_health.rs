@@ -39,7 +39,11 @@ impl StoreHealth {
     /// Records the outcome of one store call made at `now`.
     pub fn record<T>(&self, result: &inventory::Result<T>, now: Timestamp) {
         match result {
-            Err(inventory::Error::Storage(_) | inventory::Error::DiskFull { .. }) => {
+            Err(
+                inventory::Error::Storage(_)
+                | inventory::Error::Unavailable(_)
+                | inventory::Error::DiskFull { .. },
+            ) => {
                 self.up.store(false, Ordering::Relaxed);
                 self.last_error_ms.store(now.0.max(1), Ordering::Relaxed);
             }

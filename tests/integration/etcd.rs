@@ -51,15 +51,26 @@ fn serve_keeps_the_inventory_in_etcd_and_health_reports_an_outage() {
     let took = started.elapsed();
     assert_eq!(health.status, 503, "{}", health.text);
     assert!(
-        health
-            .text
-            .starts_with("store unreachable: storage: etcd at"),
+        health.text.starts_with("store unreachable: etcd at"),
         "names the store: {}",
+        health.text
+    );
+    assert!(
+        health.text.contains("last error: http://"),
+        "says what the member said (refused, no leader): {}",
         health.text
     );
     assert!(
         took < Duration::from_secs(12),
         "bounded by the 5 s store timeout, not a hang: {took:?}"
+    );
+    // The API says "unavailable, retry", not "internal error".
+    let r = api.get("/api/v1/machines");
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (503, Some("store_unavailable")),
+        "{}",
+        r.text
     );
 }
 

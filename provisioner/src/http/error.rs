@@ -83,6 +83,7 @@ impl From<inventory::Error> for ApiError {
             // the directory to free space in. Not a 500: nothing is wrong with the request or
             // the server, and the same request succeeds once there is room.
             E::DiskFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
