@@ -455,20 +455,10 @@ impl Store for EtcdStore {
             // (it may have started to use the profile).
             let start = self.keys.table("m");
             let all = tx.scan(start.clone(), prefix_end(&start))?;
-            let mut users = Vec::new();
-            for (_, v) in &all {
-                let m: Machine = decode("machines", v)?;
-                if m.spec.profile.as_deref() == Some(name) {
-                    users.push(m.mac);
-                }
-            }
-            if let Some(first) = users.first() {
-                return Err(Error::ProfileInUse {
-                    name: name.into(),
-                    count: users.len(),
-                    example: first.to_string(),
-                });
-            }
+            inventory::store::refuse_profile_in_use(
+                name,
+                all.iter().map(|(_, v)| decode::<Machine>("machines", v)),
+            )?;
             if tx.get(&key)?.is_none() {
                 return Err(Error::ProfileNotFound { name: name.into() });
             }

@@ -311,19 +311,7 @@ impl Store for MemoryStore {
 
     fn delete_profile(&self, name: &str, now: Timestamp) -> Result<Vec<Event>> {
         let ((), events) = self.transaction(now, |t| {
-            let users: Vec<Mac> = t
-                .machines
-                .values()
-                .filter(|m| m.spec.profile.as_deref() == Some(name))
-                .map(|m| m.mac)
-                .collect();
-            if let Some(first) = users.first() {
-                return Err(Error::ProfileInUse {
-                    name: name.into(),
-                    count: users.len(),
-                    example: first.to_string(),
-                });
-            }
+            crate::store::refuse_profile_in_use(name, t.machines.values().cloned().map(Ok))?;
             if t.profiles.remove(name).is_none() {
                 return Err(Error::ProfileNotFound { name: name.into() });
             }

@@ -526,20 +526,13 @@ impl Store for RedbStore {
             let txn = group.begin(db)?;
             {
                 let machines = txn.open_table(MACHINES).db()?;
-                let mut users = Vec::new();
-                for row in machines.iter().db()? {
-                    let m: Machine = decode("machines", row.db()?.1.value())?;
-                    if m.spec.profile.as_deref() == Some(name) {
-                        users.push(m.mac);
-                    }
-                }
-                if let Some(first) = users.first() {
-                    return Err(Error::ProfileInUse {
-                        name: name.into(),
-                        count: users.len(),
-                        example: first.to_string(),
-                    });
-                }
+                crate::store::refuse_profile_in_use(
+                    name,
+                    machines
+                        .iter()
+                        .db()?
+                        .map(|row| decode::<Machine>("machines", row.db()?.1.value())),
+                )?;
                 if txn.open_table(PROFILES).db()?.remove(name).db()?.is_none() {
                     return Err(Error::ProfileNotFound { name: name.into() });
                 }

@@ -26,6 +26,30 @@ use crate::lease::Claim;
 use crate::lifecycle::Deadlines;
 use crate::{Error, Lease, Mac, Machine, Profile, Result, Timestamp, TokenRecord};
 
+/// The rule every store applies before it deletes profile `name`: refused with
+/// [`Error::ProfileInUse`] (how many machines, one of them) while any of `machines` uses it.
+/// `machines` yields each stored machine, or the error reading it.
+pub fn refuse_profile_in_use(
+    name: &str,
+    machines: impl IntoIterator<Item = Result<Machine>>,
+) -> Result<()> {
+    let mut users = Vec::new();
+    for m in machines {
+        let m = m?;
+        if m.spec.profile.as_deref() == Some(name) {
+            users.push(m.mac);
+        }
+    }
+    match users.first() {
+        Some(first) => Err(Error::ProfileInUse {
+            name: name.into(),
+            count: users.len(),
+            example: first.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The UUID rule every backend applies when `claimant` asks for SMBIOS UUID `uuid`, which
 /// `holder` holds. An operator's machine (`vouched`: not `discovered`) takes a UUID from a
 /// record nobody approved (`holder_discovered`): that UUID came from an unauthenticated DHCP
