@@ -454,6 +454,9 @@ fn uefi_ipxe_reaches_ready_through_a_lossy_reordering_link() {
             "uefi-ipxe",
             "--impair",
             "loss=10,delay=50ms,jitter=25ms",
+            // ~3.5 min alone (the 40 MiB image at ~360 KB/s); room for a second lab test.
+            "--vm-timeout",
+            "420",
         ],
         1,
     );
