@@ -380,6 +380,16 @@ mod tests {
         fn new(topo: &Topology) -> Peer {
             let p = Peer(format!("labt-{}", suffix()));
             ip(&["netns", "add", &p.0]).unwrap();
+            // Nothing of its own on the link (IPv6 router solicitations, MLD): only the test's.
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "exec", &p.0, "sysctl", "-q", "-w"])
+                .args([
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ])
+                .status()
+                .unwrap();
+            assert!(ok.success());
             let n = topo.ns.as_str();
             ip(&[
                 "-n", n, "link", "add", "vt0", "type", "veth", "peer", "name", "eth0", "netns",
@@ -399,6 +409,32 @@ mod tests {
             ])
             .unwrap();
             ip(&["-n", &p.0, "link", "set", "eth0", "up"]).unwrap();
+            // A permanent neighbour entry for the server: no ARP (which the link may lose,
+            // making the kernel drop queued datagrams) in the middle of the count.
+            let out = std::process::Command::new("ip")
+                .args(["-n", n, "-br", "link", "show", "br0"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mac = text
+                .split_whitespace()
+                .nth(2)
+                .expect("br0's MAC")
+                .to_string();
+            ip(&[
+                "-n",
+                &p.0,
+                "neigh",
+                "replace",
+                SERVER_IP,
+                "lladdr",
+                &mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])
+            .unwrap();
             p
         }
     }
@@ -437,7 +473,7 @@ mod tests {
         let tx = in_ns(&peer.0, || UdpSocket::bind((VM_IP, 0)).unwrap());
         rx.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        // ARP first (it crosses the lossy link too): until one datagram gets through.
+        // Until one datagram gets through (the forwarder is up).
         let mut buf = [0u8; 64];
         let warm = Instant::now();
         while rx.recv(&mut buf).is_err() {
@@ -498,12 +534,14 @@ mod tests {
             "{median:?}"
         );
         assert!(reordered > 200, "{reordered}");
-        // Our datagrams, and perhaps an ARP exchange of the kernel's.
+        // Our datagrams, and a few frames of the kernels' own.
         let frames = st.frames_in - before.frames_in;
-        assert!((n..n + 10).contains(&frames), "{st:?}");
-        assert_eq!(
-            (st.lost - before.lost) + (st.forwarded - before.forwarded),
-            frames
+        assert!((n..n + 10).contains(&frames), "{frames}: {before:?} {st:?}");
+        // Every frame lost or forwarded, but for one held across either snapshot (an ARP frame).
+        let done = (st.lost - before.lost) + (st.forwarded - before.forwarded);
+        assert!(
+            frames.abs_diff(done) <= 2,
+            "{frames} in, {done} lost or forwarded"
         );
         let forwarded = st.forwarded - before.forwarded;
         let arrived_n = got.len() as u64;
