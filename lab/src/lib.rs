@@ -12,6 +12,10 @@
 //!   reprovision), outcome from the inventory.
 //! - [`ha_run`]: `lab run --ha`, two provisioners on one etcd, the one that ACKed the first VM
 //!   killed right after that ACK.
+//! - [`impair`]: loss, delay and reordering per frame (what netem would do; this kernel has
+//!   none), sans-IO.
+//! - [`impair_link`]: `lab run --impair`, the forwarder between the servers' bridge and the VMs'
+//!   that applies it.
 //! - [`dhcp_watch`]: DHCP ACKs seen on the lab bridge (a packet socket).
 //! - [`storm`]: `lab storm`, thousands of simulated machines netbooting at once against the
 //!   provisioner or the dnsmasq + nginx reference, with a per-phase report.
@@ -23,6 +27,8 @@ pub mod cpio;
 pub mod dhcp_watch;
 pub mod ha_run;
 pub mod images;
+pub mod impair;
+pub mod impair_link;
 pub mod netns;
 pub mod scenario;
 pub mod setup;

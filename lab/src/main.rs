@@ -15,7 +15,7 @@ use lab::vm::Firmware;
 #[command(
     name = "lab",
     about = "QEMU VMs (OVMF/SeaBIOS + iPXE) that netboot through the provisioner in isolated network namespaces",
-    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --machines 2 --ha\n\n\
+    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --machines 2 --ha\n  lab run --firmware uefi-pxe --impair loss=10,delay=50ms,jitter=25ms\n\n\
 Everything runs in namespaces with random names on 198.18.0.0/24, never connected to the host network."
 )]
 struct Cli {
@@ -74,6 +74,11 @@ struct RunArgs {
     /// at "No bootable option or device was found").
     #[arg(long, value_name = "SECONDS")]
     boot_retry: Option<u64>,
+    /// Impair the link between the servers and the VMs, both directions, per frame: random loss
+    /// (percent), a delay drawn uniformly from delay ± jitter (so frames reorder), a bounded
+    /// queue. A userspace forwarder: this kernel has no netem.
+    #[arg(long, value_name = "loss=10,delay=50ms,jitter=25ms[,queue=2048]")]
+    impair: Option<lab::impair::Impairment>,
 }
 
 #[derive(Subcommand)]
@@ -314,6 +319,7 @@ fn opts(a: &RunArgs, cache: PathBuf) -> anyhow::Result<(RunOpts, Option<tempfile
             capture: a.capture,
             ha: a.ha,
             boot_retry: a.boot_retry.or(a.ha.then_some(3)).map(Duration::from_secs),
+            impair: a.impair,
         },
         tmp,
     ))

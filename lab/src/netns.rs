@@ -8,6 +8,12 @@
 //! and the router advertisements live there), and each provisioner gets a namespace of its own
 //! at [`HA_SERVER_IPS`], joined to the bridge by a veth pair, so each binds DHCP's port 67 and
 //! can be killed alone.
+//!
+//! Impaired ([`Topology::new_impaired`], `lab run --impair`): the taps join a second bridge,
+//! `brvm`, with no address; `br0` and `brvm` are joined only through a namespace of their own
+//! (`labimp-…`) where [`crate::impair_link`] forwards the frames with loss and delay: `imp0`
+//! (port of `br0`) ↔ `eth0` and `imp1` (port of `brvm`) ↔ `eth1`, two veth pairs. IPv6 is off in
+//! that namespace, so its interfaces send nothing of their own.
 
 use std::process::Command;
 
@@ -19,8 +25,12 @@ pub const SITE_IP: &str = "198.18.0.2";
 pub const HA_BRIDGE_IP: &str = "198.18.0.10";
 /// High availability: the two provisioners' addresses, each in its own namespace.
 pub const HA_SERVER_IPS: [&str; 2] = ["198.18.0.1", "198.18.0.3"];
+/// Impaired: the veth ends in the lab namespace, `br0`'s port first, then `brvm`'s.
+pub const IMPAIR_LAB_PORTS: [&str; 2] = ["imp0", "imp1"];
+/// Impaired: their peers in the impairment namespace (the servers' side first).
+pub const IMPAIR_SIDES: [&str; 2] = ["eth0", "eth1"];
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -35,10 +45,76 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn suffix() -> String {
+pub(crate) fn suffix() -> String {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The VMs' bridge `brvm` in the lab namespace `n` and the impairment namespace `imp` joined to
+/// both bridges (see the module documentation).
+fn impairment(n: &str, imp: &str) -> anyhow::Result<()> {
+    ip(&["-n", n, "link", "add", "brvm", "type", "bridge"])?;
+    ip(&[
+        "-n",
+        n,
+        "link",
+        "set",
+        "brvm",
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+        "forward_delay",
+        "0",
+    ])?;
+    ip(&["-n", n, "link", "set", "brvm", "addrgenmode", "none"])?;
+    ip(&["-n", n, "link", "set", "brvm", "up"])?;
+    // `brvm` is in the lab namespace, whose stack owns the servers' addresses: it must not answer
+    // or take in anything itself, or the VMs' frames would reach the servers through it,
+    // around the link (ARP for 198.18.0.1 answered with brvm's MAC).
+    sysctl(
+        n,
+        &[
+            "net.ipv4.conf.brvm.arp_ignore=8",
+            "net.ipv6.conf.brvm.disable_ipv6=1",
+        ],
+    )?;
+    ip(&["netns", "add", imp])?;
+    // Before the veths exist, so theirs start with IPv6 off too.
+    sysctl(
+        imp,
+        &[
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ],
+    )?;
+    ip(&["-n", imp, "link", "set", "lo", "up"])?;
+    for (port, side, bridge) in [("imp0", "eth0", "br0"), ("imp1", "eth1", "brvm")] {
+        ip(&[
+            "-n", n, "link", "add", port, "type", "veth", "peer", "name", side, "netns", imp,
+        ])?;
+        ip(&["-n", n, "link", "set", port, "master", bridge])?;
+        ip(&["-n", n, "link", "set", port, "up"])?;
+        ip(&["-n", imp, "link", "set", side, "up"])?;
+    }
+    Ok(())
+}
+
+/// `sysctl -w` of `settings` in namespace `ns`.
+fn sysctl(ns: &str, settings: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
+        .args(settings)
+        .output()
+        .context("running sysctl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sysctl {} in {ns}: {}",
+        settings.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 pub struct Topology {
@@ -47,27 +123,37 @@ pub struct Topology {
     pub taps: usize,
     /// High availability: each provisioner's namespace, in the order of [`HA_SERVER_IPS`].
     pub server_ns: Vec<String>,
+    /// Impaired: the namespace between the servers' bridge and the VMs' (see the module
+    /// documentation).
+    pub impair_ns: Option<String>,
 }
 
 impl Topology {
     /// A namespace with the bridge and `taps` tap devices (`tap0`…).
     pub fn new(taps: usize, with_site: bool) -> anyhow::Result<Topology> {
-        Self::build(taps, with_site, false)
+        Self::build(taps, with_site, false, false)
     }
 
     /// The HA shape (see the module documentation): the bridge at [`HA_BRIDGE_IP`], `taps`
     /// taps, and one namespace per address of [`HA_SERVER_IPS`] on the bridge.
     pub fn new_ha(taps: usize) -> anyhow::Result<Topology> {
-        Self::build(taps, false, true)
+        Self::build(taps, false, true, false)
     }
 
-    fn build(taps: usize, with_site: bool, ha: bool) -> anyhow::Result<Topology> {
+    /// [`Topology::new`] or [`Topology::new_ha`] with the VMs behind the impairment namespace
+    /// (see the module documentation); [`crate::impair_link::start`] then forwards.
+    pub fn new_impaired(taps: usize, with_site: bool, ha: bool) -> anyhow::Result<Topology> {
+        Self::build(taps, with_site, ha, true)
+    }
+
+    fn build(taps: usize, with_site: bool, ha: bool, impaired: bool) -> anyhow::Result<Topology> {
         let s = suffix();
         let mut t = Topology {
             ns: format!("lab-{s}"),
             site_ns: with_site.then(|| format!("labsite-{s}")),
             taps,
             server_ns: Vec::new(),
+            impair_ns: None,
         };
         let bridge_ip = if ha { HA_BRIDGE_IP } else { SERVER_IP };
         ip(&["netns", "add", &t.ns])?;
@@ -108,10 +194,17 @@ impl Topology {
             "nodad",
         ])?;
         ip(&["-n", n, "link", "set", "br0", "up"])?;
+        let vm_bridge = if impaired {
+            t.impair_ns = Some(format!("labimp-{s}"));
+            impairment(n, t.impair_ns.as_deref().expect("just set"))?;
+            "brvm"
+        } else {
+            "br0"
+        };
         for i in 0..taps {
             let tap = format!("tap{i}");
             ip(&["-n", n, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
-            ip(&["-n", n, "link", "set", &tap, "master", "br0"])?;
+            ip(&["-n", n, "link", "set", &tap, "master", vm_bridge])?;
             ip(&["-n", n, "link", "set", &tap, "up"])?;
         }
         if let Some(site) = &t.site_ns {
@@ -190,10 +283,14 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for ns in [Some(&self.ns), self.site_ns.as_ref()]
-            .into_iter()
-            .flatten()
-            .chain(&self.server_ns)
+        for ns in [
+            Some(&self.ns),
+            self.site_ns.as_ref(),
+            self.impair_ns.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(&self.server_ns)
         {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

@@ -60,6 +60,8 @@ pub struct RunOpts {
     /// The firmware retries its boot order this long after every entry failed (see
     /// [`crate::vm`]); `None`: it does not.
     pub boot_retry: Option<Duration>,
+    /// Loss and delay on the link between the servers and the VMs (see [`crate::impair_link`]).
+    pub impair: Option<crate::impair::Impairment>,
 }
 
 /// With `--ha`, how often a VM that powered off before `ready` (an installer whose server
@@ -91,6 +93,9 @@ pub struct Outcome {
     /// With `--ha`: the kill and what the survivor holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<crate::ha_run::HaOutcome>,
+    /// With `--impair`: what the impaired link did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<crate::impair_link::LinkStats>,
 }
 
 /// Progress callback: machine name, its state or a note.
@@ -429,10 +434,19 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     progress("lab", "building images");
     let images = images::build(&opts.cache, &base)?;
     let n = opts.firmware.len();
-    let topo = if opts.ha {
-        Topology::new_ha(n)?
-    } else {
-        Topology::new(n, opts.dhcp == DhcpMode::Proxy)?
+    let topo = match (opts.impair.is_some(), opts.ha) {
+        (true, ha) => Topology::new_impaired(n, opts.dhcp == DhcpMode::Proxy, ha)?,
+        (false, true) => Topology::new_ha(n)?,
+        (false, false) => Topology::new(n, opts.dhcp == DhcpMode::Proxy)?,
+    };
+    // Dropped before `lab` at the end (on an error path after it: the threads just stop).
+    let link = match opts.impair {
+        Some(spec) => {
+            let l = crate::impair_link::start(&topo, spec)?;
+            progress("lab", &format!("impaired link to the VMs: {spec}"));
+            Some(l)
+        }
+        None => None,
     };
     // Declared before `lab`, so that on every path the provisioners stop before etcd does.
     let mut ha: Option<crate::ha_run::Ha> = None;
@@ -631,7 +645,15 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
+    let impairment = link.as_ref().map(|l| l.stats());
+    if let Some(st) = &impairment {
+        for line in st.summary().lines() {
+            progress("link", line);
+        }
+    }
+    drop(link);
     let outcome = Outcome {
+        impairment,
         inventory_table,
         machines: outcomes,
         data_dir: lab.token_dir.clone(),

@@ -5,6 +5,8 @@
 //!   reports it in a control message on `recvmsg`.
 //! - Per-transfer sockets are bound to that local address on an ephemeral port and `connect`ed to
 //!   the client, so the kernel filters other sources (RFC 1350 transfer IDs) for us.
+//! - `TCP_RTO_MAX_MS` on the HTTP listener (see [`HTTP_RTO_MAX_MS`]): firmware gives up on a
+//!   download after a few seconds without data, sooner than Linux's retransmission backoff.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -160,13 +162,74 @@ pub async fn send_via(
 /// gets a reset.
 pub const HTTP_BACKLOG: u32 = 65_535;
 
-/// Binds the HTTP listener on `addr` with address reuse and [`HTTP_BACKLOG`].
+/// Longest retransmission timeout of an HTTP connection, milliseconds (Linux's default: 120 s).
+/// UEFI HTTP boot (EDK2 `HttpBootDxe`, `PcdHttpIoTimeout` = 5000 ms) abandons a download when
+/// no data came for 5 s; on a lossy link Linux doubles the timeout with each lost
+/// retransmission (seen in the lab at 10 % loss, 50 ± 25 ms: 308 ms → 616 → 1232 → 2464 →
+/// 4992), so four in a row ended OVMF's boot with "Server response timeout". Capped at 1 s, a
+/// retransmission goes out at least every second.
+pub const HTTP_RTO_MAX_MS: i32 = 1000;
+
+/// `TCP_RTO_MAX_MS` of `linux/tcp.h` (Linux 6.15); not in the libc crate yet.
+const TCP_RTO_MAX_MS: nix::libc::c_int = 44;
+
+/// Binds the HTTP listener on `addr` with address reuse, [`HTTP_BACKLOG`] and
+/// [`HTTP_RTO_MAX_MS`] (accepted connections inherit it; a kernel without the option keeps its
+/// default backoff).
 pub fn bind_http(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     let sock = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     sock.set_reuseaddr(true)?;
+    // SAFETY: an int option, passed with its size, on a socket we own.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            sock.as_raw_fd(),
+            nix::libc::IPPROTO_TCP,
+            TCP_RTO_MAX_MS,
+            (&HTTP_RTO_MAX_MS as *const i32).cast(),
+            std::mem::size_of::<i32>() as nix::libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            error = %io::Error::last_os_error(),
+            "TCP_RTO_MAX_MS not supported by this kernel; HTTP keeps the default backoff"
+        );
+    }
     sock.bind(addr)?;
     sock.listen(HTTP_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listener carries the cap, and a connection it accepts inherits it.
+    #[tokio::test]
+    async fn http_connections_cap_the_retransmission_backoff() {
+        let rto_max = |fd: i32| {
+            let mut v: i32 = 0;
+            let mut len = std::mem::size_of::<i32>() as nix::libc::socklen_t;
+            // SAFETY: an int option read into a local, with its size.
+            let rc = unsafe {
+                nix::libc::getsockopt(
+                    fd,
+                    nix::libc::IPPROTO_TCP,
+                    TCP_RTO_MAX_MS,
+                    (&mut v as *mut i32).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            v
+        };
+        let listener = bind_http("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(rto_max(listener.as_raw_fd()), HTTP_RTO_MAX_MS);
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        assert_eq!(rto_max(conn.as_raw_fd()), HTTP_RTO_MAX_MS);
+    }
 }

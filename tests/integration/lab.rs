@@ -441,3 +441,38 @@ fn interrupting_a_run_tears_everything_down() {
         "processes left:\n{ps}"
     );
 }
+
+/// The same boot through a link that loses 10 % of the frames in each direction and delays each
+/// by 25–75 ms (so they reorder): `lab run --impair`, the lab's own forwarder (this kernel has no
+/// netem). The machine still installs, reboots and comes up from its disk; the link's counters
+/// show it really was that link.
+#[test]
+fn uefi_ipxe_reaches_ready_through_a_lossy_reordering_link() {
+    let one = one_machine(
+        &[
+            "--firmware",
+            "uefi-ipxe",
+            "--impair",
+            "loss=10,delay=50ms,jitter=25ms",
+            // ~3.5 min alone (the 40 MiB image at ~360 KB/s); room for a second lab test.
+            "--vm-timeout",
+            "420",
+        ],
+        1,
+    );
+    let link = &one.run.outcome["impairment"];
+    let secs = machine_outcome(&one.run, 0)["seconds_to_ready"].clone();
+    eprintln!("ready after {secs} s; link: {link}");
+    for dir in ["to_vms", "to_servers"] {
+        let s = &link[dir];
+        let n = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k}: {link}"));
+        // The installer's downloads alone are thousands of frames each way.
+        assert!(n("frames_in") > 2000.0, "{dir}: {s}");
+        let loss = n("lost") / n("frames_in");
+        assert!((0.08..0.12).contains(&loss), "{dir}: loss {loss}: {s}");
+        assert!(n("reordered") > 100.0, "{dir}: {s}");
+        assert!(n("held_min_ms") >= 25.0, "{dir}: {s}");
+        assert!((45.0..70.0).contains(&n("held_mean_ms")), "{dir}: {s}");
+        assert_eq!(n("send_errors"), 0.0, "{dir}: {s}");
+    }
+}
