@@ -31,8 +31,12 @@ say "mac $MAC, DHCP"
 udhcpc -i $IF -s /udhcpc.script -q -f -n -t 10 -T 2 || say "DHCP FAILED"
 [ -f /tmp/dhcp.env ] && . /tmp/dhcp.env
 say "address $ip"
+# A request that fails before any answer (ARP or SYN lost on a lossy link: "No route to host")
+# is tried again, 5 times 2 s apart, as an installer agent retries; the server's endpoints are
+# idempotent (a repeated progress report or registration changes nothing).
+retry() { for t in 1 2 3 4 5; do "$@" && return 0; sleep 2; done; return 1; }
 post() { # URL JSON
-  wget -q -O /tmp/post.out --header "Authorization: Bearer $TOKEN" \
+  retry wget -q -O /tmp/post.out --header "Authorization: Bearer $TOKEN" \
     --header "Content-Type: application/json" --post-data "$2" "$1"
 }
 halt_now() { sync; say "powering off"; poweroff -f; sleep 5; }

@@ -10,7 +10,7 @@ fail() {
 }
 [ -n "$CONFIG_URL" ] || CONFIG_URL="$URL/config/$MAC"
 say "config from $CONFIG_URL"
-wget -q -O /tmp/config "$CONFIG_URL" || { say "config fetch FAILED"; halt_now; }
+retry wget -q -O /tmp/config "$CONFIG_URL" || { say "config fetch FAILED"; halt_now; }
 field() { sed -n "s/^  $1: //p" /tmp/config | tr -d '"' | head -1; }
 TOKEN=$(field token); PROGRESS=$(field progress); LOGS=$(field logs); SYSLOG=$(field syslog)
 IMG_EFI=$(field image_efi); IMG_BIOS=$(field image_bios)
