@@ -26,6 +26,7 @@
 pub mod cpio;
 pub mod dhcp_watch;
 pub mod ha_run;
+pub mod https_boot;
 pub mod images;
 pub mod impair;
 pub mod impair_link;

@@ -122,6 +122,8 @@ pub struct Lab {
     pub(crate) url: String,
     /// Where the CLI finds `operator.token` (the data directory of the server that made it).
     token_dir: PathBuf,
+    /// More TOML for the (single) server: `[boot_tls]` for `uefi-https`.
+    server_extra: String,
 }
 
 /// One `provisioner serve` of the run.
@@ -184,7 +186,7 @@ impl Lab {
                 ns: None,
                 iface: "br0",
                 suffix: "",
-                extra: String::new(),
+                extra: self.server_extra.clone(),
             },
             dhcp,
             unknown,
@@ -433,6 +435,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
     progress("lab", "building images");
     let images = images::build(&opts.cache, &base)?;
+    let https = crate::https_boot::for_run(&opts.firmware, opts.ha, &opts.work)?;
     let n = opts.firmware.len();
     let topo = match (opts.impair.is_some(), opts.ha) {
         (true, ha) => Topology::new_impaired(n, opts.dhcp == DhcpMode::Proxy, ha)?,
@@ -463,6 +466,9 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         }),
         url: base.clone(),
         token_dir: opts.work.join(if opts.ha { "data-0" } else { "data" }),
+        server_extra: https
+            .as_ref()
+            .map_or(String::new(), |h| h.server_toml(SERVER_IP)),
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
     if opts.capture {
@@ -498,6 +504,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             serial_log: opts.work.join(format!("vm{i}.serial.log")),
             timeout: opts.vm_timeout,
             boot_retry: opts.boot_retry,
+            https_cacerts: https.as_ref().map(|h| h.esl.clone()),
         })
         .collect();
     if opts.flow != Flow::DiscoverApprove {

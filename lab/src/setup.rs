@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// From bookworm (main).
-const PACKAGES: [&str; 16] = [
+const PACKAGES: [&str; 18] = [
     "ovmf",
     "ipxe",
     "ipxe-qemu",
@@ -30,6 +30,10 @@ const PACKAGES: [&str; 16] = [
     "curl",
     // `grubnetx64.efi` for the `uefi-grub` path (GRUB over PXE, kernel and initrd by HTTP).
     "grub-efi-amd64-bin",
+    // `uefi-https`: the lab's CA and server certificate, and the CA as an EFI signature list
+    // for OVMF's fw_cfg `etc/edk2/https/cacerts` (`cert-to-efi-sig-list`).
+    "openssl",
+    "efitools",
 ];
 /// From bookworm-backports.
 const BACKPORTS: [&str; 3] = ["qemu-system-x86", "qemu-system-common", "qemu-system-data"];

@@ -42,6 +42,9 @@ pub enum Firmware {
     /// OVMF's own PXE: DHCP → TFTP grubnetx64.efi (the machine's `boot.loader`) → GRUB reads
     /// our grub.cfg → its per-machine config over HTTP → kernel + initrd of the UKI over HTTP.
     UefiGrub,
+    /// OVMF HTTPS boot: DHCP hands out an https:// URL on the provisioner's boot TLS listener;
+    /// the firmware trusts the lab's CA through fw_cfg `etc/edk2/https/cacerts`.
+    UefiHttps,
 }
 
 impl Firmware {
@@ -71,6 +74,7 @@ impl Firmware {
             Firmware::UefiHttp => "uefi-http",
             Firmware::BiosIpxe => "bios-ipxe",
             Firmware::UefiGrub => "uefi-grub",
+            Firmware::UefiHttps => "uefi-https",
         }
     }
 }
@@ -89,6 +93,9 @@ pub struct VmSpec {
     /// Retry the boot order this long after every entry failed (see the module documentation);
     /// `None`: the firmware's default (OVMF waits for a key, SeaBIOS stops).
     pub boot_retry: Option<Duration>,
+    /// For [`Firmware::UefiHttps`]: the CA certificates OVMF trusts, as an EFI signature list
+    /// (`cert-to-efi-sig-list`), handed in through fw_cfg `etc/edk2/https/cacerts`.
+    pub https_cacerts: Option<PathBuf>,
 }
 
 /// What OVMF prints when its last boot option failed (then it waits for a key).
@@ -165,6 +172,18 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         Firmware::UefiHttp => {
             nic.push_str(",romfile=");
             cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+        }
+        Firmware::UefiHttps => {
+            nic.push_str(",romfile=");
+            cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+            let esl = spec
+                .https_cacerts
+                .as_ref()
+                .context("uefi-https needs the CA as an EFI signature list")?;
+            cmd.arg("-fw_cfg").arg(format!(
+                "name=etc/edk2/https/cacerts,file={}",
+                esl.display()
+            ));
         }
         Firmware::UefiIpxe => {
             cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);

@@ -36,6 +36,8 @@ pub mod wire {
         pub syslog: Syslog,
         #[serde(default)]
         pub store: crate::store_config::WireStore,
+        #[serde(default)]
+        pub boot_tls: crate::boot_tls::WireBootTls,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -124,6 +126,8 @@ pub struct Config {
     pub store: crate::store_config::StoreBackend,
     /// `store.asset_peers`: provisioners a missing asset is fetched from by digest (etcd only).
     pub asset_peers: Vec<reqwest::Url>,
+    /// `[boot_tls]`: the OpenSSL listener for UEFI HTTPS boot (off unless `boot_tls.listen`).
+    pub boot_tls: Option<crate::boot_tls::BootTlsConfig>,
 }
 
 /// The validated `[tftp]` section.
@@ -223,6 +227,7 @@ impl TryFrom<wire::ConfigFile> for Config {
         let tftp = tftp_config(w.tftp)?;
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
         let asset_peers = crate::store_config::asset_peers(w.store.asset_peers.as_deref())?;
+        let boot_tls = crate::boot_tls::validate(w.boot_tls)?;
         let store = crate::store_config::StoreBackend::try_from(w.store)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
@@ -246,6 +251,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             http_limits,
             store,
             asset_peers,
+            boot_tls,
         })
     }
 }

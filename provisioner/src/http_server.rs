@@ -40,6 +40,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::http::Peer;
+use crate::http_io::SendStall;
+use tokio::net::TcpStream;
 
 /// Limits of the HTTP listener, from `[http]` in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +110,67 @@ pub async fn run(
     limits: HttpLimits,
     drain: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let plain = Handshake {
+        transport: Arc::new(Plain),
+        timeout: Duration::MAX,
+    };
+    run_with(listener, router, limits, drain, shutdown, plain).await
+}
+
+/// What an accepted connection speaks below HTTP: [`Plain`] starts HTTP at once; a TLS
+/// transport (e.g. [`crate::boot_tls::BootTls`]) runs its handshake first.
+pub trait Transport: Send + Sync + 'static {
+    /// The stream HTTP is spoken on.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// Turns an accepted connection into the stream HTTP is spoken on, and what its requests
+    /// learn about it (`Some` for TLS: put into every request's extensions).
+    fn handshake(
+        &self,
+        tcp: SendStall<TcpStream>,
+    ) -> impl Future<Output = std::io::Result<(Self::Io, Option<TlsSession>)>> + Send;
+}
+
+/// Plain HTTP: no handshake.
+pub struct Plain;
+
+impl Transport for Plain {
+    type Io = SendStall<TcpStream>;
+    async fn handshake(
+        &self,
+        tcp: SendStall<TcpStream>,
+    ) -> std::io::Result<(Self::Io, Option<TlsSession>)> {
+        Ok((tcp, None))
+    }
+}
+
+/// What a TLS handshake agreed on; in the extensions of every request that came over it, so
+/// handlers can say how a file was served (a `transfer` event's protocol `https`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSession {
+    /// e.g. `TLSv1.2` (OpenSSL's name).
+    pub version: &'static str,
+    /// e.g. `AES256-SHA256` (OpenSSL's name).
+    pub cipher: &'static str,
+}
+
+/// A transport and how long its handshake may take.
+pub struct Handshake<T> {
+    pub transport: Arc<T>,
+    /// A connection whose handshake is not done by then is closed: a stranger that connects
+    /// and sends nothing holds its slots no longer than this.
+    pub timeout: Duration,
+}
+
+/// [`run`] over any [`Transport`]: the same limits, each connection's handshake bounded by
+/// `handshake.timeout` while it holds its slots.
+pub async fn run_with<T: Transport>(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    drain: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    handshake: Handshake<T>,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -179,19 +242,38 @@ pub async fn run(
         };
         let router = router.clone();
         let stall = limits.body_stall_timeout;
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(|b| Body::new(StallGuard::new(b, stall)));
-                req.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(req)
-            });
         // A client that stops reading its response is cut after the same stall timeout.
-        let io = crate::http_io::SendStall::new(stream, stall);
-        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let io = SendStall::new(stream, stall);
+        let (tls, handshake_timeout) = (handshake.transport.clone(), handshake.timeout);
+        let builder = builder.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _client_slot = client_slot;
+            let (io, session) = tokio::select! {
+                r = tokio::time::timeout(handshake_timeout, tls.handshake(io)) => match r {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "handshake not done within {handshake_timeout:?}; closed");
+                        return;
+                    }
+                },
+                _ = stop.cancelled() => return,
+            };
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(|b| Body::new(StallGuard::new(b, stall)));
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(s) = session {
+                        req.extensions_mut().insert(s);
+                    }
+                    router.clone().oneshot(req)
+                });
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -9,6 +9,7 @@
 //!   use).
 //! - [`app`]: shared server state (store, live event feed, metrics) and the clock read.
 //! - [`boot`]: HTTP boot: iPXE scripts, UEFI HTTP boot, assets, configs, the machines' API.
+//! - [`boot_tls`]: the OpenSSL listener for UEFI HTTPS boot (`[boot_tls]`), suites OVMF speaks.
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (re-exported from the
 //!   runtime-free `netboot-proto` crate, with the DHCP and TFTP cores).
 //! - [`dhcp`]: DHCP: classification, the sans-IO core, pools, replies, the tokio server.
@@ -43,6 +44,7 @@ pub use netboot_proto::boot_decision;
 pub mod app;
 pub mod asset_peers;
 pub mod boot;
+pub mod boot_tls;
 pub mod cli;
 pub mod config;
 pub mod config_error;

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::app::{now, App};
 
 /// How long open connections may take to finish after shutdown starts.
-const DRAIN: Duration = Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish (at most [`DRAIN`]).
 pub async fn run(

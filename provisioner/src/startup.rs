@@ -250,6 +250,11 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         )
     })?;
     let addr = listener.local_addr()?;
+    let limits = http_limits(&cfg.http_limits);
+    let https_boot = match &cfg.boot_tls {
+        Some(b) => Some(start_boot_tls(b, &cfg, &app, &limits)?),
+        None => None,
+    };
     if let Some(tftp) = &cfg.tftp {
         let grub = match machine_base_url(&cfg, addr.port()) {
             Some(base) => crate::boot::grub::GrubServer::from_base(&base),
@@ -258,13 +263,13 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         start_tftp(tftp, &app, grub).await?;
     }
     if let Some(dhcp) = &cfg.dhcp {
-        start_dhcp(dhcp, &app, addr.port(), cfg.public_url.as_deref()).await?;
+        let urls = (cfg.public_url.as_deref(), https_boot.as_deref());
+        start_dhcp(dhcp, &app, addr.port(), urls).await?;
     }
     if let Some(sock) = syslog {
         tracing::info!("listening on syslog://{}", sock.local_addr()?);
         tokio::spawn(crate::syslog::run(sock, app.clone(), app.shutdown.clone()));
     }
-    let limits = http_limits(&cfg.http_limits);
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
     crate::serve::run(listener, app, limits, shutdown).await
 }
@@ -305,6 +310,35 @@ fn machine_base_url(cfg: &Config, http_port: u16) -> Option<String> {
     dhcp.and_then(|d| d.http_url.clone())
         .or(cfg.public_url.clone())
         .or(dhcp.map(|d| format!("http://{}:{http_port}", d.server_ip)))
+}
+
+/// Starts the boot TLS listener (UEFI HTTPS boot) on the same router and limits as the HTTP
+/// listener; returns the base URL HTTP-boot firmware is given.
+fn start_boot_tls(
+    b: &crate::boot_tls::BootTlsConfig,
+    cfg: &Config,
+    app: &App,
+    limits: &crate::http_server::HttpLimits,
+) -> anyhow::Result<String> {
+    let tls = crate::boot_tls::BootTls::load(&b.cert, &b.key)
+        .context("loading the boot TLS certificate (boot_tls.cert, boot_tls.key)")?;
+    let router = crate::router::router(app.clone());
+    let shutdown = app.shutdown.clone();
+    let addr = crate::boot_tls::start(
+        b,
+        tls,
+        router,
+        limits.clone(),
+        crate::serve::DRAIN,
+        shutdown,
+    )?;
+    tracing::info!("listening on https://{addr} (boot TLS: UEFI HTTPS boot)");
+    // Handed out by DHCP only; without DHCP the operator points firmware at it.
+    let server_ip = cfg
+        .dhcp
+        .as_ref()
+        .map_or(addr.ip().to_string(), |d| d.server_ip.to_string());
+    Ok(b.base_url(&server_ip, addr.port()))
 }
 
 /// Binds the TFTP socket, assembles the file sources and starts serving in the background.
@@ -374,7 +408,7 @@ async fn start_dhcp(
     cfg: &crate::dhcp::config::DhcpConfig,
     app: &App,
     http_port: u16,
-    public_url: Option<&str>,
+    (public_url, https_boot): (Option<&str>, Option<&str>),
 ) -> anyhow::Result<()> {
     use crate::dhcp::core::{Core, Settings};
     use crate::dhcp::pool::Pool;
@@ -418,7 +452,8 @@ async fn start_dhcp(
             loaders: cfg.loaders.clone(),
             urls: BootUrls {
                 ipxe_script: format!("{base}/boot/ipxe"),
-                http_boot: format!("{base}/boot/efi"),
+                // UEFI HTTP boot over the boot TLS listener when it is on.
+                http_boot: format!("{}/boot/efi", https_boot.unwrap_or(&base)),
             },
         },
         subnets,

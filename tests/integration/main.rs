@@ -6,6 +6,7 @@ mod api;
 mod api_hardening;
 mod asset_peers;
 mod boot;
+mod boot_tls;
 mod cli;
 mod crash;
 mod dhcp;

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use boot_assets::{parse_digest, AssetKind, AssetMeta, BootSection};
 use inventory::{EventKind, Mac, Machine};
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use crate::app::App;
 use crate::asset_peers::Unavailable;
 use crate::boot_decision::Intent;
 use crate::http::Peer;
+use crate::http_server::TlsSession;
 use crate::identity::{self, Holder};
 use crate::machine_keys::MachineKeys;
 
@@ -167,10 +169,12 @@ pub struct MacQuery {
     mac: Option<String>,
 }
 
-/// `GET|HEAD /boot/efi?mac=…`: UEFI HTTP boot downloads the machine's UKI here directly.
+/// `GET|HEAD /boot/efi?mac=…`: UEFI HTTP boot downloads the machine's UKI here directly (over
+/// the boot TLS listener too: UEFI HTTPS boot, recorded as such).
 pub async fn http_boot(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    tls: Option<Extension<TlsSession>>,
     method: Method,
     headers: HeaderMap,
     MachineQuery(q): MachineQuery<MacQuery>,
@@ -204,9 +208,23 @@ pub async fn http_boot(
     // download recorded; anyone else just gets the bytes (a UKI holds no per-machine secret).
     let attributed = attributed_ip(&app, &peer, mac).await?;
     if let (Some(ip), true) = (attributed, method == Method::GET) {
-        plan::record_boot(&app, mac, ip, "UEFI HTTP boot: UKI".into()).await;
+        let what = match &tls {
+            Some(Extension(t)) => format!("UEFI HTTPS boot ({} {}): UKI", t.version, t.cipher),
+            None => "UEFI HTTP boot: UKI".into(),
+        };
+        plan::record_boot(&app, mac, ip, what).await;
     }
-    serve_asset(&app, &uki, None, &method, &headers, attributed.map(|_| mac)).await
+    let tls = tls.map(|Extension(t)| t);
+    serve_asset(
+        &app,
+        &uki,
+        None,
+        &method,
+        &headers,
+        attributed.map(|_| mac),
+        tls,
+    )
+    .await
 }
 
 /// Which machine a download is for: `?mac=` (our own URLs carry it), else the machine the
@@ -279,19 +297,22 @@ async fn asset_request(
 pub async fn asset(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    tls: Option<Extension<TlsSession>>,
     Path((digest, _name)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
     MachineQuery(q): MachineQuery<MacQuery>,
 ) -> Reply {
     let (meta, mac) = asset_request(&app, &digest, &q, &peer).await?;
-    serve_asset(&app, &meta, None, &method, &headers, mac).await
+    let tls = tls.map(|Extension(t)| t);
+    serve_asset(&app, &meta, None, &method, &headers, mac, tls).await
 }
 
 /// `GET|HEAD /assets/<digest>/sections/{linux,initrd,cmdline}`: a UKI's parts, for BIOS.
 pub async fn asset_section(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    tls: Option<Extension<TlsSession>>,
     Path((digest, section)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
@@ -304,7 +325,8 @@ pub async fn asset_section(
         ));
     };
     let (meta, mac) = asset_request(&app, &digest, &q, &peer).await?;
-    serve_asset(&app, &meta, Some(section), &method, &headers, mac).await
+    let tls = tls.map(|Extension(t)| t);
+    serve_asset(&app, &meta, Some(section), &method, &headers, mac, tls).await
 }
 
 async fn serve_asset(
@@ -314,6 +336,8 @@ async fn serve_asset(
     method: &Method,
     headers: &HeaderMap,
     mac: Option<Mac>,
+    // How the request came: a `transfer` event says `https` for the boot TLS listener.
+    tls: Option<TlsSession>,
 ) -> Reply {
     let hex = parse_digest(&meta.digest).map_err(internal)?;
     if let Some(peers) = &app.boot.peer_assets {
@@ -354,7 +378,7 @@ async fn serve_asset(
                     return;
                 }
                 let kind = EventKind::Transfer {
-                    protocol: "http".into(),
+                    protocol: if tls.is_some() { "https" } else { "http" }.into(),
                     file,
                     bytes,
                     millis: elapsed.as_millis() as u64,
