@@ -184,8 +184,8 @@ fn assert_installed_and_booted_from_disk(run: &Run, api: &Api, mac: &str, instal
     let lossy = !run.outcome["impairment"].is_null();
     let wanted = if lossy { "" } else { "install done" };
     assert!(
-        logs.iter().any(|l| l["source"] == "syslog"
-            && l["text"].as_str().unwrap_or("").contains(wanted)),
+        logs.iter()
+            .any(|l| l["source"] == "syslog" && l["text"].as_str().unwrap_or("").contains(wanted)),
         "{logs:?}"
     );
     assert!(evs.iter().any(|e| e["type"] == "seen"
@@ -270,6 +270,28 @@ fn uefi_http_boot_of_the_uki() {
     assert!(one.evs.iter().any(|e| e["type"] == "transfer"
         && e["file"] == "installer.efi"
         && e["outcome"] == "complete"));
+}
+
+#[test]
+fn uefi_https_boot_of_the_uki_reaches_ready() {
+    let one = one_machine(&["--firmware", "uefi-https"], 1);
+    // OVMF fetched the UKI itself over the boot TLS listener (the server records the suite),
+    // never over plain HTTP.
+    let https = |e: &&Value| {
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("UEFI HTTPS boot (TLSv1.2 ") && d.ends_with("): UKI"))
+    };
+    assert!(one.evs.iter().any(|e| https(&e)), "{}", one.run.dump());
+    assert!(!one.evs.iter().any(|e| e["detail"] == "UEFI HTTP boot: UKI"));
+    assert!(
+        one.evs.iter().any(|e| e["type"] == "transfer"
+            && e["protocol"] == "https"
+            && e["file"] == "installer.efi"
+            && e["outcome"] == "complete"),
+        "{}",
+        one.run.dump()
+    );
 }
 
 #[test]
