@@ -5,6 +5,7 @@
 mod api;
 mod api_hardening;
 mod asset_peers;
+mod attestation;
 mod boot;
 mod cli;
 mod crash;

@@ -5,6 +5,7 @@
 //! Every path that could start an installer asks [`crate::boot_decision::decide`] about the
 //! machine first, so an installed machine is never handed the installer again (no boot loop).
 
+pub mod attestation;
 pub mod cloud_config;
 pub mod config_render;
 pub mod files;
@@ -39,6 +40,7 @@ pub fn routes() -> Router<App> {
         .route("/api/v1/nodes/register", post(node_api::register))
         .route("/api/v1/nodes/progress", post(node_api::progress))
         .route("/api/v1/nodes/logs", post(node_api::logs))
+        .route("/api/v1/nodes/attestation", post(attestation::attestation))
 }
 
 /// The base URL machines use to reach us, and the URLs built on it. Only typed parts are added.

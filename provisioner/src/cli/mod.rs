@@ -254,7 +254,7 @@ pub enum ProfilesCmd {
         after_help = "The cloud-config template (minijinja) must render into a #cloud-config YAML mapping:\n\
 its first line exactly `#cloud-config`, then `key: value` entries, no key twice. Variables:\n\
 mac, hostname, uuid, serial, site, ip, labels, profile, install.device, token,\n\
-urls.{base,config,register,progress,logs}, syslog. Undefined names are errors: test optional ones\n\
+urls.{base,config,register,progress,logs,attestation}, syslog. Undefined names are errors: test optional ones\n\
 with `{% if labels.rack is defined %}`, and splice free text with `{{ labels.rack | tojson }}`.\n\
 The template is rendered for a sample machine when saved; a profile that does not render is refused.\n\n\
 Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda"
@@ -266,6 +266,39 @@ Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config
     Show { name: String },
     /// Remove a profile (refused while machines use it).
     Rm { name: String },
+    /// Pin the PCR 11 value its machines must report while installing (measured boot).
+    #[command(
+        after_help = "systemd-stub measures the UKI's sections into TPM PCR 11 before the kernel starts;\n\
+the installer reports it (POST /api/v1/nodes/attestation) and a machine whose value differs from the\n\
+pin is failed with both values in the reason.\n\n\
+Examples:\n  provisioner profiles pin-pcr11 hadron --from-uki           # computed from the profile's UKI\n  \
+provisioner profiles pin-pcr11 hadron --from-machine 52:54:00:12:34:56  # learned from a first machine\n  \
+provisioner profiles pin-pcr11 hadron --value <64 hex>\n  provisioner profiles pin-pcr11 hadron --clear"
+    )]
+    PinPcr11(PinPcr11Args),
+}
+
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("source")
+        .required(true)
+        .args(["from_uki", "from_machine", "value", "clear"])
+))]
+pub struct PinPcr11Args {
+    /// Profile name.
+    pub name: String,
+    /// Compute the value from the profile's UKI (the stub's measurement, no boot phases).
+    #[arg(long)]
+    pub from_uki: bool,
+    /// Take the value a machine of this profile reported (confirming what it booted).
+    #[arg(long, value_name = "MAC")]
+    pub from_machine: Option<String>,
+    /// Pin this value (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    pub value: Option<String>,
+    /// Remove the pin.
+    #[arg(long)]
+    pub clear: bool,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +320,10 @@ pub struct ProfileAddArgs {
     /// Free text for operators, kept with the profile.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// The SHA-256 PCR 11 its machines must report while installing (64 hex); see
+    /// `profiles pin-pcr11` to compute or learn it.
+    #[arg(long, value_name = "HEX")]
+    pub expected_pcr11: Option<String>,
     /// Replace an existing profile of the same name.
     #[arg(long)]
     pub replace: bool,
