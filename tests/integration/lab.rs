@@ -184,8 +184,8 @@ fn assert_installed_and_booted_from_disk(run: &Run, api: &Api, mac: &str, instal
     let lossy = !run.outcome["impairment"].is_null();
     let wanted = if lossy { "" } else { "install done" };
     assert!(
-        logs.iter()
-            .any(|l| l["source"] == "syslog" && l["text"].as_str().unwrap_or("").contains(wanted)),
+        logs.iter().any(|l| l["source"] == "syslog"
+            && l["text"].as_str().unwrap_or("").contains(wanted)),
         "{logs:?}"
     );
     assert!(evs.iter().any(|e| e["type"] == "seen"
