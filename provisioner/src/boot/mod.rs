@@ -130,3 +130,39 @@ impl Base {
         format!("{}/api/v1/nodes/{path}", self.machine())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_use_the_tls_base_and_downloads_stay_plain() {
+        let b = Base {
+            plain: "http://198.18.0.1:8080".into(),
+            machine: Some("https://boot.example:8443".into()),
+        };
+        let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
+        assert_eq!(
+            b.config(mac),
+            "https://boot.example:8443/config/52:54:00:00:00:01"
+        );
+        assert_eq!(
+            b.api("progress"),
+            "https://boot.example:8443/api/v1/nodes/progress"
+        );
+        assert_eq!(b.as_str(), "http://198.18.0.1:8080");
+        assert!(b
+            .asset("ab", "x.efi", mac)
+            .0
+            .starts_with("http://198.18.0.1:8080/assets/ab/x.efi"));
+        assert!(b
+            .script(mac, None)
+            .0
+            .starts_with("http://198.18.0.1:8080/boot/ipxe"));
+        let plain = Base::plain("http://198.18.0.1:8080");
+        assert_eq!(
+            plain.config(mac),
+            "http://198.18.0.1:8080/config/52:54:00:00:00:01"
+        );
+    }
+}
