@@ -33,4 +33,5 @@ mod tftp;
 mod tftp_duplicates;
 mod tftp_fifo;
 mod tftp_loss;
+mod tls;
 mod uki;

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod tls_trust;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -61,6 +62,19 @@ pub struct Global {
     /// Print JSON instead of tables (client commands).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust this CA certificate (PEM) for an https:// --url (default: <data-dir>/tls/ca.pem
+    /// when it exists, else the system's roots).
+    #[arg(long, global = true, env = "PROVISIONER_CA", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// Pin the server's certificate, or the CA that issued it, by SHA-256 fingerprint
+    /// (sha256:HEX, as `provisioner serve` logs it); no other trust is used.
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISIONER_CA_FINGERPRINT",
+        value_name = "sha256:HEX"
+    )]
+    pub ca_fingerprint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +124,10 @@ pub struct ServeArgs {
     /// Log format, overriding log.format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Address for the HTTPS listener, overriding tls.listen (port 0 picks a free port); turns
+    /// TLS on.
+    #[arg(long, value_name = "IP:PORT")]
+    pub tls_listen: Option<SocketAddr>,
     /// Address for the syslog receiver, overriding syslog.listen (port 0 picks a free port).
     #[arg(long, value_name = "IP:PORT")]
     pub syslog_listen: Option<SocketAddr>,
