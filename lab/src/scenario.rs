@@ -435,7 +435,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
     progress("lab", "building images");
     let images = images::build(&opts.cache, &base)?;
-    let https = crate::https_boot::for_run(&opts.firmware, opts.ha, &opts.work)?;
+    let https = crate::https_boot::wanted(&opts.firmware, opts.ha)?;
     let n = opts.firmware.len();
     let topo = match (opts.impair.is_some(), opts.ha) {
         (true, ha) => Topology::new_impaired(n, opts.dhcp == DhcpMode::Proxy, ha)?,
@@ -466,9 +466,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         }),
         url: base.clone(),
         token_dir: opts.work.join(if opts.ha { "data-0" } else { "data" }),
-        server_extra: https
-            .as_ref()
-            .map_or(String::new(), |h| h.server_toml(SERVER_IP)),
+        server_extra: match https {
+            true => crate::https_boot::server_toml(SERVER_IP),
+            false => String::new(),
+        },
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
     if opts.capture {
@@ -489,6 +490,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         &format!("provisioner up in namespace {}", lab.topo.ns),
     );
     let digests = lab.provision_assets(&images)?;
+    let cacerts = match https {
+        true => Some(crate::https_boot::cacerts(&opts.work, &lab.token_dir)?),
+        false => None,
+    };
     let specs: Vec<VmSpec> = opts
         .firmware
         .iter()
@@ -504,7 +509,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             serial_log: opts.work.join(format!("vm{i}.serial.log")),
             timeout: opts.vm_timeout,
             boot_retry: opts.boot_retry,
-            https_cacerts: https.as_ref().map(|h| h.esl.clone()),
+            https_cacerts: cacerts.clone(),
         })
         .collect();
     if opts.flow != Flow::DiscoverApprove {

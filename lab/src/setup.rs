@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// From bookworm (main).
-const PACKAGES: [&str; 18] = [
+const PACKAGES: [&str; 17] = [
     "ovmf",
     "ipxe",
     "ipxe-qemu",
@@ -30,9 +30,8 @@ const PACKAGES: [&str; 18] = [
     "curl",
     // `grubnetx64.efi` for the `uefi-grub` path (GRUB over PXE, kernel and initrd by HTTP).
     "grub-efi-amd64-bin",
-    // `uefi-https`: the lab's CA and server certificate, and the CA as an EFI signature list
-    // for OVMF's fw_cfg `etc/edk2/https/cacerts` (`cert-to-efi-sig-list`).
-    "openssl",
+    // `uefi-https`: the server's CA as an EFI signature list for OVMF's fw_cfg
+    // `etc/edk2/https/cacerts` (`cert-to-efi-sig-list`).
     "efitools",
 ];
 /// From bookworm-backports.

@@ -5,18 +5,20 @@
 //! static-RSA key exchange with AES-GCM and AES-CBC-SHA256; rustls serves TLS 1.2 only with
 //! ECDHE. So this listener uses OpenSSL (the `openssl` crate over the system's libssl, and
 //! `tokio-openssl`) with exactly the suites in [`CIPHERS`], TLS 1.2 only, and otherwise the
-//! very same HTTP driver ([`crate::http_server::run_with`]), router and limits as the plain
-//! listener; a handshake not done within `boot_tls.handshake_timeout` is dropped.
+//! very same HTTP driver ([`crate::http_server::run_with`], [`Transport::OpenSsl`]), router and
+//! limits as the plain listener; a handshake not done within `boot_tls.handshake_timeout` is
+//! dropped.
 //!
-//! The certificate chain and key are PEM (an RSA key: OVMF cannot verify ECDSA); the firmware
+//! The certificate is the server's TLS material ([`crate::tls_material::TlsMaterial`]: the
+//! self-issued RSA-2048 one in `<data_dir>/tls`, or `tls.cert`/`tls.key`), or the operator's
+//! `boot_tls.cert`/`boot_tls.key` (an RSA key: OVMF cannot verify ECDSA); the firmware
 //! trusts the CA that signed them through fw_cfg `etc/edk2/https/cacerts` (an EFI signature
 //! list, `cert-to-efi-sig-list` from efitools) and checks that the certificate names the host
 //! of the boot URL, so the certificate needs a SAN for the address in that URL.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::ssl::{SslContext, SslMethod, SslOptions, SslVersion};
@@ -25,7 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::config_error::ConfigError;
 use crate::http_io::SendStall;
-use crate::http_server::{TlsSession, Transport};
+use crate::http_server::Transport;
 
 /// The TLS 1.2 suites served, in the server's order of preference (OpenSSL names; IANA names
 /// in the comment). Forward-secret suites first: ECDHE for clients that have it (curl,
@@ -62,22 +64,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BootTlsError {
-    /// A certificate or key file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file holds no usable PEM of that kind (`what`: "certificate chain" or "private key").
-    #[error("{path}: not a PEM {what}: {why}")]
-    Pem {
-        path: PathBuf,
-        what: &'static str,
-        why: String,
-    },
+    /// The material holds no usable PEM of that kind (`what`: "certificate chain" or
+    /// "private key").
+    #[error("boot TLS: not a PEM {what}: {why}")]
+    Pem { what: &'static str, why: String },
     /// The key is not the one of the first certificate of the chain.
-    #[error("{key}: this private key does not belong to the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("boot TLS: the private key does not belong to the server certificate")]
+    KeyMismatch,
     /// OpenSSL refused a setting (the cipher list, the protocol version).
     #[error("setting up OpenSSL: {0}")]
     Setup(String),
@@ -89,13 +82,24 @@ pub enum BootTlsError {
     },
 }
 
+/// What a boot TLS handshake agreed on; in the extensions of every request that came over
+/// it, so handlers can say how a file was served (a `seen` event names the suite, a `transfer`
+/// event says protocol `https`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSession {
+    /// e.g. `TLSv1.2` (OpenSSL's name).
+    pub version: &'static str,
+    /// e.g. `AES256-SHA256` (OpenSSL's name).
+    pub cipher: &'static str,
+}
+
 /// `[boot_tls]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireBootTls {
     /// `IP:PORT` of the boot TLS listener; unset: no listener, HTTP boot stays on http://.
     pub listen: Option<String>,
-    /// PEM certificate chain, the server's certificate first.
+    /// PEM certificate chain, the server's certificate first (default: the `[tls]` material).
     pub cert: Option<String>,
     /// PEM private key (RSA) of that certificate.
     pub key: Option<String>,
@@ -110,10 +114,9 @@ pub struct WireBootTls {
 pub struct BootTlsConfig {
     /// Where the listener binds (`boot_tls.listen`).
     pub listen: SocketAddr,
-    /// The certificate chain PEM file (`boot_tls.cert`).
-    pub cert: PathBuf,
-    /// The private key PEM file (`boot_tls.key`).
-    pub key: PathBuf,
+    /// The operator's certificate chain and key PEM files (`boot_tls.cert`, `boot_tls.key`);
+    /// `None`: the server's TLS material (`tls.cert`/`tls.key`, else the self-issued one).
+    pub files: Option<(PathBuf, PathBuf)>,
     /// `boot_tls.public_url` without a trailing slash; `None`: `https://<dhcp.server_ip>:<port>`.
     pub public_url: Option<String>,
     /// `boot_tls.handshake_timeout`: a stalled handshake frees its connection slot after this.
@@ -138,7 +141,11 @@ pub fn validate(w: WireBootTls) -> Result<Option<BootTlsConfig>, ConfigError> {
         why: why.into(),
     };
     let Some(listen) = w.listen else {
-        if w.cert.is_some() || w.key.is_some() || w.public_url.is_some() {
+        if w.cert.is_some()
+            || w.key.is_some()
+            || w.public_url.is_some()
+            || w.handshake_timeout.is_some()
+        {
             return Err(bad(
                 "boot_tls.listen",
                 "",
@@ -154,13 +161,22 @@ pub fn validate(w: WireBootTls) -> Result<Option<BootTlsConfig>, ConfigError> {
             &format!("{e} (expected IP:PORT)"),
         )
     })?;
-    let need = |key: &'static str, v: Option<String>| {
-        v.filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-            .ok_or_else(|| bad(key, "", "must name a PEM file when boot_tls.listen is set"))
+    let path = |v: Option<String>| v.filter(|p| !p.is_empty()).map(PathBuf::from);
+    let files = match (path(w.cert), path(w.key)) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (c, _) => {
+            let (key, other) = match c {
+                Some(_) => ("boot_tls.key", "boot_tls.cert"),
+                None => ("boot_tls.cert", "boot_tls.key"),
+            };
+            return Err(bad(
+                key,
+                "",
+                &format!("must be set with {other} (or neither: the [tls] material is used)"),
+            ));
+        }
     };
-    let cert = need("boot_tls.cert", w.cert)?;
-    let key = need("boot_tls.key", w.key)?;
     let public_url = match w.public_url {
         None => None,
         Some(u) => {
@@ -194,111 +210,81 @@ pub fn validate(w: WireBootTls) -> Result<Option<BootTlsConfig>, ConfigError> {
     };
     Ok(Some(BootTlsConfig {
         listen,
-        cert,
-        key,
+        files,
         public_url,
         handshake_timeout,
     }))
 }
 
-/// The OpenSSL server context of the boot listener; a [`Transport`] for
-/// [`crate::http_server::run_with`].
-pub struct BootTls {
-    context: SslContext,
+/// The OpenSSL server context of the boot listener: TLS 1.2, [`CIPHERS`] in the server's
+/// order, DHE over [`FFDHE2048`], no renegotiation or compression, from a PEM certificate chain
+/// (the server's certificate first, then intermediates) and a PEM private key — the shape of
+/// [`crate::tls_material::TlsMaterial`]'s `chain_pem` and `key_pem`.
+pub fn context(chain: &str, key: &str) -> Result<SslContext, BootTlsError> {
+    let pem = |what, e: &dyn std::fmt::Display| BootTlsError::Pem {
+        what,
+        why: e.to_string(),
+    };
+    let setup = |e: openssl::error::ErrorStack| BootTlsError::Setup(e.to_string());
+    let mut certs = openssl::x509::X509::stack_from_pem(chain.as_bytes())
+        .map_err(|e| pem("certificate chain", &e))?
+        .into_iter();
+    let leaf = certs
+        .next()
+        .ok_or_else(|| pem("certificate chain", &"no certificate in it"))?;
+    let pkey = openssl::pkey::PKey::private_key_from_pem(key.as_bytes())
+        .map_err(|e| pem("private key", &e))?;
+    if !leaf.public_key().is_ok_and(|p| p.public_eq(&pkey)) {
+        return Err(BootTlsError::KeyMismatch);
+    }
+    let dh = openssl::dh::Dh::params_from_pem(FFDHE2048).map_err(setup)?;
+    let mut b = SslContext::builder(SslMethod::tls_server()).map_err(setup)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(setup)?;
+    b.set_max_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(setup)?;
+    b.set_cipher_list(CIPHERS).map_err(setup)?;
+    b.set_options(
+        SslOptions::CIPHER_SERVER_PREFERENCE
+            | SslOptions::NO_RENEGOTIATION
+            | SslOptions::NO_COMPRESSION,
+    );
+    b.set_tmp_dh(&dh).map_err(setup)?;
+    b.set_certificate(&leaf).map_err(setup)?;
+    for c in certs {
+        b.add_extra_chain_cert(c).map_err(setup)?;
+    }
+    b.set_private_key(&pkey).map_err(setup)?;
+    b.check_private_key()
+        .map_err(|_| BootTlsError::KeyMismatch)?;
+    Ok(b.build())
 }
 
-impl BootTls {
-    /// Reads the chain and key files (errors name the file).
-    pub fn load(cert: &Path, key: &Path) -> Result<BootTls, BootTlsError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| BootTlsError::Read {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        BootTls::from_pem(&read(cert)?, &read(key)?, cert, key)
-    }
-
-    /// From a PEM certificate chain (the server's certificate first, then intermediates) and
-    /// a PEM private key; `cert_name` and `key_name` name them in errors. This is the shape of
-    /// the server material in `<data_dir>/tls/` too (chain PEM, PKCS#8 key PEM).
-    pub fn from_pem(
-        chain: &[u8],
-        key: &[u8],
-        cert_name: &Path,
-        key_name: &Path,
-    ) -> Result<BootTls, BootTlsError> {
-        let pem = |path: &Path, what, e: &dyn std::fmt::Display| BootTlsError::Pem {
-            path: path.to_owned(),
-            what,
-            why: e.to_string(),
-        };
-        let setup = |e: openssl::error::ErrorStack| BootTlsError::Setup(e.to_string());
-        let mut certs = openssl::x509::X509::stack_from_pem(chain)
-            .map_err(|e| pem(cert_name, "certificate chain", &e))?
-            .into_iter();
-        let leaf = certs
-            .next()
-            .ok_or_else(|| pem(cert_name, "certificate chain", &"no certificate in it"))?;
-        let pkey = openssl::pkey::PKey::private_key_from_pem(key)
-            .map_err(|e| pem(key_name, "private key", &e))?;
-        let mismatch = || BootTlsError::KeyMismatch {
-            cert: cert_name.to_owned(),
-            key: key_name.to_owned(),
-        };
-        if !leaf.public_key().is_ok_and(|p| p.public_eq(&pkey)) {
-            return Err(mismatch());
-        }
-        let dh = openssl::dh::Dh::params_from_pem(FFDHE2048).map_err(setup)?;
-        let mut b = SslContext::builder(SslMethod::tls_server()).map_err(setup)?;
-        b.set_min_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(setup)?;
-        b.set_max_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(setup)?;
-        b.set_cipher_list(CIPHERS).map_err(setup)?;
-        b.set_options(
-            SslOptions::CIPHER_SERVER_PREFERENCE
-                | SslOptions::NO_RENEGOTIATION
-                | SslOptions::NO_COMPRESSION,
-        );
-        b.set_tmp_dh(&dh).map_err(setup)?;
-        b.set_certificate(&leaf).map_err(setup)?;
-        for c in certs {
-            b.add_extra_chain_cert(c).map_err(setup)?;
-        }
-        b.set_private_key(&pkey).map_err(setup)?;
-        b.check_private_key().map_err(|_| mismatch())?;
-        Ok(BootTls { context: b.build() })
-    }
+/// The server side of one boot TLS handshake on an accepted connection: the stream HTTP is
+/// then spoken on, and what was agreed.
+pub async fn accept(
+    context: &SslContext,
+    tcp: SendStall<TcpStream>,
+) -> std::io::Result<(tokio_openssl::SslStream<SendStall<TcpStream>>, TlsSession)> {
+    let ssl = openssl::ssl::Ssl::new(context).map_err(std::io::Error::other)?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(std::io::Error::other)?;
+    Pin::new(&mut stream)
+        .accept()
+        .await
+        .map_err(std::io::Error::other)?;
+    let ssl = stream.ssl();
+    let session = TlsSession {
+        version: ssl.version_str(),
+        cipher: ssl.current_cipher().map_or("?", |c| c.name()),
+    };
+    Ok((stream, session))
 }
 
-impl Transport for BootTls {
-    type Io = tokio_openssl::SslStream<SendStall<TcpStream>>;
-
-    async fn handshake(
-        &self,
-        tcp: SendStall<TcpStream>,
-    ) -> std::io::Result<(Self::Io, Option<TlsSession>)> {
-        let ssl = openssl::ssl::Ssl::new(&self.context).map_err(std::io::Error::other)?;
-        let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(std::io::Error::other)?;
-        Pin::new(&mut stream)
-            .accept()
-            .await
-            .map_err(std::io::Error::other)?;
-        let ssl = stream.ssl();
-        let session = TlsSession {
-            version: ssl.version_str(),
-            cipher: ssl.current_cipher().map_or("?", |c| c.name()),
-        };
-        Ok((stream, Some(session)))
-    }
-}
-
-/// Binds `cfg.listen` and serves `router` over [`BootTls`] under `limits` until `shutdown`
-/// is cancelled, in the background. Returns the bound address.
+/// Binds `cfg.listen` and serves `router` over OpenSSL ([`context`]) under `limits` until
+/// `shutdown` is cancelled, in the background. Returns the bound address.
 pub fn start(
     cfg: &BootTlsConfig,
-    tls: BootTls,
+    context: SslContext,
     router: axum::Router,
     limits: crate::http_server::HttpLimits,
     drain: Duration,
@@ -311,15 +297,15 @@ pub fn start(
     // The same socket options as the plain listener (OVMF's 5 s I/O timeout: TCP_RTO_MAX).
     let listener = crate::sockets::bind_http(cfg.listen).map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
-    let handshake = crate::http_server::Handshake {
-        transport: Arc::new(tls),
-        timeout: cfg.handshake_timeout,
+    let transport = Transport::OpenSsl {
+        context,
+        handshake_timeout: cfg.handshake_timeout,
     };
     tokio::spawn(async move {
         let stopped = shutdown.cancelled_owned();
-        if let Err(e) =
-            crate::http_server::run_with(listener, router, limits, drain, stopped, handshake).await
-        {
+        let served =
+            crate::http_server::run_with(listener, transport, router, limits, drain, stopped);
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "boot TLS listener failed");
         }
     });
@@ -368,6 +354,7 @@ mod tests {
             ("listen = \"x\"", "boot_tls.listen"),
             ("listen = \"127.0.0.1:0\"\nkey = \"k\"", "boot_tls.cert"),
             ("listen = \"127.0.0.1:0\"\ncert = \"c\"", "boot_tls.key"),
+            ("handshake_timeout = \"5s\"", "boot_tls.listen"),
             (
                 "listen = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\npublic_url = \"http://a\"",
                 "boot_tls.public_url",
@@ -385,13 +372,10 @@ mod tests {
     }
 
     #[test]
-    fn material_that_is_not_pem_names_the_file() {
-        let err = BootTls::from_pem(b"nope", b"nope", Path::new("c.pem"), Path::new("k.pem"))
-            .err()
-            .unwrap()
-            .to_string();
+    fn material_that_is_not_pem_is_refused() {
+        let err = context("nope", "nope").err().unwrap().to_string();
         assert!(
-            err.starts_with("c.pem: not a PEM certificate chain"),
+            err.starts_with("boot TLS: not a PEM certificate chain"),
             "{err}"
         );
     }

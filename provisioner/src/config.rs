@@ -37,6 +37,8 @@ pub mod wire {
         #[serde(default)]
         pub store: crate::store_config::WireStore,
         #[serde(default)]
+        pub tls: crate::tls_config::WireTls,
+        #[serde(default)]
         pub boot_tls: crate::boot_tls::WireBootTls,
     }
 
@@ -128,6 +130,9 @@ pub struct Config {
     pub asset_peers: Vec<reqwest::Url>,
     /// `[boot_tls]`: the OpenSSL listener for UEFI HTTPS boot (off unless `boot_tls.listen`).
     pub boot_tls: Option<crate::boot_tls::BootTlsConfig>,
+    /// `[tls]`: the HTTPS listener (off unless `tls.listen`), its certificate, and whether
+    /// secrets are refused over plain HTTP.
+    pub tls: crate::tls_config::TlsConfig,
 }
 
 /// The validated `[tftp]` section.
@@ -228,6 +233,7 @@ impl TryFrom<wire::ConfigFile> for Config {
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
         let asset_peers = crate::store_config::asset_peers(w.store.asset_peers.as_deref())?;
         let boot_tls = crate::boot_tls::validate(w.boot_tls)?;
+        let tls = crate::tls_config::TlsConfig::try_from(w.tls)?;
         let store = crate::store_config::StoreBackend::try_from(w.store)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
@@ -252,6 +258,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             store,
             asset_peers,
             boot_tls,
+            tls,
         })
     }
 }

@@ -19,6 +19,14 @@
 //! - **Title-case header names** on every response (`Content-Length`): GRUB's HTTP client
 //!   reads header names case-sensitively (issue 10, item 4).
 //!
+//! - **TLS** ([`Transport::Tls`], issue 14 item 4): the same driver and limits behind a rustls
+//!   handshake that must finish within its own timeout, so a client that connects and never
+//!   sends a ClientHello holds its slot only that long. Requests carry [`Secure`] so the router
+//!   can tell the two listeners apart.
+//! - **OpenSSL TLS 1.2** ([`Transport::OpenSsl`], issue 14 item 5): the boot TLS listener for
+//!   UEFI HTTPS boot ([`crate::boot_tls`]), the same way; its requests also carry the
+//!   [`crate::boot_tls::TlsSession`] (protocol version and suite).
+//!
 //! Machine endpoints, which read small bodies before or without a token, use [`read_limited`]:
 //! a size limit and a total deadline.
 
@@ -40,8 +48,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::http::Peer;
-use crate::http_io::SendStall;
-use tokio::net::TcpStream;
 
 /// Limits of the HTTP listener, from `[http]` in the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +108,30 @@ pub fn connection_cap(configured: usize, nofile: u64) -> usize {
     configured.min(usize::try_from(fit).unwrap_or(usize::MAX))
 }
 
+/// How a listener's connections are carried.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// HTTP/1.1 inside TLS (rustls).
+    Tls {
+        acceptor: tokio_rustls::TlsAcceptor,
+        /// `tls.handshake_timeout`: the whole handshake must finish within it.
+        handshake_timeout: Duration,
+    },
+    /// HTTP/1.1 inside TLS 1.2 by OpenSSL, with the suites UEFI firmware speaks (the boot TLS
+    /// listener, [`crate::boot_tls`]).
+    OpenSsl {
+        context: openssl::ssl::SslContext,
+        /// `boot_tls.handshake_timeout`: the whole handshake must finish within it.
+        handshake_timeout: Duration,
+    },
+}
+
+/// Request extension: `Secure(true)` when the request came over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Secure(pub bool);
+
 /// Serves `router` on `listener` under `limits` until `shutdown` completes; then stops
 /// accepting, lets open requests finish (at most `drain` long) and returns.
 pub async fn run(
@@ -111,66 +141,17 @@ pub async fn run(
     drain: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let plain = Handshake {
-        transport: Arc::new(Plain),
-        timeout: Duration::MAX,
-    };
-    run_with(listener, router, limits, drain, shutdown, plain).await
+    run_with(listener, Transport::Plain, router, limits, drain, shutdown).await
 }
 
-/// What an accepted connection speaks below HTTP: [`Plain`] starts HTTP at once; a TLS
-/// transport (e.g. [`crate::boot_tls::BootTls`]) runs its handshake first.
-pub trait Transport: Send + Sync + 'static {
-    /// The stream HTTP is spoken on.
-    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
-    /// Turns an accepted connection into the stream HTTP is spoken on, and what its requests
-    /// learn about it (`Some` for TLS: put into every request's extensions).
-    fn handshake(
-        &self,
-        tcp: SendStall<TcpStream>,
-    ) -> impl Future<Output = std::io::Result<(Self::Io, Option<TlsSession>)>> + Send;
-}
-
-/// Plain HTTP: no handshake.
-pub struct Plain;
-
-impl Transport for Plain {
-    type Io = SendStall<TcpStream>;
-    async fn handshake(
-        &self,
-        tcp: SendStall<TcpStream>,
-    ) -> std::io::Result<(Self::Io, Option<TlsSession>)> {
-        Ok((tcp, None))
-    }
-}
-
-/// What a TLS handshake agreed on; in the extensions of every request that came over it, so
-/// handlers can say how a file was served (a `transfer` event's protocol `https`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TlsSession {
-    /// e.g. `TLSv1.2` (OpenSSL's name).
-    pub version: &'static str,
-    /// e.g. `AES256-SHA256` (OpenSSL's name).
-    pub cipher: &'static str,
-}
-
-/// A transport and how long its handshake may take.
-pub struct Handshake<T> {
-    pub transport: Arc<T>,
-    /// A connection whose handshake is not done by then is closed: a stranger that connects
-    /// and sends nothing holds its slots no longer than this.
-    pub timeout: Duration,
-}
-
-/// [`run`] over any [`Transport`]: the same limits, each connection's handshake bounded by
-/// `handshake.timeout` while it holds its slots.
-pub async fn run_with<T: Transport>(
+/// [`run`] with a choice of [`Transport`]: the same accept loop, caps and timeouts.
+pub async fn run_with(
     listener: TcpListener,
+    transport: Transport,
     router: Router,
     limits: HttpLimits,
     drain: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    handshake: Handshake<T>,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -242,48 +223,78 @@ pub async fn run_with<T: Transport>(
         };
         let router = router.clone();
         let stall = limits.body_stall_timeout;
+        let secure = Secure(!matches!(transport, Transport::Plain));
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(|b| Body::new(StallGuard::new(b, stall)));
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(secure);
+                router.clone().oneshot(req)
+            });
         // A client that stops reading its response is cut after the same stall timeout.
-        let io = SendStall::new(stream, stall);
-        let (tls, handshake_timeout) = (handshake.transport.clone(), handshake.timeout);
-        let builder = builder.clone();
+        let io = crate::http_io::SendStall::new(stream, stall);
         let stop = stop.clone();
+        let builder = builder.clone();
+        let transport = transport.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _client_slot = client_slot;
-            let (io, session) = tokio::select! {
-                r = tokio::time::timeout(handshake_timeout, tls.handshake(io)) => match r {
-                    Ok(Ok(done)) => done,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "handshake failed");
-                        return;
+            match transport {
+                Transport::Plain => serve_connection(&builder, io, service, &stop, remote).await,
+                Transport::Tls {
+                    acceptor,
+                    handshake_timeout,
+                } => {
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(io));
+                    let tls = tokio::select! {
+                        r = handshake => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    match tls {
+                        Ok(Ok(tls)) => {
+                            serve_connection(&builder, tls, service, &stop, remote).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(
+                            %remote,
+                            "TLS handshake not finished within {handshake_timeout:?} (tls.handshake_timeout); closed"
+                        ),
                     }
-                    Err(_) => {
-                        tracing::debug!(%remote, "handshake not done within {handshake_timeout:?}; closed");
-                        return;
-                    }
-                },
-                _ = stop.cancelled() => return,
-            };
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(|b| Body::new(StallGuard::new(b, stall)));
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    if let Some(s) = session {
-                        req.extensions_mut().insert(s);
-                    }
-                    router.clone().oneshot(req)
-                });
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "HTTP connection ended");
+                Transport::OpenSsl {
+                    context,
+                    handshake_timeout,
+                } => {
+                    let handshake = tokio::time::timeout(
+                        handshake_timeout,
+                        crate::boot_tls::accept(&context, io),
+                    );
+                    let tls = tokio::select! {
+                        r = handshake => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    match tls {
+                        Ok(Ok((tls, session))) => {
+                            use hyper::service::Service;
+                            let service = hyper::service::service_fn(
+                                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                                    req.extensions_mut().insert(session);
+                                    service.call(req)
+                                },
+                            );
+                            serve_connection(&builder, tls, service, &stop, remote).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "boot TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(
+                            %remote,
+                            "boot TLS handshake not finished within {handshake_timeout:?} (boot_tls.handshake_timeout); closed"
+                        ),
+                    }
+                }
             }
         });
     }
@@ -299,6 +310,35 @@ pub async fn run_with<T: Transport>(
         );
     }
     Ok(())
+}
+
+/// Drives one HTTP/1.1 connection until it ends, or gracefully once `stop` is cancelled.
+async fn serve_connection<I, S>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+    remote: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as HttpBody>::Data: Send,
+    <S::ResBody as HttpBody>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "HTTP connection ended");
+    }
 }
 
 /// A request body that fails when no data arrives for `timeout` while it is being read.

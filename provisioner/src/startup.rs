@@ -32,6 +32,9 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
     if let Some(s) = args.syslog_listen {
         cfg.syslog_listen = Some(s);
     }
+    if let Some(l) = args.tls_listen {
+        cfg.tls.listen = Some(l);
+    }
     if args.no_tftp {
         cfg.tftp = None;
     }
@@ -199,6 +202,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         peer_assets: peer_assets.clone(),
         keys,
         public_url: cfg.public_url.clone(),
+        machine_url: cfg.tls.public_url.clone(),
         unknown: cfg
             .dhcp
             .as_ref()
@@ -251,8 +255,15 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
     })?;
     let addr = listener.local_addr()?;
     let limits = http_limits(&cfg.http_limits);
+    // One certificate for both TLS listeners (unless boot_tls names its own).
+    let needs_material =
+        cfg.tls.listen.is_some() || cfg.boot_tls.as_ref().is_some_and(|b| b.files.is_none());
+    let material = match needs_material {
+        true => Some(tls_material(&cfg).await?),
+        false => None,
+    };
     let https_boot = match &cfg.boot_tls {
-        Some(b) => Some(start_boot_tls(b, &cfg, &app, &limits)?),
+        Some(b) => Some(start_boot_tls(b, &cfg, &app, &limits, material.as_ref()).await?),
         None => None,
     };
     if let Some(tftp) = &cfg.tftp {
@@ -270,8 +281,106 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         tracing::info!("listening on syslog://{}", sock.local_addr()?);
         tokio::spawn(crate::syslog::run(sock, app.clone(), app.shutdown.clone()));
     }
+    let tls = match material {
+        Some(m) => start_tls(&cfg, m)?,
+        None => None,
+    };
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
-    crate::serve::run(listener, app, limits, shutdown).await
+    crate::serve::run(listener, tls, app, limits, shutdown).await
+}
+
+/// The server's TLS certificate (the operator's, or the self-issued one in `<data_dir>/tls`,
+/// created on first start), logged with where the CA is and its fingerprint. The self-issued
+/// one names the boot TLS listener's host too (its `public_url`, or `dhcp.server_ip`).
+async fn tls_material(cfg: &Config) -> anyhow::Result<crate::tls_material::TlsMaterial> {
+    use crate::tls_config::CertSource;
+    use crate::tls_material::TlsMaterial;
+    let boot = cfg.boot_tls.as_ref();
+    let boot_ip = boot
+        .and(cfg.dhcp.as_ref())
+        .map(|d| std::net::SocketAddr::from((d.server_ip, 0)));
+    let material = match &cfg.tls.source {
+        CertSource::Files { cert, key } => {
+            let (cert, key) = (cert.clone(), key.clone());
+            tokio::task::spawn_blocking(move || TlsMaterial::from_files(&cert, &key))
+                .await?
+                .context("tls.cert / tls.key")?
+        }
+        CertSource::SelfIssued { names } => {
+            let names = if names.is_empty() {
+                crate::tls_config::default_names(
+                    crate::tls_config::hostname(),
+                    &[
+                        cfg.public_url.as_deref(),
+                        cfg.tls.public_url.as_deref(),
+                        boot.and_then(|b| b.public_url.as_deref()),
+                    ],
+                    &[
+                        Some(cfg.http_listen),
+                        cfg.tls.listen,
+                        boot.map(|b| b.listen),
+                        boot_ip,
+                    ],
+                )
+            } else {
+                names.clone()
+            };
+            let dir = cfg.data_dir.join("tls");
+            tokio::task::spawn_blocking(move || TlsMaterial::load_or_create(&dir, &names))
+                .await?
+                .context("the self-issued TLS certificate (remove <data_dir>/tls to start over with a new CA)")?
+        }
+    };
+    match (&material.ca_path, &material.ca_fingerprint) {
+        (Some(path), Some(fp)) => tracing::info!(
+            ca = %path.display(),
+            ca_fingerprint = %fp,
+            server_fingerprint = %material.cert_fingerprint,
+            "TLS: self-issued CA in {} (fingerprint {fp}); clients trust it with curl --cacert or provisioner --ca-file, or pin --ca-fingerprint {fp}",
+            path.display()
+        ),
+        _ => tracing::info!(
+            server_fingerprint = %material.cert_fingerprint,
+            "TLS: the operator's certificate (tls.cert)"
+        ),
+    }
+    Ok(material)
+}
+
+/// With `tls.listen`: the bound HTTPS listener (rustls) serving `material`.
+fn start_tls(
+    cfg: &Config,
+    material: crate::tls_material::TlsMaterial,
+) -> anyhow::Result<Option<crate::serve::TlsListener>> {
+    let Some(listen) = cfg.tls.listen else {
+        if cfg.tls.require_for_secrets {
+            tracing::warn!(
+                "tls.require_for_secrets is set but TLS is off (no tls.listen): nothing is refused"
+            );
+        }
+        return Ok(None);
+    };
+    let config = material.server_config()?;
+    let listener = crate::sockets::bind_http(listen).with_context(|| {
+        format!("binding the HTTPS listener to {listen} (tls.listen / --tls-listen)")
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        require_for_secrets = cfg.tls.require_for_secrets,
+        "listening on https://{addr}"
+    );
+    Ok(Some(crate::serve::TlsListener {
+        listener,
+        transport: crate::http_server::Transport::Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            handshake_timeout: cfg.tls.handshake_timeout,
+        },
+        policy: crate::tls_policy::SecretsPolicy {
+            https_only: cfg.tls.require_for_secrets,
+            public_url: cfg.tls.public_url.clone(),
+            tls_port: addr.port(),
+        },
+    }))
 }
 
 /// Raises the open-file limit and fits the HTTP connection cap under it (logged).
@@ -313,26 +422,37 @@ fn machine_base_url(cfg: &Config, http_port: u16) -> Option<String> {
 }
 
 /// Starts the boot TLS listener (UEFI HTTPS boot) on the same router and limits as the HTTP
-/// listener; returns the base URL HTTP-boot firmware is given.
-fn start_boot_tls(
+/// listener, with `boot_tls.cert`/`key` or else the server's TLS `material`; returns the base
+/// URL HTTP-boot firmware is given.
+async fn start_boot_tls(
     b: &crate::boot_tls::BootTlsConfig,
     cfg: &Config,
     app: &App,
     limits: &crate::http_server::HttpLimits,
+    material: Option<&crate::tls_material::TlsMaterial>,
 ) -> anyhow::Result<String> {
-    let tls = crate::boot_tls::BootTls::load(&b.cert, &b.key)
-        .context("loading the boot TLS certificate (boot_tls.cert, boot_tls.key)")?;
+    use crate::tls_material::TlsMaterial;
+    let own;
+    let material = match (&b.files, material) {
+        (Some((cert, key)), _) => {
+            let (cert, key) = (cert.clone(), key.clone());
+            own = tokio::task::spawn_blocking(move || TlsMaterial::from_files(&cert, &key))
+                .await?
+                .context("boot_tls.cert / boot_tls.key")?;
+            &own
+        }
+        (None, Some(m)) => m,
+        (None, None) => {
+            anyhow::bail!("boot TLS: no certificate (a bug: [tls] material not loaded)")
+        }
+    };
+    let context = crate::boot_tls::context(&material.chain_pem, &material.key_pem)?;
     let router = crate::router::router(app.clone());
     let shutdown = app.shutdown.clone();
-    let addr = crate::boot_tls::start(
-        b,
-        tls,
-        router,
-        limits.clone(),
-        crate::serve::DRAIN,
-        shutdown,
-    )?;
-    tracing::info!("listening on https://{addr} (boot TLS: UEFI HTTPS boot)");
+    let drain = crate::serve::DRAIN;
+    let addr = crate::boot_tls::start(b, context, router, limits.clone(), drain, shutdown)?;
+    // Not "listening on https://": that line is the rustls listener's.
+    tracing::info!("listening for UEFI HTTPS boot on https://{addr} (boot TLS, OpenSSL)");
     // Handed out by DHCP only; without DHCP the operator points firmware at it.
     let server_ip = cfg
         .dhcp

@@ -1,7 +1,8 @@
 //! The boot TLS listener (`[boot_tls]`, UEFI HTTPS boot) against real clients: curl pinned to
 //! a static-RSA suite as OVMF's TLS can be, an ECDHE-only curl, `openssl s_client`, and a
-//! client that connects and never says hello. Certificates come from the `openssl` CLI (an
-//! RSA-2048 CA and a server certificate for 127.0.0.1), as an operator would make them.
+//! client that connects and never says hello. The certificate is the server's self-issued one
+//! (`<data_dir>/tls`), or one an operator made with the `openssl` CLI (an RSA-2048 CA and a
+//! server certificate for 127.0.0.1).
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -112,29 +113,46 @@ struct Setup {
     dhcp_port: u16,
     /// The boot TLS listener's port.
     tls_port: u16,
-    pki: Pki,
+    /// The CA that signed its certificate.
+    ca: PathBuf,
     uki: uki::TestUki,
     _dir: tempfile::TempDir,
 }
 
+/// Where the boot listener's certificate comes from.
+#[derive(PartialEq)]
+enum Cert {
+    /// The server's own TLS material: the self-issued CA in `<data_dir>/tls`.
+    SelfIssued,
+    /// `boot_tls.cert`/`boot_tls.key` made with the openssl CLI.
+    Operator,
+}
+
 /// A full-mode DHCP server on loopback with the boot TLS listener on 127.0.0.1, a UKI, a
 /// profile and a registered machine.
-fn setup(boot_tls_keys: &str) -> Setup {
+fn setup(cert: Cert, boot_tls_keys: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
     let pki = pki(dir.path(), &["127.0.0.1"]);
     let dhcp_port = loopback_dhcp::free_port();
     let cfg = loopback_dhcp::config(dir.path(), dhcp_port, 200, "1h", "");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "[boot_tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n{boot_tls_keys}\n",
-        pki.cert.display(),
-        pki.key.display()
+        "[boot_tls]\nlisten = \"127.0.0.1:0\"\n{boot_tls_keys}\n"
     ));
+    if cert == Cert::Operator {
+        text.push_str(&format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ));
+    }
     std::fs::write(&cfg, text).unwrap();
-    let server = Server::start_in(
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let server = Server::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    let ca = match cert {
+        Cert::SelfIssued => data.join("tls/ca.pem"),
+        Cert::Operator => pki.ca.clone(),
+    };
     let tls_port = listening_https(&server.log());
     let uki = uki::build(dir.path(), "hadron.efi", "Hadron 0.1 (test)");
     let digest = uki::import(&server, &uki.path);
@@ -156,18 +174,18 @@ fn setup(boot_tls_keys: &str) -> Setup {
         api,
         dhcp_port,
         tls_port,
-        pki,
+        ca,
         uki,
         _dir: dir,
     }
 }
 
-/// The port of "listening on https://127.0.0.1:PORT" (printed before the HTTP line the
-/// harness waits for).
+/// The port of "listening for UEFI HTTPS boot on https://127.0.0.1:PORT" (printed before the
+/// HTTP line the harness waits for).
 fn listening_https(log: &str) -> u16 {
     let line = log
         .lines()
-        .find(|l| l.contains("listening on https://"))
+        .find(|l| l.contains("listening for UEFI HTTPS boot on https://"))
         .unwrap_or_else(|| panic!("no boot TLS listening line in:\n{log}"));
     let rest = &line[line.find("https://127.0.0.1:").unwrap() + "https://127.0.0.1:".len()..];
     rest.chars()
@@ -196,7 +214,7 @@ fn curl(s: &Setup, from: Ipv4Addr, ciphers: &str, path: &str) -> (i32, Vec<u8>, 
             &from.to_string(),
             "--cacert",
         ])
-        .arg(&s.pki.ca)
+        .arg(&s.ca)
         .arg(format!("https://127.0.0.1:{}{path}", s.tls_port))
         .output()
         .unwrap();
@@ -237,7 +255,8 @@ fn http_boot_file(dhcp_port: u16, mac: &str) -> String {
 
 #[test]
 fn https_boot_serves_the_uki_over_a_static_rsa_suite() {
-    let s = setup("");
+    // The server's self-issued certificate (RSA-2048, keyEncipherment: static RSA works).
+    let s = setup(Cert::SelfIssued, "");
     // DHCP hands HTTP-boot firmware the https:// URL of the boot listener.
     assert_eq!(
         http_boot_file(s.dhcp_port, MAC),
@@ -258,7 +277,7 @@ fn https_boot_serves_the_uki_over_a_static_rsa_suite() {
     let out = Command::new("openssl")
         .args(["s_client", "-connect", &format!("127.0.0.1:{}", s.tls_port)])
         .args(["-tls1_2", "-cipher", "AES256-SHA256", "-CAfile"])
-        .arg(&s.pki.ca)
+        .arg(&s.ca)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -285,7 +304,7 @@ fn https_boot_serves_the_uki_over_a_static_rsa_suite() {
 
 #[test]
 fn an_ecdhe_only_client_gets_a_forward_secret_suite_and_tls13_is_refused() {
-    let s = setup("");
+    let s = setup(Cert::Operator, "");
     let ip = loopback_dhcp::lease(s.dhcp_port, MAC);
     let path = format!("/boot/efi?mac={MAC}");
     let (code, body, log) = curl(&s, ip, "ECDHE-RSA-AES128-GCM-SHA256", &path);
@@ -301,7 +320,7 @@ fn an_ecdhe_only_client_gets_a_forward_secret_suite_and_tls13_is_refused() {
     // TLS 1.3 only: refused (this listener is TLS 1.2 for firmware).
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--tlsv1.3", "--cacert"])
-        .arg(&s.pki.ca)
+        .arg(&s.ca)
         .arg(format!("https://127.0.0.1:{}/healthz", s.tls_port))
         .output()
         .unwrap();
@@ -310,7 +329,7 @@ fn an_ecdhe_only_client_gets_a_forward_secret_suite_and_tls13_is_refused() {
 
 #[test]
 fn a_stalled_handshake_is_dropped_after_the_timeout() {
-    let s = setup("handshake_timeout = \"2s\"");
+    let s = setup(Cert::SelfIssued, "handshake_timeout = \"2s\"");
     let addr = format!("127.0.0.1:{}", s.tls_port);
     // Connects and sends nothing; then one that sends half a ClientHello record header.
     let mut silent = TcpStream::connect(&addr).unwrap();
@@ -320,7 +339,7 @@ fn a_stalled_handshake_is_dropped_after_the_timeout() {
     // Meanwhile a real client is served.
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(&s.pki.ca)
+        .arg(&s.ca)
         .arg(format!("https://127.0.0.1:{}/healthz", s.tls_port))
         .output()
         .unwrap();
@@ -350,7 +369,7 @@ fn a_stalled_handshake_is_dropped_after_the_timeout() {
 }
 
 #[test]
-fn a_key_that_is_not_the_certificates_is_a_startup_error_naming_the_file() {
+fn a_boot_tls_key_that_is_not_the_certificates_is_a_startup_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let a = pki(&dir.path().join("a").tap_mkdir(), &["127.0.0.1"]);
     let b = pki(&dir.path().join("b").tap_mkdir(), &["127.0.0.1"]);
@@ -375,7 +394,7 @@ fn a_key_that_is_not_the_certificates_is_a_startup_error_naming_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "{}: this private key does not belong to the certificate in {}",
+            "{} does not match the certificate in {}",
             b.key.display(),
             a.cert.display()
         )),

@@ -5,6 +5,7 @@
 mod api;
 mod api_hardening;
 mod asset_peers;
+mod attestation;
 mod boot;
 mod boot_tls;
 mod cli;
@@ -33,4 +34,5 @@ mod tftp;
 mod tftp_duplicates;
 mod tftp_fifo;
 mod tftp_loss;
+mod tls;
 mod uki;

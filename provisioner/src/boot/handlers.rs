@@ -22,8 +22,8 @@ use super::{config_render, Base};
 use crate::app::App;
 use crate::asset_peers::Unavailable;
 use crate::boot_decision::Intent;
+use crate::boot_tls::TlsSession;
 use crate::http::Peer;
-use crate::http_server::TlsSession;
 use crate::identity::{self, Holder};
 use crate::machine_keys::MachineKeys;
 
