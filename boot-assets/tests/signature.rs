@@ -236,14 +236,14 @@ fn certificate_files_pem_bundles_der_and_garbage() {
     assert_eq!(subjects, ["CN=A", "CN=B", "CN=A"]);
     let junk = d.join("junk.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
-    let err = TrustStore::load(&[junk.clone()]).unwrap_err();
+    let err = TrustStore::load(std::slice::from_ref(&junk)).unwrap_err();
     assert!(matches!(err, Error::Certificates { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&junk.display().to_string()),
         "{err}"
     );
     let missing = d.join("missing.pem");
-    let err = TrustStore::load(&[missing.clone()])
+    let err = TrustStore::load(std::slice::from_ref(&missing))
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing.pem"), "{err}");
