@@ -135,7 +135,7 @@ fn verdicts_agree_with_sbverify() {
     match &v {
         Verdict::Untrusted { signer, reason, .. } => {
             assert_eq!(signer, "CN=Other");
-            assert!(reason.contains(&db.1.display().to_string()), "{reason}");
+            assert!(reason.starts_with("no db certificate trusts"), "{reason}");
         }
         v => panic!("{v:?}"),
     }

@@ -25,6 +25,14 @@ pub struct Profile {
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The machines enforce Secure Boot: the UKI must carry a signature the server's configured
+    /// `db` certificates trust (checked when the profile is saved and before a UKI is served).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_boot: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Profile {

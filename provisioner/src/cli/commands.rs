@@ -197,6 +197,7 @@ fn profile_from(a: ProfileAddArgs) -> anyhow::Result<Profile> {
         cmdline: a.cmdline,
         install_disk: a.install_disk,
         description: a.description,
+        secure_boot: a.secure_boot,
     })
 }
 
