@@ -32,4 +32,5 @@ mod tftp;
 mod tftp_duplicates;
 mod tftp_fifo;
 mod tftp_loss;
+mod trusted_boot;
 mod uki;
