@@ -67,6 +67,16 @@ pub enum Error {
         /// Bytes received (at most `expected_size + 1`).
         actual_size: u64,
     },
+    /// A file of trusted certificates (`db` certificates) holds none we can use.
+    #[error(
+        "{path}: {reason}; expected PEM (-----BEGIN CERTIFICATE-----) or one DER X.509 certificate"
+    )]
+    Certificates {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Stored metadata could not be decoded.
     #[error("metadata of {digest} is corrupt: {reason}")]
     CorruptMeta {

@@ -6,6 +6,8 @@
 //! - [`error`]: the crate's error enum.
 //! - [`pe`]: PE32+ headers and section table, read lazily with `object`.
 //! - [`authenticode`]: the Authenticode SHA-256 of a PE image (what Secure Boot signs).
+//! - [`signature`]: Authenticode signature verification against trusted (`db`) certificates.
+//! - [`trust`]: the trusted (`db`) certificates, read from PEM or DER files.
 //! - [`uki`]: is this a UKI, and its os-release, uname, cmdline, sbat, sections, signature.
 //! - [`store`]: the on-disk store (import, list, get, sections, remove, gc).
 //! - [`pcr`]: the PCR 11 value systemd-stub leaves after booting a UKI, computed from the file.
@@ -19,11 +21,14 @@ pub mod error;
 pub mod loaders;
 pub mod pcr;
 pub mod pe;
+pub mod signature;
 pub mod store;
+pub mod trust;
 pub mod uki;
 pub mod uki_builder;
 
 pub use error::{Error, Result};
+pub use signature::{TrustStore, Verdict};
 pub use store::{parse_digest, AssetKind, AssetMeta, AssetStore, BootSection, GcReport};
 pub use uki::{EfiInfo, UkiInfo};
 pub use uki_builder::UkiBuilder;

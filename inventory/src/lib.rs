@@ -56,7 +56,7 @@ pub use attestation::{Attestation, Pcr11Verdict};
 pub use error::{excerpt, Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
 pub use lease::{Claim, Lease};
-pub use lifecycle::{Deadlines, Lifecycle, State, Transition};
+pub use lifecycle::{Deadlines, Lifecycle, State, Transition, UkiFetch};
 pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;
 pub use machine::{BootOverrides, Machine, MachineSpec, NetworkLocation, Registration};

@@ -8,7 +8,9 @@
 //! ```
 //! `failed` (with a reason) is reachable from every state past `discovered`, by a report or by a
 //! transitional state (`booting`, `installing`) outliving its deadline — the way Ironic fails nodes
-//! stuck in a `*-wait` state. `reprovision` waits for the next netboot and then goes to `booting`.
+//! stuck in a `*-wait` state. A `booting` machine that downloaded its UKI ([`UkiFetch`]) and never
+//! started it has a shorter deadline ([`Deadlines::uki_start`]): firmware that refuses an image
+//! (Secure Boot: unsigned or untrusted) says nothing to the server. `reprovision` waits for the next netboot and then goes to `booting`.
 //! Every step not in [`next`] is an [`Error::IllegalTransition`].
 
 use std::fmt;
@@ -163,6 +165,9 @@ pub struct Deadlines {
     pub booting: Duration,
     /// Longest time in `installing` (default 2 hours).
     pub installing: Duration,
+    /// Longest time from a machine's first complete UKI download (while `booting`) to a sign
+    /// that the UKI runs (default 2 minutes): after it the firmware most likely refused it.
+    pub uki_start: Duration,
 }
 
 impl Default for Deadlines {
@@ -170,8 +175,24 @@ impl Default for Deadlines {
         Deadlines {
             booting: Duration::from_secs(30 * 60),
             installing: Duration::from_secs(2 * 60 * 60),
+            uki_start: Duration::from_secs(2 * 60),
         }
     }
+}
+
+/// The UKI downloads of a `booting` machine that has not yet shown the UKI running (no progress
+/// report, no config fetch): what the [`Deadlines::uki_start`] check reads. Kept in the store
+/// with the machine, so it survives a restart and every server sharing the store sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UkiFetch {
+    /// The UKI downloaded (`sha256:<64 hex>`).
+    pub digest: String,
+    /// The first complete download (the deadline counts from here: firmware retries re-download).
+    pub first: Timestamp,
+    /// The latest complete download.
+    pub last: Timestamp,
+    /// Complete downloads so far.
+    pub count: u32,
 }
 
 /// A machine's position in the lifecycle, with when it got there and why it failed.
@@ -184,6 +205,10 @@ pub struct Lifecycle {
     /// Set while `state` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// While `booting`: UKI downloads not yet followed by a sign of the UKI running. Cleared
+    /// on every state change and by [`Lifecycle::uki_started`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki_fetch: Option<UkiFetch>,
 }
 
 impl Lifecycle {
@@ -193,7 +218,37 @@ impl Lifecycle {
             state,
             since: now,
             reason: None,
+            uki_fetch: None,
         }
+    }
+
+    /// Counts a complete download of UKI `digest` at `now`; only while `booting` (returns
+    /// whether it was counted). Another UKI than the one counted starts the count again.
+    pub fn uki_downloaded(&mut self, digest: &str, now: Timestamp) -> bool {
+        if self.state != State::Booting {
+            return false;
+        }
+        match &mut self.uki_fetch {
+            Some(f) if f.digest == digest => {
+                f.last = now;
+                f.count = f.count.saturating_add(1);
+            }
+            _ => {
+                self.uki_fetch = Some(UkiFetch {
+                    digest: digest.to_string(),
+                    first: now,
+                    last: now,
+                    count: 1,
+                })
+            }
+        }
+        true
+    }
+
+    /// The UKI showed it runs (its installer asked for its config): the UKI-start deadline no
+    /// longer applies. Returns whether anything changed.
+    pub fn uki_started(&mut self) -> bool {
+        self.uki_fetch.take().is_some()
     }
 
     /// Applies `t` at `now`; returns the previous state. The state is unchanged on error.
@@ -205,6 +260,7 @@ impl Lifecycle {
         let from = self.state;
         if to != from {
             self.since = now;
+            self.uki_fetch = None;
         }
         self.state = to;
         self.reason = match t {
@@ -216,6 +272,24 @@ impl Lifecycle {
 
     /// The failure a stuck machine has earned at `now`, if any.
     pub fn expiry(&self, now: Timestamp, deadlines: &Deadlines) -> Option<Transition> {
+        if let (State::Booting, Some(f)) = (self.state, &self.uki_fetch) {
+            if now.since(f.first) >= deadlines.uki_start {
+                let times = match f.count {
+                    1 => String::new(),
+                    n => format!(" ({n} times, last at {})", f.last),
+                };
+                return Some(Transition::Fail {
+                    reason: format!(
+                        "downloaded its UKI {} at {}{times} and never started it: the firmware \
+                         likely refused it (Secure Boot: unsigned or untrusted?); no progress or \
+                         config request within {}s",
+                        f.digest,
+                        f.first,
+                        deadlines.uki_start.as_secs()
+                    ),
+                });
+            }
+        }
         let limit = match self.state {
             State::Booting => deadlines.booting,
             State::Installing => deadlines.installing,

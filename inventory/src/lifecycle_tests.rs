@@ -126,6 +126,7 @@ fn transitional_states_expire_at_their_deadline() {
     let d = Deadlines {
         booting: Duration::from_secs(60),
         installing: Duration::from_secs(600),
+        ..Default::default()
     };
     let booting = Lifecycle::new(State::Booting, Timestamp(1_000));
     assert_eq!(booting.expiry(Timestamp(60_999), &d), None);
@@ -148,4 +149,48 @@ fn transitional_states_expire_at_their_deadline() {
             "{s}"
         );
     }
+}
+
+#[test]
+fn a_downloaded_uki_never_started_fails_at_its_own_deadline() {
+    let d = Deadlines {
+        uki_start: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let uki = format!("sha256:{}", "ab".repeat(32));
+    let mut lc = Lifecycle::new(State::Registered, Timestamp(0));
+    assert!(
+        !lc.uki_downloaded(&uki, Timestamp(1)),
+        "not booting: not counted"
+    );
+    lc.apply(&Transition::Boot, Timestamp(1_000)).unwrap();
+    assert!(lc.uki_downloaded(&uki, Timestamp(10_000)));
+    // The firmware retries: counted, and the deadline still runs from the first download.
+    assert!(lc.uki_downloaded(&uki, Timestamp(70_000)));
+    assert_eq!(lc.uki_fetch.as_ref().unwrap().count, 2);
+    assert_eq!(lc.expiry(Timestamp(129_999), &d), None);
+    let Some(Transition::Fail { reason }) = lc.expiry(Timestamp(130_000), &d) else {
+        panic!("not expired");
+    };
+    assert!(
+        reason.starts_with(&format!(
+            "downloaded its UKI {uki} at 1970-01-01T00:00:10Z (2 times, last at 1970-01-01T00:01:10Z) and never started it: the firmware likely refused it (Secure Boot: unsigned or untrusted?)"
+        )),
+        "{reason}"
+    );
+    // A sign of life (a config fetch) or any state change ends the watch.
+    let mut started = lc.clone();
+    assert!(started.uki_started());
+    assert_eq!(started.expiry(Timestamp(130_000), &d), None);
+    let mut installing = lc.clone();
+    installing
+        .apply(&Transition::Progress, Timestamp(20_000))
+        .unwrap();
+    assert_eq!(installing.uki_fetch, None);
+    // Failing happens once: a failed machine's downloads are not counted again.
+    lc.apply(&Transition::Fail { reason }, Timestamp(130_000))
+        .unwrap();
+    assert_eq!(lc.uki_fetch, None);
+    assert!(!lc.uki_downloaded(&uki, Timestamp(140_000)));
+    assert_eq!(lc.expiry(Timestamp(u64::MAX), &d), None);
 }

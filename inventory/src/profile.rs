@@ -30,6 +30,14 @@ pub struct Profile {
     /// A machine that reports another value while installing is failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_pcr11: Option<String>,
+    /// The machines enforce Secure Boot: the UKI must carry a signature the server's configured
+    /// `db` certificates trust (checked when the profile is saved and before a UKI is served).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub secure_boot: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Profile {

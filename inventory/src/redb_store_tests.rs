@@ -230,6 +230,7 @@ fn stuck_machines_fail_after_deadline() {
     let d = Deadlines {
         booting: Duration::from_secs(10),
         installing: Duration::from_secs(10),
+        ..Default::default()
     };
     assert!(s.expire_stuck(Timestamp(10_999), &d).unwrap().is_empty());
     let ev = s.expire_stuck(Timestamp(11_000), &d).unwrap();

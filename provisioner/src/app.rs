@@ -67,6 +67,9 @@ pub struct BootContext {
     pub poll: std::time::Duration,
     /// UDP port of our syslog receiver, rendered into configs (`None`: off).
     pub syslog_port: Option<u16>,
+    /// The configured `db` certificates and the signature verdicts of stored UKIs: what
+    /// profiles with `secure_boot` are checked against.
+    pub signatures: crate::signatures::Signatures,
 }
 
 /// Per-machine budgets of progress events: a burst of [`ProgressBudget::BURST`], then

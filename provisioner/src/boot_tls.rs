@@ -181,6 +181,7 @@ pub fn validate(w: WireBootTls) -> Result<Option<BootTlsConfig>, ConfigError> {
         None => None,
         Some(u) => {
             let rest = u.strip_prefix("https://").unwrap_or_default();
+            let rest = rest.trim_end_matches('/');
             if rest.is_empty()
                 || !rest
                     .bytes()

@@ -40,6 +40,14 @@ pub mod wire {
         pub tls: crate::tls_config::WireTls,
         #[serde(default)]
         pub boot_tls: crate::boot_tls::WireBootTls,
+        #[serde(default)]
+        pub secure_boot: SecureBoot,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SecureBoot {
+        pub db_certs: Option<Vec<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -88,6 +96,7 @@ pub mod wire {
     pub struct Lifecycle {
         pub booting_timeout: Option<String>,
         pub installing_timeout: Option<String>,
+        pub uki_start_timeout: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -133,6 +142,9 @@ pub struct Config {
     /// `[tls]`: the HTTPS listener (off unless `tls.listen`), its certificate, and whether
     /// secrets are refused over plain HTTP.
     pub tls: crate::tls_config::TlsConfig,
+    /// `secure_boot.db_certs`: the certificates the machines' UEFI `db` holds, read at start;
+    /// UKI signatures are checked against them (`assets inspect`, profiles with `secure_boot`).
+    pub db_certs: boot_assets::TrustStore,
 }
 
 /// The validated `[tftp]` section.
@@ -188,6 +200,11 @@ impl TryFrom<wire::ConfigFile> for Config {
                 w.lifecycle.installing_timeout,
                 defaults.installing,
             )?,
+            uki_start: duration(
+                "lifecycle.uki_start_timeout",
+                w.lifecycle.uki_start_timeout,
+                defaults.uki_start,
+            )?,
         };
         let log_format = match w.log.format.as_deref() {
             None | Some("human") => LogFormat::Human,
@@ -235,6 +252,7 @@ impl TryFrom<wire::ConfigFile> for Config {
         let boot_tls = crate::boot_tls::validate(w.boot_tls)?;
         let tls = crate::tls_config::TlsConfig::try_from(w.tls)?;
         let store = crate::store_config::StoreBackend::try_from(w.store)?;
+        let db_certs = db_certs(w.secure_boot.db_certs.unwrap_or_default())?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Value {
@@ -259,8 +277,24 @@ impl TryFrom<wire::ConfigFile> for Config {
             asset_peers,
             boot_tls,
             tls,
+            db_certs,
         })
     }
+}
+
+/// `secure_boot.db_certs`: every file read now, so a bad one stops the start naming it.
+fn db_certs(paths: Vec<String>) -> Result<boot_assets::TrustStore, ConfigError> {
+    let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+    boot_assets::TrustStore::load(&paths).map_err(|e| ConfigError::Value {
+        key: "secure_boot.db_certs",
+        value: match &e {
+            boot_assets::Error::Io { path, .. } | boot_assets::Error::Certificates { path, .. } => {
+                path.display().to_string()
+            }
+            _ => format!("{paths:?}"),
+        },
+        why: e.to_string(),
+    })
 }
 
 /// `[http]` limits; timeouts within 1s–1h, the connection cap within 16–1,000,000.
@@ -534,6 +568,15 @@ mod tests {
                 "config key http.max_connections = \"3\": must be between 16 and 1000000",
             ),
             ("[http]\nlisen = \"0.0.0.0:80\"", "unknown field `lisen`"),
+            (
+                "[lifecycle]\nuki_start_timeout = \"0s\"",
+                "lifecycle.uki_start_timeout",
+            ),
+            (
+                "[secure_boot]\ndb_certs = [\"/nonexistent/db.pem\"]",
+                "config key secure_boot.db_certs = \"/nonexistent/db.pem\": /nonexistent/db.pem:",
+            ),
+            ("[secure_boot]\ndb = []", "unknown field `db`"),
             ("data_dir = ", "config file x:"),
             ("[http\nlisten=1", "config file x:"),
         ];

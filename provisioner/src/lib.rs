@@ -22,6 +22,7 @@
 //!   bindings); what address evidence may open.
 //! - [`machine_keys`]: per-machine tokens derived with HMAC from one server key.
 //! - [`syslog`]: the remote syslog receiver (RFC 3164 and 5424), lines kept per machine.
+//! - [`signatures`]: UKI signature verdicts against the configured `db` certificates, cached.
 //! - [`operator_token`]: first-start creation of the operator token.
 //! - [`serve`]: runs the server on bound listeners until shutdown; the deadline sweeper.
 //! - [`http_server`]: the HTTP listener's limits: header and body-stall timeouts, connection cap.
@@ -64,6 +65,7 @@ pub mod metrics;
 pub mod operator_token;
 pub mod router;
 pub mod serve;
+pub mod signatures;
 pub mod sockets;
 pub mod startup;
 pub mod store_config;

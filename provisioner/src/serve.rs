@@ -73,7 +73,8 @@ pub async fn run(
 
 /// How often stuck machines are looked for: a tenth of the shortest deadline, within 1–60 s.
 fn sweep_interval(app: &App) -> Duration {
-    let shortest = app.deadlines.booting.min(app.deadlines.installing);
+    let d = &app.deadlines;
+    let shortest = d.booting.min(d.installing).min(d.uki_start);
     (shortest / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 

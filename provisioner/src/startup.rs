@@ -221,6 +221,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port()),
+        signatures: crate::signatures::Signatures::new(cfg.db_certs.clone()),
     };
     let app = {
         let store = store.clone();

@@ -35,4 +35,5 @@ mod tftp_duplicates;
 mod tftp_fifo;
 mod tftp_loss;
 mod tls;
+mod trusted_boot;
 mod uki;

@@ -13,9 +13,9 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use boot_assets::{AssetKind, AssetMeta, GcReport};
+use boot_assets::{AssetKind, AssetMeta, GcReport, Verdict};
 use futures_util::TryStreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::http::{ApiError, ApiQuery};
@@ -70,14 +70,55 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<AssetMeta>>, ApiError> 
     ))
 }
 
+/// One asset as `GET /api/v1/assets/<digest>` shows it: its record and, for an EFI image, its
+/// signature verdict against the server's configured db certificates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AssetView {
+    /// The stored record (flattened into the JSON object).
+    #[serde(flatten)]
+    pub meta: AssetMeta,
+    /// The signature verdict (EFI images; absent when the file could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureView>,
+}
+
+/// A verdict and what it was checked against.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignatureView {
+    /// `verdict` and its fields (flattened).
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The certificate files checked against (`secure_boot.db_certs`).
+    pub db_certs: Vec<std::path::PathBuf>,
+}
+
 async fn show(
     State(app): State<App>,
     Path(digest): Path<String>,
-) -> Result<Json<AssetMeta>, ApiError> {
+) -> Result<Json<AssetView>, ApiError> {
+    let meta = record(&app, digest).await?;
+    let signature = match meta.efi {
+        Some(_) => match app.boot.signatures.verdict(&app.boot, &meta).await {
+            Ok(verdict) => Some(SignatureView {
+                verdict,
+                db_certs: app.boot.signatures.trust.files().to_vec(),
+            }),
+            Err(e) => {
+                tracing::warn!(digest = %meta.digest, error = %e, "checking an asset's signature failed");
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(Json(AssetView { meta, signature }))
+}
+
+/// The record of one asset (from the shared catalogue with etcd).
+async fn record(app: &App, digest: String) -> Result<AssetMeta, ApiError> {
     if let Some(peers) = &app.boot.peer_assets {
         let hex = boot_assets::parse_digest(&digest)?;
         return match peers.lookup(&hex).await {
-            Ok(Some(m)) => Ok(Json(m)),
+            Ok(Some(m)) => Ok(m),
             Ok(None) => Err(boot_assets::Error::NotFound {
                 digest: format!("sha256:{hex}"),
             }
@@ -86,7 +127,7 @@ async fn show(
         };
     }
     let store = app.boot.assets.clone();
-    Ok(Json(blocking(move || Ok(store.get(&digest)?)).await?))
+    blocking(move || Ok(store.get(&digest)?)).await
 }
 
 fn unavailable(e: crate::asset_peers::Unavailable) -> ApiError {

@@ -5,7 +5,7 @@
 //! Every `/api/v1` call needs `Authorization: Bearer <operator token>`. Errors are
 //! [`ApiError`]s: JSON `{"error": "<code>", "detail": "<what to fix>"}` with a matching status.
 
-mod assets;
+pub mod assets;
 mod events;
 mod leases;
 mod logs;

@@ -19,11 +19,18 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
     Ok(Json(app.read(|s| s.profiles()).await?))
 }
 
-/// A profile must point at an imported UKI and carry a template that renders for a sample
-/// machine within the render limits (`config_render::Limits`) into a `#cloud-config` YAML
-/// mapping (`boot::cloud_config`): a runaway template, or one the Kairos agent would silently
-/// ignore, is refused here.
+/// A profile must point at an imported UKI (one the configured db certificates trust, with
+/// `secure_boot`) and carry a template that renders for a sample machine within the render
+/// limits (`config_render::Limits`) into a `#cloud-config` YAML mapping (`boot::cloud_config`):
+/// a runaway template, or one the Kairos agent would silently ignore, is refused here.
 async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
+    if let Some(why) = p
+        .secure_boot
+        .then(|| app.boot.signatures.not_configured(&p.name))
+        .flatten()
+    {
+        return Err(ApiError::bad_request(why));
+    }
     if let Some(d) = p.uki.clone() {
         let found = match &app.boot.peer_assets {
             // Shared store: an asset any server imported will do (this one fetches it).
@@ -53,7 +60,11 @@ async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
             }
         };
         match found {
-            Ok(a) if a.kind == boot_assets::AssetKind::Uki => {}
+            Ok(a) if a.kind == boot_assets::AssetKind::Uki => {
+                if p.secure_boot {
+                    secure_boot(app, p, &a).await?;
+                }
+            }
             Ok(a) => {
                 return Err(ApiError::bad_request(format!(
                     "profile {}: {} ({}) is a loader, not a UKI",
@@ -84,6 +95,27 @@ async fn check(app: &App, p: &Profile) -> Result<(), ApiError> {
             e => ApiError::bad_request(e.to_string()),
         })?;
     Ok(())
+}
+
+/// With `secure_boot`, the UKI `uki` must carry a signature the configured db certificates
+/// trust: refused (400) naming why not.
+async fn secure_boot(app: &App, p: &Profile, uki: &boot_assets::AssetMeta) -> Result<(), ApiError> {
+    let verdict = app
+        .boot
+        .signatures
+        .verdict(&app.boot, uki)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("checking the signature of {}: {e}", uki.digest),
+            )
+        })?;
+    match app.boot.signatures.refusal(&p.name, &uki.digest, &verdict) {
+        Some(why) => Err(ApiError::bad_request(why)),
+        None => Ok(()),
+    }
 }
 
 async fn create(

@@ -280,6 +280,11 @@ async fn asset_request(
     // No boot loop: an installed machine gets no installer, whichever URL it kept. (A refusal
     // needs no evidence: asking for another machine's refusal gains nothing.)
     if let Some(v) = &view {
+        // Nor, with `secure_boot`, a UKI its profile's db certificates do not trust.
+        let its_uki = v.uki.as_ref().is_some_and(|u| u.digest == meta.digest);
+        if let (true, Some(why)) = (its_uki, &v.refusal) {
+            return Err(text(StatusCode::FORBIDDEN, why.clone()));
+        }
         if meta.kind == AssetKind::Uki && v.intent(app.boot.unknown) == Intent::LocalDisk {
             return Err(text(
                 StatusCode::FORBIDDEN,
@@ -357,11 +362,31 @@ async fn serve_asset(
             format!("{}#{}", meta.name, s.file_name()),
         ),
     };
+    // A whole UKI downloaded by its machine is counted for the UKI-start deadline.
+    let uki = (section.is_none() && meta.kind == AssetKind::Uki).then(|| meta.digest.clone());
+    let protocol = if tls.is_some() { "https" } else { "http" };
     let report: Option<files::Report> = match (mac, method == Method::GET) {
         (Some(mac), true) => {
             let app = app.clone();
             Some(Box::new(move |bytes, complete, elapsed| {
                 let outcome = if complete { "complete" } else { "incomplete" };
+                if let (true, Some(digest)) = (complete, uki) {
+                    let kind = EventKind::Transfer {
+                        protocol: protocol.into(),
+                        file,
+                        bytes,
+                        millis: elapsed.as_millis() as u64,
+                        retransmits: 0,
+                        outcome: outcome.into(),
+                    };
+                    // Pending from now, so a shutdown drain waits for it.
+                    app.metrics.events_pending.inc();
+                    tokio::spawn(async move {
+                        plan::record_uki_download(&app, mac, digest, kind).await;
+                        app.metrics.events_pending.dec();
+                    });
+                    return;
+                }
                 let topic = crate::dhcp::seen_limit::topic(
                     &EventKind::Note {
                         message: format!("http {file} {outcome}"),
@@ -378,7 +403,7 @@ async fn serve_asset(
                     return;
                 }
                 let kind = EventKind::Transfer {
-                    protocol: if tls.is_some() { "https" } else { "http" }.into(),
+                    protocol: protocol.into(),
                     file,
                     bytes,
                     millis: elapsed.as_millis() as u64,
@@ -570,6 +595,7 @@ async fn serve_config(
     let mac = machine.mac;
     match config_render::render_bounded(&profile, &machine, &token, &base, syslog).await {
         Ok(body) => {
+            plan::uki_started(app, &machine).await;
             let how = if by_token { "token" } else { "lease address" };
             let kind = EventKind::Seen {
                 via: "http".into(),

@@ -21,6 +21,9 @@ pub struct BootView {
     pub profile: Option<Profile>,
     /// The profile's UKI, when it is in the store.
     pub uki: Option<AssetMeta>,
+    /// Why that UKI may not be served although the machine would install: its profile has
+    /// `secure_boot` and the configured db certificates do not trust it (see [`secure_boot`]).
+    pub refusal: Option<String>,
 }
 
 impl BootView {
@@ -88,12 +91,35 @@ pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
         },
         None => None,
     };
+    let installs = decide(machine.as_ref(), policy) == Intent::Install;
+    let refusal = match (&profile, &uki) {
+        (Some(p), Some(u)) if installs && p.secure_boot => secure_boot(app, mac, p, u).await,
+        _ => None,
+    };
     Ok(BootView {
         mac,
         machine,
         profile,
         uki,
+        refusal,
     })
+}
+
+/// Why `profile` (with `secure_boot`) may not boot `uki`, recorded as an event of `mac` (at
+/// most once a minute): the configuration may have changed since the profile was saved (other
+/// db certificates), so every boot checks. The verdict is cached per digest.
+async fn secure_boot(app: &App, mac: Mac, profile: &Profile, uki: &AssetMeta) -> Option<String> {
+    let sigs = &app.boot.signatures;
+    let why = match sigs.verdict(&app.boot, uki).await {
+        Ok(v) => sigs.refusal(&profile.name, &uki.digest, &v)?,
+        Err(e) => format!(
+            "profile {}: secure_boot is on but the signature of UKI {} could not be checked: {e}",
+            profile.name, uki.digest
+        ),
+    };
+    let message = format!("UKI not served: {why}");
+    note_limited(app, mac, EventKind::Note { message }).await;
+    Some(why)
 }
 
 /// Why an installer cannot be served (shown on the console, the machine keeps polling).
@@ -120,7 +146,7 @@ pub fn install_problem(view: &BootView) -> Option<String> {
             "UKI {d} of profile {pname} is not in the asset store; run provisioner assets import"
         )),
         Some(a) if a.kind != AssetKind::Uki => Some(format!("asset {d} is a loader, not a UKI")),
-        Some(_) => None,
+        Some(_) => view.refusal.clone(),
     }
 }
 
@@ -265,6 +291,68 @@ pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
         .await;
     if let Err(e) = result {
         tracing::warn!(%mac, error = %e, "recording a netboot failed");
+    }
+}
+
+/// A complete download of UKI `digest` (`sha256:<hex>`) by `mac`, which the server's evidence
+/// says made it: a `booting` machine counts it ([`inventory::Lifecycle::uki_downloaded`], the
+/// UKI-start deadline) with the `transfer` event in the same write; otherwise `transfer` is
+/// queued as any other observation (at most once a minute per file and outcome).
+pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: EventKind) {
+    let t = now();
+    let kind = transfer.clone();
+    let counted = app
+        .write(move |s| {
+            let (_, events) = s.update_machine(mac, t, &mut |m| {
+                Ok(match m.lifecycle.uki_downloaded(&digest, t) {
+                    true => vec![kind.clone()],
+                    false => vec![],
+                })
+            })?;
+            Ok((!events.is_empty(), events))
+        })
+        .await;
+    match counted {
+        Ok(true) => {}
+        Ok(false) => {
+            let allowed = app
+                .boot
+                .transfer_events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .allow(mac, crate::dhcp::seen_limit::topic(&transfer, false), t);
+            if allowed {
+                observe(app, mac, transfer);
+            }
+        }
+        Err(e) => tracing::warn!(%mac, error = %e, "recording a UKI download failed"),
+    }
+}
+
+/// The machine's UKI runs (its installer fetched its config while `booting`): the UKI-start
+/// deadline no longer applies. Writes only when a download was being watched.
+pub async fn uki_started(app: &App, machine: &Machine) {
+    if machine.lifecycle.uki_fetch.is_none() {
+        return;
+    }
+    let mac = machine.mac;
+    let t = now();
+    let r = app
+        .write(move |s| {
+            let (_, events) = s.update_machine(mac, t, &mut |m| {
+                Ok(match m.lifecycle.uki_started() {
+                    true => vec![EventKind::Seen {
+                        via: "http".into(),
+                        detail: "the UKI runs: its installer fetched its config".into(),
+                    }],
+                    false => vec![],
+                })
+            })?;
+            Ok(((), events))
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(%mac, error = %e, "recording that the UKI started failed");
     }
 }
 

@@ -1,9 +1,9 @@
 //! `provisioner assets …` and `provisioner machines logs|token`: client commands of the boot side.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use boot_assets::{AssetKind, AssetMeta, EfiInfo, GcReport};
+use boot_assets::{signature, AssetKind, AssetMeta, EfiInfo, GcReport, Verdict};
 use futures_util::StreamExt;
 use inventory::LogLine;
 use reqwest::Method;
@@ -11,6 +11,7 @@ use reqwest::Method;
 use super::client::Client;
 use super::output;
 use super::{AssetsCmd, Global};
+use crate::api::assets::{AssetView, SignatureView};
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
@@ -55,33 +56,7 @@ pub async fn assets(global: &Global, cmd: AssetsCmd) -> anyhow::Result<()> {
             output::table(&["DIGEST", "NAME", "KIND", "SIZE", "OS"], &rows);
             Ok(())
         }
-        AssetsCmd::Inspect { what } => {
-            let p = Path::new(&what);
-            let (name, digest, size, info) = if p.exists() {
-                let path = p.to_path_buf();
-                let (_, info) =
-                    tokio::task::spawn_blocking(move || boot_assets::uki::inspect_efi(&path))
-                        .await??;
-                (what.clone(), None, p.metadata()?.len(), info)
-            } else {
-                let meta: AssetMeta = Client::new(global)?
-                    .get(&format!("/assets/{what}"))
-                    .await
-                    .with_context(|| {
-                        format!("{what} is neither a file here nor an asset digest")
-                    })?;
-                let info = meta
-                    .efi
-                    .clone()
-                    .with_context(|| format!("{} is not an EFI image", meta.name))?;
-                (meta.name, Some(meta.digest), meta.size, info)
-            };
-            if global.json {
-                return print_json(&info);
-            }
-            print_inspection(&name, digest.as_deref(), size, &info);
-            Ok(())
-        }
+        AssetsCmd::Inspect { what, db_cert } => inspect(global, &what, db_cert).await,
         AssetsCmd::Rm { digest } => {
             let meta: AssetMeta = Client::new(global)?
                 .send(Client::new(global)?.request(Method::DELETE, &format!("/assets/{digest}")))
@@ -115,6 +90,95 @@ pub async fn assets(global: &Global, cmd: AssetsCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `assets inspect FILE|DIGEST [--db-cert PEM]…`: a local file is inspected and its signature
+/// checked here (against `--db-cert`); a digest is the server's view (against its db certs).
+async fn inspect(global: &Global, what: &str, db_cert: Vec<PathBuf>) -> anyhow::Result<()> {
+    let p = Path::new(what);
+    let (name, digest, size, info, signature) = if p.exists() {
+        let path = p.to_path_buf();
+        let (info, verdict) = tokio::task::spawn_blocking(move || {
+            let trust = boot_assets::TrustStore::load(&db_cert)?;
+            let (image, info) = boot_assets::uki::inspect_efi(&path)?;
+            let v = signature::verify_image(&path, &image, &info.authenticode_sha256, &trust)?;
+            anyhow::Ok((
+                info,
+                SignatureView {
+                    verdict: v,
+                    db_certs: trust.files().to_vec(),
+                },
+            ))
+        })
+        .await??;
+        (
+            what.to_string(),
+            None,
+            p.metadata()?.len(),
+            info,
+            Some(verdict),
+        )
+    } else {
+        if !db_cert.is_empty() {
+            anyhow::bail!("{what} is not a file here; --db-cert checks local files (a digest is checked against the server's secure_boot.db_certs)");
+        }
+        let view: AssetView = Client::new(global)?
+            .get(&format!("/assets/{what}"))
+            .await
+            .with_context(|| format!("{what} is neither a file here nor an asset digest"))?;
+        let meta = view.meta;
+        let info = meta
+            .efi
+            .clone()
+            .with_context(|| format!("{} is not an EFI image", meta.name))?;
+        (
+            meta.name,
+            Some(meta.digest),
+            meta.size,
+            info,
+            view.signature,
+        )
+    };
+    if global.json {
+        #[derive(serde::Serialize)]
+        struct Inspection<'a> {
+            #[serde(flatten)]
+            info: &'a EfiInfo,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            signature: Option<&'a SignatureView>,
+        }
+        return print_json(&Inspection {
+            info: &info,
+            signature: signature.as_ref(),
+        });
+    }
+    print_inspection(&name, digest.as_deref(), size, &info);
+    if let Some(s) = &signature {
+        print_verdict(s);
+    }
+    Ok(())
+}
+
+/// The verdict lines of `assets inspect`.
+fn print_verdict(s: &SignatureView) {
+    let files: Vec<String> = s.db_certs.iter().map(|p| p.display().to_string()).collect();
+    match (&s.verdict, files.is_empty()) {
+        (Verdict::Untrusted { signer, issuer, .. }, true) => {
+            println!("signer:       {signer} (issuer {issuer})");
+            println!("verdict:      not checked: no db certificates (--db-cert PEM, or the server's secure_boot.db_certs)");
+        }
+        (v, _) => {
+            if let Verdict::Trusted { signer, issuer, .. }
+            | Verdict::Untrusted { signer, issuer, .. } = v
+            {
+                println!("signer:       {signer} (issuer {issuer})");
+            }
+            println!("verdict:      {}: the image {}", v.name(), v.describe());
+        }
+    }
+    if !files.is_empty() {
+        println!("db certs:     {}", files.join(", "));
     }
 }
 

@@ -228,6 +228,7 @@ fn profile_from(a: ProfileAddArgs) -> anyhow::Result<Profile> {
         install_disk: a.install_disk,
         description: a.description,
         expected_pcr11: a.expected_pcr11,
+        secure_boot: a.secure_boot,
     })
 }
 

@@ -159,9 +159,18 @@ The file is stored under <data-dir>/assets by its SHA-256; importing it again ch
     /// List stored assets.
     List,
     /// Show a UKI's os-release, uname, cmdline, signature and sections (a local FILE or a DIGEST).
+    #[command(
+        after_help = "The signature verdict (unsigned, trusted, untrusted, bad_signature, digest_mismatch) is\n\
+checked against the server's secure_boot.db_certs for a DIGEST, and against --db-cert for a local FILE.\n\n\
+Example:\n  provisioner assets inspect hadron.signed.efi --db-cert db.pem"
+    )]
     Inspect {
         #[arg(value_name = "FILE|DIGEST")]
         what: String,
+        /// Check a local FILE's signature against this certificate (PEM or DER; repeatable):
+        /// the certificates enrolled in the machines' UEFI db.
+        #[arg(long, value_name = "PEM")]
+        db_cert: Vec<PathBuf>,
     },
     /// Remove an asset (refused while a profile uses it).
     Rm { digest: String },
@@ -342,6 +351,10 @@ pub struct ProfileAddArgs {
     /// `profiles pin-pcr11` to compute or learn it.
     #[arg(long, value_name = "HEX")]
     pub expected_pcr11: Option<String>,
+    /// The machines enforce Secure Boot: refuse a UKI whose signature the server's configured
+    /// db certificates (secure_boot.db_certs) do not trust.
+    #[arg(long)]
+    pub secure_boot: bool,
     /// Replace an existing profile of the same name.
     #[arg(long)]
     pub replace: bool,

@@ -37,6 +37,7 @@ fn app(store: Arc<dyn Store>, assets: &std::path::Path) -> App {
             progress_events: Default::default(),
             poll: Duration::from_secs(10),
             syslog_port: None,
+            signatures: Default::default(),
         },
     )
     .unwrap()

@@ -1,6 +1,9 @@
 //! Records finished TFTP transfers as events of the machine that holds the client's address in
 //! the lease table (batched with the other observations: [`crate::event_writer`]). Transfers
-//! from addresses without a lease are only logged and counted.
+//! from addresses without a lease are only logged and counted. A complete transfer of the
+//! machine's own UKI (firmware loading it as its network boot program: a file of the UKI's size
+//! named as it was imported, or by its digest) counts for the UKI-start deadline
+//! ([`crate::boot::plan::record_uki_download`]).
 
 use std::net::IpAddr;
 
@@ -37,11 +40,47 @@ impl Observer for InventoryObserver {
             app.metrics.events_pending.dec();
             match holder {
                 Ok(Some(lease)) => {
-                    app.events.record(vec![NewEvent::machine(lease.mac, kind)]);
+                    let uki = match r.ending.label() {
+                        "complete" => its_uki(&app, lease.mac, &r.file, r.bytes).await,
+                        _ => None,
+                    };
+                    match uki {
+                        Some(digest) => {
+                            crate::boot::plan::record_uki_download(&app, lease.mac, digest, kind)
+                                .await
+                        }
+                        None => {
+                            app.events.record(vec![NewEvent::machine(lease.mac, kind)]);
+                        }
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "recording a TFTP transfer event failed"),
             }
         });
     }
+}
+
+/// The digest of `mac`'s profile UKI when `file` (`bytes` long) is it: named as it was imported
+/// or by its digest, and of its size.
+async fn its_uki(app: &App, mac: inventory::Mac, file: &str, bytes: u64) -> Option<String> {
+    let machine = app.views.read().machine(mac).cloned()?;
+    if machine.state() != inventory::State::Booting {
+        return None;
+    }
+    let pname = machine.spec.profile?;
+    let profile = app.read(move |s| s.profile(&pname)).await.ok()??;
+    let hex = boot_assets::parse_digest(profile.uki.as_deref()?).ok()?;
+    let uki = match &app.boot.peer_assets {
+        Some(peers) => peers.describe(&hex).await?,
+        None => {
+            let (assets, digest) = (app.boot.assets.clone(), hex.clone());
+            tokio::task::spawn_blocking(move || assets.get(&digest).ok())
+                .await
+                .ok()??
+        }
+    };
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    let named = base == uki.name || file.contains(&hex);
+    (named && bytes == uki.size).then_some(uki.digest)
 }
