@@ -107,8 +107,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 /// A random (version 4) GUID, the owner of the enrolled signature lists.
@@ -266,7 +265,9 @@ mod tests {
                   db                  : blob: 819 bytes\ndbx                 : blob: 76 bytes\n";
         assert!(enrolled_ok(ok));
         assert!(!enrolled_ok(&ok.replace("bool: ON", "bool: off")));
-        assert!(!enrolled_ok(&ok.replace("db                  : blob", "dbx2: blob")));
+        assert!(!enrolled_ok(
+            &ok.replace("db                  : blob", "dbx2: blob")
+        ));
     }
 
     #[test]

@@ -204,9 +204,7 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
     let mut nic = format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", spec.mac);
     match spec.firmware {
         // Empty romfile: no (unsigned) iPXE option ROM; OVMF's own PXE and HTTP stack is used.
-        Firmware::UefiPxe | Firmware::UefiGrub | Firmware::UefiPxeSb => {
-            nic.push_str(",romfile=")
-        }
+        Firmware::UefiPxe | Firmware::UefiGrub | Firmware::UefiPxeSb => nic.push_str(",romfile="),
         // OVMF's own PXE would otherwise add boot entries that wait ~60 s each for an offer.
         Firmware::UefiHttp | Firmware::UefiHttpSb => {
             nic.push_str(",romfile=");
