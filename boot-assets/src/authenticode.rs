@@ -53,7 +53,13 @@ pub fn sha256(path: &Path, image: &PeImage) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn copy_range(f: &mut File, path: &Path, from: u64, to: u64, h: &mut Sha256) -> Result<()> {
+pub(crate) fn copy_range(
+    f: &mut File,
+    path: &Path,
+    from: u64,
+    to: u64,
+    h: &mut Sha256,
+) -> Result<()> {
     f.seek(SeekFrom::Start(from)).map_err(Error::io(path))?;
     let mut left = to.saturating_sub(from);
     let mut buf = vec![0u8; 1 << 20];

@@ -8,6 +8,7 @@
 //! - [`authenticode`]: the Authenticode SHA-256 of a PE image (what Secure Boot signs).
 //! - [`uki`]: is this a UKI, and its os-release, uname, cmdline, sbat, sections, signature.
 //! - [`store`]: the on-disk store (import, list, get, sections, remove, gc).
+//! - [`pcr`]: the PCR 11 value systemd-stub leaves after booting a UKI, computed from the file.
 //! - [`uki_builder`]: assembles a UKI from a systemd-stub and sections.
 //! - [`loaders`]: finds iPXE loaders shipped by the distribution.
 
@@ -16,6 +17,7 @@
 pub mod authenticode;
 pub mod error;
 pub mod loaders;
+pub mod pcr;
 pub mod pe;
 pub mod store;
 pub mod uki;

@@ -298,3 +298,56 @@ fn loaders_import_without_being_ukis() {
     assert_eq!(m.kind, AssetKind::Loader);
     assert!(m.efi.unwrap().uki.is_none());
 }
+
+/// PCR 11 computed from the UKI equals what systemd's own `systemd-measure calculate` (252, the
+/// same version as the stub) predicts from the section files, with no boot phase.
+#[test]
+fn pcr11_agrees_with_systemd_measure() {
+    let b = build();
+    let (image, _) = boot_assets::uki::inspect_uki(&b.uki).unwrap();
+    let p = boot_assets::pcr::pcr11(&b.uki, &image).unwrap();
+    assert!(
+        p.stub_version.as_deref().unwrap().starts_with("252"),
+        "{p:?}"
+    );
+    assert_eq!(p.sections, [".linux", ".osrel", ".cmdline", ".initrd"]);
+    let files = [
+        ("linux", &b.linux[..]),
+        ("osrel", OSREL.as_bytes()),
+        ("cmdline", CMDLINE.as_bytes()),
+        ("initrd", &b.initrd[..]),
+    ];
+    let mut cmd = Command::new("/usr/lib/systemd/systemd-measure");
+    cmd.args(["calculate", "--bank=sha256", "--phase=", "--json=short"]);
+    for (name, bytes) in files {
+        let f = b.dir.path().join(name);
+        std::fs::write(&f, bytes).unwrap();
+        cmd.arg(format!("--{name}={}", f.display()));
+    }
+    let out = cmd
+        .output()
+        .expect("systemd-measure (Debian's systemd package)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sha256"][0]["hash"], p.sha256.as_str(), "{v}");
+    // One byte of the initrd changed: another value.
+    let mut other = b.initrd.clone();
+    other[100] ^= 1;
+    let uki2 = b.dir.path().join("other.efi");
+    UkiBuilder::new()
+        .section(".osrel", OSREL.as_bytes().to_vec())
+        .section(".cmdline", CMDLINE.as_bytes().to_vec())
+        .section(".initrd", other)
+        .section(".linux", b.linux.clone())
+        .build(Path::new(STUB), &uki2)
+        .unwrap();
+    let (image2, _) = boot_assets::uki::inspect_uki(&uki2).unwrap();
+    assert_ne!(
+        boot_assets::pcr::pcr11(&uki2, &image2).unwrap().sha256,
+        p.sha256
+    );
+}

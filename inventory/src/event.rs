@@ -111,6 +111,17 @@ pub enum EventKind {
         /// `imported` or `removed`.
         action: String,
     },
+    /// The machine's running system reported how it booted ([`crate::attestation`]).
+    Attested {
+        /// Whether UEFI Secure Boot was on, when it said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secure_boot: Option<bool>,
+        /// The reported PCR 11 (64 hex), when it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pcr11: Option<String>,
+        /// `match`, `mismatch` or `unchecked` against the profile's `expected_pcr11`.
+        verdict: String,
+    },
     /// Free text (import summaries, installer log lines that matter).
     Note {
         /// The text.
@@ -178,6 +189,22 @@ impl fmt::Display for EventKind {
                 name,
                 action,
             } => write!(f, "asset {name} ({digest}) {action}"),
+            EventKind::Attested {
+                secure_boot,
+                pcr11,
+                verdict,
+            } => {
+                let sb = match secure_boot {
+                    Some(true) => "on",
+                    Some(false) => "off",
+                    None => "not reported",
+                };
+                write!(f, "attested: Secure Boot {sb}")?;
+                if let Some(p) = pcr11 {
+                    write!(f, ", PCR 11 {p} ({verdict})")?;
+                }
+                Ok(())
+            }
             EventKind::Note { message } => f.write_str(message),
         }
     }

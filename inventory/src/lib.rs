@@ -12,6 +12,8 @@
 //! - [`lifecycle`]: the machine state machine (`discovered → … → ready`, `failed`, `reprovision`).
 //! - [`machine`]: machine records, the operator-editable spec and its validation.
 //! - [`profile`]: profiles (UKI digest, cloud-config template, cmdline, install disk).
+//! - [`attestation`]: what a machine reported about its boot (Secure Boot, TPM PCRs) and the
+//!   PCR 11 verdict against its profile.
 //! - [`event`]: the append-only, globally numbered event history.
 //! - [`lease`]: DHCP leases and the claim rule (`claim_outcome`) every store applies.
 //! - [`log`]: per-machine log lines (syslog, installer), bounded per machine.
@@ -29,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attestation;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod error;
@@ -49,6 +52,7 @@ pub mod time;
 pub mod token;
 pub mod watch;
 
+pub use attestation::{Attestation, Pcr11Verdict};
 pub use error::{excerpt, Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
 pub use lease::{Claim, Lease};

@@ -91,6 +91,9 @@ pub struct Machine {
     /// What the installed OS said when it registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<Registration>,
+    /// What its running system last reported about its boot (Secure Boot, PCRs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<crate::Attestation>,
     /// When the record was created; part of what its enrollment token is derived from, so a
     /// deleted and re-added machine gets a new token.
     pub created: Timestamp,
@@ -144,6 +147,7 @@ impl Machine {
             first_seen: None,
             last_seen: None,
             boot_ip: None,
+            attestation: None,
             token_epoch: 0,
             location: None,
             registration: None,

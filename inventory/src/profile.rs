@@ -25,6 +25,11 @@ pub struct Profile {
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The SHA-256 PCR 11 a machine running this profile's UKI must report (64 hex digits):
+    /// computed from the UKI or learned from a first machine (see [`crate::attestation`]).
+    /// A machine that reports another value while installing is failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_pcr11: Option<String>,
 }
 
 impl Profile {
@@ -53,6 +58,9 @@ impl Profile {
                     "must be a /dev/ path or 'auto'",
                 ));
             }
+        }
+        if let Some(p) = self.expected_pcr11.take() {
+            self.expected_pcr11 = Some(crate::attestation::normalize_pcr("expected_pcr11", &p)?);
         }
         if self.cloud_config.len() > 256 * 1024 {
             return Err(Error::invalid(

@@ -49,6 +49,9 @@ pub struct BootContext {
     /// Base URL machines reach us at (`http.public_url`); else the address each request came in
     /// on, which is right whenever machines connect to us directly.
     pub public_url: Option<String>,
+    /// `tls.public_url`: the https:// base for the endpoints that carry secrets (configs and
+    /// the machines' API) in what machines are given; `None`: `public_url` serves for all.
+    pub machine_url: Option<String>,
     /// What to do with machines the inventory does not know (shared with DHCP).
     pub unknown: UnknownPolicy,
     /// The cap and rate on recording unknown machines, shared with DHCP so one limit holds

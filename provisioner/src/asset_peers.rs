@@ -164,6 +164,7 @@ impl PeerAssets {
                 u
             })
             .collect();
+        crate::tls_material::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(PEER_CONNECT)
             .read_timeout(PEER_STALL)

@@ -36,6 +36,8 @@ pub mod wire {
         pub syslog: Syslog,
         #[serde(default)]
         pub store: crate::store_config::WireStore,
+        #[serde(default)]
+        pub tls: crate::tls_config::WireTls,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -124,6 +126,9 @@ pub struct Config {
     pub store: crate::store_config::StoreBackend,
     /// `store.asset_peers`: provisioners a missing asset is fetched from by digest (etcd only).
     pub asset_peers: Vec<reqwest::Url>,
+    /// `[tls]`: the HTTPS listener (off unless `tls.listen`), its certificate, and whether
+    /// secrets are refused over plain HTTP.
+    pub tls: crate::tls_config::TlsConfig,
 }
 
 /// The validated `[tftp]` section.
@@ -223,6 +228,7 @@ impl TryFrom<wire::ConfigFile> for Config {
         let tftp = tftp_config(w.tftp)?;
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
         let asset_peers = crate::store_config::asset_peers(w.store.asset_peers.as_deref())?;
+        let tls = crate::tls_config::TlsConfig::try_from(w.tls)?;
         let store = crate::store_config::StoreBackend::try_from(w.store)?;
         let data_dir = PathBuf::from(w.data_dir.unwrap_or_else(|| "./data".into()));
         if data_dir.as_os_str().is_empty() {
@@ -246,6 +252,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             http_limits,
             store,
             asset_peers,
+            tls,
         })
     }
 }

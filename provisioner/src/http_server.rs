@@ -19,6 +19,11 @@
 //! - **Title-case header names** on every response (`Content-Length`): GRUB's HTTP client
 //!   reads header names case-sensitively (issue 10, item 4).
 //!
+//! - **TLS** ([`Transport::Tls`], issue 14 item 4): the same driver and limits behind a rustls
+//!   handshake that must finish within its own timeout, so a client that connects and never
+//!   sends a ClientHello holds its slot only that long. Requests carry [`Secure`] so the router
+//!   can tell the two listeners apart.
+//!
 //! Machine endpoints, which read small bodies before or without a token, use [`read_limited`]:
 //! a size limit and a total deadline.
 
@@ -100,10 +105,39 @@ pub fn connection_cap(configured: usize, nofile: u64) -> usize {
     configured.min(usize::try_from(fit).unwrap_or(usize::MAX))
 }
 
+/// How a listener's connections are carried.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain HTTP/1.1.
+    Plain,
+    /// HTTP/1.1 inside TLS (rustls).
+    Tls {
+        acceptor: tokio_rustls::TlsAcceptor,
+        /// `tls.handshake_timeout`: the whole handshake must finish within it.
+        handshake_timeout: Duration,
+    },
+}
+
+/// Request extension: `Secure(true)` when the request came over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Secure(pub bool);
+
 /// Serves `router` on `listener` under `limits` until `shutdown` completes; then stops
 /// accepting, lets open requests finish (at most `drain` long) and returns.
 pub async fn run(
     listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    drain: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_with(listener, Transport::Plain, router, limits, drain, shutdown).await
+}
+
+/// [`run`] with a choice of [`Transport`]: the same accept loop, caps and timeouts.
+pub async fn run_with(
+    listener: TcpListener,
+    transport: Transport,
     router: Router,
     limits: HttpLimits,
     drain: Duration,
@@ -179,29 +213,46 @@ pub async fn run(
         };
         let router = router.clone();
         let stall = limits.body_stall_timeout;
+        let secure = Secure(matches!(transport, Transport::Tls { .. }));
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut req = req.map(|b| Body::new(StallGuard::new(b, stall)));
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(secure);
                 router.clone().oneshot(req)
             });
         // A client that stops reading its response is cut after the same stall timeout.
         let io = crate::http_io::SendStall::new(stream, stall);
-        let conn = builder.serve_connection(TokioIo::new(io), service);
         let stop = stop.clone();
+        let builder = builder.clone();
+        let transport = transport.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _client_slot = client_slot;
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match transport {
+                Transport::Plain => serve_connection(&builder, io, service, &stop, remote).await,
+                Transport::Tls {
+                    acceptor,
+                    handshake_timeout,
+                } => {
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(io));
+                    let tls = tokio::select! {
+                        r = handshake => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    match tls {
+                        Ok(Ok(tls)) => {
+                            serve_connection(&builder, tls, service, &stop, remote).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(
+                            %remote,
+                            "TLS handshake not finished within {handshake_timeout:?} (tls.handshake_timeout); closed"
+                        ),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "HTTP connection ended");
             }
         });
     }
@@ -217,6 +268,35 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Drives one HTTP/1.1 connection until it ends, or gracefully once `stop` is cancelled.
+async fn serve_connection<I, S>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+    remote: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as HttpBody>::Data: Send,
+    <S::ResBody as HttpBody>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "HTTP connection ended");
+    }
 }
 
 /// A request body that fails when no data arrives for `timeout` while it is being read.

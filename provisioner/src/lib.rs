@@ -35,6 +35,10 @@
 //!   missing file from a peer by digest (verified), prefetching.
 //! - [`store_config`]: the `[store]` section: redb (default) or etcd, validated.
 //! - [`startup`]: `provisioner serve` from arguments to a running server.
+//! - [`tls_config`]: the `[tls]` section: the HTTPS listener, its certificate, the policy.
+//! - [`tls_material`]: the served certificate and key: the operator's, or a self-issued CA and
+//!   server certificate (RSA-2048) kept in the data directory; shared with the boot listener.
+//! - [`tls_policy`]: `tls.require_for_secrets`: the API and configs refused over plain HTTP.
 //! - [`cli`]: clap definitions, the API client and the client subcommands.
 
 pub mod admission;
@@ -64,4 +68,7 @@ pub mod store_config;
 pub mod store_health;
 pub mod syslog;
 pub mod tftp;
+pub mod tls_config;
+pub mod tls_material;
+pub mod tls_policy;
 pub mod views;

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
+    provisioner::tls_material::install_crypto_provider();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         // Client commands are used in pipelines (`machines list | head`): a closed pipe ends

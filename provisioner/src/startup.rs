@@ -32,6 +32,9 @@ pub fn resolve_config(args: &ServeArgs, global: &Global) -> anyhow::Result<Confi
     if let Some(s) = args.syslog_listen {
         cfg.syslog_listen = Some(s);
     }
+    if let Some(l) = args.tls_listen {
+        cfg.tls.listen = Some(l);
+    }
     if args.no_tftp {
         cfg.tftp = None;
     }
@@ -199,6 +202,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         peer_assets: peer_assets.clone(),
         keys,
         public_url: cfg.public_url.clone(),
+        machine_url: cfg.tls.public_url.clone(),
         unknown: cfg
             .dhcp
             .as_ref()
@@ -265,8 +269,82 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         tokio::spawn(crate::syslog::run(sock, app.clone(), app.shutdown.clone()));
     }
     let limits = http_limits(&cfg.http_limits);
+    let tls = start_tls(&cfg).await?;
     tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
-    crate::serve::run(listener, app, limits, shutdown).await
+    crate::serve::run(listener, tls, app, limits, shutdown).await
+}
+
+/// With `tls.listen`: the certificate (the operator's, or the self-issued one in
+/// `<data_dir>/tls`, created on first start), the bound HTTPS listener, logged with where the
+/// CA is and its fingerprint.
+async fn start_tls(cfg: &Config) -> anyhow::Result<Option<crate::serve::TlsListener>> {
+    use crate::tls_config::CertSource;
+    use crate::tls_material::TlsMaterial;
+    let Some(listen) = cfg.tls.listen else {
+        if cfg.tls.require_for_secrets {
+            tracing::warn!(
+                "tls.require_for_secrets is set but TLS is off (no tls.listen): nothing is refused"
+            );
+        }
+        return Ok(None);
+    };
+    let material = match &cfg.tls.source {
+        CertSource::Files { cert, key } => {
+            let (cert, key) = (cert.clone(), key.clone());
+            tokio::task::spawn_blocking(move || TlsMaterial::from_files(&cert, &key))
+                .await?
+                .context("tls.cert / tls.key")?
+        }
+        CertSource::SelfIssued { names } => {
+            let names = if names.is_empty() {
+                crate::tls_config::default_names(
+                    crate::tls_config::hostname(),
+                    &[cfg.public_url.as_deref(), cfg.tls.public_url.as_deref()],
+                    &[Some(cfg.http_listen), Some(listen)],
+                )
+            } else {
+                names.clone()
+            };
+            let dir = cfg.data_dir.join("tls");
+            tokio::task::spawn_blocking(move || TlsMaterial::load_or_create(&dir, &names))
+                .await?
+                .context("the self-issued TLS certificate (remove <data_dir>/tls to start over with a new CA)")?
+        }
+    };
+    match (&material.ca_path, &material.ca_fingerprint) {
+        (Some(path), Some(fp)) => tracing::info!(
+            ca = %path.display(),
+            ca_fingerprint = %fp,
+            server_fingerprint = %material.cert_fingerprint,
+            "TLS: self-issued CA in {} (fingerprint {fp}); clients trust it with curl --cacert or provisioner --ca-file, or pin --ca-fingerprint {fp}",
+            path.display()
+        ),
+        _ => tracing::info!(
+            server_fingerprint = %material.cert_fingerprint,
+            "TLS: the operator's certificate (tls.cert)"
+        ),
+    }
+    let config = material.server_config()?;
+    let listener = crate::sockets::bind_http(listen).with_context(|| {
+        format!("binding the HTTPS listener to {listen} (tls.listen / --tls-listen)")
+    })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        require_for_secrets = cfg.tls.require_for_secrets,
+        "listening on https://{addr}"
+    );
+    Ok(Some(crate::serve::TlsListener {
+        listener,
+        transport: crate::http_server::Transport::Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            handshake_timeout: cfg.tls.handshake_timeout,
+        },
+        policy: crate::tls_policy::SecretsPolicy {
+            https_only: cfg.tls.require_for_secrets,
+            public_url: cfg.tls.public_url.clone(),
+            tls_port: addr.port(),
+        },
+    }))
 }
 
 /// Raises the open-file limit and fits the HTTP connection cap under it (logged).

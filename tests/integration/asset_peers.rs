@@ -61,7 +61,7 @@ fn object(data: &Path, hex: &str) -> std::path::PathBuf {
 }
 
 fn metric(s: &Server, series: &str) -> Option<u64> {
-    let text = reqwest::blocking::get(format!("{}/metrics", s.url))
+    let text = crate::harness::get(format!("{}/metrics", s.url))
         .ok()?
         .text()
         .ok()?;
@@ -138,7 +138,7 @@ fn a_server_lacking_an_asset_fetches_it_from_a_peer_by_digest() {
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let got = reqwest::blocking::get(url).unwrap();
+                let got = crate::harness::get(url).unwrap();
                 (got.status().as_u16(), sha256_hex(&got.bytes().unwrap()))
             })
         })
@@ -173,7 +173,7 @@ fn a_server_lacking_an_asset_fetches_it_from_a_peer_by_digest() {
     });
 
     // C's only peer lies: nothing is kept or served, and the machine is told to come back.
-    let r = reqwest::blocking::get(format!("{}/assets/{hex}/peer.efi", c.url)).unwrap();
+    let r = crate::harness::get(format!("{}/assets/{hex}/peer.efi", c.url)).unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(
         r.headers().get("retry-after").and_then(|v| v.to_str().ok()),

@@ -702,7 +702,7 @@ fn fifty_concurrent_256mib_downloads_keep_server_memory_flat() {
             let url = url.clone();
             std::thread::spawn(move || {
                 use std::io::Read;
-                let client = reqwest::blocking::Client::builder()
+                let client = crate::harness::client_builder()
                     .timeout(std::time::Duration::from_secs(300))
                     .build()
                     .unwrap();

@@ -49,6 +49,8 @@ pub struct Server {
     pub tftp: Option<SocketAddr>,
     /// The syslog receiver, if the server runs one.
     pub syslog: Option<SocketAddr>,
+    /// `https://ADDR` of the TLS listener, if the server runs one.
+    pub https: Option<String>,
     pub data_dir: PathBuf,
     log: Arc<Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
@@ -106,6 +108,7 @@ impl Server {
             url: String::new(),
             tftp: None,
             syslog: None,
+            https: None,
             data_dir: data_dir.to_owned(),
             log,
             _tmp: None,
@@ -122,6 +125,9 @@ impl Server {
                 Ok((scheme, addr)) if scheme == "tftp" => server.tftp = Some(addr.parse().unwrap()),
                 Ok((scheme, addr)) if scheme == "syslog" => {
                     server.syslog = Some(addr.parse().unwrap())
+                }
+                Ok((scheme, addr)) if scheme == "https" => {
+                    server.https = Some(format!("https://{addr}"))
                 }
                 Ok(_) => {}
                 Err(_) => panic!(
@@ -197,9 +203,21 @@ impl Server {
         Api {
             base: self.url.clone(),
             token: Some(self.token()),
-            client: reqwest::blocking::Client::new(),
+            client: client_builder().build().unwrap(),
         }
     }
+}
+
+/// A blocking reqwest client builder. The workspace builds reqwest with `rustls-no-provider`
+/// (ring, not aws-lc), which needs a process-wide crypto provider before any client is built.
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+}
+
+/// `reqwest::blocking::get` through [`client_builder`].
+pub fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::blocking::Response> {
+    client_builder().build()?.get(url).send()
 }
 
 /// `("http", "127.0.0.1:4242")` from a line containing `listening on http://127.0.0.1:4242`.
@@ -352,7 +370,7 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T 
 /// (`provisioner_events_pending` is 0), so a test can check an upper bound on events.
 pub fn events_settled(base_url: &str) {
     eventually("the event queue to drain", || {
-        let m = reqwest::blocking::get(format!("{base_url}/metrics"))
+        let m = get(format!("{base_url}/metrics"))
             .and_then(|r| r.text())
             .map_err(|e| e.to_string())?;
         match m

@@ -206,7 +206,7 @@ fn idle_and_slowloris_connections_are_closed_while_service_goes_on() {
         slow.iter().filter(|c| c.is_some()).count()
     });
     // Service goes on while all of them are open.
-    let client = reqwest::blocking::Client::builder()
+    let client = crate::harness::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();

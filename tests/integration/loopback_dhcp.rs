@@ -252,7 +252,7 @@ pub fn from_address(api: &Api, ip: Ipv4Addr) -> Api {
     Api {
         base: api.base.clone(),
         token: None,
-        client: reqwest::blocking::Client::builder()
+        client: crate::harness::client_builder()
             .local_address(Some(ip.into()))
             .build()
             .unwrap(),

@@ -5,6 +5,7 @@
 mod api;
 mod api_hardening;
 mod asset_peers;
+mod attestation;
 mod boot;
 mod cli;
 mod crash;
@@ -32,4 +33,5 @@ mod tftp;
 mod tftp_duplicates;
 mod tftp_fifo;
 mod tftp_loss;
+mod tls;
 mod uki;

@@ -66,7 +66,7 @@ fn runaway_template_saves_end_quickly_with_a_clear_400() {
             let (url, token, stop, answered) =
                 (url.clone(), token.clone(), stop.clone(), answered.clone());
             std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
+                let client = crate::harness::client_builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap();

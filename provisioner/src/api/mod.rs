@@ -10,6 +10,7 @@ mod events;
 mod leases;
 mod logs;
 mod machines;
+mod pcr11;
 mod profiles;
 
 use axum::extract::{Request, State};
@@ -28,6 +29,7 @@ pub fn routes(app: App) -> Router<App> {
     Router::new()
         .merge(machines::routes())
         .merge(profiles::routes())
+        .merge(pcr11::routes())
         .merge(events::routes())
         .merge(assets::routes())
         .merge(logs::routes())

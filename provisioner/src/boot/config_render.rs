@@ -5,7 +5,7 @@
 //!
 //! Variables: `mac`, `hostname`, `uuid`, `serial`, `site`, `ip`, `labels` (map), `profile`,
 //! `install.device`, `token` (this machine's enrollment token), `urls.base`, `urls.config`,
-//! `urls.register`, `urls.progress`, `urls.logs`, `syslog` (`host:port` or empty).
+//! `urls.register`, `urls.progress`, `urls.logs`, `urls.attestation`, `syslog` (`host:port` or empty).
 //!
 //! Every render is bounded ([`Limits`]): minijinja fuel (steps and data), an output cap, a
 //! source-size cap ([`MAX_SOURCE_BYTES`]), and, through [`render_bounded`], the blocking pool
@@ -36,6 +36,7 @@ provisioner:
   register: {{ urls.register | tojson }}
   progress: {{ urls.progress | tojson }}
   logs: {{ urls.logs | tojson }}
+  attestation: {{ urls.attestation | tojson }}
   syslog: {{ syslog | tojson }}
 "#;
 
@@ -67,6 +68,7 @@ struct Urls {
     register: String,
     progress: String,
     logs: String,
+    attestation: String,
 }
 
 /// Why a config was not rendered, for the operator: which profile, what went wrong (with the
@@ -333,6 +335,7 @@ pub fn render_with(
             register: base.api("register"),
             progress: base.api("progress"),
             logs: base.api("logs"),
+            attestation: base.api("attestation"),
         },
         syslog: syslog.unwrap_or_default(),
     };

@@ -15,7 +15,7 @@ fn machine() -> Machine {
 }
 
 fn base() -> Base {
-    Base("http://198.18.0.1:8080".into())
+    Base::plain("http://198.18.0.1:8080")
 }
 
 #[test]

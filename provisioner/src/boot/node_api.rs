@@ -39,7 +39,11 @@ pub const LOG_BODY: usize = 256 * 1024;
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The body of a machine request, read under `limit` and [`BODY_DEADLINE`].
-async fn small_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Response> {
+pub(super) async fn small_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Response> {
     read_limited(headers, body, limit, BODY_DEADLINE)
         .await
         .map_err(|e| {
@@ -53,7 +57,7 @@ async fn small_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byt
 }
 
 /// `bytes` as JSON of type `T`; errors in the API's shape.
-fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")).into_response())
 }
@@ -316,7 +320,11 @@ pub struct TokenQuery {
 }
 
 /// The machine whose token the request carries in its headers (or `?token=`).
-async fn caller(app: &App, headers: &HeaderMap, q: &TokenQuery) -> Result<Machine, Response> {
+pub(super) async fn caller(
+    app: &App,
+    headers: &HeaderMap,
+    q: &TokenQuery,
+) -> Result<Machine, Response> {
     let from_query = q.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let Some(t) = bearer_token(headers).or(from_query) else {
         return Err(ApiError::new(

@@ -147,7 +147,7 @@ pub fn cmdline(view: &BootView, base: &Base) -> Result<Cmdline, String> {
     let ours = format!(
         "config_url={} provisioner.url={}",
         base.config(view.mac),
-        base.as_str()
+        base.machine()
     );
     Cmdline::join([
         embedded.as_str(),

@@ -45,8 +45,23 @@ impl Client {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--url {base:?} must start with http:// or https://");
         }
+        crate::tls_material::install_crypto_provider();
+        let mut http = reqwest::Client::builder();
+        if base.starts_with("https://") {
+            let ca = data_dir(global)
+                .join("tls")
+                .join(crate::tls_material::CA_CERT);
+            let tls = super::tls_trust::client_config(
+                global.ca_fingerprint.as_deref(),
+                global.ca_file.as_deref(),
+                &ca,
+            )?;
+            if let Some(tls) = tls {
+                http = http.tls_backend_preconfigured(tls);
+            }
+        }
         Ok(Client {
-            http: reqwest::Client::new(),
+            http: http.build().context("building the HTTP client")?,
             base,
             token,
         })
@@ -62,8 +77,9 @@ impl Client {
     pub async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
         let resp = req.send().await.map_err(|e| {
             anyhow!(
-                "cannot reach the provisioner API at {}: {e}; is `provisioner serve` running? (set --url or PROVISIONER_URL)",
-                self.base
+                "cannot reach the provisioner API at {}: {}; is `provisioner serve` running? (set --url or PROVISIONER_URL)",
+                self.base,
+                super::tls_trust::error_chain(&e)
             )
         })?;
         if resp.status().is_success() {

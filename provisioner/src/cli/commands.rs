@@ -7,7 +7,9 @@ use serde_json::json;
 
 use super::client::Client;
 use super::output;
-use super::{EventsArgs, Global, MachineAddArgs, MachinesCmd, ProfileAddArgs, ProfilesCmd};
+use super::{
+    EventsArgs, Global, MachineAddArgs, MachinesCmd, PinPcr11Args, ProfileAddArgs, ProfilesCmd,
+};
 use inventory::{Event, Mac, Machine, Profile};
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -179,6 +181,34 @@ pub async fn profiles(global: &Global, cmd: ProfilesCmd) -> anyhow::Result<()> {
             c.delete(&format!("/profiles/{name}")).await?;
             println!("removed profile {name}");
         }
+        ProfilesCmd::PinPcr11(a) => return pin_pcr11(global, &c, a).await,
+    }
+    Ok(())
+}
+
+async fn pin_pcr11(global: &Global, c: &Client, a: PinPcr11Args) -> anyhow::Result<()> {
+    let body = if a.from_uki {
+        serde_json::json!({"from": "uki"})
+    } else if let Some(mac) = a.from_machine {
+        serde_json::json!({"from": "machine", "mac": mac})
+    } else if let Some(v) = a.value {
+        serde_json::json!({ "value": v })
+    } else {
+        serde_json::json!({"from": "none"})
+    };
+    let r: serde_json::Value = c
+        .send_json(Method::POST, &format!("/profiles/{}/pcr11", a.name), &body)
+        .await?;
+    if global.json {
+        return print_json(&r);
+    }
+    match r["profile"]["expected_pcr11"].as_str() {
+        Some(v) => println!(
+            "profile {}: expected PCR 11 {v}\n  ({})",
+            a.name,
+            r["detail"].as_str().unwrap_or("")
+        ),
+        None => println!("profile {}: no PCR 11 pinned", a.name),
     }
     Ok(())
 }
@@ -197,6 +227,7 @@ fn profile_from(a: ProfileAddArgs) -> anyhow::Result<Profile> {
         cmdline: a.cmdline,
         install_disk: a.install_disk,
         description: a.description,
+        expected_pcr11: a.expected_pcr11,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod tls_trust;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -61,6 +62,19 @@ pub struct Global {
     /// Print JSON instead of tables (client commands).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Trust this CA certificate (PEM) for an https:// --url (default: <data-dir>/tls/ca.pem
+    /// when it exists, else the system's roots).
+    #[arg(long, global = true, env = "PROVISIONER_CA", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// Pin the server's certificate, or the CA that issued it, by SHA-256 fingerprint
+    /// (sha256:HEX, as `provisioner serve` logs it); no other trust is used.
+    #[arg(
+        long,
+        global = true,
+        env = "PROVISIONER_CA_FINGERPRINT",
+        value_name = "sha256:HEX"
+    )]
+    pub ca_fingerprint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +124,10 @@ pub struct ServeArgs {
     /// Log format, overriding log.format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Address for the HTTPS listener, overriding tls.listen (port 0 picks a free port); turns
+    /// TLS on.
+    #[arg(long, value_name = "IP:PORT")]
+    pub tls_listen: Option<SocketAddr>,
     /// Address for the syslog receiver, overriding syslog.listen (port 0 picks a free port).
     #[arg(long, value_name = "IP:PORT")]
     pub syslog_listen: Option<SocketAddr>,
@@ -254,7 +272,7 @@ pub enum ProfilesCmd {
         after_help = "The cloud-config template (minijinja) must render into a #cloud-config YAML mapping:\n\
 its first line exactly `#cloud-config`, then `key: value` entries, no key twice. Variables:\n\
 mac, hostname, uuid, serial, site, ip, labels, profile, install.device, token,\n\
-urls.{base,config,register,progress,logs}, syslog. Undefined names are errors: test optional ones\n\
+urls.{base,config,register,progress,logs,attestation}, syslog. Undefined names are errors: test optional ones\n\
 with `{% if labels.rack is defined %}`, and splice free text with `{{ labels.rack | tojson }}`.\n\
 The template is rendered for a sample machine when saved; a profile that does not render is refused.\n\n\
 Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config hadron.yaml --install-disk /dev/sda"
@@ -266,6 +284,39 @@ Example:\n  provisioner profiles add hadron --uki sha256:<digest> --cloud-config
     Show { name: String },
     /// Remove a profile (refused while machines use it).
     Rm { name: String },
+    /// Pin the PCR 11 value its machines must report while installing (measured boot).
+    #[command(
+        after_help = "systemd-stub measures the UKI's sections into TPM PCR 11 before the kernel starts;\n\
+the installer reports it (POST /api/v1/nodes/attestation) and a machine whose value differs from the\n\
+pin is failed with both values in the reason.\n\n\
+Examples:\n  provisioner profiles pin-pcr11 hadron --from-uki           # computed from the profile's UKI\n  \
+provisioner profiles pin-pcr11 hadron --from-machine 52:54:00:12:34:56  # learned from a first machine\n  \
+provisioner profiles pin-pcr11 hadron --value <64 hex>\n  provisioner profiles pin-pcr11 hadron --clear"
+    )]
+    PinPcr11(PinPcr11Args),
+}
+
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("source")
+        .required(true)
+        .args(["from_uki", "from_machine", "value", "clear"])
+))]
+pub struct PinPcr11Args {
+    /// Profile name.
+    pub name: String,
+    /// Compute the value from the profile's UKI (the stub's measurement, no boot phases).
+    #[arg(long)]
+    pub from_uki: bool,
+    /// Take the value a machine of this profile reported (confirming what it booted).
+    #[arg(long, value_name = "MAC")]
+    pub from_machine: Option<String>,
+    /// Pin this value (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    pub value: Option<String>,
+    /// Remove the pin.
+    #[arg(long)]
+    pub clear: bool,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +338,10 @@ pub struct ProfileAddArgs {
     /// Free text for operators, kept with the profile.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// The SHA-256 PCR 11 its machines must report while installing (64 hex); see
+    /// `profiles pin-pcr11` to compute or learn it.
+    #[arg(long, value_name = "HEX")]
+    pub expected_pcr11: Option<String>,
     /// Replace an existing profile of the same name.
     #[arg(long)]
     pub replace: bool,

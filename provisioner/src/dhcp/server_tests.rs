@@ -28,6 +28,7 @@ fn app(store: Arc<dyn Store>, assets: &std::path::Path) -> App {
             peer_assets: None,
             keys: crate::machine_keys::MachineKeys::new([1; 32]),
             public_url: None,
+            machine_url: None,
             unknown: UnknownPolicy::Ignore,
             admission: crate::admission::Admission::new(Default::default()),
             transfer_events: std::sync::Mutex::new(crate::dhcp::seen_limit::SeenLimiter::new(
