@@ -399,7 +399,7 @@ impl Lab {
         let template = format!(
             "#cloud-config\nhostname: {{{{ hostname }}}}\ninstall:\n  device: {{{{ install.device }}}}\n  auto: true\n  reboot: true\n\
              provisioner:\n  token: {{{{ token }}}}\n  progress: {{{{ urls.progress }}}}\n  register: {{{{ urls.register }}}}\n\
-             \x20 logs: {{{{ urls.logs }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
+             \x20 logs: {{{{ urls.logs }}}}\n  attestation: {{{{ urls.attestation }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
              \x20 image_bios: {base}/assets/{bios}/disk-bios.img\n"
         );
         let tpl_path = self.work.join("lab-profile.yaml");
@@ -453,8 +453,9 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     };
     // With Secure Boot VMs in the run, every machine gets the signed UKIs (they boot without
     // Secure Boot too), unless the run is about the firmware refusing an unsigned one.
-    let images = match (&keys, opts.unsigned_uki) {
-        (Some(k), false) => {
+    let pin_pcr11 = keys.is_some() && !opts.unsigned_uki;
+    let images = match (&keys, pin_pcr11) {
+        (Some(k), true) => {
             progress("lab", "installer and OS UKIs signed with the lab's db key");
             k.signed(&images)?
         }
@@ -515,6 +516,12 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         &format!("provisioner up in namespace {}", lab.topo.ns),
     );
     let digests = lab.provision_assets(&images)?;
+    if pin_pcr11 {
+        // Measured boot end to end: the server computes what systemd-stub will leave in PCR 11
+        // for the signed UKI, and fails a machine whose installer reports anything else.
+        lab.cli_ok(&["profiles", "pin-pcr11", "lab", "--from-uki"])?;
+        progress("lab", "profile pins PCR 11 computed from the signed UKI");
+    }
     let specs: Vec<VmSpec> = opts
         .firmware
         .iter()

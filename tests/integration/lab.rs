@@ -484,7 +484,8 @@ fn uefi_ipxe_reaches_ready_through_a_lossy_reordering_link() {
 /// Secure Boot with the lab's own keys and a TPM: the installer said Secure Boot was on, and PCR 7
 /// (Secure Boot policy) and PCR 11 (the UKI, measured by systemd-stub) are SHA-256 values that
 /// something was extended into; the firmware refused nothing; both the installer and the
-/// installed OS (the signed UKI on the disk) booted with the kernel seeing Secure Boot on.
+/// installed OS (the signed UKI on the disk) booted with the kernel seeing Secure Boot on; the
+/// machine record holds the same report, its PCR 11 matching the profile's pin.
 fn assert_secure_boot_and_pcrs(one: &One) {
     let ctx = || one.run.dump();
     let console = &machine_outcome(&one.run, 0)["console"];
@@ -506,6 +507,15 @@ fn assert_secure_boot_and_pcrs(one: &One) {
         .filter(|l| l.contains("secureboot: Secure boot enabled"))
         .count();
     assert_eq!(booted_sb, 2, "installer and installed OS under Secure Boot");
+    // The server recorded the installer's report, and PCR 11 matched the value the lab's
+    // profile pinned, computed by the server from the signed UKI (`pin-pcr11 --from-uki`).
+    let m = one.api.get(&format!("/api/v1/machines/{}", one.mac)).body;
+    let a = &m["attestation"];
+    assert_eq!(a["secure_boot"], true, "{m}");
+    for pcr in ["7", "11"] {
+        assert_eq!(a["pcrs"][pcr], console["pcrs"][pcr], "PCR {pcr}: {m}");
+    }
+    assert_eq!(a["pcr11"]["verdict"], "match", "{m}");
 }
 
 #[test]

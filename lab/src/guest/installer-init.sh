@@ -40,12 +40,12 @@ for n in 7 11; do
 done
 [ -n "$PCRS" ] || say "no TPM"
 ATTESTATION=$(field attestation)
-# Until the server's config names it: the endpoint beside progress.
-[ -n "$ATTESTATION" ] || ATTESTATION=$(echo "$PROGRESS" | sed 's/progress$/attestation/')
 BODY="{\"secure_boot\":$SB"
 [ -z "$PCRS" ] || BODY="$BODY,\"pcrs\":{$PCRS}"
 BODY="$BODY}"
-post "$ATTESTATION" "$BODY" && say "attestation reported" || say "attestation report failed"
+if [ -z "$ATTESTATION" ]; then say "no attestation URL in the config"
+elif post "$ATTESTATION" "$BODY"; then say "attestation reported"
+else say "attestation report failed"; fi
 log "config fetched for $(sed -n 's/^hostname: //p' /tmp/config)"
 if [ -d /sys/firmware/efi ]; then IMG=$IMG_EFI; FW=uefi; else IMG=$IMG_BIOS; FW=bios; fi
 [ -b /dev/vda ] || fail "no disk /dev/vda"
