@@ -62,6 +62,10 @@ pub struct RunOpts {
     pub boot_retry: Option<Duration>,
     /// Loss and delay on the link between the servers and the VMs (see [`crate::impair_link`]).
     pub impair: Option<crate::impair::Impairment>,
+    /// Give every VM a TPM (the Secure Boot paths always get one).
+    pub tpm: bool,
+    /// Serve the installer UKI unsigned even to Secure Boot VMs (their firmware must refuse it).
+    pub unsigned_uki: bool,
 }
 
 /// With `--ha`, how often a VM that powered off before `ready` (an installer whose server
@@ -81,6 +85,8 @@ pub struct MachineOutcome {
     /// Times the firmware retried its boot order (see [`RunOpts::boot_retry`]).
     pub boot_retries: usize,
     pub serial_log: PathBuf,
+    /// Secure Boot state, PCRs and firmware refusals, from the serial console.
+    pub console: crate::console_report::ConsoleReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,6 +148,12 @@ pub(crate) struct ServerAt<'a> {
     pub suffix: &'a str,
     /// Extra TOML (the `[store]` section with `--ha`).
     pub extra: String,
+}
+
+/// The provisioner's `tftp.root` in a run: `-sb` PXE machines get the signed installer UKI
+/// from it as their NBP ([`crate::vm::UKI_NBP`], their `boot.loader`).
+pub fn tftp_root(work: &Path) -> PathBuf {
+    work.join("tftp")
 }
 
 impl Lab {
@@ -212,8 +224,9 @@ impl Lab {
         };
         let cfg = format!(
             "data_dir = \"{}\"\n[http]\nlisten = \"{ip}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{ip}:69\"\n\
-             [syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
+             root = \"{}\"\n[syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
             data.display(),
+            tftp_root(&self.work).display(),
             at.extra
         );
         let cfg_path = self.work.join(format!("provisioner{}.toml", at.suffix));
@@ -386,7 +399,7 @@ impl Lab {
         let template = format!(
             "#cloud-config\nhostname: {{{{ hostname }}}}\ninstall:\n  device: {{{{ install.device }}}}\n  auto: true\n  reboot: true\n\
              provisioner:\n  token: {{{{ token }}}}\n  progress: {{{{ urls.progress }}}}\n  register: {{{{ urls.register }}}}\n\
-             \x20 logs: {{{{ urls.logs }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
+             \x20 logs: {{{{ urls.logs }}}}\n  attestation: {{{{ urls.attestation }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
              \x20 image_bios: {base}/assets/{bios}/disk-bios.img\n"
         );
         let tpl_path = self.work.join("lab-profile.yaml");
@@ -433,6 +446,26 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
     progress("lab", "building images");
     let images = images::build(&opts.cache, &base)?;
+    let secure_boot = opts.firmware.iter().any(|f| f.secure_boot());
+    let keys = match secure_boot {
+        true => Some(crate::secure_boot::LabKeys::ensure(&opts.cache)?),
+        false => None,
+    };
+    // With Secure Boot VMs in the run, every machine gets the signed UKIs (they boot without
+    // Secure Boot too), unless the run is about the firmware refusing an unsigned one.
+    let pin_pcr11 = keys.is_some() && !opts.unsigned_uki;
+    let images = match (&keys, pin_pcr11) {
+        (Some(k), true) => {
+            progress("lab", "installer and OS UKIs signed with the lab's db key");
+            k.signed(&images)?
+        }
+        _ => images,
+    };
+    std::fs::create_dir_all(tftp_root(&opts.work))?;
+    std::fs::copy(
+        &images.installer_uki,
+        tftp_root(&opts.work).join(vm::UKI_NBP),
+    )?;
     let n = opts.firmware.len();
     let topo = match (opts.impair.is_some(), opts.ha) {
         (true, ha) => Topology::new_impaired(n, opts.dhcp == DhcpMode::Proxy, ha)?,
@@ -483,6 +516,12 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         &format!("provisioner up in namespace {}", lab.topo.ns),
     );
     let digests = lab.provision_assets(&images)?;
+    if pin_pcr11 {
+        // Measured boot end to end: the server computes what systemd-stub will leave in PCR 11
+        // for the signed UKI, and fails a machine whose installer reports anything else.
+        lab.cli_ok(&["profiles", "pin-pcr11", "lab", "--from-uki"])?;
+        progress("lab", "profile pins PCR 11 computed from the signed UKI");
+    }
     let specs: Vec<VmSpec> = opts
         .firmware
         .iter()
@@ -495,6 +534,11 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             tap: i,
             disk: opts.work.join(format!("vm{i}.disk")),
             vars: opts.work.join(format!("vm{i}.vars")),
+            vars_template: match &keys {
+                Some(k) if fw.secure_boot() => k.vars(),
+                _ => PathBuf::from(vm::OVMF_VARS),
+            },
+            tpm: opts.tpm || fw.secure_boot(),
             serial_log: opts.work.join(format!("vm{i}.serial.log")),
             timeout: opts.vm_timeout,
             boot_retry: opts.boot_retry,
@@ -530,6 +574,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             boots: 0,
             boot_retries: 0,
             serial_log: s.serial_log.clone(),
+            console: Default::default(),
         })
         .collect();
     if let Some(h) = &mut ha {
@@ -630,11 +675,12 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         }
         running = still;
     }
-    // Final states from the inventory.
+    // Final states from the inventory, trusted-boot facts from the consoles.
     for o in &mut outcomes {
         if let Ok(m) = lab.machine(&o.mac) {
             o.state = m["lifecycle"]["state"].as_str().unwrap_or("?").to_string();
         }
+        o.console = crate::console_report::ConsoleReport::read(&o.serial_log);
     }
     let inventory_table = lab.cli_ok(&["machines", "list"]).unwrap_or_default();
     let ha_outcome = match ha.as_mut() {
