@@ -104,6 +104,9 @@ pub struct Outcome {
     pub impairment: Option<crate::impair_link::LinkStats>,
 }
 
+/// The server's `lifecycle.uki_start_timeout` in `--unsigned-uki` runs.
+pub const UNSIGNED_UKI_START_TIMEOUT: Duration = Duration::from_secs(40);
+
 /// Progress callback: machine name, its state or a note.
 pub type Progress<'a> = &'a dyn Fn(&str, &str);
 
@@ -189,14 +192,24 @@ impl Lab {
         Ok(v["machine"].clone())
     }
 
-    fn start_server(&mut self, dhcp: DhcpMode, unknown: &str) -> anyhow::Result<()> {
+    /// `uki_start_timeout`: the server's `lifecycle.uki_start_timeout` (its default when `None`).
+    fn start_server(
+        &mut self,
+        dhcp: DhcpMode,
+        unknown: &str,
+        uki_start_timeout: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let extra = match uki_start_timeout {
+            Some(d) => format!("[lifecycle]\nuki_start_timeout = \"{}s\"\n", d.as_secs()),
+            None => String::new(),
+        };
         self.start_provisioner(
             &ServerAt {
                 ip: SERVER_IP,
                 ns: None,
                 iface: "br0",
                 suffix: "",
-                extra: String::new(),
+                extra,
             },
             dhcp,
             unknown,
@@ -509,7 +522,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     if opts.ha {
         ha = Some(crate::ha_run::start(&mut lab, opts.dhcp, unknown)?);
     } else {
-        lab.start_server(opts.dhcp, unknown)?;
+        // An unsigned UKI under Secure Boot is refused by the firmware: the server should fail
+        // the machine well before the VM's timeout (TCG boots start the installer in ~20 s).
+        let uki_start = opts.unsigned_uki.then_some(UNSIGNED_UKI_START_TIMEOUT);
+        lab.start_server(opts.dhcp, unknown, uki_start)?;
     }
     progress(
         "lab",
@@ -642,6 +658,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
                     .is_some_and(|m| m["registration"]["boot_state"] == "active_boot");
             if ready && outcomes[r.idx].seconds_to_ready.is_none() {
                 outcomes[r.idx].seconds_to_ready = Some(r.vm.started.elapsed().as_secs_f64());
+            }
+            if state.as_deref() == Some("failed") && !opts.ha {
+                progress(&spec.name, "failed: powering it off");
+                r.vm.kill();
             }
             match r.vm.try_wait() {
                 None => still.push(r),

@@ -550,3 +550,44 @@ fn uefi_pxe_loads_the_signed_uki_by_tftp_under_secure_boot() {
     );
     assert!(!tftp.iter().any(|e| e["file"] == "snponly.efi"), "{tftp:?}");
 }
+
+/// Issue 14, item 2: an unsigned UKI under Secure Boot. The firmware downloads it, refuses it
+/// ("Access Denied") and never starts it; the server fails the machine at its UKI-start deadline
+/// (the lab sets 40 s) with a reason that says so.
+#[test]
+fn an_unsigned_uki_under_secure_boot_is_refused_and_the_machine_fails_with_the_reason() {
+    let run = lab(&[
+        "--firmware",
+        "uefi-http-sb",
+        "--unsigned-uki",
+        "--vm-timeout",
+        "180",
+    ]);
+    let m0 = machine_outcome(&run, 0);
+    assert_eq!(m0["console"]["firmware_refused"], true, "{}", run.dump());
+    assert_eq!(m0["state"], "failed", "{m0}\n{}", run.dump());
+    let (_server, api) = inventory(&run);
+    let mac = m0["mac"].as_str().unwrap();
+    let m = api.get(&format!("/api/v1/machines/{mac}")).body;
+    assert_eq!(m["lifecycle"]["state"], "failed", "{m}");
+    let reason = m["lifecycle"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("never started it") && reason.contains("Secure Boot"),
+        "{m}"
+    );
+    let evs = events(&api, mac);
+    let steps = transitions(&evs);
+    // It was never handed to an installer: booting → failed, nothing installed.
+    assert!(steps.iter().any(|s| s == "booting→failed"), "{steps:?}");
+    assert!(
+        !steps.iter().any(|s| s.ends_with("→installing")),
+        "{steps:?}"
+    );
+    assert!(
+        evs.iter().any(|e| e["type"] == "transfer"
+            && e["protocol"] == "http"
+            && e["outcome"] == "complete"
+            && e["file"] == "installer.efi"),
+        "{evs:?}"
+    );
+}
