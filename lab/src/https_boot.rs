@@ -19,16 +19,17 @@ use crate::vm::Firmware;
 pub const BOOT_TLS_PORT: u16 = 8443;
 
 /// Whether the run needs the boot TLS listener. HTTPS boot is a server setting (every
-/// HTTP-boot client of that server gets https://), so a `uefi-http` VM, which has no CA, cannot
-/// share the run; nor is `--ha` supported on this path.
+/// HTTP-boot client of that server gets https://), so a `uefi-http` or `uefi-http-sb` VM, which
+/// has no CA, cannot share the run; nor is `--ha` supported on this path.
 pub fn wanted(firmware: &[Firmware], ha: bool) -> anyhow::Result<bool> {
     if !firmware.contains(&Firmware::UefiHttps) {
         return Ok(false);
     }
-    if firmware.contains(&Firmware::UefiHttp) || ha {
+    let plain_http = [Firmware::UefiHttp, Firmware::UefiHttpSb];
+    if firmware.iter().any(|f| plain_http.contains(f)) || ha {
         bail!(
             "uefi-https runs on its own or beside the non-HTTP paths: with the boot TLS listener \
-             on, every HTTP-boot client is given an https:// URL (no uefi-http, no --ha)"
+             on, every HTTP-boot client is given an https:// URL (no uefi-http, uefi-http-sb or --ha)"
         );
     }
     Ok(true)

@@ -3,10 +3,15 @@
 //!
 //! - `installer.efi`: a UKI (systemd-stub + Debian kernel + a busybox initramfs whose `/init` is
 //!   `guest/installer-init.sh`) that plays a Hadron/Kairos installer.
-//! - `disk-efi.img`: GPT + ESP (FAT, built with mtools, no mounts) holding `os.efi`, a UKI whose
-//!   `/init` (`guest/os-init.sh`) registers "booted from disk" and powers off.
+//! - `os.efi`: the installed OS, a UKI whose `/init` (`guest/os-init.sh`) registers "booted
+//!   from disk" and powers off.
+//! - `disk-efi.img`: GPT + ESP (FAT, built with mtools, no mounts) holding `os.efi` at
+//!   `\EFI\BOOT\BOOTX64.EFI`.
 //! - `disk-bios.img`: MBR + a FAT partition with syslinux, booting the same kernel and OS
 //!   initramfs on SeaBIOS.
+//!
+//! For the Secure Boot paths [`crate::secure_boot::LabKeys::signed`] makes signed copies of the
+//! two UKIs and an EFI disk around the signed OS ([`efi_disk`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +23,7 @@ use crate::cpio::Cpio;
 
 pub const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 pub const BUSYBOX: &str = "/bin/busybox";
-const MODULES: [&str; 9] = [
+const MODULES: [&str; 10] = [
     "drivers/virtio/virtio_ring",
     "drivers/virtio/virtio",
     "drivers/virtio/virtio_pci_modern_dev",
@@ -28,6 +33,9 @@ const MODULES: [&str; 9] = [
     "drivers/net/net_failover",
     "drivers/net/virtio_net",
     "drivers/block/virtio_blk",
+    // To read the SecureBoot EFI variable (efivarfs is a module in Debian's kernel; the TPM
+    // drivers tpm and tpm_crb are built in).
+    "fs/efivarfs/efivarfs",
 ];
 const COMMON: &str = include_str!("guest/common.sh");
 const INSTALLER_INIT: &str = include_str!("guest/installer-init.sh");
@@ -40,6 +48,8 @@ const DISK_MIB: u64 = 40;
 #[derive(Clone, Debug)]
 pub struct Images {
     pub installer_uki: PathBuf,
+    /// The installed OS's UKI (inside `disk_efi` as `\EFI\BOOT\BOOTX64.EFI`).
+    pub os_uki: PathBuf,
     pub disk_efi: PathBuf,
     pub disk_bios: PathBuf,
 }
@@ -165,9 +175,24 @@ fn disk(out: &Path, fat_img: &Path, label: &str) -> anyhow::Result<()> {
         .args(["bs=1M", "seek=1", "conv=notrunc,fsync", "status=none"]))
 }
 
+/// A GPT disk image `out` whose ESP holds `os_efi` at `\EFI\BOOT\BOOTX64.EFI` (the removable
+/// media path firmware boots without a boot entry). `scratch` holds the FAT image meanwhile.
+pub fn efi_disk(scratch: &Path, os_efi: &Path, out: &Path) -> anyhow::Result<()> {
+    let esp = scratch.join("esp.fat");
+    fat(&esp, DISK_MIB - 2)?;
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&esp)
+        .args(["::/EFI", "::/EFI/BOOT"]))?;
+    mcopy(&esp, os_efi, "::/EFI/BOOT/BOOTX64.EFI")?;
+    disk(out, &esp, "gpt")?;
+    let _ = std::fs::remove_file(&esp);
+    Ok(())
+}
+
 fn inputs_key(cache: &Path, server_url: &str) -> anyhow::Result<String> {
     let mut h = Sha256::new();
-    h.update(b"lab-images-v2");
+    h.update(b"lab-images-v3");
     for p in [
         PathBuf::from(STUB),
         PathBuf::from(BUSYBOX),
@@ -193,6 +218,7 @@ pub fn build(cache: &Path, server_url: &str) -> anyhow::Result<Images> {
     let dir = cache.join("images").join(&key);
     let images = Images {
         installer_uki: dir.join("installer.efi"),
+        os_uki: dir.join("os.efi"),
         disk_efi: dir.join("disk-efi.img"),
         disk_bios: dir.join("disk-bios.img"),
     };
@@ -228,14 +254,7 @@ pub fn build(cache: &Path, server_url: &str) -> anyhow::Result<Images> {
         "installed OS",
         &os_efi,
     )?;
-    let esp = tmp.join("esp.fat");
-    fat(&esp, DISK_MIB - 2)?;
-    run(Command::new("mmd")
-        .arg("-i")
-        .arg(&esp)
-        .args(["::/EFI", "::/EFI/BOOT"]))?;
-    mcopy(&esp, &os_efi, "::/EFI/BOOT/BOOTX64.EFI")?;
-    disk(&tmp.join("disk-efi.img"), &esp, "gpt")?;
+    efi_disk(&tmp, &os_efi, &tmp.join("disk-efi.img"))?;
     // BIOS disk: syslinux loading the same kernel and OS initramfs.
     let boot = tmp.join("boot.fat");
     fat(&boot, DISK_MIB - 2)?;
@@ -256,7 +275,7 @@ pub fn build(cache: &Path, server_url: &str) -> anyhow::Result<Images> {
         .arg("if=/usr/lib/syslinux/mbr/mbr.bin")
         .arg(format!("of={}", bios.display()))
         .args(["bs=440", "count=1", "conv=notrunc", "status=none"]))?;
-    for f in ["os.efi", "esp.fat", "boot.fat", "os.initrd", "syslinux.cfg"] {
+    for f in ["boot.fat", "os.initrd", "syslinux.cfg"] {
         let _ = std::fs::remove_file(tmp.join(f));
     }
     std::fs::write(tmp.join("complete"), b"")?;

@@ -8,6 +8,10 @@
 //! - [`netns`]: the namespace, bridge, taps and the optional site-DHCP namespace (or, for HA,
 //!   one namespace per provisioner).
 //! - [`vm`]: QEMU under TCG with a timestamped serial log, per firmware path.
+//! - [`secure_boot`]: the lab's own PK, KEK and db, the OVMF variable store with them enrolled,
+//!   UKIs signed with the db key.
+//! - [`tpm`]: a software TPM (swtpm) per VM.
+//! - [`console_report`]: Secure Boot state, PCRs and firmware refusals read from a console log.
 //! - [`scenario`]: one run: provisioner, machines, VMs, flows (register, discover+approve,
 //!   reprovision), outcome from the inventory.
 //! - [`ha_run`]: `lab run --ha`, two provisioners on one etcd, the one that ACKed the first VM
@@ -23,6 +27,7 @@
 // The lab is a test tool: it measures wall time (power-on to ready) and sets deadlines.
 #![allow(clippy::disallowed_methods)]
 
+pub mod console_report;
 pub mod cpio;
 pub mod dhcp_watch;
 pub mod ha_run;
@@ -32,8 +37,10 @@ pub mod impair;
 pub mod impair_link;
 pub mod netns;
 pub mod scenario;
+pub mod secure_boot;
 pub mod setup;
 pub mod storm;
+pub mod tpm;
 pub mod vm;
 
 use std::sync::atomic::{AtomicBool, Ordering};

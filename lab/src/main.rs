@@ -15,7 +15,7 @@ use lab::vm::Firmware;
 #[command(
     name = "lab",
     about = "QEMU VMs (OVMF/SeaBIOS + iPXE) that netboot through the provisioner in isolated network namespaces",
-    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --machines 2 --ha\n  lab run --firmware uefi-pxe --impair loss=10,delay=50ms,jitter=25ms\n\n\
+    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --firmware uefi-http-sb,uefi-pxe-sb\n  lab run --firmware uefi-pxe-sb --unsigned-uki --vm-timeout 90\n  lab run --machines 2 --ha\n  lab run --firmware uefi-pxe --impair loss=10,delay=50ms,jitter=25ms\n\n\
 Everything runs in namespaces with random names on 198.18.0.0/24, never connected to the host network."
 )]
 struct Cli {
@@ -79,6 +79,13 @@ struct RunArgs {
     /// queue. A userspace forwarder: this kernel has no netem.
     #[arg(long, value_name = "loss=10,delay=50ms,jitter=25ms[,queue=2048]")]
     impair: Option<lab::impair::Impairment>,
+    /// Give every VM a TPM 2.0 (swtpm + QEMU tpm-crb); the -sb paths always have one.
+    #[arg(long)]
+    tpm: bool,
+    /// Serve the installer UKI unsigned, also to Secure Boot VMs: their firmware refuses it
+    /// ("Access Denied" on the console, `console.firmware_refused` in the outcome).
+    #[arg(long)]
+    unsigned_uki: bool,
 }
 
 #[derive(Subcommand)]
@@ -320,6 +327,8 @@ fn opts(a: &RunArgs, cache: PathBuf) -> anyhow::Result<(RunOpts, Option<tempfile
             ha: a.ha,
             boot_retry: a.boot_retry.or(a.ha.then_some(3)).map(Duration::from_secs),
             impair: a.impair,
+            tpm: a.tpm,
+            unsigned_uki: a.unsigned_uki,
         },
         tmp,
     ))

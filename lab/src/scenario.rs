@@ -62,6 +62,10 @@ pub struct RunOpts {
     pub boot_retry: Option<Duration>,
     /// Loss and delay on the link between the servers and the VMs (see [`crate::impair_link`]).
     pub impair: Option<crate::impair::Impairment>,
+    /// Give every VM a TPM (the Secure Boot paths always get one).
+    pub tpm: bool,
+    /// Serve the installer UKI unsigned even to Secure Boot VMs (their firmware must refuse it).
+    pub unsigned_uki: bool,
 }
 
 /// With `--ha`, how often a VM that powered off before `ready` (an installer whose server
@@ -81,6 +85,8 @@ pub struct MachineOutcome {
     /// Times the firmware retried its boot order (see [`RunOpts::boot_retry`]).
     pub boot_retries: usize,
     pub serial_log: PathBuf,
+    /// Secure Boot state, PCRs and firmware refusals, from the serial console.
+    pub console: crate::console_report::ConsoleReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +103,9 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impairment: Option<crate::impair_link::LinkStats>,
 }
+
+/// The server's `lifecycle.uki_start_timeout` in `--unsigned-uki` runs.
+pub const UNSIGNED_UKI_START_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Progress callback: machine name, its state or a note.
 pub type Progress<'a> = &'a dyn Fn(&str, &str);
@@ -146,6 +155,12 @@ pub(crate) struct ServerAt<'a> {
     pub extra: String,
 }
 
+/// The provisioner's `tftp.root` in a run: `-sb` PXE machines get the signed installer UKI
+/// from it as their NBP ([`crate::vm::UKI_NBP`], their `boot.loader`).
+pub fn tftp_root(work: &Path) -> PathBuf {
+    work.join("tftp")
+}
+
 impl Lab {
     /// `provisioner <args>` as a client inside the namespace.
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
@@ -179,14 +194,24 @@ impl Lab {
         Ok(v["machine"].clone())
     }
 
-    fn start_server(&mut self, dhcp: DhcpMode, unknown: &str) -> anyhow::Result<()> {
+    /// `uki_start_timeout`: the server's `lifecycle.uki_start_timeout` (its default when `None`).
+    fn start_server(
+        &mut self,
+        dhcp: DhcpMode,
+        unknown: &str,
+        uki_start_timeout: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let extra = match uki_start_timeout {
+            Some(d) => format!("[lifecycle]\nuki_start_timeout = \"{}s\"\n", d.as_secs()),
+            None => String::new(),
+        };
         self.start_provisioner(
             &ServerAt {
                 ip: SERVER_IP,
                 ns: None,
                 iface: "br0",
                 suffix: "",
-                extra: self.server_extra.clone(),
+                extra: extra + &self.server_extra,
             },
             dhcp,
             unknown,
@@ -214,8 +239,9 @@ impl Lab {
         };
         let cfg = format!(
             "data_dir = \"{}\"\n[http]\nlisten = \"{ip}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{ip}:69\"\n\
-             [syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
+             root = \"{}\"\n[syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
             data.display(),
+            tftp_root(&self.work).display(),
             at.extra
         );
         let cfg_path = self.work.join(format!("provisioner{}.toml", at.suffix));
@@ -388,7 +414,7 @@ impl Lab {
         let template = format!(
             "#cloud-config\nhostname: {{{{ hostname }}}}\ninstall:\n  device: {{{{ install.device }}}}\n  auto: true\n  reboot: true\n\
              provisioner:\n  token: {{{{ token }}}}\n  progress: {{{{ urls.progress }}}}\n  register: {{{{ urls.register }}}}\n\
-             \x20 logs: {{{{ urls.logs }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
+             \x20 logs: {{{{ urls.logs }}}}\n  attestation: {{{{ urls.attestation }}}}\n  syslog: {{{{ syslog }}}}\n  image_efi: {base}/assets/{efi}/disk-efi.img\n\
              \x20 image_bios: {base}/assets/{bios}/disk-bios.img\n"
         );
         let tpl_path = self.work.join("lab-profile.yaml");
@@ -435,6 +461,26 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     let base = format!("http://{SERVER_IP}:{HTTP_PORT}");
     progress("lab", "building images");
     let images = images::build(&opts.cache, &base)?;
+    let secure_boot = opts.firmware.iter().any(|f| f.secure_boot());
+    let keys = match secure_boot {
+        true => Some(crate::secure_boot::LabKeys::ensure(&opts.cache)?),
+        false => None,
+    };
+    // With Secure Boot VMs in the run, every machine gets the signed UKIs (they boot without
+    // Secure Boot too), unless the run is about the firmware refusing an unsigned one.
+    let pin_pcr11 = keys.is_some() && !opts.unsigned_uki;
+    let images = match (&keys, pin_pcr11) {
+        (Some(k), true) => {
+            progress("lab", "installer and OS UKIs signed with the lab's db key");
+            k.signed(&images)?
+        }
+        _ => images,
+    };
+    std::fs::create_dir_all(tftp_root(&opts.work))?;
+    std::fs::copy(
+        &images.installer_uki,
+        tftp_root(&opts.work).join(vm::UKI_NBP),
+    )?;
     let https = crate::https_boot::wanted(&opts.firmware, opts.ha)?;
     let n = opts.firmware.len();
     let topo = match (opts.impair.is_some(), opts.ha) {
@@ -483,7 +529,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     if opts.ha {
         ha = Some(crate::ha_run::start(&mut lab, opts.dhcp, unknown)?);
     } else {
-        lab.start_server(opts.dhcp, unknown)?;
+        // An unsigned UKI under Secure Boot is refused by the firmware: the server should fail
+        // the machine well before the VM's timeout (TCG boots start the installer in ~20 s).
+        let uki_start = opts.unsigned_uki.then_some(UNSIGNED_UKI_START_TIMEOUT);
+        lab.start_server(opts.dhcp, unknown, uki_start)?;
     }
     progress(
         "lab",
@@ -494,6 +543,12 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         true => Some(crate::https_boot::cacerts(&opts.work, &lab.token_dir)?),
         false => None,
     };
+    if pin_pcr11 {
+        // Measured boot end to end: the server computes what systemd-stub will leave in PCR 11
+        // for the signed UKI, and fails a machine whose installer reports anything else.
+        lab.cli_ok(&["profiles", "pin-pcr11", "lab", "--from-uki"])?;
+        progress("lab", "profile pins PCR 11 computed from the signed UKI");
+    }
     let specs: Vec<VmSpec> = opts
         .firmware
         .iter()
@@ -506,6 +561,11 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             tap: i,
             disk: opts.work.join(format!("vm{i}.disk")),
             vars: opts.work.join(format!("vm{i}.vars")),
+            vars_template: match &keys {
+                Some(k) if fw.secure_boot() => k.vars(),
+                _ => PathBuf::from(vm::OVMF_VARS),
+            },
+            tpm: opts.tpm || fw.secure_boot(),
             serial_log: opts.work.join(format!("vm{i}.serial.log")),
             timeout: opts.vm_timeout,
             boot_retry: opts.boot_retry,
@@ -542,6 +602,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             boots: 0,
             boot_retries: 0,
             serial_log: s.serial_log.clone(),
+            console: Default::default(),
         })
         .collect();
     if let Some(h) = &mut ha {
@@ -610,6 +671,10 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             if ready && outcomes[r.idx].seconds_to_ready.is_none() {
                 outcomes[r.idx].seconds_to_ready = Some(r.vm.started.elapsed().as_secs_f64());
             }
+            if state.as_deref() == Some("failed") && !opts.ha {
+                progress(&spec.name, "failed: powering it off");
+                r.vm.kill();
+            }
             match r.vm.try_wait() {
                 None => still.push(r),
                 Some(_) => {
@@ -642,11 +707,12 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         }
         running = still;
     }
-    // Final states from the inventory.
+    // Final states from the inventory, trusted-boot facts from the consoles.
     for o in &mut outcomes {
         if let Ok(m) = lab.machine(&o.mac) {
             o.state = m["lifecycle"]["state"].as_str().unwrap_or("?").to_string();
         }
+        o.console = crate::console_report::ConsoleReport::read(&o.serial_log);
     }
     let inventory_table = lab.cli_ok(&["machines", "list"]).unwrap_or_default();
     let ha_outcome = match ha.as_mut() {

@@ -5,6 +5,12 @@
 //! breaks bookworm's `qemu-system-common`). The suite is added through a private apt sources
 //! file whose mirror is read from the machine's own `/etc/apt/sources.list.d/debian.sources` at
 //! run time; no mirror name is written anywhere.
+//!
+//! Secure Boot and the TPM ([`crate::secure_boot`]): `sbsigntool` (sbsign, sbverify),
+//! `efitools`, `openssl`, `swtpm` and `swtpm-tools` from bookworm, `python3-virt-firmware`
+//! (`virt-fw-vars`, which enrolls keys into an OVMF variable store offline) from
+//! bookworm-backports — through the same private sources file as QEMU, so apt resolves its
+//! Python dependencies from Debian and no virtualenv or second package manager is involved.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +18,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// From bookworm (main).
-const PACKAGES: [&str; 17] = [
+const PACKAGES: [&str; 21] = [
     "ovmf",
     "ipxe",
     "ipxe-qemu",
@@ -30,12 +36,22 @@ const PACKAGES: [&str; 17] = [
     "curl",
     // `grubnetx64.efi` for the `uefi-grub` path (GRUB over PXE, kernel and initrd by HTTP).
     "grub-efi-amd64-bin",
-    // `uefi-https`: the server's CA as an EFI signature list for OVMF's fw_cfg
-    // `etc/edk2/https/cacerts` (`cert-to-efi-sig-list`).
+    // Secure Boot paths: lab keys, signing, verification; a software TPM per VM. efitools also
+    // for `uefi-https` (the server's CA as an EFI signature list: `cert-to-efi-sig-list`).
+    "openssl",
+    "sbsigntool",
     "efitools",
+    "swtpm",
+    "swtpm-tools",
 ];
 /// From bookworm-backports.
-const BACKPORTS: [&str; 3] = ["qemu-system-x86", "qemu-system-common", "qemu-system-data"];
+const BACKPORTS: [&str; 4] = [
+    "qemu-system-x86",
+    "qemu-system-common",
+    "qemu-system-data",
+    // `virt-fw-vars`: enrolls the lab's PK, KEK and db into an OVMF_VARS copy.
+    "python3-virt-firmware",
+];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")

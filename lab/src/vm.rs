@@ -42,10 +42,20 @@ pub enum Firmware {
     /// OVMF's own PXE: DHCP → TFTP grubnetx64.efi (the machine's `boot.loader`) → GRUB reads
     /// our grub.cfg → its per-machine config over HTTP → kernel + initrd of the UKI over HTTP.
     UefiGrub,
+    /// OVMF's Secure Boot build with the lab's own PK, KEK and db enrolled (see
+    /// [`crate::secure_boot`]); HTTP boot of the signed UKI, as `uefi-http`.
+    UefiHttpSb,
+    /// As `uefi-http-sb`, over OVMF's own PXE: the firmware loads the signed UKI itself by
+    /// TFTP as the NBP (the machine's `boot.loader`; iPXE is unsigned and would be refused).
+    UefiPxeSb,
     /// OVMF HTTPS boot: DHCP hands out an https:// URL on the provisioner's boot TLS listener;
     /// the firmware trusts the lab's CA through fw_cfg `etc/edk2/https/cacerts`.
     UefiHttps,
 }
+
+/// The name a `-sb` PXE machine's `boot.loader` gives the signed installer UKI: a file in the
+/// provisioner's `tftp.root`.
+pub const UKI_NBP: &str = "installer.efi";
 
 impl Firmware {
     pub fn is_uefi(self) -> bool {
@@ -55,7 +65,16 @@ impl Firmware {
     /// The TFTP loader this firmware path needs as the machine's `boot.loader`, if not the
     /// architecture default.
     pub fn loader(self) -> Option<&'static str> {
-        (self == Firmware::UefiGrub).then_some("grubnetx64.efi")
+        match self {
+            Firmware::UefiGrub => Some("grubnetx64.efi"),
+            Firmware::UefiPxeSb => Some(UKI_NBP),
+            _ => None,
+        }
+    }
+
+    /// Secure Boot on, with the lab's keys: OVMF's secboot build, SMM, secure pflash.
+    pub fn secure_boot(self) -> bool {
+        matches!(self, Firmware::UefiHttpSb | Firmware::UefiPxeSb)
     }
 
     /// Guest RAM. GRUB 2.06 reads the kernel into its own heap, which on EFI is a quarter of
@@ -74,6 +93,8 @@ impl Firmware {
             Firmware::UefiHttp => "uefi-http",
             Firmware::BiosIpxe => "bios-ipxe",
             Firmware::UefiGrub => "uefi-grub",
+            Firmware::UefiHttpSb => "uefi-http-sb",
+            Firmware::UefiPxeSb => "uefi-pxe-sb",
             Firmware::UefiHttps => "uefi-https",
         }
     }
@@ -88,6 +109,11 @@ pub struct VmSpec {
     pub tap: usize,
     pub disk: PathBuf,
     pub vars: PathBuf,
+    /// The variable store `vars` is copied from: OVMF's empty one, or for Secure Boot paths the
+    /// one with the lab's keys enrolled.
+    pub vars_template: PathBuf,
+    /// Give the VM a TPM 2.0 (an swtpm of its own, state in `<vars>.tpm/`).
+    pub tpm: bool,
     pub serial_log: PathBuf,
     pub timeout: Duration,
     /// Retry the boot order this long after every entry failed (see the module documentation);
@@ -108,6 +134,8 @@ pub struct Vm {
     /// Boot retries so far: resets by the lab (OVMF) or reboots of SeaBIOS after "No bootable
     /// device" (counted from the console).
     pub retries: Arc<AtomicUsize>,
+    /// Dropped after QEMU (field order): ended by PID, its state removed.
+    _tpm: Option<crate::tpm::SwTpm>,
 }
 
 /// A blank disk and, for UEFI, a fresh copy of the OVMF variables.
@@ -117,8 +145,9 @@ pub fn prepare(spec: &VmSpec, disk_mib: u64) -> anyhow::Result<()> {
         f.set_len(disk_mib << 20)?;
     }
     if spec.firmware.is_uefi() && !spec.vars.exists() {
-        std::fs::copy(OVMF_VARS, &spec.vars)
-            .with_context(|| format!("{OVMF_VARS}: lab setup installs ovmf"))?;
+        std::fs::copy(&spec.vars_template, &spec.vars).with_context(|| {
+            format!("{}: lab setup installs ovmf", spec.vars_template.display())
+        })?;
     }
     Ok(())
 }
@@ -130,11 +159,17 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         &spec.timeout.as_secs().to_string(),
         "qemu-system-x86_64",
     ]);
+    let machine = if spec.firmware.secure_boot() {
+        // OVMF's secboot build keeps its variables in SMM: only SMM code may write the flash.
+        "q35,smm=on"
+    } else {
+        "q35"
+    };
     cmd.args([
         "-accel",
         "tcg",
         "-M",
-        "q35",
+        machine,
         "-m",
         spec.firmware.memory_mib(),
         "-smp",
@@ -157,9 +192,17 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
             cmd.args(["-monitor", "none"]);
         }
     }
+    if spec.firmware.secure_boot() {
+        cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    }
     if spec.firmware.is_uefi() {
+        let code = if spec.firmware.secure_boot() {
+            crate::secure_boot::OVMF_CODE_SB
+        } else {
+            OVMF_CODE
+        };
         cmd.arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+            .arg(format!("if=pflash,format=raw,readonly=on,file={code}"));
         cmd.arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", spec.vars.display()));
         // No DHCPv6 here: keep OVMF from trying IPv6 PXE/HTTP after IPv4.
@@ -167,9 +210,10 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
     }
     let mut nic = format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", spec.mac);
     match spec.firmware {
-        Firmware::UefiPxe | Firmware::UefiGrub => nic.push_str(",romfile="),
+        // Empty romfile: no (unsigned) iPXE option ROM; OVMF's own PXE and HTTP stack is used.
+        Firmware::UefiPxe | Firmware::UefiGrub | Firmware::UefiPxeSb => nic.push_str(",romfile="),
         // OVMF's own PXE would otherwise add boot entries that wait ~60 s each for an offer.
-        Firmware::UefiHttp => {
+        Firmware::UefiHttp | Firmware::UefiHttpSb => {
             nic.push_str(",romfile=");
             cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
         }
@@ -200,6 +244,13 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         spec.disk.display()
     ));
     cmd.args(["-device", "virtio-blk-pci,drive=d0,bootindex=2"]);
+    let tpm = match spec.tpm {
+        true => Some(crate::tpm::SwTpm::start(&spec.vars.with_extension("tpm"))?),
+        false => None,
+    };
+    if let Some(t) = &tpm {
+        cmd.args(t.qemu_args());
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -220,6 +271,7 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         reader: Some(reader),
         started,
         retries,
+        _tpm: tpm,
     })
 }
 

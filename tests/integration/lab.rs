@@ -502,3 +502,114 @@ fn uefi_ipxe_reaches_ready_through_a_lossy_reordering_link() {
         assert_eq!(n("send_errors"), 0.0, "{dir}: {s}");
     }
 }
+
+/// Secure Boot with the lab's own keys and a TPM: the installer said Secure Boot was on, and PCR 7
+/// (Secure Boot policy) and PCR 11 (the UKI, measured by systemd-stub) are SHA-256 values that
+/// something was extended into; the firmware refused nothing; both the installer and the
+/// installed OS (the signed UKI on the disk) booted with the kernel seeing Secure Boot on; the
+/// machine record holds the same report, its PCR 11 matching the profile's pin.
+fn assert_secure_boot_and_pcrs(one: &One) {
+    let ctx = || one.run.dump();
+    let console = &machine_outcome(&one.run, 0)["console"];
+    assert_eq!(console["secure_boot"], true, "{console}\n{}", ctx());
+    assert_eq!(console["firmware_refused"], false, "{console}");
+    for pcr in ["7", "11"] {
+        let v = console["pcrs"][pcr].as_str().unwrap_or("");
+        assert!(
+            v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()),
+            "PCR {pcr}: {v:?}\n{}",
+            ctx()
+        );
+        assert!(v.bytes().any(|b| b != b'0'), "PCR {pcr} never extended");
+    }
+    let serial = machine_outcome(&one.run, 0)["serial_log"].as_str().unwrap();
+    let serial = std::fs::read_to_string(serial).unwrap();
+    let booted_sb = serial
+        .lines()
+        .filter(|l| l.contains("secureboot: Secure boot enabled"))
+        .count();
+    assert_eq!(booted_sb, 2, "installer and installed OS under Secure Boot");
+    // The server recorded the installer's report, and PCR 11 matched the value the lab's
+    // profile pinned, computed by the server from the signed UKI (`pin-pcr11 --from-uki`).
+    let m = one.api.get(&format!("/api/v1/machines/{}", one.mac)).body;
+    let a = &m["attestation"];
+    assert_eq!(a["secure_boot"], true, "{m}");
+    for pcr in ["7", "11"] {
+        assert_eq!(a["pcrs"][pcr], console["pcrs"][pcr], "PCR {pcr}: {m}");
+    }
+    assert_eq!(a["pcr11"]["verdict"], "match", "{m}");
+}
+
+#[test]
+fn uefi_http_boot_of_the_signed_uki_under_secure_boot() {
+    let one = one_machine(&["--firmware", "uefi-http-sb"], 1);
+    assert_secure_boot_and_pcrs(&one);
+    assert!(
+        one.evs.iter().any(|e| e["type"] == "transfer"
+            && e["protocol"] == "http"
+            && e["file"] == "installer.efi"
+            && e["outcome"] == "complete"),
+        "{}",
+        one.run.dump()
+    );
+}
+
+#[test]
+fn uefi_pxe_loads_the_signed_uki_by_tftp_under_secure_boot() {
+    let one = one_machine(&["--firmware", "uefi-pxe-sb"], 1);
+    assert_secure_boot_and_pcrs(&one);
+    let tftp: Vec<&Value> = one
+        .evs
+        .iter()
+        .filter(|e| e["type"] == "transfer" && e["protocol"] == "tftp")
+        .collect();
+    // The firmware loaded the UKI itself as the NBP (its `boot.loader`); no iPXE in between.
+    assert!(
+        tftp.iter()
+            .any(|e| e["file"] == "installer.efi" && e["outcome"] == "complete"),
+        "{tftp:?}\n{}",
+        one.run.dump()
+    );
+    assert!(!tftp.iter().any(|e| e["file"] == "snponly.efi"), "{tftp:?}");
+}
+
+/// Issue 14, item 2: an unsigned UKI under Secure Boot. The firmware downloads it, refuses it
+/// ("Access Denied") and never starts it; the server fails the machine at its UKI-start deadline
+/// (the lab sets 40 s) with a reason that says so.
+#[test]
+fn an_unsigned_uki_under_secure_boot_is_refused_and_the_machine_fails_with_the_reason() {
+    let run = lab(&[
+        "--firmware",
+        "uefi-http-sb",
+        "--unsigned-uki",
+        "--vm-timeout",
+        "180",
+    ]);
+    let m0 = machine_outcome(&run, 0);
+    assert_eq!(m0["console"]["firmware_refused"], true, "{}", run.dump());
+    assert_eq!(m0["state"], "failed", "{m0}\n{}", run.dump());
+    let (_server, api) = inventory(&run);
+    let mac = m0["mac"].as_str().unwrap();
+    let m = api.get(&format!("/api/v1/machines/{mac}")).body;
+    assert_eq!(m["lifecycle"]["state"], "failed", "{m}");
+    let reason = m["lifecycle"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("never started it") && reason.contains("Secure Boot"),
+        "{m}"
+    );
+    let evs = events(&api, mac);
+    let steps = transitions(&evs);
+    // It was never handed to an installer: booting → failed, nothing installed.
+    assert!(steps.iter().any(|s| s == "booting→failed"), "{steps:?}");
+    assert!(
+        !steps.iter().any(|s| s.ends_with("→installing")),
+        "{steps:?}"
+    );
+    assert!(
+        evs.iter().any(|e| e["type"] == "transfer"
+            && e["protocol"] == "http"
+            && e["outcome"] == "complete"
+            && e["file"] == "installer.efi"),
+        "{evs:?}"
+    );
+}

@@ -7,7 +7,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 say() { echo "LAB-$ROLE: $* (uptime $(cut -d' ' -f1 /proc/uptime)s)"; }
 # Debian builds virtio as modules: load them in dependency order.
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk efivarfs; do
   insmod /lib/modules/$m.ko 2>/dev/null || say "insmod $m failed"
 done
 for a in $(cat /proc/cmdline); do
@@ -36,7 +36,13 @@ say "address $ip"
 # idempotent (a repeated progress report or registration changes nothing).
 retry() { for t in 1 2 3 4 5; do "$@" && return 0; sleep 2; done; return 1; }
 post() { # URL JSON
-  retry wget -q -O /tmp/post.out --header "Authorization: Bearer $TOKEN" \
-    --header "Content-Type: application/json" --post-data "$2" "$1"
+  for t in 1 2 3 4 5; do
+    wget -q -O /tmp/post.out --header "Authorization: Bearer $TOKEN" \
+      --header "Content-Type: application/json" --post-data "$2" "$1" 2>/tmp/post.err && return 0
+    # A 4xx answer is final (trying again changes nothing); no answer or a 5xx is tried again.
+    grep -q "server returned error: HTTP/1.. 4" /tmp/post.err && { cat /tmp/post.err; return 1; }
+    sleep 2
+  done
+  return 1
 }
 halt_now() { sync; say "powering off"; poweroff -f; sleep 5; }

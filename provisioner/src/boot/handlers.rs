@@ -363,14 +363,16 @@ async fn serve_asset(
         ),
     };
     // A whole UKI downloaded by its machine is counted for the UKI-start deadline.
+    // Only the whole file counts: a ranged request for a few bytes is not a firmware's download.
     let uki = (section.is_none() && meta.kind == AssetKind::Uki).then(|| meta.digest.clone());
     let protocol = if tls.is_some() { "https" } else { "http" };
+    let uki_size = meta.size;
     let report: Option<files::Report> = match (mac, method == Method::GET) {
         (Some(mac), true) => {
             let app = app.clone();
             Some(Box::new(move |bytes, complete, elapsed| {
                 let outcome = if complete { "complete" } else { "incomplete" };
-                if let (true, Some(digest)) = (complete, uki) {
+                if let (true, Some(digest)) = (complete && bytes == uki_size, uki) {
                     let kind = EventKind::Transfer {
                         protocol: protocol.into(),
                         file,

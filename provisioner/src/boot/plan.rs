@@ -297,9 +297,20 @@ pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
 /// A complete download of UKI `digest` (`sha256:<hex>`) by `mac`, which the server's evidence
 /// says made it: a `booting` machine counts it ([`inventory::Lifecycle::uki_downloaded`], the
 /// UKI-start deadline) with the `transfer` event in the same write; otherwise `transfer` is
-/// queued as any other observation (at most once a minute per file and outcome).
+/// queued as any other observation. Either way at most once a minute per machine, file and
+/// outcome ([`crate::dhcp::seen_limit`]): a leased client repeating downloads costs no store
+/// write beyond that (the first download starts the deadline; later ones only add to its count).
 pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: EventKind) {
     let t = now();
+    let allowed = app
+        .boot
+        .transfer_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(mac, crate::dhcp::seen_limit::topic(&transfer, false), t);
+    if !allowed {
+        return;
+    }
     let kind = transfer.clone();
     let counted = app
         .write(move |s| {
@@ -314,17 +325,7 @@ pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: 
         .await;
     match counted {
         Ok(true) => {}
-        Ok(false) => {
-            let allowed = app
-                .boot
-                .transfer_events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .allow(mac, crate::dhcp::seen_limit::topic(&transfer, false), t);
-            if allowed {
-                observe(app, mac, transfer);
-            }
-        }
+        Ok(false) => observe(app, mac, transfer),
         Err(e) => tracing::warn!(%mac, error = %e, "recording a UKI download failed"),
     }
 }
