@@ -22,12 +22,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use inventory::attestation::{compare_pcr11, parse_pcrs, PCR_KERNEL_IMAGE};
-use inventory::lifecycle::State as Life;
 use inventory::{Attestation, EventKind, Pcr11Verdict, Transition};
 use serde::Deserialize;
 
 use super::machine_query::MachineQuery;
-use super::node_api::{caller, json, small_body, TokenQuery, SMALL_BODY};
+use super::node_api::{
+    installer_caller, installer_running, json, small_body, TokenQuery, SMALL_BODY,
+};
 use crate::app::{now, App};
 use crate::http::ApiError;
 
@@ -48,19 +49,7 @@ pub async fn attestation(
     MachineQuery(q): MachineQuery<TokenQuery>,
     body: Body,
 ) -> Result<StatusCode, Response> {
-    let machine = caller(&app, &headers, &q).await?;
-    if !installer_running(machine.state()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "illegal_transition",
-            format!(
-                "{} is {}: attestation is reported by the installer of a netbooted UKI",
-                machine.mac,
-                machine.state()
-            ),
-        )
-        .into_response());
-    }
+    let machine = installer_caller(&app, &headers, &q, "attestation").await?;
     let req: AttestationRequest = json(&small_body(&headers, body, SMALL_BODY).await?)?;
     let pcrs = parse_pcrs(&req.pcrs).map_err(|e| ApiError::from(e).into_response())?;
     let profile_name = machine.spec.profile.clone();
@@ -120,11 +109,4 @@ pub async fn attestation(
     .await
     .map_err(|e| ApiError::from(e).into_response())?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn installer_running(s: Life) -> bool {
-    matches!(
-        s,
-        Life::Registered | Life::Reprovision | Life::Booting | Life::Installing
-    )
 }

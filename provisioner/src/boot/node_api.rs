@@ -347,6 +347,40 @@ fn clean(s: Option<String>, max: usize) -> Option<String> {
     })
 }
 
+/// Whether a machine in state `s` runs (or is about to run) the installer of a netbooted UKI.
+pub(super) fn installer_running(s: Life) -> bool {
+    matches!(
+        s,
+        Life::Registered | Life::Reprovision | Life::Booting | Life::Installing
+    )
+}
+
+/// [`caller`], refused with 409 unless its installer runs: what an installer reports (`what`:
+/// progress, attestation) cannot move a machine once the install is over (installed, ready) or
+/// before it may start (discovered, failed).
+pub(super) async fn installer_caller(
+    app: &App,
+    headers: &HeaderMap,
+    q: &TokenQuery,
+    what: &str,
+) -> Result<Machine, Response> {
+    let machine = caller(app, headers, q).await?;
+    if !installer_running(machine.state()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "illegal_transition",
+            format!(
+                "{} is {}: {what} is for installers; `provisioner machines reprovision {}` to install again",
+                machine.mac,
+                machine.state(),
+                machine.mac
+            ),
+        )
+        .into_response());
+    }
+    Ok(machine)
+}
+
 /// `POST /api/v1/nodes/progress`: `{state, phase?, percent?, message?, reason?}`; the token
 /// is checked before the body (at most [`SMALL_BODY`] bytes) is read.
 pub async fn progress(
@@ -355,25 +389,7 @@ pub async fn progress(
     MachineQuery(q): MachineQuery<TokenQuery>,
     body: Body,
 ) -> Result<StatusCode, Response> {
-    let machine = caller(&app, &headers, &q).await?;
-    // Progress is what an installer reports: once the install is over (installed, ready) or
-    // before it may start (discovered, failed), a token cannot move the machine any more.
-    if !matches!(
-        machine.state(),
-        Life::Registered | Life::Reprovision | Life::Booting | Life::Installing
-    ) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "illegal_transition",
-            format!(
-                "{} is {}: progress is for installers; `provisioner machines reprovision {}` to install again",
-                machine.mac,
-                machine.state(),
-                machine.mac
-            ),
-        )
-        .into_response());
-    }
+    let machine = installer_caller(&app, &headers, &q, "progress").await?;
     let req: ProgressRequest = json(&small_body(&headers, body, SMALL_BODY).await?)?;
     let steps: Vec<Transition> = match req.state.as_str() {
         "installing" => vec![Transition::Progress],
