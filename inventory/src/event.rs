@@ -58,9 +58,9 @@ pub enum EventKind {
         /// What was seen (message type, address, file, …).
         detail: String,
     },
-    /// A file transfer to the machine ended (`protocol`: tftp, http).
+    /// A file transfer to the machine ended (`protocol`: tftp, http, https).
     Transfer {
-        /// `tftp` or `http`.
+        /// `tftp`, `http` or `https` (the UEFI HTTPS boot listener).
         protocol: String,
         /// The file name as requested.
         file: String,
