@@ -108,8 +108,14 @@ pub fn parse_pcrs(raw: &BTreeMap<String, String>) -> Result<BTreeMap<u8, String>
             let i: u8 = k
                 .parse()
                 .ok()
-                .filter(|i| *i < 24)
-                .ok_or_else(|| Error::invalid("pcrs", k, "PCR indexes are 0-23"))?;
+                .filter(|i: &u8| *i < 24 && i.to_string() == *k)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "pcrs",
+                        k,
+                        "PCR indexes are 0-23, in decimal without leading zeros",
+                    )
+                })?;
             let v = normalize_pcr("pcrs", v).map_err(|_| {
                 Error::invalid(
                     "pcrs",

@@ -106,6 +106,16 @@ impl TryFrom<WireTls> for TlsConfig {
             }
         }
         let public_url = w.public_url.map(https_url).transpose()?;
+        let require_for_secrets = w.require_for_secrets.unwrap_or(false);
+        if require_for_secrets && public_url.is_none() {
+            // Machines would be handed http:// config and API URLs that are then refused.
+            return Err(value(
+                "tls.require_for_secrets",
+                "true".to_string(),
+                "needs tls.public_url (the https:// base machines are given for their config \
+                 and API); without it every install is refused at its config fetch",
+            ));
+        }
         let handshake_timeout = match w.handshake_timeout {
             None => Duration::from_secs(10),
             Some(v) => {
@@ -125,7 +135,7 @@ impl TryFrom<WireTls> for TlsConfig {
             listen,
             source,
             public_url,
-            require_for_secrets: w.require_for_secrets.unwrap_or(false),
+            require_for_secrets,
             handshake_timeout,
         })
     }

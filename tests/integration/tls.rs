@@ -203,7 +203,37 @@ fn the_ca_and_certificate_survive_a_restart_unchanged() {
 #[test]
 fn require_for_secrets_refuses_the_api_and_configs_over_plain_http_but_not_downloads() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path(), "[tls]\nrequire_for_secrets = true\n");
+    // Without tls.public_url machines would be handed http:// URLs that are then refused.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[tls]\nlisten = \"127.0.0.1:0\"\nrequire_for_secrets = true\n",
+    )
+    .unwrap();
+    let o = serve_cmd(&bad, &dir.path().join("bad-data"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("tls.require_for_secrets") && stderr(&o).contains("tls.public_url"),
+        "{}",
+        stderr(&o)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("provisioner.toml");
+    std::fs::write(
+        &config,
+        format!("[tls]\npublic_url = \"https://127.0.0.1:{port}\"\nrequire_for_secrets = true\n"),
+    )
+    .unwrap();
+    let mut cmd = serve_cmd(&config, &dir.path().join("data"));
+    cmd.args(["--tls-listen", &format!("127.0.0.1:{port}")]);
+    let s = Server::spawn(cmd, &dir.path().join("data"));
+    assert_eq!(https(&s), format!("https://127.0.0.1:{port}"));
     let tls_cli = |args: &[&str]| -> Output {
         s.cli_cmd(args)
             .env("PROVISIONER_URL", https(&s))

@@ -402,3 +402,71 @@ fn an_untrusted_uki_is_not_served_after_the_db_certs_changed() {
         }
     });
 }
+
+/// A profile that requires Secure Boot: a machine whose installer reports Secure Boot off is
+/// failed (its firmware checked nothing), and it cannot be the machine a PCR 11 pin is learned from.
+#[test]
+fn a_secure_boot_profile_fails_a_machine_that_reports_secure_boot_off() {
+    let u = ukis();
+    let d = u.dir.path();
+    let cfg = config(d, "sb.toml", &db_certs(&[&u.db.1]));
+    let server = Server::start_in(&d.join("data"), &["--config", cfg.to_str().unwrap()]);
+    let api = server.http();
+    let signed = uki::import(&server, &u.signed);
+    assert_eq!(profile(&api, "sb", &signed, true).status, 201);
+    let (on, off) = ("52:54:00:5b:00:01", "52:54:00:5b:00:02");
+    for mac in [on, off] {
+        let r = api.json(
+            "POST",
+            "/api/v1/machines",
+            json!({"mac": mac, "profile": "sb"}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let attest = |mac: &str, body: Value| {
+        let token = crate::harness::stdout(&server.cli(&["machines", "token", mac]));
+        api.send(
+            api.without_token()
+                .request("POST", "/api/v1/nodes/attestation")
+                .bearer_auth(token.trim())
+                .json(&body),
+        )
+        .status
+    };
+    let pcr = "ab".repeat(32);
+    assert_eq!(
+        attest(off, json!({"secure_boot": false, "pcrs": {"11": pcr}})),
+        204
+    );
+    let m = machine(&api, off);
+    assert_eq!(m["lifecycle"]["state"], "failed", "{m}");
+    assert!(
+        m["lifecycle"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("requires Secure Boot"),
+        "{m}"
+    );
+    let r = api.json(
+        "POST",
+        "/api/v1/profiles/sb/pcr11",
+        json!({"from": "machine", "mac": off}),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.to_string().contains("Secure Boot"), "{}", r.body);
+    // Secure Boot on: recorded, nothing failed, and its PCR 11 can be learned.
+    assert_eq!(
+        attest(on, json!({"secure_boot": true, "pcrs": {"11": pcr}})),
+        204
+    );
+    assert_ne!(machine(&api, on)["lifecycle"]["state"], "failed");
+    let r = api.json(
+        "POST",
+        "/api/v1/profiles/sb/pcr11",
+        json!({"from": "machine", "mac": on}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Not an object, or a PCR index with a leading zero: 400.
+    assert_eq!(attest(on, json!([])), 400);
+    assert_eq!(attest(on, json!({"pcrs": {"011": pcr}})), 400);
+}

@@ -146,6 +146,13 @@ async fn from_machine(app: &App, p: &Profile, mac: &str) -> Result<(String, Stri
                 "{mac} has reported no PCR 11 yet (it reports from its installer, with a TPM)"
             ))
         })?;
+    if p.secure_boot && a.and_then(|a| a.secure_boot) != Some(true) {
+        return Err(ApiError::bad_request(format!(
+            "{mac} did not report Secure Boot on, and profile {} requires it: learn PCR 11 from \
+             a machine that booted under Secure Boot",
+            p.name
+        )));
+    }
     let at = a.map(|a| a.at).unwrap_or_default();
     Ok((v.clone(), format!("learned from {mac}, reported at {at}")))
 }

@@ -13,7 +13,8 @@
 //! the profile's UKI, or its stub measured differently), and the installer's next progress
 //! report is refused. A report without PCR 11 against a pinned profile is recorded as
 //! `unchecked` and does not fail the machine: a machine without a TPM cannot prove anything, and
-//! the operator sees that in the record.
+//! the operator sees that in the record. On a profile with `secure_boot = true`, a report of
+//! `"secure_boot": false` fails the machine too.
 
 use std::collections::BTreeMap;
 
@@ -50,16 +51,34 @@ pub async fn attestation(
     body: Body,
 ) -> Result<StatusCode, Response> {
     let machine = installer_caller(&app, &headers, &q, "attestation").await?;
-    let req: AttestationRequest = json(&small_body(&headers, body, SMALL_BODY).await?)?;
+    let value: serde_json::Value = json(&small_body(&headers, body, SMALL_BODY).await?)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "request body: a JSON object {\"secure_boot\": …, \"pcrs\": {…}} is expected",
+        )
+        .into_response());
+    }
+    let req: AttestationRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")).into_response())?;
     let pcrs = parse_pcrs(&req.pcrs).map_err(|e| ApiError::from(e).into_response())?;
     let profile_name = machine.spec.profile.clone();
-    let expected = match profile_name {
+    let profile = match profile_name {
         Some(n) => app
             .read(move |s| s.profile(&n))
             .await
-            .map_err(|e| ApiError::from(e).into_response())?
-            .and_then(|p| p.expected_pcr11),
+            .map_err(|e| ApiError::from(e).into_response())?,
         None => None,
+    };
+    let expected = profile.as_ref().and_then(|p| p.expected_pcr11.clone());
+    // A profile that requires Secure Boot and a machine that says it was off: whatever booted was
+    // not checked by the firmware.
+    let sb_off = match &profile {
+        Some(p) if p.secure_boot && req.secure_boot == Some(false) => Some(format!(
+            "profile {} requires Secure Boot (secure_boot = true) but the machine reports it \
+             was off: its firmware did not check the UKI's signature",
+            p.name
+        )),
+        _ => None,
     };
     let reported = pcrs.get(&PCR_KERNEL_IMAGE).cloned();
     let verdict = compare_pcr11(reported.as_deref(), expected.as_deref());
@@ -82,7 +101,8 @@ pub async fn attestation(
             reported.as_deref().unwrap_or("")
         )),
         _ => None,
-    };
+    }
+    .or(sb_off);
     app.write(move |s| {
         let (_, events) = s.update_machine(machine.mac, t, &mut |m| {
             if !installer_running(m.state()) {

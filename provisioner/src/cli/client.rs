@@ -45,6 +45,15 @@ impl Client {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--url {base:?} must start with http:// or https://");
         }
+        if base.starts_with("http://")
+            && (global.ca_file.is_some() || global.ca_fingerprint.is_some())
+        {
+            bail!(
+                "--ca-file/--ca-fingerprint (or PROVISIONER_CA/PROVISIONER_CA_FINGERPRINT) given, \
+                 but --url {base} is plain HTTP: nothing would be checked and the token would \
+                 cross the network in clear; use the server's https:// URL (tls.listen)"
+            );
+        }
         crate::tls_material::install_crypto_provider();
         let mut http = reqwest::Client::builder();
         if base.starts_with("https://") {
