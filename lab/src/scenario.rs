@@ -385,7 +385,10 @@ impl Lab {
     /// Imports the images and creates the `lab` profile whose template tells the installer where
     /// the disk images are: at the server that renders the config (`urls.base`), so with `--ha`
     /// a config names no server but the one that answered. Returns the assets' digests.
-    fn provision_assets(&self, images: &Images) -> anyhow::Result<Vec<String>> {
+    /// `secure_boot`: the profile requires Secure Boot (`profiles add --secure-boot`): the server
+    /// then checks the UKI's signature against its `secure_boot.db_certs` and fails a machine
+    /// that reports Secure Boot off.
+    fn provision_assets(&self, images: &Images, secure_boot: bool) -> anyhow::Result<Vec<String>> {
         let digest = |out: String| -> anyhow::Result<String> {
             let v: serde_json::Value = serde_json::from_str(&out)?;
             Ok(v["digest"]
@@ -419,17 +422,22 @@ impl Lab {
         );
         let tpl_path = self.work.join("lab-profile.yaml");
         std::fs::write(&tpl_path, template)?;
-        self.cli_ok(&[
+        let uki_arg = format!("sha256:{uki}");
+        let mut add = vec![
             "profiles",
             "add",
             "lab",
             "--uki",
-            &format!("sha256:{uki}"),
+            &uki_arg,
             "--install-disk",
             "/dev/vda",
             "--cloud-config",
             path(&tpl_path)?,
-        ])?;
+        ];
+        if secure_boot {
+            add.push("--secure-boot");
+        }
+        self.cli_ok(&add)?;
         Ok(vec![uki, efi, bios])
     }
 }
@@ -469,6 +477,18 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     // With Secure Boot VMs in the run, every machine gets the signed UKIs (they boot without
     // Secure Boot too), unless the run is about the firmware refusing an unsigned one.
     let pin_pcr11 = keys.is_some() && !opts.unsigned_uki;
+    // Only Secure Boot machines and signed UKIs: the server checks signatures end to end too
+    // (its db certificate is the lab's db cert) and the profile requires Secure Boot.
+    let require_sb = pin_pcr11 && opts.firmware.iter().all(|f| f.secure_boot());
+    let db_certs = match (&keys, require_sb) {
+        (Some(k), true) => format!(
+            "[secure_boot]\ndb_certs = [{:?}]\n",
+            k.cert(crate::secure_boot::KeyRole::Db)
+                .display()
+                .to_string()
+        ),
+        _ => String::new(),
+    };
     let images = match (&keys, pin_pcr11) {
         (Some(k), true) => {
             progress("lab", "installer and OS UKIs signed with the lab's db key");
@@ -515,7 +535,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         server_extra: match https {
             true => crate::https_boot::server_toml(SERVER_IP),
             false => String::new(),
-        },
+        } + &db_certs,
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
     if opts.capture {
@@ -538,7 +558,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         "lab",
         &format!("provisioner up in namespace {}", lab.topo.ns),
     );
-    let digests = lab.provision_assets(&images)?;
+    let digests = lab.provision_assets(&images, require_sb)?;
     let cacerts = match https {
         true => Some(crate::https_boot::cacerts(&opts.work, &lab.token_dir)?),
         false => None,

@@ -538,6 +538,10 @@ fn assert_secure_boot_and_pcrs(one: &One) {
         assert_eq!(a["pcrs"][pcr], console["pcrs"][pcr], "PCR {pcr}: {m}");
     }
     assert_eq!(a["pcr11"]["verdict"], "match", "{m}");
+    // The profile required Secure Boot: the lab's server (db_certs = the lab's db cert) checked
+    // the UKI's signature at save and before serving it, and the machine still reached ready.
+    let p = one.api.get("/api/v1/profiles/lab").body;
+    assert_eq!(p["secure_boot"], true, "{p}");
 }
 
 #[test]
