@@ -97,6 +97,7 @@ enum Cmd {
     /// One run; prints each machine's outcome (use --json for tests).
     Run(RunArgs),
     /// The showcase: N machines from power-on to `ready`, live progress, the inventory at the end.
+    /// Runs `lab setup` first when something it installs is missing.
     Demo(RunArgs),
     /// A boot storm: N simulated machines (PXE ROM, then iPXE, then the installer) netboot at
     /// once; prints per-phase latencies, failures, server CPU and RSS, and the bandwidth bound.
@@ -287,9 +288,15 @@ fn provisioner_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             .parent()
             .and_then(|p| p.file_name())
             .is_some_and(|n| n == "release");
-        eprintln!("lab: building the provisioner");
+        // cargo's own progress (its "Compiling …" lines and bar) goes to stderr: a first build
+        // takes minutes and should not look like a hang.
+        let profile = if release { " --release" } else { "" };
+        eprintln!(
+            "lab: building the provisioner (cargo build -p provisioner{profile}); a first build \
+             from scratch takes minutes on two cores, later ones seconds"
+        );
         let mut c = std::process::Command::new("cargo");
-        c.args(["build", "-q", "-p", "provisioner"]);
+        c.args(["build", "-p", "provisioner"]);
         if release {
             c.arg("--release");
         }
@@ -379,6 +386,15 @@ fn demo(a: RunArgs, cache: PathBuf) -> anyhow::Result<()> {
     let mut a = a;
     if a.work.is_none() {
         a.work = Some(std::env::temp_dir().join(format!("lab-demo-{}", std::process::id())));
+    }
+    // A new user's first command: set the lab up first when something is missing.
+    let missing = lab::setup::missing(&cache);
+    if !missing.is_empty() {
+        eprintln!(
+            "lab demo: running `lab setup` first (missing: {})",
+            missing.join(", ")
+        );
+        lab::setup::setup(&cache)?;
     }
     let (o, _) = opts(&a, cache)?;
     let multi = MultiProgress::new();

@@ -90,6 +90,22 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// What `lab setup` would install: the missing Debian packages (bookworm, then backports) and,
+/// when the cache has no kernel yet, `"kernel in <cache>"`. Empty when the lab is ready; cheap
+/// (one `dpkg-query` per package), so `lab demo` checks it before every run.
+pub fn missing(cache: &Path) -> Vec<String> {
+    let mut out: Vec<String> = PACKAGES
+        .iter()
+        .chain(BACKPORTS.iter())
+        .filter(|p| !installed(p))
+        .map(|p| p.to_string())
+        .collect();
+    if !crate::images::kernel_dir(cache).join("vmlinuz").exists() {
+        out.push(format!("kernel in {}", cache.display()));
+    }
+    out
+}
+
 /// Installs missing packages and the kernel. Fails, saying what to run, when not root.
 pub fn setup(cache: &Path) -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();

@@ -50,6 +50,8 @@ async fn run() -> ExitCode {
         Command::Events(args) => commands::events(&cli.global, args).await,
         Command::Leases => commands::leases(&cli.global).await,
         Command::Assets(cmd) => provisioner::cli::assets::assets(&cli.global, cmd).await,
+        Command::GenerateMan { dir } => provisioner::cli::generate::man_pages(&dir),
+        Command::GenerateCompletions { shell } => provisioner::cli::generate::completions(shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

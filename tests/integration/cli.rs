@@ -215,3 +215,49 @@ fn list_into_a_closed_pipe_ends_quietly() {
     assert!(first.starts_with("MAC"));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+/// `machines list` shows where a machine is: the address of its active lease (from one read of
+/// the lease table on the server), also when the machine has no reserved `ip`, and `-` for a
+/// machine without a lease.
+#[test]
+fn machines_list_shows_the_leased_address() {
+    use crate::loopback_dhcp::{lease, LeaseServer};
+    const LEASED: &str = "52:54:00:ad:d0:01";
+    const IDLE: &str = "52:54:00:ad:d0:02";
+    let dir = tempfile::tempdir().unwrap();
+    let s = LeaseServer::start(dir.path(), &dir.path().join("data"), "", &[]);
+    let ok = |args: &[&str]| {
+        let o = s.server.cli(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    ok(&["machines", "add", LEASED, "--hostname", "leased"]);
+    ok(&["machines", "add", IDLE, "--hostname", "idle"]);
+    let ip = lease(s.dhcp_port, LEASED);
+    let table = ok(&["machines", "list"]);
+    let row = |mac: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(mac))
+            .unwrap_or_else(|| panic!("no row for {mac}: {table}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    assert!(table.starts_with("MAC"), "{table}");
+    assert!(table.lines().next().unwrap().contains("ADDRESS"), "{table}");
+    // MAC, HOSTNAME, PROFILE, ADDRESS, STATE...
+    assert_eq!(row(LEASED)[3], ip.to_string(), "{table}");
+    assert_eq!(row(IDLE)[3], "-", "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["machines", "list", "--json"])).unwrap();
+    let of = |mac: &str| {
+        json.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mac"] == mac)
+            .unwrap_or_else(|| panic!("no {mac}: {json}"))
+            .clone()
+    };
+    assert_eq!(of(LEASED)["address"], ip.to_string(), "{json}");
+    assert!(of(IDLE).get("address").is_none(), "{json}");
+    assert_eq!(of(LEASED)["hostname"], "leased", "{json}");
+}

@@ -4,11 +4,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
 
 use crate::app::{now, App};
 use crate::http::{ApiError, ApiJson, ApiQuery};
-use inventory::{EventKind, Mac, Machine, MachineSpec, State as LifeState, Transition};
+use inventory::{
+    EventKind, Lease, Mac, Machine, MachineSpec, State as LifeState, Timestamp, Transition,
+};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -30,18 +35,54 @@ struct ListQuery {
     profile: Option<String>,
 }
 
+/// One machine of `GET /machines`: the stored record plus the address it holds now.
+#[derive(Serialize)]
+pub struct MachineListItem {
+    #[serde(flatten)]
+    pub machine: Machine,
+    /// The address of the machine's active DHCP binding (a lease we granted, else one proxy mode
+    /// observed), so an operator sees where a machine is even without a reserved `ip`; absent
+    /// when it holds none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+}
+
+/// Each MAC's current address from one read of the lease table (no query per machine): among
+/// its active bindings, a granted lease beats an observed one, then the later expiry wins.
+fn leased_addresses(leases: Vec<Lease>, now: Timestamp) -> HashMap<Mac, Ipv4Addr> {
+    let mut best: HashMap<Mac, Lease> = HashMap::new();
+    for l in leases.into_iter().filter(|l| l.is_active(now)) {
+        let rank = |l: &Lease| (!l.observed, l.expires);
+        match best.get(&l.mac) {
+            Some(b) if rank(b) >= rank(&l) => {}
+            _ => {
+                best.insert(l.mac, l);
+            }
+        }
+    }
+    best.into_iter().map(|(mac, l)| (mac, l.ip)).collect()
+}
+
 async fn list(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<Machine>>, ApiError> {
-    let mut all = app.read(|s| s.machines()).await?;
+) -> Result<Json<Vec<MachineListItem>>, ApiError> {
+    let (mut all, leases) = app.read(|s| Ok((s.machines()?, s.leases()?))).await?;
     all.retain(|m| {
         q.state.is_none_or(|st| m.state() == st)
             && q.profile
                 .as_ref()
                 .is_none_or(|p| m.spec.profile.as_ref() == Some(p))
     });
-    Ok(Json(all))
+    let addresses = leased_addresses(leases, now());
+    Ok(Json(
+        all.into_iter()
+            .map(|machine| MachineListItem {
+                address: addresses.get(&machine.mac).copied(),
+                machine,
+            })
+            .collect(),
+    ))
 }
 
 /// Body of `POST /machines`: `{"mac": "...", <MachineSpec fields>}`.
@@ -215,4 +256,40 @@ async fn approve(
         profile,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(ip: [u8; 4], mac: &str, expires: u64, observed: bool) -> Lease {
+        Lease {
+            ip: Ipv4Addr::from(ip),
+            mac: mac.parse().unwrap(),
+            expires: Timestamp(expires),
+            hostname: None,
+            observed,
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn the_address_is_the_active_granted_lease_first() {
+        let a = "52:54:00:00:00:0a";
+        let b = "52:54:00:00:00:0b";
+        let c = "52:54:00:00:00:0c";
+        let got = leased_addresses(
+            vec![
+                lease([10, 0, 0, 1], a, 500, true),
+                lease([10, 0, 0, 2], a, 200, false),
+                lease([10, 0, 0, 3], b, 50, false),
+                lease([10, 0, 0, 4], b, 300, true),
+                lease([10, 0, 0, 5], c, 99, false),
+            ],
+            Timestamp(100),
+        );
+        assert_eq!(got[&a.parse().unwrap()], Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(got[&b.parse().unwrap()], Ipv4Addr::new(10, 0, 0, 4));
+        assert!(!got.contains_key(&c.parse().unwrap()), "lapsed");
+    }
 }

@@ -46,7 +46,7 @@ pub async fn machines(global: &Global, cmd: MachinesCmd) -> anyhow::Result<()> {
             } else {
                 format!("/machines?{}", q.join("&"))
             };
-            let ms: Vec<Machine> = c.get(&path).await?;
+            let ms: Vec<output::ListedMachine> = c.get(&path).await?;
             if global.json {
                 return print_json(&ms);
             }

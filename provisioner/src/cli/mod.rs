@@ -1,9 +1,11 @@
-//! Command-line interface: `serve` runs the daemon; every other subcommand is a client of the
-//! operator API.
+//! Command-line interface: `serve` runs the daemon; the hidden `generate-man` and
+//! `generate-completions` write packaging files ([`generate`]); every other subcommand is a
+//! client of the operator API.
 
 pub mod assets;
 pub mod client;
 pub mod commands;
+pub mod generate;
 pub mod output;
 pub mod tls_trust;
 
@@ -21,7 +23,7 @@ Kairos configs, with an inventory that tracks every machine from first PXE to re
 const AFTER_HELP: &str = "\
 Examples:
   provisioner serve                                   # defaults: ./data, API on 0.0.0.0:8080
-  provisioner serve --config /etc/provisioner.toml
+  provisioner serve --config /etc/provisioner/provisioner.toml
   provisioner assets import hadron.efi && provisioner assets inspect hadron.efi
   provisioner profiles add hadron --uki sha256:<digest> --install-disk /dev/sda --cmdline console=ttyS0
   provisioner machines add 52:54:00:12:34:56 --hostname node-1 --profile hadron --label rack=a1
@@ -105,6 +107,20 @@ Logs a line 'listening on SCHEME://ADDR' per listener (tftp, dhcp, syslog, http 
         after_help = "Example:\n  provisioner leases\n  provisioner leases --json | jq '.[] | select(.active)'"
     )]
     Leases,
+    /// Write the man pages (provisioner.1 and one per subcommand) into DIR; for packagers.
+    #[command(hide = true)]
+    GenerateMan {
+        /// Directory to write the pages into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the shell completion script for SHELL on stdout; for packagers.
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]

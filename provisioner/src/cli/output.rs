@@ -1,6 +1,19 @@
 //! Human output: aligned tables and one-line event descriptions.
 
+use std::net::Ipv4Addr;
+
 use inventory::{Event, Machine, Profile};
+use serde::{Deserialize, Serialize};
+
+/// One row of `GET /machines`: the machine and the address of its active DHCP binding.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListedMachine {
+    #[serde(flatten)]
+    pub machine: Machine,
+    /// The leased (or, in proxy mode, observed) address; `None` without an active binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+}
 
 /// Prints rows as columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -31,26 +44,32 @@ fn or_dash(v: Option<impl ToString>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
-pub fn machines(ms: &[Machine]) {
+/// The machines table; ADDRESS is the leased address, else the reserved `ip`, else `-`.
+pub fn machines(ms: &[ListedMachine]) {
     let rows: Vec<Vec<String>> = ms
         .iter()
-        .map(|m| {
-            let mut state = m.state().to_string();
-            if let Some(r) = &m.lifecycle.reason {
-                state.push_str(&format!(" ({r})"));
-            }
-            vec![
-                m.mac.to_string(),
-                or_dash(m.spec.hostname.as_ref()),
-                or_dash(m.spec.profile.as_ref()),
-                or_dash(m.spec.ip),
-                state,
-                m.lifecycle.since.to_string(),
-            ]
-        })
+        .map(
+            |ListedMachine {
+                 machine: m,
+                 address,
+             }| {
+                let mut state = m.state().to_string();
+                if let Some(r) = &m.lifecycle.reason {
+                    state.push_str(&format!(" ({r})"));
+                }
+                vec![
+                    m.mac.to_string(),
+                    or_dash(m.spec.hostname.as_ref()),
+                    or_dash(m.spec.profile.as_ref()),
+                    or_dash(address.or(m.spec.ip)),
+                    state,
+                    m.lifecycle.since.to_string(),
+                ]
+            },
+        )
         .collect();
     table(
-        &["MAC", "HOSTNAME", "PROFILE", "IP", "STATE", "SINCE"],
+        &["MAC", "HOSTNAME", "PROFILE", "ADDRESS", "STATE", "SINCE"],
         &rows,
     );
 }
