@@ -181,7 +181,10 @@ impl Ha {
             .acks
             .recv_timeout(until.saturating_duration_since(Instant::now()))
         {
-            let at = self.t0.elapsed().as_secs_f64();
+            // One value, at the precision the ACK list is printed with, for the ACK and for the
+            // kill it triggers: the kill must never look earlier than its own ACK (7.46 s printed
+            // as "7.5" beside a kill at 7.46 s made the ACK look like one after the kill).
+            let at = (self.t0.elapsed().as_secs_f64() * 10.0).round() / 10.0;
             self.outcome
                 .acks
                 .push(format!("{at:.1} {} {} {}", ack.mac, ack.yiaddr, ack.server));
