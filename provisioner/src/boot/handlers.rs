@@ -372,36 +372,7 @@ async fn serve_asset(
             let app = app.clone();
             Some(Box::new(move |bytes, complete, elapsed| {
                 let outcome = if complete { "complete" } else { "incomplete" };
-                if let (true, Some(digest)) = (complete && bytes == uki_size, uki) {
-                    let kind = EventKind::Transfer {
-                        protocol: protocol.into(),
-                        file,
-                        bytes,
-                        millis: elapsed.as_millis() as u64,
-                        retransmits: 0,
-                        outcome: outcome.into(),
-                    };
-                    // Pending from now, so a shutdown drain waits for it.
-                    app.metrics.events_pending.inc();
-                    tokio::spawn(async move {
-                        plan::record_uki_download(&app, mac, digest, kind).await;
-                        app.metrics.events_pending.dec();
-                    });
-                    return;
-                }
-                let topic = crate::dhcp::seen_limit::topic(
-                    &EventKind::Note {
-                        message: format!("http {file} {outcome}"),
-                    },
-                    false,
-                );
-                let allowed = app
-                    .boot
-                    .transfer_events
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .allow(mac, topic, crate::app::now());
-                if !allowed {
+                if !plan::transfer_event_allowed(&app, mac, protocol, &file, outcome) {
                     return;
                 }
                 let kind = EventKind::Transfer {
@@ -412,7 +383,17 @@ async fn serve_asset(
                     retransmits: 0,
                     outcome: outcome.into(),
                 };
-                plan::observe(&app, mac, kind);
+                match uki.filter(|_| complete && bytes == uki_size) {
+                    Some(digest) => {
+                        // Pending from now, so a shutdown drain waits for it.
+                        app.metrics.events_pending.inc();
+                        tokio::spawn(async move {
+                            plan::record_uki_download(&app, mac, digest, kind).await;
+                            app.metrics.events_pending.dec();
+                        });
+                    }
+                    None => plan::observe(&app, mac, kind),
+                }
             }))
         }
         _ => None,

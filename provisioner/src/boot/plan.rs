@@ -297,20 +297,12 @@ pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
 /// A complete download of UKI `digest` (`sha256:<hex>`) by `mac`, which the server's evidence
 /// says made it: a `booting` machine counts it ([`inventory::Lifecycle::uki_downloaded`], the
 /// UKI-start deadline) with the `transfer` event in the same write; otherwise `transfer` is
-/// queued as any other observation. Either way at most once a minute per machine, file and
-/// outcome ([`crate::dhcp::seen_limit`]): a leased client repeating downloads costs no store
-/// write beyond that (the first download starts the deadline; later ones only add to its count).
+/// queued as any other observation. Callers first ask [`transfer_event_allowed`] (at most once
+/// a minute per machine, protocol, file and outcome): a leased client repeating downloads costs no
+/// store write beyond that (the first download starts the deadline; later ones only add to its
+/// count).
 pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: EventKind) {
     let t = now();
-    let allowed = app
-        .boot
-        .transfer_events
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .allow(mac, crate::dhcp::seen_limit::topic(&transfer, false), t);
-    if !allowed {
-        return;
-    }
     let kind = transfer.clone();
     let counted = app
         .write(move |s| {
@@ -328,6 +320,29 @@ pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: 
         Ok(false) => observe(app, mac, transfer),
         Err(e) => tracing::warn!(%mac, error = %e, "recording a UKI download failed"),
     }
+}
+
+/// Whether a `transfer` event of `mac` for `file` ending in `outcome` may be recorded now: one
+/// limiter decision per finished download (HTTP or TFTP), keyed by protocol, file and outcome,
+/// so a client that downloads the same file in a loop cannot flood the event log.
+pub fn transfer_event_allowed(
+    app: &App,
+    mac: Mac,
+    protocol: &str,
+    file: &str,
+    outcome: &str,
+) -> bool {
+    let topic = crate::dhcp::seen_limit::topic(
+        &EventKind::Note {
+            message: format!("{protocol} {file} {outcome}"),
+        },
+        false,
+    );
+    app.boot
+        .transfer_events
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(mac, topic, now())
 }
 
 /// The machine's UKI runs (its installer fetched its config while `booting`): the UKI-start

@@ -40,6 +40,11 @@ impl Observer for InventoryObserver {
             app.metrics.events_pending.dec();
             match holder {
                 Ok(Some(lease)) => {
+                    let (mac, outcome) = (lease.mac, r.ending.label());
+                    if !crate::boot::plan::transfer_event_allowed(&app, mac, "tftp", &r.file, outcome)
+                    {
+                        return;
+                    }
                     let uki = match r.ending.label() {
                         "complete" => its_uki(&app, lease.mac, &r.file, r.bytes).await,
                         _ => None,
