@@ -372,9 +372,6 @@ async fn serve_asset(
             let app = app.clone();
             Some(Box::new(move |bytes, complete, elapsed| {
                 let outcome = if complete { "complete" } else { "incomplete" };
-                if !plan::transfer_event_allowed(&app, mac, protocol, &file, outcome) {
-                    return;
-                }
                 let kind = EventKind::Transfer {
                     protocol: protocol.into(),
                     file,
@@ -392,7 +389,10 @@ async fn serve_asset(
                             app.metrics.events_pending.dec();
                         });
                     }
-                    None => plan::observe(&app, mac, kind),
+                    None if plan::transfer_event_allowed(&app, mac, &kind) => {
+                        plan::observe(&app, mac, kind)
+                    }
+                    None => {}
                 }
             }))
         }

@@ -297,10 +297,10 @@ pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
 /// A complete download of UKI `digest` (`sha256:<hex>`) by `mac`, which the server's evidence
 /// says made it: a `booting` machine counts it ([`inventory::Lifecycle::uki_downloaded`], the
 /// UKI-start deadline) with the `transfer` event in the same write; otherwise `transfer` is
-/// queued as any other observation. Callers first ask [`transfer_event_allowed`] (at most once
-/// a minute per machine, protocol, file and outcome): a leased client repeating downloads costs no
-/// store write beyond that (the first download starts the deadline; later ones only add to its
-/// count).
+/// queued as any other observation, through [`transfer_event_allowed`] (at most once a minute
+/// per machine, protocol, file and outcome). Every whole download by a `booting` machine is
+/// counted (the first starts the deadline; later ones add to its count, which the failure reason
+/// reports): each is a whole UKI sent by the lease holder, one store write per download.
 pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: EventKind) {
     let t = now();
     let kind = transfer.clone();
@@ -317,27 +317,30 @@ pub async fn record_uki_download(app: &App, mac: Mac, digest: String, transfer: 
         .await;
     match counted {
         Ok(true) => {}
-        Ok(false) => observe(app, mac, transfer),
+        Ok(false) if transfer_event_allowed(app, mac, &transfer) => observe(app, mac, transfer),
+        Ok(false) => {}
         Err(e) => tracing::warn!(%mac, error = %e, "recording a UKI download failed"),
     }
 }
 
-/// Whether a `transfer` event of `mac` for `file` ending in `outcome` may be recorded now: one
-/// limiter decision per finished download (HTTP or TFTP), keyed by protocol, file and outcome,
-/// so a client that downloads the same file in a loop cannot flood the event log.
-pub fn transfer_event_allowed(
-    app: &App,
-    mac: Mac,
-    protocol: &str,
-    file: &str,
-    outcome: &str,
-) -> bool {
-    let topic = crate::dhcp::seen_limit::topic(
-        &EventKind::Note {
-            message: format!("{protocol} {file} {outcome}"),
-        },
-        false,
-    );
+/// Whether the observation `kind` about `mac` may be recorded now. A `transfer` event is keyed
+/// by protocol, file and outcome (not its byte count or duration), so a client that downloads the
+/// same file in a loop adds one event a minute at most; other kinds by their whole content.
+pub fn transfer_event_allowed(app: &App, mac: Mac, kind: &EventKind) -> bool {
+    let topic = match kind {
+        EventKind::Transfer {
+            protocol,
+            file,
+            outcome,
+            ..
+        } => crate::dhcp::seen_limit::topic(
+            &EventKind::Note {
+                message: format!("{protocol} {file} {outcome}"),
+            },
+            false,
+        ),
+        other => crate::dhcp::seen_limit::topic(other, true),
+    };
     app.boot
         .transfer_events
         .lock()

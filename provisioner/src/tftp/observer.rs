@@ -40,11 +40,6 @@ impl Observer for InventoryObserver {
             app.metrics.events_pending.dec();
             match holder {
                 Ok(Some(lease)) => {
-                    let (mac, outcome) = (lease.mac, r.ending.label());
-                    if !crate::boot::plan::transfer_event_allowed(&app, mac, "tftp", &r.file, outcome)
-                    {
-                        return;
-                    }
                     let uki = match r.ending.label() {
                         "complete" => its_uki(&app, lease.mac, &r.file, r.bytes).await,
                         _ => None,
@@ -54,9 +49,13 @@ impl Observer for InventoryObserver {
                             crate::boot::plan::record_uki_download(&app, lease.mac, digest, kind)
                                 .await
                         }
-                        None => {
+                        None if crate::boot::plan::transfer_event_allowed(
+                            &app, lease.mac, &kind,
+                        ) =>
+                        {
                             app.events.record(vec![NewEvent::machine(lease.mac, kind)]);
                         }
+                        None => {}
                     }
                 }
                 Ok(None) => {}
