@@ -19,6 +19,7 @@ use crate::{Error, Timestamp};
 pub const PCR_KERNEL_IMAGE: u8 = 11;
 
 /// A machine's last attestation report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
     /// When the server received it.
@@ -35,6 +36,7 @@ pub struct Attestation {
 }
 
 /// The outcome of comparing a reported PCR 11 with the profile's pinned value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
 pub enum Pcr11Verdict {
