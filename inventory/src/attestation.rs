@@ -29,6 +29,7 @@ pub struct Attestation {
     pub secure_boot: Option<bool>,
     /// SHA-256 bank PCR values by index (0–23), each 64 lowercase hex digits.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub pcrs: BTreeMap<u8, String>,
     /// How PCR 11 compared with the profile's `expected_pcr11` while the machine ran the
     /// netbooted UKI.

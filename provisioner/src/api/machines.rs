@@ -69,7 +69,8 @@ fn leased_addresses(leases: Vec<Lease>, now: Timestamp) -> HashMap<Mac, Ipv4Addr
 }
 
 /// The machine path parameter: a MAC (`aa:bb:cc:dd:ee:ff`, also `-`-separated or upper case).
-const MAC_PARAM: &str = "The machine's MAC (`aa:bb:cc:dd:ee:ff`; `-` separators and upper case are accepted).";
+const MAC_PARAM: &str =
+    "The machine's MAC (`aa:bb:cc:dd:ee:ff`; `-` separators and upper case are accepted).";
 
 #[utoipa::path(get, path = "/api/v1/machines", tag = "machines", params(ListQuery),
     security(("operator" = [])),
@@ -159,7 +160,10 @@ pub struct ImportResult {
         (status = 400, description = "Problems in the CSV (`bad_csv`, per line in `lines`); nothing imported.", body = ErrorBody),
         (status = 409, description = "A row's MAC, address or UUID is taken; nothing imported.", body = ErrorBody),
     ))]
-pub(super) async fn import(State(app): State<App>, body: String) -> Result<Json<ImportResult>, ApiError> {
+pub(super) async fn import(
+    State(app): State<App>,
+    body: String,
+) -> Result<Json<ImportResult>, ApiError> {
     let rows = crate::import::parse(&body).map_err(|problems| {
         let mut e = ApiError::bad_request(format!(
             "{} problem(s) in the CSV (see \"lines\"); nothing was imported",

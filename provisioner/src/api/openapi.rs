@@ -151,7 +151,10 @@ fn add_common_responses(method: &str, op: &mut Value) {
     let has_body = op.get("requestBody").is_some();
     let mut common: Vec<(&str, &str)> = vec![
         ("500", "Internal error (the server logged it)."),
-        ("503", "The store did not answer (`store_unavailable`), or another dependency did."),
+        (
+            "503",
+            "The store did not answer (`store_unavailable`), or another dependency did.",
+        ),
     ];
     if operator {
         common.push((
@@ -174,7 +177,9 @@ fn add_common_responses(method: &str, op: &mut Value) {
         return;
     };
     for (status, description) in common {
-        responses.entry(status).or_insert_with(|| error_response(description));
+        responses
+            .entry(status)
+            .or_insert_with(|| error_response(description));
     }
 }
 
@@ -208,7 +213,10 @@ fn relax_flattened(v: &mut Value, schemas: &Value) {
 
 /// The schema `part` refers to, without `additionalProperties`, when it has it `false`.
 fn strict_target(part: &Value, schemas: &Value) -> Option<Map<String, Value>> {
-    let name = part.get("$ref")?.as_str()?.strip_prefix("#/components/schemas/")?;
+    let name = part
+        .get("$ref")?
+        .as_str()?
+        .strip_prefix("#/components/schemas/")?;
     let mut target = schemas.get(name)?.as_object()?.clone();
     (target.get("additionalProperties") == Some(&Value::Bool(false))).then(|| {
         target.remove("additionalProperties");
@@ -253,6 +261,9 @@ mod tests {
         let schemas = json!({"S": {"type": "object", "additionalProperties": false}});
         let mut v = json!({"allOf": [{"$ref": "#/components/schemas/S"}, {"type": "object"}]});
         relax_flattened(&mut v, &schemas);
-        assert_eq!(v, json!({"allOf": [{"type": "object"}, {"type": "object"}]}));
+        assert_eq!(
+            v,
+            json!({"allOf": [{"type": "object"}, {"type": "object"}]})
+        );
     }
 }

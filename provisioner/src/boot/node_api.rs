@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use super::handlers;
 use super::machine_query::MachineQuery;
 use crate::app::{now, App};
-use crate::http::extract::bearer_token;
 use crate::http::error::ErrorBody;
+use crate::http::extract::bearer_token;
 use crate::http::ApiError;
 use crate::http_server::{read_limited, BodyError};
 
@@ -106,13 +106,17 @@ async fn machine_for_token(app: &App, token: &str) -> Result<Machine, Response> 
                 "unauthorized",
                 "machine token not recognised",
             ),
-            s => (s, "internal", "reading the machine failed (see the server's log)"),
+            s => (
+                s,
+                "internal",
+                "reading the machine failed (see the server's log)",
+            ),
         };
         ApiError::new(status, code, detail).into_response()
     })
 }
 
-/// The errors of every call that reads a body, besides its own.
+/// What a 408 of a machine call means (in the API description).
 pub(super) const BODY_ERRORS: &str = "The body did not arrive within 30 s (`bad_body`).";
 
 /// Registrations reporting the same machine-id take turns (see [`register`]): one lock per
