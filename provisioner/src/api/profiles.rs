@@ -165,9 +165,8 @@ pub(super) async fn show(
     params(("name" = String, Path, description = "The profile's name.")),
     request_body = Profile,
     responses(
-        (status = 200, description = "The profile as stored.", body = Profile),
+        (status = 200, description = "The profile as stored (a new name creates it).", body = Profile),
         (status = 400, description = "Invalid (as for create), or the body's name is not the URL's.", body = ErrorBody),
-        (status = 404, description = "No such profile.", body = ErrorBody),
     ))]
 pub(super) async fn replace(
     State(app): State<App>,
