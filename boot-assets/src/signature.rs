@@ -75,6 +75,7 @@ struct DigestInfo {
 }
 
 /// What an image's signature is worth against a [`TrustStore`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
@@ -89,6 +90,7 @@ pub enum Verdict {
         /// The subject of the trusted certificate it chains to.
         by: String,
         /// The file that certificate came from.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         by_file: PathBuf,
     },
     /// Signed and intact, but no trusted certificate is the signer or issued it.

@@ -23,6 +23,7 @@ use crate::uki::{self, EfiInfo};
 use crate::{Error, Result};
 
 /// What an asset is for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AssetKind {
@@ -75,6 +76,7 @@ impl BootSection {
 }
 
 /// The record kept for each asset.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssetMeta {
     /// `sha256:<hex>`.
@@ -93,6 +95,7 @@ pub struct AssetMeta {
 }
 
 /// What `gc` removed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {
     /// Leftovers of interrupted imports and objects without metadata.

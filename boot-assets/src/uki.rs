@@ -13,6 +13,7 @@ use crate::{authenticode, Error, Result};
 const TEXT_SECTION_LIMIT: u64 = 1 << 20;
 
 /// What `assets inspect` shows and the store records for an EFI image.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EfiInfo {
     /// `x86_64`, `aarch64`, …
@@ -29,6 +30,7 @@ pub struct EfiInfo {
 }
 
 /// One section of an EFI image, by name and content size.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SectionSize {
     /// The section's name (`.linux`, `.osrel`, …).
@@ -38,6 +40,7 @@ pub struct SectionSize {
 }
 
 /// The UKI-specific part.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UkiInfo {
     /// `.osrel` as key/value pairs (NAME, VERSION_ID, PRETTY_NAME, …).

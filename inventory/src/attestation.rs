@@ -19,6 +19,7 @@ use crate::{Error, Timestamp};
 pub const PCR_KERNEL_IMAGE: u8 = 11;
 
 /// A machine's last attestation report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
     /// When the server received it.
@@ -28,6 +29,7 @@ pub struct Attestation {
     pub secure_boot: Option<bool>,
     /// SHA-256 bank PCR values by index (0–23), each 64 lowercase hex digits.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub pcrs: BTreeMap<u8, String>,
     /// How PCR 11 compared with the profile's `expected_pcr11` while the machine ran the
     /// netbooted UKI.
@@ -35,6 +37,7 @@ pub struct Attestation {
 }
 
 /// The outcome of comparing a reported PCR 11 with the profile's pinned value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
 pub enum Pcr11Verdict {

@@ -9,6 +9,7 @@ use crate::lifecycle::State;
 use crate::{Mac, Timestamp};
 
 /// A stored event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Global, gap-free, strictly increasing sequence number (starts at 1).
@@ -24,6 +25,7 @@ pub struct Event {
 }
 
 /// What happened.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::{Mac, Timestamp};
 
 /// A binding of one IPv4 address to one client until `expires`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The bound address; the store keeps at most one lease per address.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Ipv4))]
     pub ip: Ipv4Addr,
     /// The client's hardware address (`chaddr`).
     pub mac: Mac,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Timestamp};
 
 /// Where a machine is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -183,6 +184,7 @@ impl Default for Deadlines {
 /// The UKI downloads of a `booting` machine that has not yet shown the UKI running (no progress
 /// report, no config fetch): what the [`Deadlines::uki_start`] check reads. Kept in the store
 /// with the machine, so it survives a restart and every server sharing the store sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UkiFetch {
     /// The UKI downloaded (`sha256:<64 hex>`).
@@ -196,6 +198,7 @@ pub struct UkiFetch {
 }
 
 /// A machine's position in the lifecycle, with when it got there and why it failed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lifecycle {
     /// The current state.

@@ -12,6 +12,7 @@ pub const MAX_LINES_PER_MACHINE: u64 = 5000;
 pub const MAX_LINE_BYTES: usize = 2048;
 
 /// A stored line.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     /// Per-machine sequence number, from 1.
@@ -24,6 +25,7 @@ pub struct LogLine {
 }
 
 /// A line before the store numbers it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewLogLine {
     /// `syslog` or `installer`.

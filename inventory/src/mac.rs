@@ -102,6 +102,23 @@ impl<'de> Deserialize<'de> for Mac {
     }
 }
 
+/// In the API description: a string, six lower-case hex pairs joined by `:` (input also takes
+/// `-` separators and upper case, but every answer uses this form).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Mac {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"))
+            .description(Some("MAC address: six lower-case hex pairs joined by ':'."))
+            .examples(["52:54:00:12:34:56"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Mac {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use crate::lifecycle::{Lifecycle, State, Transition};
 use crate::{Error, Mac, Timestamp};
 
 /// What an operator says about a machine: everything except what the server observes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineSpec {
@@ -33,6 +34,7 @@ pub struct MachineSpec {
     pub site: Option<String>,
     /// Fixed DHCP address for this machine (full DHCP mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Ipv4))]
     pub ip: Option<Ipv4Addr>,
     /// Per-machine boot exceptions.
     #[serde(default, skip_serializing_if = "BootOverrides::is_empty")]
@@ -40,6 +42,7 @@ pub struct MachineSpec {
 }
 
 /// Per-machine exceptions to what the profile and the client's architecture would pick.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootOverrides {
@@ -59,6 +62,7 @@ impl BootOverrides {
 }
 
 /// A machine the inventory knows about.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     /// The key: the MAC of the NIC it netboots from.
@@ -80,6 +84,7 @@ pub struct Machine {
     /// The address its last netboot request came from, as the server's evidence attributed it
     /// (a lease or an observed binding). For the operator's eyes only: never an identity proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Ipv4))]
     pub boot_ip: Option<Ipv4Addr>,
     /// Generation of the machine's enrollment token: part of what the token is derived from, so
     /// raising it revokes every token issued before (a reprovision or `machines token --rotate`).
@@ -104,9 +109,11 @@ fn is_zero(v: &u32) -> bool {
 }
 
 /// A relayed machine's place in the network: the relay (giaddr) and what it said in option 82.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkLocation {
     /// The relay agent's address (giaddr).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Ipv4))]
     pub relay: Ipv4Addr,
     /// Option 82 sub-option 1, usually the switch port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +124,7 @@ pub struct NetworkLocation {
 }
 
 /// A registration (Kairos phone-home): the OS's machine-id and what it reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     /// The OS's `/etc/machine-id`; its `apiKey` is derived from it.

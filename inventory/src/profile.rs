@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// A named recipe shared by many machines.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use inventory::{Mac, MachineSpec};
 
 /// One problem, by 1-based line number.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LineError {
     pub line: u64,
     pub message: String,

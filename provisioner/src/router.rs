@@ -21,6 +21,8 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 pub fn router(app: App) -> Router {
     Router::new()
         .nest("/api/v1", crate::api::routes(app.clone()))
+        // The API description: no token (it holds no inventory).
+        .route("/api/v1/openapi.json", get(crate::api::openapi::serve))
         .merge(crate::boot::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -25,6 +25,7 @@ mod lab;
 mod loopback_dhcp;
 mod machine_params;
 mod netns;
+mod openapi;
 mod package;
 mod security;
 mod serve;

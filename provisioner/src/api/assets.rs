@@ -18,6 +18,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+use crate::http::error::ErrorBody;
 use crate::http::{ApiError, ApiQuery};
 
 pub fn routes() -> Router<App> {
@@ -49,7 +50,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
-async fn list(State(app): State<App>) -> Result<Json<Vec<AssetMeta>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/assets", tag = "assets",
+    security(("operator" = [])),
+    responses((status = 200, description = "Every asset (with a shared store, also those other servers imported).", body = Vec<AssetMeta>)))]
+pub(super) async fn list(State(app): State<App>) -> Result<Json<Vec<AssetMeta>>, ApiError> {
     let store = app.boot.assets.clone();
     let catalogue = app.boot.peer_assets.as_ref().map(|p| p.catalogue.clone());
     Ok(Json(
@@ -72,7 +76,7 @@ async fn list(State(app): State<App>) -> Result<Json<Vec<AssetMeta>>, ApiError> 
 
 /// One asset as `GET /api/v1/assets/<digest>` shows it: its record and, for an EFI image, its
 /// signature verdict against the server's configured db certificates.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AssetView {
     /// The stored record (flattened into the JSON object).
     #[serde(flatten)]
@@ -83,16 +87,25 @@ pub struct AssetView {
 }
 
 /// A verdict and what it was checked against.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignatureView {
     /// `verdict` and its fields (flattened).
     #[serde(flatten)]
     pub verdict: Verdict,
     /// The certificate files checked against (`secure_boot.db_certs`).
+    #[schema(value_type = Vec<String>)]
     pub db_certs: Vec<std::path::PathBuf>,
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/v1/assets/{digest}", tag = "assets",
+    security(("operator" = [])),
+    params(("digest" = String, Path, description = "`sha256:<64 hex>` or the bare 64 hex digits.")),
+    responses(
+        (status = 200, description = "The record and, for an EFI image, its signature verdict.", body = AssetView),
+        (status = 400, description = "Not a digest (`bad_digest`).", body = ErrorBody),
+        (status = 404, description = "No such asset.", body = ErrorBody),
+    ))]
+pub(super) async fn show(
     State(app): State<App>,
     Path(digest): Path<String>,
 ) -> Result<Json<AssetView>, ApiError> {
@@ -175,14 +188,27 @@ async fn withdraw(app: &App, removed: Vec<AssetMeta>) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct UploadQuery {
+pub(super) struct UploadQuery {
+    /// The file name to store it under (shown to operators, used in download URLs).
     name: String,
+    /// What it is (`uki` unless given).
     kind: Option<AssetKind>,
 }
 
-async fn upload(
+#[utoipa::path(post, path = "/api/v1/assets", tag = "assets",
+    security(("operator" = [])),
+    params(UploadQuery),
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "The file (streamed to disk; no size limit)."),
+    responses(
+        (status = 201, description = "Stored (or already there: same digest).", body = AssetMeta),
+        (status = 400, description = "Bad query, or the upload stopped (`bad_body`).", body = ErrorBody),
+        (status = 422, description = "Not usable as that kind, e.g. not a UKI (`not_usable`).", body = ErrorBody),
+    ))]
+pub(super) async fn upload(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<UploadQuery>,
     req: Request,
@@ -220,7 +246,16 @@ async fn referenced(app: &App) -> Result<HashSet<String>, ApiError> {
     Ok(profiles.into_iter().filter_map(|p| p.uki).collect())
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/assets/{digest}", tag = "assets",
+    security(("operator" = [])),
+    params(("digest" = String, Path, description = "`sha256:<64 hex>` or the bare 64 hex digits.")),
+    responses(
+        (status = 200, description = "Removed; its record.", body = AssetMeta),
+        (status = 400, description = "Not a digest (`bad_digest`).", body = ErrorBody),
+        (status = 404, description = "No such asset.", body = ErrorBody),
+        (status = 409, description = "A profile uses it (`in_use`).", body = ErrorBody),
+    ))]
+pub(super) async fn remove(
     State(app): State<App>,
     Path(digest): Path<String>,
 ) -> Result<Json<AssetMeta>, ApiError> {
@@ -263,14 +298,20 @@ async fn remove(
     Ok(Json(meta))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct GcQuery {
+pub(super) struct GcQuery {
+    /// Also remove assets no profile references.
     #[serde(default)]
     unreferenced: bool,
 }
 
-async fn gc(
+#[utoipa::path(post, path = "/api/v1/assets/gc", tag = "assets",
+    security(("operator" = [])),
+    params(GcQuery),
+    responses((status = 200, description = "What was removed.", body = GcReport)))]
+pub(super) async fn gc(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<GcQuery>,
 ) -> Result<Json<GcReport>, ApiError> {

@@ -33,13 +33,16 @@ const FOLLOW_BATCH: usize = 1000;
 const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 const MAX_LIMIT: usize = 100_000;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct Query {
+pub(super) struct Query {
     /// Only events with a sequence number greater than this.
     #[serde(default)]
     after: u64,
+    /// Only events of this machine (a MAC).
     machine: Option<String>,
+    /// At most this many events (the history: 1000 unless given; at most 100000).
     limit: Option<usize>,
 }
 
@@ -59,7 +62,11 @@ impl Query {
     }
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    security(("operator" = [])),
+    params(Query),
+    responses((status = 200, description = "Events in sequence order.", body = Vec<Event>)))]
+pub(super) async fn list(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<Query>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
@@ -75,7 +82,13 @@ fn to_sse(e: &Event) -> SseEvent {
         .expect("events serialize")
 }
 
-async fn stream_events(
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events",
+    security(("operator" = [])),
+    params(Query,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number (overrides `after`).")),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "Server-Sent Events: each message has `id: <seq>`, `event: event` and `data:` one `Event` (JSON, schema `#/components/schemas/Event`); stored events after `after` first, then live ones.")))]
+pub(super) async fn stream_events(
     State(app): State<App>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<Query>,

@@ -14,7 +14,7 @@ pub fn routes() -> Router<App> {
 }
 
 /// One binding as the API shows it: the stored lease plus whether it still holds now.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LeaseView {
     #[serde(flatten)]
     pub lease: inventory::Lease,
@@ -23,7 +23,10 @@ pub struct LeaseView {
 }
 
 /// Every stored binding, by address.
-async fn list(State(app): State<App>) -> Result<Json<Vec<LeaseView>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/leases", tag = "leases",
+    security(("operator" = [])),
+    responses((status = 200, description = "Every stored binding, by address.", body = Vec<LeaseView>)))]
+pub(super) async fn list(State(app): State<App>) -> Result<Json<Vec<LeaseView>>, ApiError> {
     let t = now();
     let mut leases = app.read(|s| s.leases()).await?;
     leases.sort_by_key(|l| l.ip);

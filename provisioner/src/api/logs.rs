@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::app::App;
+use crate::http::error::ErrorBody;
 use crate::http::{ApiError, ApiQuery};
 
 pub fn routes() -> Router<App> {
@@ -26,11 +27,14 @@ pub fn routes() -> Router<App> {
         )
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct Query {
+pub(super) struct Query {
+    /// Only lines with a sequence number greater than this.
     #[serde(default)]
     after: u64,
+    /// At most this many lines (10000 unless given; at most 100000; the stream ignores it).
     limit: Option<usize>,
 }
 
@@ -45,7 +49,14 @@ async fn machine_exists(app: &App, mac: &str) -> Result<Mac, ApiError> {
     }
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/machines/{mac}/logs", tag = "logs",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = "The machine's MAC.")), params(Query),
+    responses(
+        (status = 200, description = "The machine's log lines, oldest first.", body = Vec<LogLine>),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+    ))]
+pub(super) async fn list(
     State(app): State<App>,
     Path(mac): Path<String>,
     ApiQuery(q): ApiQuery<Query>,
@@ -64,7 +75,15 @@ fn to_sse(l: &LogLine) -> SseEvent {
 }
 
 /// Replays lines after `after`, then forwards new ones until the client or the server goes.
-async fn follow(
+#[utoipa::path(get, path = "/api/v1/machines/{mac}/logs/stream", tag = "logs",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = "The machine's MAC.")), params(Query),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+            description = "Server-Sent Events: each message has `id: <seq>`, `event: log` and `data:` one `LogLine` (JSON, schema `#/components/schemas/LogLine`); stored lines after `after` first, then live ones."),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+    ))]
+pub(super) async fn follow(
     State(app): State<App>,
     Path(mac): Path<String>,
     ApiQuery(q): ApiQuery<Query>,
@@ -92,14 +111,24 @@ async fn follow(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-#[derive(Serialize)]
-struct TokenReply {
+/// A machine's enrollment token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenReply {
+    /// The machine.
     mac: Mac,
+    /// Its current enrollment token (what its config carries).
     token: String,
 }
 
 /// The machine's enrollment token (what its config carries), for installers set up by hand.
-async fn token(
+#[utoipa::path(get, path = "/api/v1/machines/{mac}/token", tag = "logs",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = "The machine's MAC.")),
+    responses(
+        (status = 200, description = "The machine's enrollment token.", body = TokenReply),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+    ))]
+pub(super) async fn token(
     State(app): State<App>,
     Path(mac): Path<String>,
 ) -> Result<Json<TokenReply>, ApiError> {
@@ -117,7 +146,14 @@ async fn token(
 
 /// Revokes the machine's enrollment token and apiKey (a new token epoch) and returns the new
 /// token. The machine gets it with its next config (a reprovision rotates as well).
-async fn rotate_token(
+#[utoipa::path(post, path = "/api/v1/machines/{mac}/token/rotate", tag = "logs",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = "The machine's MAC.")),
+    responses(
+        (status = 200, description = "The new token (every earlier one, and the apiKey, revoked).", body = TokenReply),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+    ))]
+pub(super) async fn rotate_token(
     State(app): State<App>,
     Path(mac): Path<String>,
 ) -> Result<Json<TokenReply>, ApiError> {

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::app::{now, App};
+use crate::http::error::ErrorBody;
 use crate::http::{ApiError, ApiJson, ApiQuery};
 use inventory::{
     EventKind, Lease, Mac, Machine, MachineSpec, State as LifeState, Timestamp, Transition,
@@ -28,15 +29,18 @@ fn parse_mac(s: &str) -> Result<Mac, ApiError> {
     Ok(s.parse::<Mac>()?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
+    /// Only machines in this lifecycle state.
     state: Option<LifeState>,
+    /// Only machines of this profile.
     profile: Option<String>,
 }
 
 /// One machine of `GET /machines`: the stored record plus the address it holds now.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MachineListItem {
     #[serde(flatten)]
     pub machine: Machine,
@@ -44,6 +48,7 @@ pub struct MachineListItem {
     /// observed), so an operator sees where a machine is even without a reserved `ip`; absent
     /// when it holds none.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub address: Option<Ipv4Addr>,
 }
 
@@ -63,7 +68,14 @@ fn leased_addresses(leases: Vec<Lease>, now: Timestamp) -> HashMap<Mac, Ipv4Addr
     best.into_iter().map(|(mac, l)| (mac, l.ip)).collect()
 }
 
-async fn list(
+/// The machine path parameter: a MAC (`aa:bb:cc:dd:ee:ff`, also `-`-separated or upper case).
+const MAC_PARAM: &str =
+    "The machine's MAC (`aa:bb:cc:dd:ee:ff`; `-` separators and upper case are accepted).";
+
+#[utoipa::path(get, path = "/api/v1/machines", tag = "machines", params(ListQuery),
+    security(("operator" = [])),
+    responses((status = 200, description = "Every machine (filtered), with its current address.", body = Vec<MachineListItem>)))]
+pub(super) async fn list(
     State(app): State<App>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<MachineListItem>>, ApiError> {
@@ -85,8 +97,28 @@ async fn list(
     ))
 }
 
+/// Body of `POST /machines` (for the API description; the handler reads it as a map to name a
+/// missing or bad `mac` precisely).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct NewMachine {
+    /// The new machine's MAC.
+    mac: Mac,
+    /// The operator fields (flattened into the object).
+    #[serde(flatten)]
+    spec: MachineSpec,
+}
+
 /// Body of `POST /machines`: `{"mac": "...", <MachineSpec fields>}`.
-async fn create(
+#[utoipa::path(post, path = "/api/v1/machines", tag = "machines",
+    security(("operator" = [])),
+    request_body = NewMachine,
+    responses(
+        (status = 201, description = "Created, in state `registered`.", body = Machine),
+        (status = 400, description = "Bad or missing field.", body = ErrorBody),
+        (status = 409, description = "The MAC, address or UUID is taken (`exists`, `ip_reserved`, `uuid_taken`, …).", body = ErrorBody),
+    ))]
+pub(super) async fn create(
     State(app): State<App>,
     ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(StatusCode, Json<Machine>), ApiError> {
@@ -111,13 +143,27 @@ async fn create(
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
-#[derive(serde::Serialize)]
-struct ImportResult {
+/// The answer of an import.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
+    /// Machines created.
     imported: usize,
 }
 
 /// `POST /machines/import` with a CSV body (see `import.rs` for the format). All or nothing.
-async fn import(State(app): State<App>, body: String) -> Result<Json<ImportResult>, ApiError> {
+#[utoipa::path(post, path = "/api/v1/machines/import", tag = "machines",
+    security(("operator" = [])),
+    request_body(content = String, content_type = "text/csv",
+        description = "Header `mac,hostname,profile,ip,uuid,serial,site,labels` (see the README's CSV import)."),
+    responses(
+        (status = 200, description = "All rows imported.", body = ImportResult),
+        (status = 400, description = "Problems in the CSV (`bad_csv`, per line in `lines`); nothing imported.", body = ErrorBody),
+        (status = 409, description = "A row's MAC, address or UUID is taken; nothing imported.", body = ErrorBody),
+    ))]
+pub(super) async fn import(
+    State(app): State<App>,
+    body: String,
+) -> Result<Json<ImportResult>, ApiError> {
     let rows = crate::import::parse(&body).map_err(|problems| {
         let mut e = ApiError::bad_request(format!(
             "{} problem(s) in the CSV (see \"lines\"); nothing was imported",
@@ -138,7 +184,17 @@ async fn import(State(app): State<App>, body: String) -> Result<Json<ImportResul
     Ok(Json(ImportResult { imported: n }))
 }
 
-async fn show(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Machine>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/machines/{mac}", tag = "machines",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = MAC_PARAM)),
+    responses(
+        (status = 200, description = "The machine.", body = Machine),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+    ))]
+pub(super) async fn show(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+) -> Result<Json<Machine>, ApiError> {
     let mac = parse_mac(&mac)?;
     let m = app.read(move |s| s.machine(mac)).await?;
     m.map(Json).ok_or_else(|| {
@@ -150,7 +206,16 @@ async fn show(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Ma
 }
 
 /// `PUT /machines/{mac}`: replaces the operator-editable fields; state and observations stay.
-async fn replace(
+#[utoipa::path(put, path = "/api/v1/machines/{mac}", tag = "machines",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = MAC_PARAM)),
+    request_body = MachineSpec,
+    responses(
+        (status = 200, description = "The machine as stored.", body = Machine),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+        (status = 409, description = "The address or UUID is taken.", body = ErrorBody),
+    ))]
+pub(super) async fn replace(
     State(app): State<App>,
     Path(mac): Path<String>,
     ApiJson(spec): ApiJson<MachineSpec>,
@@ -172,7 +237,17 @@ async fn replace(
     Ok(Json(m))
 }
 
-async fn remove(State(app): State<App>, Path(mac): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/api/v1/machines/{mac}", tag = "machines",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = MAC_PARAM)),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+    ))]
+pub(super) async fn remove(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let mac = parse_mac(&mac)?;
     let t = now();
     app.write(move |s| Ok(((), s.delete_machine(mac, t)?)))
@@ -212,7 +287,15 @@ async fn operator_action(
     Ok(Json(m))
 }
 
-async fn reprovision(
+#[utoipa::path(post, path = "/api/v1/machines/{mac}/reprovision", tag = "machines",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = MAC_PARAM)),
+    responses(
+        (status = 200, description = "The machine, now in `reprovision` (its token epoch raised).", body = Machine),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+        (status = 409, description = "Not possible from its state (`illegal_transition`).", body = ErrorBody),
+    ))]
+pub(super) async fn reprovision(
     State(app): State<App>,
     Path(mac): Path<String>,
 ) -> Result<Json<Machine>, ApiError> {
@@ -226,14 +309,25 @@ async fn reprovision(
     .await
 }
 
-#[derive(Deserialize, Default)]
+/// The optional body of an approval.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ApproveBody {
+pub struct ApproveBody {
     /// Profile to assign while approving.
     profile: Option<String>,
 }
 
-async fn approve(
+#[utoipa::path(post, path = "/api/v1/machines/{mac}/approve", tag = "machines",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = MAC_PARAM)),
+    request_body(content = Option<ApproveBody>, description = "Optional; an empty body approves as is."),
+    responses(
+        (status = 200, description = "The machine, now `registered`.", body = Machine),
+        (status = 400, description = "Bad body or profile name.", body = ErrorBody),
+        (status = 404, description = "No such machine.", body = ErrorBody),
+        (status = 409, description = "Not `discovered` (`illegal_transition`).", body = ErrorBody),
+    ))]
+pub(super) async fn approve(
     State(app): State<App>,
     Path(mac): Path<String>,
     body: axum::body::Bytes,

@@ -10,6 +10,7 @@ mod events;
 mod leases;
 mod logs;
 mod machines;
+pub mod openapi;
 mod pcr11;
 mod profiles;
 

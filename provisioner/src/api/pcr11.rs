@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::app::{now, App};
+use crate::http::error::ErrorBody;
 use crate::http::{ApiError, ApiJson};
 use inventory::attestation::{normalize_pcr, PCR_KERNEL_IMAGE};
 use inventory::{Mac, Profile};
@@ -27,7 +28,7 @@ pub fn routes() -> Router<App> {
 }
 
 /// The request body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinRequest {
     /// `uki`, `machine` or `none`; absent with `value`.
@@ -42,16 +43,26 @@ pub struct PinRequest {
 }
 
 /// The answer: the profile as stored and where its pin came from.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PinResponse {
     profile: Profile,
     /// `uki`, `machine`, `value` or `none`.
+    #[schema(value_type = String)]
     source: &'static str,
     /// How the value was obtained (the computation's basis, or the machine and its report time).
     detail: String,
 }
 
-async fn pin(
+#[utoipa::path(post, path = "/api/v1/profiles/{name}/pcr11", tag = "profiles",
+    security(("operator" = [])),
+    params(("name" = String, Path, description = "The profile's name.")),
+    request_body = PinRequest,
+    responses(
+        (status = 200, description = "The profile with its new pin, and where the value came from.", body = PinResponse),
+        (status = 400, description = "Not one of the four forms, a bad value, or nothing to learn from (no UKI, no report, another profile).", body = ErrorBody),
+        (status = 404, description = "No such profile (or, with `from: machine`, no such machine).", body = ErrorBody),
+    ))]
+pub(super) async fn pin(
     State(app): State<App>,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<PinRequest>,

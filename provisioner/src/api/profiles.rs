@@ -6,6 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::app::{now, App};
+use crate::http::error::ErrorBody;
 use crate::http::{ApiError, ApiJson};
 use inventory::Profile;
 
@@ -15,7 +16,10 @@ pub fn routes() -> Router<App> {
         .route("/profiles/{name}", get(show).put(replace).delete(remove))
 }
 
-async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/profiles", tag = "profiles",
+    security(("operator" = [])),
+    responses((status = 200, description = "Every profile.", body = Vec<Profile>)))]
+pub(super) async fn list(State(app): State<App>) -> Result<Json<Vec<Profile>>, ApiError> {
     Ok(Json(app.read(|s| s.profiles()).await?))
 }
 
@@ -118,7 +122,15 @@ async fn secure_boot(app: &App, p: &Profile, uki: &boot_assets::AssetMeta) -> Re
     }
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles",
+    security(("operator" = [])),
+    request_body = Profile,
+    responses(
+        (status = 201, description = "Created.", body = Profile),
+        (status = 400, description = "Invalid: a bad field, a UKI not in the asset store (or untrusted with `secure_boot`), a template that does not render.", body = ErrorBody),
+        (status = 409, description = "A profile of that name exists (`exists`).", body = ErrorBody),
+    ))]
+pub(super) async fn create(
     State(app): State<App>,
     ApiJson(p): ApiJson<Profile>,
 ) -> Result<(StatusCode, Json<Profile>), ApiError> {
@@ -131,14 +143,32 @@ async fn create(
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
-async fn show(State(app): State<App>, Path(name): Path<String>) -> Result<Json<Profile>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/profiles/{name}", tag = "profiles",
+    security(("operator" = [])),
+    params(("name" = String, Path, description = "The profile's name.")),
+    responses(
+        (status = 200, description = "The profile.", body = Profile),
+        (status = 404, description = "No such profile.", body = ErrorBody),
+    ))]
+pub(super) async fn show(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<Profile>, ApiError> {
     let n = name.clone();
     let p = app.read(move |s| s.profile(&n)).await?;
     p.map(Json)
         .ok_or_else(|| inventory::Error::ProfileNotFound { name }.into())
 }
 
-async fn replace(
+#[utoipa::path(put, path = "/api/v1/profiles/{name}", tag = "profiles",
+    security(("operator" = [])),
+    params(("name" = String, Path, description = "The profile's name.")),
+    request_body = Profile,
+    responses(
+        (status = 200, description = "The profile as stored (a new name creates it).", body = Profile),
+        (status = 400, description = "Invalid (as for create), or the body's name is not the URL's.", body = ErrorBody),
+    ))]
+pub(super) async fn replace(
     State(app): State<App>,
     Path(name): Path<String>,
     ApiJson(p): ApiJson<Profile>,
@@ -158,7 +188,18 @@ async fn replace(
     Ok(Json(stored))
 }
 
-async fn remove(State(app): State<App>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(delete, path = "/api/v1/profiles/{name}", tag = "profiles",
+    security(("operator" = [])),
+    params(("name" = String, Path, description = "The profile's name.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such profile.", body = ErrorBody),
+        (status = 409, description = "Machines still use it (`in_use`).", body = ErrorBody),
+    ))]
+pub(super) async fn remove(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let t = now();
     app.write(move |s| Ok(((), s.delete_profile(&name, t)?)))
         .await?;

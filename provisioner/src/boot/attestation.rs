@@ -31,19 +31,30 @@ use super::node_api::{
     installer_caller, installer_running, json, small_body, TokenQuery, SMALL_BODY,
 };
 use crate::app::{now, App};
+use crate::http::error::ErrorBody;
 use crate::http::ApiError;
 
 /// What the installer sends; unknown fields are ignored (a newer installer may send more).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct AttestationRequest {
+    /// Whether UEFI Secure Boot was on.
     #[serde(default)]
     secure_boot: Option<bool>,
-    /// PCR index (decimal string) → SHA-256 value.
+    /// PCR index (decimal string, 0–23) → SHA-256 value (64 hex digits).
     #[serde(default)]
     pcrs: BTreeMap<String, String>,
 }
 
 /// The handler; 204 when recorded, 409 when the machine is not installing, 400 for bad values.
+#[utoipa::path(post, path = "/api/v1/nodes/attestation", tag = "nodes",
+    security(("machine" = []), ("machine_query" = [])),
+    request_body = AttestationRequest,
+    responses(
+        (status = 204, description = "Recorded (a mismatch against the profile's pin also fails the machine)."),
+        (status = 400, description = "Bad JSON or PCR values.", body = ErrorBody),
+        (status = 408, description = super::node_api::BODY_ERRORS, body = ErrorBody),
+        (status = 409, description = "The machine's installer is not running (`illegal_transition`).", body = ErrorBody),
+    ))]
 pub async fn attestation(
     State(app): State<App>,
     headers: HeaderMap,

@@ -24,9 +24,10 @@ use inventory::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::handlers::machine_for_token;
+use super::handlers;
 use super::machine_query::MachineQuery;
 use crate::app::{now, App};
+use crate::http::error::ErrorBody;
 use crate::http::extract::bearer_token;
 use crate::http::ApiError;
 use crate::http_server::{read_limited, BodyError};
@@ -62,28 +63,61 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Re
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")).into_response())
 }
 
-#[derive(Deserialize)]
+/// A registration, in the Kairos phone-home shape; unknown fields are ignored.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
+    /// The machine's enrollment token (rendered into its config).
     registration_token: String,
+    /// The OS's `/etc/machine-id` (1-128 printable characters).
     #[serde(rename = "machineID")]
     machine_id: String,
+    /// The host name the OS reports.
     #[serde(default)]
     hostname: String,
+    /// The agent's version.
     #[serde(default)]
     agent_version: String,
+    /// The OS's addresses, as text.
     #[serde(default)]
     addresses: Vec<String>,
+    /// Kairos' boot state (`active_boot`, `recovery_boot`, …); `unknown` when empty.
     #[serde(default)]
     boot_state: String,
 }
 
-#[derive(Serialize)]
+/// What a registration answers (the Kairos shape).
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterResponse {
+    /// The machine's id: its MAC.
     id: String,
+    /// The machine's API key, derived from its token epoch and the reported machine-id.
     api_key: String,
 }
+
+/// The machine a token names, or a JSON 401 (`unauthorized`) for one this server did not issue
+/// or has revoked: the machines' API answers every error as an [`ApiError`].
+async fn machine_for_token(app: &App, token: &str) -> Result<Machine, Response> {
+    handlers::machine_for_token(app, token).await.map_err(|r| {
+        let (status, code, detail) = match r.status() {
+            StatusCode::UNAUTHORIZED => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "machine token not recognised",
+            ),
+            s => (
+                s,
+                "internal",
+                "reading the machine failed (see the server's log)",
+            ),
+        };
+        ApiError::new(status, code, detail).into_response()
+    })
+}
+
+/// What a 408 of a machine call means (in the API description).
+pub(super) const BODY_ERRORS: &str = "The body did not arrive within 30 s (`bad_body`).";
 
 /// Registrations reporting the same machine-id take turns (see [`register`]): one lock per
 /// stripe, the stripe chosen by the machine-id's hash, so registrations of different OSes run
@@ -140,6 +174,15 @@ fn apply_all(
 /// machine-id that other machines also report is no reason to refuse (cloned images share
 /// one): each such registration records a warning on this machine and on each of the others,
 /// naming each other. The token is in the body, which is read only up to [`SMALL_BODY`] bytes.
+#[utoipa::path(post, path = "/api/v1/nodes/register", tag = "nodes",
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, description = "Registered (or a replay): the machine is `ready`.", body = RegisterResponse),
+        (status = 400, description = "Bad JSON or machineID.", body = ErrorBody),
+        (status = 401, description = "The registration token is not one this server issued (`unauthorized`).", body = ErrorBody),
+        (status = 408, description = BODY_ERRORS, body = ErrorBody),
+        (status = 409, description = "Ready as another OS, or not installable from its state (`illegal_transition`).", body = ErrorBody),
+    ))]
 pub async fn register(
     State(app): State<App>,
     headers: HeaderMap,
@@ -298,14 +341,17 @@ pub async fn register(
 
 /// Fields an installer does not know to send are optional, and fields we do not use are
 /// ignored (a newer installer may send more).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ProgressRequest {
     /// `installing`, `installed` or `failed`.
     state: String,
+    /// The installer's phase (e.g. `partition`); `state` when absent.
     #[serde(default)]
     phase: Option<String>,
+    /// How far the phase is (0–100; more counts as 100).
     #[serde(default)]
     percent: Option<u8>,
+    /// A message for the operator.
     #[serde(default)]
     message: Option<String>,
     /// Why it failed (with `failed`).
@@ -314,8 +360,10 @@ pub struct ProgressRequest {
 }
 
 /// Read with [`MachineQuery`]: other parameters are ignored, an empty `token=` is absent.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// The machine's token, for installers that cannot set `Authorization`.
     token: Option<String>,
 }
 
@@ -383,6 +431,15 @@ pub(super) async fn installer_caller(
 
 /// `POST /api/v1/nodes/progress`: `{state, phase?, percent?, message?, reason?}`; the token
 /// is checked before the body (at most [`SMALL_BODY`] bytes) is read.
+#[utoipa::path(post, path = "/api/v1/nodes/progress", tag = "nodes",
+    security(("machine" = []), ("machine_query" = [])),
+    request_body = ProgressRequest,
+    responses(
+        (status = 204, description = "Recorded."),
+        (status = 400, description = "Bad JSON or state.", body = ErrorBody),
+        (status = 408, description = BODY_ERRORS, body = ErrorBody),
+        (status = 409, description = "The machine's installer is not running, or the step is not possible from its state (`illegal_transition`).", body = ErrorBody),
+    ))]
 pub async fn progress(
     State(app): State<App>,
     headers: HeaderMap,
@@ -459,6 +516,15 @@ pub async fn progress(
 
 /// `POST /api/v1/nodes/logs`: a text body, one log line per line (at most 1000 per call, at
 /// most [`LOG_BODY`] bytes); the token is checked before the body is read.
+#[utoipa::path(post, path = "/api/v1/nodes/logs", tag = "nodes",
+    security(("machine" = []), ("machine_query" = [])),
+    request_body(content = String, content_type = "text/plain",
+        description = "One log line per line (UTF-8; at most 1000 lines and 256 KiB)."),
+    responses(
+        (status = 204, description = "Stored."),
+        (status = 400, description = "Not UTF-8.", body = ErrorBody),
+        (status = 408, description = BODY_ERRORS, body = ErrorBody),
+    ))]
 pub async fn logs(
     State(app): State<App>,
     headers: HeaderMap,

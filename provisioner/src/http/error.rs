@@ -18,9 +18,10 @@ pub struct ApiError {
 }
 
 /// The JSON body of an [`ApiError`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code.
+    #[schema(value_type = String)]
     pub error: &'static str,
     /// What went wrong, naming the offending value.
     pub detail: String,
