@@ -16,6 +16,7 @@
 //!   PCR 11 verdict against its profile.
 //! - [`event`]: the append-only, globally numbered event history.
 //! - [`lease`]: DHCP leases and the claim rule (`claim_outcome`) every store applies.
+//! - [`lease6`]: DHCPv6 leases (IA_NA bindings), in their own table (`redb_leases6.rs`).
 //! - [`log`]: per-machine log lines (syslog, installer), bounded per machine.
 //! - [`token`]: API tokens, stored as SHA-256 hashes.
 //! - [`store`]: the `Store` trait and its contract (durability, claims, events, indexes).
@@ -37,6 +38,7 @@ pub mod conformance;
 pub mod error;
 pub mod event;
 pub mod lease;
+pub mod lease6;
 pub mod lifecycle;
 pub mod log;
 pub mod mac;
@@ -56,6 +58,7 @@ pub use attestation::{Attestation, Pcr11Verdict};
 pub use error::{excerpt, Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
 pub use lease::{Claim, Lease};
+pub use lease6::Lease6;
 pub use lifecycle::{Deadlines, Lifecycle, State, Transition, UkiFetch};
 pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;

@@ -27,6 +27,8 @@ pub struct MemoryStore {
     state: Mutex<Tables>,
     /// Wakes [`Store::wait_for_events_after`] when events are appended.
     committed: EventSignal,
+    /// DHCPv6 leases by address (their own lock: no transaction spans both families).
+    leases6: Mutex<BTreeMap<std::net::Ipv6Addr, crate::Lease6>>,
 }
 
 /// The tables, as the redb backend has them; indexes are kept by [`Tables::write_machine`].
@@ -345,6 +347,25 @@ impl Store for MemoryStore {
 
     fn wait_for_events_after(&self, after: u64, timeout: Duration) -> Result<u64> {
         Ok(self.committed.wait_after(after, timeout))
+    }
+
+    fn put_leases6(&self, leases: &[crate::Lease6]) -> Result<()> {
+        let mut t = self.leases6.lock().unwrap_or_else(PoisonError::into_inner);
+        for l in leases {
+            t.insert(l.ip, l.clone());
+        }
+        Ok(())
+    }
+
+    fn remove_lease6(&self, ip: std::net::Ipv6Addr) -> Result<()> {
+        let mut t = self.leases6.lock().unwrap_or_else(PoisonError::into_inner);
+        t.remove(&ip);
+        Ok(())
+    }
+
+    fn leases6(&self) -> Result<Vec<crate::Lease6>> {
+        let t = self.leases6.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(t.values().cloned().collect())
     }
 
     fn put_leases(&self, leases: &[Lease]) -> Result<()> {

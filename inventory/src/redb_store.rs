@@ -625,6 +625,18 @@ impl Store for RedbStore {
         self.leases.read(leases::all)
     }
 
+    fn put_leases6(&self, leases: &[crate::Lease6]) -> Result<()> {
+        leases6::put(&self.leases, leases)
+    }
+
+    fn remove_lease6(&self, ip: std::net::Ipv6Addr) -> Result<()> {
+        leases6::remove(&self.leases, ip)
+    }
+
+    fn leases6(&self) -> Result<Vec<crate::Lease6>> {
+        self.leases.read(leases6::all)
+    }
+
     fn lease_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
         self.leases.read(|db| leases::get(db, ip))
     }
@@ -718,6 +730,9 @@ pub(crate) mod reopen;
 
 #[path = "redb_leases.rs"]
 mod leases;
+
+#[path = "redb_leases6.rs"]
+mod leases6;
 pub use leases::lease_path;
 
 #[path = "redb_indexes.rs"]

@@ -234,6 +234,29 @@ pub trait Store: Send + Sync + 'static {
             .filter(|l| l.mac == mac && !l.observed && l.is_active(now))
             .max_by_key(|l| l.expires.0))
     }
+    /// Writes DHCPv6 leases (RFC 8415 IA_NA bindings) in one durable transaction, replacing
+    /// whatever each address held: the DHCPv6 server has decided, and sends its Reply only after
+    /// this returned. The default refuses ([`Error::Storage`]): a backend without a DHCPv6
+    /// lease table (etcd, for now) cannot serve DHCPv6.
+    fn put_leases6(&self, leases: &[crate::Lease6]) -> Result<()> {
+        let _ = leases;
+        Err(Error::Storage(
+            "this store backend keeps no DHCPv6 leases".into(),
+        ))
+    }
+    /// Removes the DHCPv6 lease of an address, if any (Release, Decline).
+    fn remove_lease6(&self, ip: std::net::Ipv6Addr) -> Result<()> {
+        let _ = ip;
+        Err(Error::Storage(
+            "this store backend keeps no DHCPv6 leases".into(),
+        ))
+    }
+    /// Every stored DHCPv6 lease (active or not), ordered by address.
+    fn leases6(&self) -> Result<Vec<crate::Lease6>> {
+        Err(Error::Storage(
+            "this store backend keeps no DHCPv6 leases".into(),
+        ))
+    }
     /// Whether other servers write this store too (etcd): then a server's in-memory pool does
     /// not know every binding, and DHCP asks [`Store::lease_by_mac`] before it offers.
     fn is_shared(&self) -> bool {

@@ -9,6 +9,7 @@
 //! - [`dhcp`]: DHCP (RFC 2131): client classification (PXE, iPXE, UEFI HTTP boot), the core
 //!   (full and proxy mode), address pools, reply building, observation rate limits, proxy-mode
 //!   observed bindings.
+//! - [`dhcp6`]: DHCPv6 (RFC 8415): stateful, stateless and relayed; boot URLs over IPv6.
 //! - [`tftp`]: TFTP (RFC 1350 and its option RFCs): packets, path normalization, transfers.
 //! - [`rate`]: a token bucket over timestamps.
 
@@ -17,5 +18,6 @@
 pub mod admission;
 pub mod boot_decision;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod rate;
 pub mod tftp;

@@ -31,6 +31,8 @@ pub mod wire {
         #[serde(default)]
         pub dhcp: crate::dhcp::config::WireDhcp,
         #[serde(default)]
+        pub dhcp6: crate::dhcp6::config::WireDhcp6,
+        #[serde(default)]
         pub boot: Boot,
         #[serde(default)]
         pub syslog: Syslog,
@@ -125,6 +127,8 @@ pub struct Config {
     pub tftp: Option<TftpConfig>,
     /// `None` unless `dhcp.mode` is "full" or "proxy".
     pub dhcp: Option<crate::dhcp::config::DhcpConfig>,
+    /// `None` unless `dhcp6.mode` is "stateful" or "stateless".
+    pub dhcp6: Option<crate::dhcp6::config::Dhcp6Config>,
     /// `http.public_url` without a trailing slash.
     pub public_url: Option<String>,
     /// `boot.poll_interval`: how often a held machine asks again.
@@ -248,6 +252,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             .transpose()?;
         let tftp = tftp_config(w.tftp)?;
         let dhcp = crate::dhcp::config::validate(w.dhcp)?;
+        let dhcp6 = crate::dhcp6::config::validate(w.dhcp6)?;
         let asset_peers = crate::store_config::asset_peers(w.store.asset_peers.as_deref())?;
         let boot_tls = crate::boot_tls::validate(w.boot_tls)?;
         let tls = crate::tls_config::TlsConfig::try_from(w.tls)?;
@@ -269,6 +274,7 @@ impl TryFrom<wire::ConfigFile> for Config {
             log_level,
             tftp,
             dhcp,
+            dhcp6,
             public_url,
             poll_interval,
             syslog_listen,

@@ -13,6 +13,7 @@
 //! - [`boot_decision`]: the one per-machine decision every boot path asks (re-exported from the
 //!   runtime-free `netboot-proto` crate, with the DHCP and TFTP cores).
 //! - [`dhcp`]: DHCP: classification, the sans-IO core, pools, replies, the tokio server.
+//! - [`dhcp6`]: DHCPv6: the `[dhcp6]` config and the tokio shell around `netboot_proto::dhcp6`.
 //! - [`api`]: the operator API under `/api/v1` (machines, profiles, events + SSE, assets, logs).
 //! - [`http`]: what the API and boot endpoints share: JSON errors, extractors, the peer address.
 //! - [`router`]: the one axum router: `/api/v1`, boot endpoints, `/healthz`, `/metrics`.
@@ -54,6 +55,7 @@ pub mod cli;
 pub mod config;
 pub mod config_error;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod event_writer;
 pub mod http;
 pub mod http_io;

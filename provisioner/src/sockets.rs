@@ -7,6 +7,8 @@
 //!   the client, so the kernel filters other sources (RFC 1350 transfer IDs) for us.
 //! - `TCP_RTO_MAX_MS` on the HTTP listener (see [`HTTP_RTO_MAX_MS`]): firmware gives up on a
 //!   download after a few seconds without data, sooner than Linux's retransmission backoff.
+//! - DHCPv6 ([`bind_dhcp6`]): `SO_BINDTODEVICE` and a join of `ff02::1:2` on the
+//!   one interface served; replies to link-local clients carry the scope the request had.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -112,6 +114,27 @@ pub async fn bind_dhcp(addr: SocketAddr, interface: Option<&str>) -> io::Result<
         setsockopt(&sock, sockopt::BindToDevice, &std::ffi::OsString::from(dev))
             .map_err(io::Error::from)?;
     }
+    Ok(sock)
+}
+
+/// Binds the DHCPv6 server socket (`[addr]:547`) to `interface` and joins `group`
+/// (All_DHCP_Relay_Agents_and_Servers) there: clients multicast their Solicits.
+pub async fn bind_dhcp6(
+    addr: std::net::SocketAddrV6,
+    interface: &str,
+    group: std::net::Ipv6Addr,
+) -> io::Result<UdpSocket> {
+    let index = nix::net::if_::if_nametoindex(interface).map_err(io::Error::from)?;
+    let std_sock = std::net::UdpSocket::bind(addr)?;
+    std_sock.set_nonblocking(true)?;
+    let sock = UdpSocket::from_std(std_sock)?;
+    setsockopt(
+        &sock,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(interface),
+    )
+    .map_err(io::Error::from)?;
+    sock.join_multicast_v6(&group, index)?;
     Ok(sock)
 }
 

@@ -278,6 +278,9 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
         let urls = (cfg.public_url.as_deref(), https_boot.as_deref());
         start_dhcp(dhcp, &app, addr.port(), urls).await?;
     }
+    if let Some(dhcp6) = &cfg.dhcp6 {
+        crate::dhcp6::start(dhcp6, &app, addr.port()).await?;
+    }
     if let Some(sock) = syslog {
         tracing::info!("listening on syslog://{}", sock.local_addr()?);
         tokio::spawn(crate::syslog::run(sock, app.clone(), app.shutdown.clone()));

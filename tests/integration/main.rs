@@ -11,6 +11,7 @@ mod boot_tls;
 mod cli;
 mod crash;
 mod dhcp;
+mod dhcp6;
 mod dhcp_flood;
 mod dhcp_ha;
 mod dhcp_latency;
