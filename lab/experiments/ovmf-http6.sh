@@ -8,6 +8,10 @@
 #     rfc      option 16 as RFC 8415: enterprise 343, one vendor-class-data item "HTTPClient" (default)
 #     bare     option 16 = the 10 bytes "HTTPClient" (no enterprise number, no length)
 #     none     no option 16
+#   PREF=255 (environment) adds option 7 (preference 255): OVMF then requests at once instead of
+#   collecting Advertises for its first Solicit retransmission time (4 s).
+#   DHCP6=dnsmasq (environment): dnsmasq is the DHCPv6 server instead of Kea, with the same option
+#   bytes (for the comparison); default DHCP6=kea. DNSMASQ_VC=TEXT: dnsmasq's option 16 argument as given.
 #   RA=1 (environment) adds router advertisements for 2001:2::/64 (dnsmasq, ra-only; M flag with RA_M=1).
 # Everything below is derived from these values; nothing outside the namespace is touched.
 set -euo pipefail
@@ -54,7 +58,8 @@ ip -n "$NS" link set br0 up
 mkdir -p "$OUT/www"; cp "$EFI_SRC" "$OUT/www/$FILE"
 URL="http://[$SERVER]:$PORT/$FILE"
 VCOPT=""
-[ -n "$VC" ] && VCOPT=", { \"code\": 16, \"space\": \"dhcp6\", \"csv-format\": false, \"data\": \"$VC\", \"always-send\": true }"
+[ -n "${PREF:-}" ] && VCOPT+=", { \"name\": \"preference\", \"data\": \"$PREF\", \"always-send\": true }"
+[ -n "$VC" ] && VCOPT+=", { \"code\": 16, \"space\": \"dhcp6\", \"csv-format\": false, \"data\": \"$VC\", \"always-send\": true }"
 cat > "$OUT/kea-dhcp6.json" <<JSON
 { "Dhcp6": {
   "interfaces-config": { "interfaces": [ "br0" ], "service-sockets-max-retries": 200, "service-sockets-retry-wait-time": 500 },
@@ -74,7 +79,15 @@ ip netns exec "$NS" kea-dhcp6 -t "$OUT/kea-dhcp6.json" > "$OUT/kea-check.log" 2>
 
 ip netns exec "$NS" tcpdump -i br0 -U -s 0 -w "$OUT/link.pcap" >"$OUT/tcpdump.log" 2>&1 & pids+=($!)
 export KEA_PIDFILE_DIR=$OUT KEA_LOCKFILE_DIR=$OUT
-ip netns exec "$NS" kea-dhcp6 -c "$OUT/kea-dhcp6.json" >"$OUT/kea.out" 2>&1 & pids+=($!)
+DNSMASQ6=()
+if [ "${DHCP6:-kea}" = kea ]; then
+  ip netns exec "$NS" kea-dhcp6 -c "$OUT/kea-dhcp6.json" >"$OUT/kea.out" 2>&1 & pids+=($!)
+else
+  colons() { echo "$1" | sed 's/../&:/g; s/:$//'; }
+  DNSMASQ6=(--dhcp-range=$POOL_FROM,$POOL_TO,64,1h "--dhcp-option=option6:bootfile-url,$URL")
+  [ -n "$VC" ] && DNSMASQ6+=("--dhcp-option-force=option6:16,${DNSMASQ_VC:-$(colons "$VC")}")
+  [ -n "${PREF:-}" ] && DNSMASQ6+=("--dhcp-option-force=option6:7,$(printf '%02x' "$PREF")")
+fi
 ip netns exec "$NS" python3 -m http.server --bind "$SERVER" --directory "$OUT/www" "$PORT" >"$OUT/http.log" 2>&1 & pids+=($!)
 # DHCPv4 for OVMF's "UEFI HTTPv4" entry, which runs before HTTPv6 (the fw_cfg switches only govern
 # PXE): an HTTP offer whose URL nothing listens on, so it fails at once. Without DHCPv4 it retries
@@ -87,7 +100,7 @@ if [ "${RA:-0}" = 1 ]; then   # router advertisements for the /64 (same dnsmasq,
 fi
 ip netns exec "$NS" dnsmasq -k --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces --no-ping \
   --dhcp-range=198.18.0.100,198.18.0.199,1h \
-  --dhcp-option-force=60,HTTPClient --dhcp-option-force=67,http://198.18.0.1:9/no-ipv4-boot-here "${RA_ARGS[@]}" --pid-file="$OUT/dhcp4.pid" >"$OUT/dhcp4.log" 2>&1 & pids+=($!)
+  --dhcp-option-force=60,HTTPClient --dhcp-option-force=67,http://198.18.0.1:9/no-ipv4-boot-here "${RA_ARGS[@]}" "${DNSMASQ6[@]}" --log-dhcp --pid-file="$OUT/dhcp4.pid" >"$OUT/dhcp4.log" 2>&1 & pids+=($!)
 sleep 1   # the servers bind; the VM takes seconds to reach its network stack anyway
 
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$OUT/vars.fd"
