@@ -23,6 +23,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::netns::Topology;
+use crate::scenario::{mac_for, uuid_for, DhcpMode, HTTP_PORT};
+use crate::vm::Firmware;
 
 /// The provisioner's (and Kea's) address on the lab bridge (RFC 5180 benchmarking range).
 pub const SERVER_IP6: &str = "2001:2::1";
@@ -239,6 +241,53 @@ pub fn kea_config(iface: &str, machines: &[(String, String)], log: &Path) -> Str
         },
     };
     serde_json::to_string_pretty(&cfg).expect("plain data")
+}
+
+/// The run's `uefi-http6` VMs by index; an error when they have no DHCPv6 server or the run
+/// has options this path does not support.
+pub fn vms(opts: &crate::scenario::RunOpts) -> anyhow::Result<Vec<usize>> {
+    let idx: Vec<usize> = (opts.firmware.iter().enumerate())
+        .filter(|(_, f)| **f == Firmware::UefiHttp6)
+        .map(|(i, _)| i)
+        .collect();
+    if idx.is_empty() {
+        return Ok(idx);
+    }
+    anyhow::ensure!(
+        opts.dhcp6_reference.is_some(),
+        "uefi-http6 needs a DHCPv6 server and the provisioner has none yet: add --dhcp6-reference kea"
+    );
+    anyhow::ensure!(
+        !opts.ha && opts.impair.is_none() && opts.dhcp == DhcpMode::Full,
+        "uefi-http6 runs without --ha, --impair and --dhcp proxy"
+    );
+    Ok(idx)
+}
+
+/// Kea for the VMs `vms` (indices: their MAC and UUID are the lab's, [`mac_for`] and
+/// [`uuid_for`]) and the closed [`Http4Gate`] for them.
+pub fn start_reference(
+    topo: &Topology,
+    work: &Path,
+    vms: &[usize],
+) -> anyhow::Result<(Child, Http4Gate)> {
+    let machines = vms
+        .iter()
+        .map(|&i| {
+            let duid = duid_uuid(&uuid_for(i)).context("lab UUID")?;
+            Ok((duid, boot_url(&mac_for(i), HTTP_PORT)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut kea = start_kea(topo, work, &machines)?;
+    let macs: Vec<String> = vms.iter().map(|&i| mac_for(i)).collect();
+    match Http4Gate::close(topo, &macs, HTTP_PORT) {
+        Ok(gate) => Ok((kea, gate)),
+        Err(e) => {
+            let _ = kea.kill();
+            let _ = kea.wait();
+            Err(e)
+        }
+    }
 }
 
 /// Starts `kea-dhcp6` in the lab namespace for `machines` (DUID, boot URL); returns the child

@@ -479,26 +479,6 @@ struct Running {
     boots: usize,
 }
 
-/// The MACs of the run's `uefi-http6` VMs; an error when they have no DHCPv6 server.
-fn http6_machines(opts: &RunOpts) -> anyhow::Result<Vec<String>> {
-    let macs: Vec<String> = (opts.firmware.iter().enumerate())
-        .filter(|(_, f)| **f == Firmware::UefiHttp6)
-        .map(|(i, _)| mac_for(i))
-        .collect();
-    if macs.is_empty() {
-        return Ok(macs);
-    }
-    anyhow::ensure!(
-        opts.dhcp6_reference.is_some(),
-        "uefi-http6 needs a DHCPv6 server and the provisioner has none yet: add --dhcp6-reference kea"
-    );
-    anyhow::ensure!(
-        !opts.ha && opts.impair.is_none() && opts.dhcp == DhcpMode::Full,
-        "uefi-http6 runs without --ha, --impair and --dhcp proxy"
-    );
-    Ok(macs)
-}
-
 /// Runs the scenario; `progress` hears about every state change.
 pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&opts.work)?;
@@ -538,7 +518,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         tftp_root(&opts.work).join(vm::UKI_NBP),
     )?;
     let https = crate::https_boot::wanted(&opts.firmware, opts.ha)?;
-    let http6_macs = http6_machines(opts)?;
+    let http6_vms = crate::http6::vms(opts)?;
     let n = opts.firmware.len();
     let topo = match (opts.impair.is_some(), opts.ha) {
         (true, ha) => Topology::new_impaired(n, opts.dhcp == DhcpMode::Proxy, ha)?,
@@ -573,26 +553,15 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             true => crate::https_boot::server_toml(SERVER_IP),
             false => String::new(),
         } + &db_certs,
-        http6: !http6_macs.is_empty(),
+        http6: !http6_vms.is_empty(),
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
     let http4_gate = match lab.http6 {
         true => {
-            let machines = (opts.firmware.iter().enumerate())
-                .filter(|(_, f)| **f == Firmware::UefiHttp6)
-                .map(|(i, _)| {
-                    let duid = crate::http6::duid_uuid(&uuid_for(i)).context("lab UUID")?;
-                    Ok((duid, crate::http6::boot_url(&mac_for(i), HTTP_PORT)))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let kea = crate::http6::start_kea(&lab.topo, &opts.work, &machines)?;
+            let (kea, gate) = crate::http6::start_reference(&lab.topo, &opts.work, &http6_vms)?;
             lab.helpers.push(kea);
             progress("lab", "kea-dhcp6 answers DHCPv6 (the uefi-http6 reference)");
-            Some(crate::http6::Http4Gate::close(
-                &lab.topo,
-                &http6_macs,
-                HTTP_PORT,
-            )?)
+            Some(gate)
         }
         false => None,
     };
