@@ -31,6 +31,7 @@ pub mod console_report;
 pub mod cpio;
 pub mod dhcp_watch;
 pub mod ha_run;
+pub mod http6;
 pub mod https_boot;
 pub mod images;
 pub mod impair;

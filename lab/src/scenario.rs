@@ -66,6 +66,9 @@ pub struct RunOpts {
     pub tpm: bool,
     /// Serve the installer UKI unsigned even to Secure Boot VMs (their firmware must refuse it).
     pub unsigned_uki: bool,
+    /// The DHCPv6 server `uefi-http6` VMs boot against (see [`crate::http6`]); required when
+    /// there is one, until the provisioner answers DHCPv6.
+    pub dhcp6_reference: Option<crate::http6::Dhcp6Reference>,
 }
 
 /// With `--ha`, how often a VM that powered off before `ready` (an installer whose server
@@ -133,6 +136,9 @@ pub struct Lab {
     token_dir: PathBuf,
     /// More TOML for the (single) server: `[boot_tls]` for `uefi-https`.
     server_extra: String,
+    /// `uefi-http6` VMs in the run: the provisioner's HTTP listens on `[::]` (IPv4 too), Kea
+    /// answers DHCPv6, dnsmasq only sends router advertisements.
+    http6: bool,
 }
 
 /// One `provisioner serve` of the run.
@@ -237,8 +243,13 @@ impl Lab {
                 "[dhcp]\nmode = \"proxy\"\ninterface = \"{iface}\"\nserver_ip = \"{ip}\"\nunknown_machines = \"{unknown}\"\n"
             ),
         };
+        // `uefi-http6`: the UKI is fetched over IPv6 too (a [::] socket takes IPv4 as well).
+        let http_ip = match self.http6 {
+            true => "[::]",
+            false => ip,
+        };
         let cfg = format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"{ip}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{ip}:69\"\n\
+            "data_dir = \"{}\"\n[http]\nlisten = \"{http_ip}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{ip}:69\"\n\
              root = \"{}\"\n[syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
             data.display(),
             tftp_root(&self.work).display(),
@@ -284,7 +295,7 @@ impl Lab {
     /// here; the provisioner is IPv4). In proxy mode a second dnsmasq is the site's DHCP server,
     /// in its own namespace.
     fn start_helpers(&mut self, dhcp: DhcpMode, ra: bool) -> anyhow::Result<()> {
-        if ra {
+        if ra || self.http6 {
             self.start_ra()?;
         }
         self.start_site(dhcp)
@@ -301,11 +312,15 @@ impl Lab {
                 "--interface=br0",
                 "--bind-interfaces",
             ])
-            .args([
-                "--enable-ra",
-                "--dhcp-range=2001:2::1000,2001:2::1fff,64,1h",
-            ])
-            .arg("--dhcp-option=option6:bootfile-url,http://[2001:2::1]:9/no-ipv6-boot-here")
+            .arg("--enable-ra")
+            .args(match self.http6 {
+                // Kea is the DHCPv6 server (crate::http6): router advertisements only.
+                true => vec!["--dhcp-range=2001:2::,ra-only,64"],
+                false => vec![
+                    "--dhcp-range=2001:2::1000,2001:2::1fff,64,1h",
+                    "--dhcp-option=option6:bootfile-url,http://[2001:2::1]:9/no-ipv6-boot-here",
+                ],
+            })
             .arg(format!("--pid-file={}", self.work.join("ra.pid").display()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.work.join("ra.log"))?)
@@ -323,7 +338,8 @@ impl Lab {
             .args(["-i", "br0", "-U", "-s", "0", "-w"])
             .arg(&pcap)
             .args([
-                "udp", "port", "67", "or", "udp", "port", "68", "or", "udp", "port", "4011",
+                "udp", "port", "67", "or", "udp", "port", "68", "or", "udp", "port", "4011", "or",
+                "udp", "port", "546", "or", "udp", "port", "547",
             ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.work.join("tcpdump.log"))?)
@@ -502,6 +518,7 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
         tftp_root(&opts.work).join(vm::UKI_NBP),
     )?;
     let https = crate::https_boot::wanted(&opts.firmware, opts.ha)?;
+    let http6_vms = crate::http6::vms(opts)?;
     let n = opts.firmware.len();
     let topo = match (opts.impair.is_some(), opts.ha) {
         (true, ha) => Topology::new_impaired(n, opts.dhcp == DhcpMode::Proxy, ha)?,
@@ -536,8 +553,18 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             true => crate::https_boot::server_toml(SERVER_IP),
             false => String::new(),
         } + &db_certs,
+        http6: !http6_vms.is_empty(),
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
+    let http4_gate = match lab.http6 {
+        true => {
+            let (kea, gate) = crate::http6::start_reference(&lab.topo, &opts.work, &http6_vms)?;
+            lab.helpers.push(kea);
+            progress("lab", "kea-dhcp6 answers DHCPv6 (the uefi-http6 reference)");
+            Some(gate)
+        }
+        false => None,
+    };
     if opts.capture {
         lab.start_capture()?;
     }
@@ -590,6 +617,15 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             timeout: opts.vm_timeout,
             boot_retry: opts.boot_retry,
             https_cacerts: cacerts.clone(),
+            on_console: match (fw, &http4_gate) {
+                (Firmware::UefiHttp6, Some(g)) => {
+                    let g = g.clone();
+                    let open: std::sync::Arc<dyn Fn() + Send + Sync> =
+                        std::sync::Arc::new(move || g.open());
+                    Some((crate::http6::HTTP6_START, open))
+                }
+                _ => None,
+            },
         })
         .collect();
     if opts.flow != Flow::DiscoverApprove {

@@ -18,7 +18,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 /// From bookworm (main).
-const PACKAGES: [&str; 21] = [
+const PACKAGES: [&str; 23] = [
     "ovmf",
     "ipxe",
     "ipxe-qemu",
@@ -43,6 +43,9 @@ const PACKAGES: [&str; 21] = [
     "efitools",
     "swtpm",
     "swtpm-tools",
+    // `uefi-http6`: the reference DHCPv6 server, and the HTTPv4 gate (crate::http6).
+    "kea-dhcp6-server",
+    "nftables",
 ];
 /// From bookworm-backports.
 const BACKPORTS: [&str; 4] = [

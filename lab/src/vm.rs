@@ -51,6 +51,10 @@ pub enum Firmware {
     /// OVMF HTTPS boot: DHCP hands out an https:// URL on the provisioner's boot TLS listener;
     /// the firmware trusts the lab's CA through fw_cfg `etc/edk2/https/cacerts`.
     UefiHttps,
+    /// OVMF HTTP boot over IPv6: DHCPv6 hands out the UKI's URL on [2001:2::1] (see
+    /// [`crate::http6`] and `lab/IPV6-HTTP-BOOT.md`); needs `--dhcp6-reference kea` until the
+    /// provisioner answers DHCPv6.
+    UefiHttp6,
 }
 
 /// The name a `-sb` PXE machine's `boot.loader` gives the signed installer UKI: a file in the
@@ -96,6 +100,7 @@ impl Firmware {
             Firmware::UefiHttpSb => "uefi-http-sb",
             Firmware::UefiPxeSb => "uefi-pxe-sb",
             Firmware::UefiHttps => "uefi-https",
+            Firmware::UefiHttp6 => "uefi-http6",
         }
     }
 }
@@ -122,7 +127,12 @@ pub struct VmSpec {
     /// For [`Firmware::UefiHttps`]: the CA certificates OVMF trusts, as an EFI signature list
     /// (`cert-to-efi-sig-list`), handed in through fw_cfg `etc/edk2/https/cacerts`.
     pub https_cacerts: Option<PathBuf>,
+    /// Called (on the console reader's thread) at every console line containing the text.
+    pub on_console: Option<ConsoleHook>,
 }
+
+/// A console line's text and what to do when a line contains it.
+pub type ConsoleHook = (&'static str, Arc<dyn Fn() + Send + Sync>);
 
 /// What OVMF prints when its last boot option failed (then it waits for a key).
 pub const OVMF_NO_BOOT: &str = "No bootable option or device was found";
@@ -213,7 +223,8 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
         // Empty romfile: no (unsigned) iPXE option ROM; OVMF's own PXE and HTTP stack is used.
         Firmware::UefiPxe | Firmware::UefiGrub | Firmware::UefiPxeSb => nic.push_str(",romfile="),
         // OVMF's own PXE would otherwise add boot entries that wait ~60 s each for an offer.
-        Firmware::UefiHttp | Firmware::UefiHttpSb => {
+        // IPv4 and IPv6 PXE off (above); OVMF's HTTPv4 entry still runs first: see crate::http6.
+        Firmware::UefiHttp | Firmware::UefiHttpSb | Firmware::UefiHttp6 => {
             nic.push_str(",romfile=");
             cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
         }
@@ -262,7 +273,16 @@ pub fn start(topo: &Topology, spec: &VmSpec) -> anyhow::Result<Vm> {
     let stderr = child.stderr.take().expect("piped");
     let log_path = spec.serial_log.clone();
     let retries = Arc::new(AtomicUsize::new(0));
-    let on_line = boot_retry_watch(spec, monitor, retries.clone());
+    let mut retry_watch = boot_retry_watch(spec, monitor, retries.clone());
+    let hook = spec.on_console.clone();
+    let on_line: Box<dyn FnMut(&str) + Send> = Box::new(move |line: &str| {
+        if let Some((text, f)) = &hook {
+            if line.contains(text) {
+                f();
+            }
+        }
+        retry_watch(line);
+    });
     let reader = std::thread::spawn(move || {
         copy_with_timestamps(stdout, stderr, &log_path, started, on_line)
     });
