@@ -22,6 +22,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .nest("/api/v1", crate::api::routes(app.clone()))
         .merge(crate::boot::routes())
+        .merge(crate::ui::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -38,3 +38,6 @@ mod tftp_loss;
 mod tls;
 mod trusted_boot;
 mod uki;
+mod ui;
+mod ui_session;
+mod webdriver;
