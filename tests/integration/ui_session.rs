@@ -81,7 +81,10 @@ fn a_session_cookie_works_for_reads_and_needs_csrf_for_writes() {
         (vec![], "no CSRF header"),
         (vec![("x-csrf-token", "0".repeat(64).leak() as &str)], "a wrong CSRF value"),
         (vec![("x-csrf-token", csrf.as_str()), ("origin", "http://evil.example")], "a foreign Origin"),
-        (vec![("x-csrf-token", csrf.as_str()), ("origin", "null")], "Origin null"),
+        (
+            vec![("x-csrf-token", csrf.as_str()), ("origin", "null"), ("sec-fetch-site", "cross-site")],
+            "Origin null from another site",
+        ),
     ] {
         let r = post_machine(&c, &base, &cookie, &headers, mac);
         assert_eq!(r.status(), 403, "{why}: {:?}", r.text());
@@ -90,6 +93,11 @@ fn a_session_cookie_works_for_reads_and_needs_csrf_for_writes() {
     assert_eq!(r.status(), 404, "nothing was written");
     // The right header from our own origin: done.
     let r = post_machine(&c, &base, &cookie, &[("x-csrf-token", &csrf), ("origin", &origin)], mac);
+    assert_eq!(r.status(), 201, "{:?}", r.text());
+    // Our own page under `Referrer-Policy: no-referrer`: the browser sends `Origin: null` and
+    // says the request is same-origin.
+    let same = [("x-csrf-token", csrf.as_str()), ("origin", "null"), ("sec-fetch-site", "same-origin")];
+    let r = post_machine(&c, &base, &cookie, &same, "52:54:00:0c:5f:04");
     assert_eq!(r.status(), 201, "{:?}", r.text());
     // Another session's CSRF value does not fit this one.
     let (_, other_csrf) = login(&c, &base, &s.token());
@@ -170,8 +178,8 @@ fn an_expired_session_is_refused_and_sessions_survive_a_restart() {
 #[test]
 fn the_event_stream_accepts_the_session() {
     let s = Server::start();
+    let (cookie, _) = login(&client(), &s.url, &s.token());
     let c = client_builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let (cookie, _) = login(&c, &s.url, &s.token());
     let api = s.http();
     let r = api.json("POST", "/api/v1/machines", serde_json::json!({"mac": "52:54:00:0c:5f:10"}));
     assert_eq!(r.status, 201);

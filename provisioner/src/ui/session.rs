@@ -127,12 +127,24 @@ pub fn check_unsafe(secret: &str, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// An `Origin` header, when present, must name this server as the browser reached it: its
-/// host and port equal the `Host` header (`null` and other sites are refused).
+/// host and port equal the `Host` header. Our pages are served with `Referrer-Policy:
+/// no-referrer`, under which browsers send `Origin: null` on their own writes (Fetch standard,
+/// "serializing a request origin"); `null` is accepted only when `Sec-Fetch-Site` is absent or
+/// says `same-origin`.
 pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
+    if origin == "null" {
+        let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+        return match site {
+            None | Some(b"same-origin") => Ok(()),
+            Some(_) => Err(forbidden(
+                "cross-origin request refused (Origin null, Sec-Fetch-Site not same-origin)".into(),
+            )),
+        };
+    }
     let authority = origin.split_once("://").map(|(_, a)| a.trim_end_matches('/'));
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     match (authority, host) {
@@ -173,7 +185,12 @@ mod tests {
         assert!(check_unsafe("s", &headers(&[("host", "h")])).is_err());
         let same = headers(&[("x-csrf-token", &csrf), ("host", "h:1"), ("origin", "http://h:1")]);
         assert!(check_unsafe("s", &same).is_ok());
-        for bad in ["http://evil:1", "null", "http://h:2"] {
+        let null = |site: &str| {
+            headers(&[("x-csrf-token", &csrf), ("host", "h:1"), ("origin", "null"), ("sec-fetch-site", site)])
+        };
+        assert!(check_unsafe("s", &null("same-origin")).is_ok());
+        assert!(check_unsafe("s", &null("cross-site")).is_err());
+        for bad in ["http://evil:1", "http://h:2", "https://h:1.evil"] {
             let h = headers(&[("x-csrf-token", &csrf), ("host", "h:1"), ("origin", bad)]);
             assert_eq!(check_unsafe("s", &h).unwrap_err().status, StatusCode::FORBIDDEN);
         }
