@@ -37,7 +37,7 @@ mod tftp_fifo;
 mod tftp_loss;
 mod tls;
 mod trusted_boot;
-mod uki;
 mod ui;
 mod ui_session;
+mod uki;
 mod webdriver;

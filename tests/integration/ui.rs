@@ -19,12 +19,25 @@ fn row_state(mac: &str, state: &str) -> String {
 /// A real PNG of plausible size: the signature, an IHDR at least 800 pixels wide, > 3 KB.
 fn assert_png(path: &std::path::Path) {
     let b = std::fs::read(path).unwrap();
-    assert!(b.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", path.display());
+    assert!(
+        b.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
     assert_eq!(&b[12..16], b"IHDR");
     let width = u32::from_be_bytes(b[16..20].try_into().unwrap());
     let height = u32::from_be_bytes(b[20..24].try_into().unwrap());
-    assert!(width >= 800 && height >= 400, "{}: {width}x{height}", path.display());
-    assert!(b.len() > 3_000 && b.len() < 20_000_000, "{}: {} bytes", path.display(), b.len());
+    assert!(
+        width >= 800 && height >= 400,
+        "{}: {width}x{height}",
+        path.display()
+    );
+    assert!(
+        b.len() > 3_000 && b.len() < 20_000_000,
+        "{}: {} bytes",
+        path.display(),
+        b.len()
+    );
 }
 
 /// Every form control on the page has an accessible name; tables have header cells.
@@ -53,12 +66,29 @@ fn assert_accessible(b: &Browser, page: &str) {
 #[test]
 fn the_dashboard_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let s = LeaseServer::start(dir.path(), &dir.path().join("data"), "unknown_machines = \"discover\"", &[]);
+    let s = LeaseServer::start(
+        dir.path(),
+        &dir.path().join("data"),
+        "unknown_machines = \"discover\"",
+        &[],
+    );
     let api = s.server.http();
     let base = s.server.url.clone();
-    assert_eq!(api.json("POST", "/api/v1/profiles", json!({"name": "hadron", "install_disk": "/dev/vda"})).status, 201);
+    assert_eq!(
+        api.json(
+            "POST",
+            "/api/v1/profiles",
+            json!({"name": "hadron", "install_disk": "/dev/vda"})
+        )
+        .status,
+        201
+    );
     let hostile = "52:54:00:0c:ee:01";
-    let r = api.json("POST", "/api/v1/machines", json!({"mac": hostile, "hostname": "node-1", "profile": "hadron", "labels": {"note": XSS}}));
+    let r = api.json(
+        "POST",
+        "/api/v1/machines",
+        json!({"mac": hostile, "hostname": "node-1", "profile": "hadron", "labels": {"note": XSS}}),
+    );
     assert_eq!(r.status, 201, "{}", r.text);
 
     let b = Browser::start();
@@ -76,43 +106,72 @@ fn the_dashboard_in_a_real_browser() {
 
     // A machine appears by DHCP and shows as discovered, live.
     let mac = "52:54:00:0c:ee:02";
-    let pxe = [(60, b"PXEClient:Arch:00007:UNDI:003016".to_vec()), (93, vec![0, 7])];
+    let pxe = [
+        (60, b"PXEClient:Arch:00007:UNDI:003016".to_vec()),
+        (93, vec![0, 7]),
+    ];
     loopback_dhcp::discover(s.dhcp_port, mac, &pxe);
     b.wait_for(&row_state(mac, "discovered"));
-    assert_eq!(b.js("return window.__sameDocument;", vec![]), "yes", "no reload");
+    assert_eq!(
+        b.js("return window.__sameDocument;", vec![]),
+        "yes",
+        "no reload"
+    );
     assert_png(&b.screenshot("machines"));
 
     // The approve button moves it on (on screen and in the store).
     b.click(&format!("tr[data-mac=\"{mac}\"] button.approve"));
     b.wait_for(&row_state(mac, "registered"));
-    assert_eq!(api.get(&format!("/api/v1/machines/{mac}")).body["lifecycle"]["state"], "registered");
+    assert_eq!(
+        api.get(&format!("/api/v1/machines/{mac}")).body["lifecycle"]["state"],
+        "registered"
+    );
     assert_eq!(b.js("return window.__sameDocument;", vec![]), "yes");
 
     // The hostile label is text: no element made of it, no script run.
     b.type_into("#search", "onerror");
     b.wait_for(&format!("tr[data-mac=\"{hostile}\"]"));
-    let dom = b.js("return [document.querySelectorAll('main img').length, window.__xss === undefined];", vec![]);
+    let dom = b.js(
+        "return [document.querySelectorAll('main img').length, window.__xss === undefined];",
+        vec![],
+    );
     assert_eq!(dom, json!([0, true]));
 
     // The machine page: details, the boot decision and why, the timeline.
     b.js(&format!("location.hash = '#/machine/{hostile}'"), vec![]);
     b.wait_for("#decision[data-intent]");
     assert!(b.text("#details").contains(XSS), "{}", b.text("#details"));
-    assert_eq!(b.js("return [document.querySelectorAll('main img').length, window.__xss === undefined];", vec![]), json!([0, true]));
+    assert_eq!(
+        b.js(
+            "return [document.querySelectorAll('main img').length, window.__xss === undefined];",
+            vec![]
+        ),
+        json!([0, true])
+    );
     b.js(&format!("location.hash = '#/machine/{mac}'"), vec![]);
     b.wait_for("#decision[data-intent=\"install\"]");
-    assert!(b.text("#decision").contains("has no profile"), "{}", b.text("#decision"));
+    assert!(
+        b.text("#decision").contains("has no profile"),
+        "{}",
+        b.text("#decision")
+    );
     b.wait_for("#timeline li[data-type=\"operator\"]");
     assert_accessible(&b, "machine");
     assert_png(&b.screenshot("machine"));
 
     // CSV upload: a bad line is reported by number, nothing imported.
     b.js("location.hash = '#/import'", vec![]);
-    b.type_into("#csv-text", "52:54:00:0c:ee:10,good-host,hadron\nnot-a-mac,x,hadron\n");
+    b.type_into(
+        "#csv-text",
+        "52:54:00:0c:ee:10,good-host,hadron\nnot-a-mac,x,hadron\n",
+    );
     b.click("#import-submit");
     b.wait_for("#import-lines tbody tr");
     let lines = b.text("#import-lines");
-    assert!(lines.contains('2') && lines.to_lowercase().contains("mac"), "{lines}");
+    assert!(
+        lines.contains('2') && lines.to_lowercase().contains("mac"),
+        "{lines}"
+    );
     assert_eq!(api.get("/api/v1/machines/52:54:00:0c:ee:10").status, 404);
     assert_accessible(&b, "import");
     assert_png(&b.screenshot("import"));

@@ -127,7 +127,10 @@ impl Browser {
         );
         match found {
             Ok(e) => e,
-            Err(e) => panic!("{css} did not appear: {e}; page text:\n{}", self.text("body")),
+            Err(e) => panic!(
+                "{css} did not appear: {e}; page text:\n{}",
+                self.text("body")
+            ),
         }
     }
 

@@ -41,8 +41,9 @@ impl Observer for InventoryObserver {
             match holder {
                 Ok(Some(lease)) => {
                     let (mac, outcome) = (lease.mac, r.ending.label());
-                    if !crate::boot::plan::transfer_event_allowed(&app, mac, "tftp", &r.file, outcome)
-                    {
+                    if !crate::boot::plan::transfer_event_allowed(
+                        &app, mac, "tftp", &r.file, outcome,
+                    ) {
                         return;
                     }
                     let uki = match r.ending.label() {

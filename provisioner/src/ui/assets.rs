@@ -11,7 +11,11 @@ pub const LOGIN_HTML: &str = include_str!("../../ui/login.html");
 
 /// `(name, body, content type)` of every file under `/ui/static/`.
 const FILES: &[(&str, &str, &str)] = &[
-    ("style.css", include_str!("../../ui/style.css"), "text/css; charset=utf-8"),
+    (
+        "style.css",
+        include_str!("../../ui/style.css"),
+        "text/css; charset=utf-8",
+    ),
     ("app.js", include_str!("../../ui/app.js"), JS),
     ("api.js", include_str!("../../ui/api.js"), JS),
     ("machines.js", include_str!("../../ui/machines.js"), JS),
@@ -55,7 +59,10 @@ mod tests {
         for page in [super::APP_HTML, super::LOGIN_HTML] {
             for tag in page.split("<script").skip(1) {
                 let open = tag.split('>').next().unwrap();
-                assert!(open.contains("src="), "inline script in a page: <script{open}>");
+                assert!(
+                    open.contains("src="),
+                    "inline script in a page: <script{open}>"
+                );
             }
             let handler = page.split(" on").skip(1).find(|rest| {
                 let name: String = rest.chars().take_while(char::is_ascii_lowercase).collect();

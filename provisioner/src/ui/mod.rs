@@ -27,7 +27,8 @@ use crate::app::{now, App};
 use crate::http::ApiError;
 
 /// The Content-Security-Policy of every dashboard response.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The dashboard's routes (absolute paths, `/ui…`).
@@ -39,17 +40,28 @@ pub fn routes() -> Router<App> {
         .route("/ui/logout", axum::routing::post(login::logout))
         .route("/ui/session", get(session_info))
         .route("/ui/static/{file}", get(static_file))
-        .layer(axum::Extension(std::sync::Arc::new(login::Limiter::default())))
+        .layer(axum::Extension(std::sync::Arc::new(
+            login::Limiter::default(),
+        )))
         .layer(middleware::from_fn(security_headers))
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     resp
@@ -86,7 +98,9 @@ async fn session_info(State(app): State<App>, headers: HeaderMap) -> Result<Resp
 
 async fn static_file(Path(file): Path<String>) -> Response {
     match assets::get(&file) {
-        Some((body, content_type)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Some((body, content_type)) => {
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
         None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such dashboard file")
             .into_response(),
     }

@@ -85,7 +85,9 @@ pub async fn revoke(app: &App, secret: &str) -> Result<(), ApiError> {
 pub async fn valid(app: &App, secret: &str, t: Timestamp) -> Result<bool, ApiError> {
     let hash = hash_token(secret);
     let record = app.read(move |s| s.token(&hash)).await?;
-    Ok(matches!(record, Some(TokenRecord { role: TokenRole::Session { expires }, .. }) if expires > t))
+    Ok(
+        matches!(record, Some(TokenRecord { role: TokenRole::Session { expires }, .. }) if expires > t),
+    )
 }
 
 fn unauthorized(detail: &str) -> ApiError {
@@ -145,7 +147,9 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
             )),
         };
     }
-    let authority = origin.split_once("://").map(|(_, a)| a.trim_end_matches('/'));
+    let authority = origin
+        .split_once("://")
+        .map(|(_, a)| a.trim_end_matches('/'));
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     match (authority, host) {
         (Some(a), Some(h)) if a.eq_ignore_ascii_case(h) => Ok(()),
@@ -172,7 +176,10 @@ mod tests {
     fn the_cookie_is_found_among_others() {
         let h = headers(&[("cookie", "a=1; provisioner_session=abc ; b=2")]);
         assert_eq!(cookie(&h), Some("abc"));
-        assert_eq!(cookie(&headers(&[("cookie", "xprovisioner_session=1")])), None);
+        assert_eq!(
+            cookie(&headers(&[("cookie", "xprovisioner_session=1")])),
+            None
+        );
         assert_eq!(cookie(&HeaderMap::new()), None);
     }
 
@@ -183,16 +190,28 @@ mod tests {
         assert!(check_unsafe("s", &ok).is_ok());
         assert!(check_unsafe("other", &ok).is_err(), "bound to the session");
         assert!(check_unsafe("s", &headers(&[("host", "h")])).is_err());
-        let same = headers(&[("x-csrf-token", &csrf), ("host", "h:1"), ("origin", "http://h:1")]);
+        let same = headers(&[
+            ("x-csrf-token", &csrf),
+            ("host", "h:1"),
+            ("origin", "http://h:1"),
+        ]);
         assert!(check_unsafe("s", &same).is_ok());
         let null = |site: &str| {
-            headers(&[("x-csrf-token", &csrf), ("host", "h:1"), ("origin", "null"), ("sec-fetch-site", site)])
+            headers(&[
+                ("x-csrf-token", &csrf),
+                ("host", "h:1"),
+                ("origin", "null"),
+                ("sec-fetch-site", site),
+            ])
         };
         assert!(check_unsafe("s", &null("same-origin")).is_ok());
         assert!(check_unsafe("s", &null("cross-site")).is_err());
         for bad in ["http://evil:1", "http://h:2", "https://h:1.evil"] {
             let h = headers(&[("x-csrf-token", &csrf), ("host", "h:1"), ("origin", bad)]);
-            assert_eq!(check_unsafe("s", &h).unwrap_err().status, StatusCode::FORBIDDEN);
+            assert_eq!(
+                check_unsafe("s", &h).unwrap_err().status,
+                StatusCode::FORBIDDEN
+            );
         }
     }
 
