@@ -549,6 +549,17 @@ impl Store for EtcdStore {
         v.map(|v| decode("tokens", &v)).transpose()
     }
 
+    fn delete_token(&self, hash: &str) -> Result<()> {
+        let key = self.keys.token(hash);
+        self.conn.block(move |mut c| {
+            let key = key.clone();
+            async move {
+                c.delete(key, None).await?;
+                Ok(())
+            }
+        })
+    }
+
     fn has_operator_token(&self) -> Result<bool> {
         let tokens: Vec<TokenRecord> = self.table("tokens", "t")?;
         Ok(tokens.iter().any(|r| r.role == TokenRole::Operator))

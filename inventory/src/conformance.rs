@@ -471,6 +471,17 @@ pub fn tokens(s: Arc<dyn Store>) {
     let m = s.token("h-machine").unwrap().unwrap();
     assert_eq!(m.role, TokenRole::Machine { mac: mac(1) });
     assert!(s.token("h-other").unwrap().is_none());
+    // A session: stored with its expiry, gone after delete (logout); deleting twice is fine.
+    let session = TokenRole::Session {
+        expires: Timestamp(99),
+    };
+    s.put_token("h-session", &record(session.clone(), "ui"))
+        .unwrap();
+    assert_eq!(s.token("h-session").unwrap().unwrap().role, session);
+    s.delete_token("h-session").unwrap();
+    assert!(s.token("h-session").unwrap().is_none());
+    s.delete_token("h-session").unwrap();
+    assert!(s.token("h-op").unwrap().is_some(), "only that token went");
 }
 
 /// Log lines: numbered per machine, bounded per machine, resumable after a sequence number.

@@ -412,6 +412,11 @@ impl Store for MemoryStore {
         Ok(self.lock().tokens.get(hash).cloned())
     }
 
+    fn delete_token(&self, hash: &str) -> Result<()> {
+        self.lock().tokens.remove(hash);
+        Ok(())
+    }
+
     fn has_operator_token(&self) -> Result<bool> {
         let t = self.lock();
         Ok(t.tokens.values().any(|r| r.role == TokenRole::Operator))

@@ -661,6 +661,14 @@ impl Store for RedbStore {
         })
     }
 
+    fn delete_token(&self, hash: &str) -> Result<()> {
+        self.db.write(|db, group| {
+            let txn = group.begin(db)?;
+            txn.open_table(TOKENS).db()?.remove(hash).db()?;
+            group.commit(db, txn)
+        })
+    }
+
     fn has_operator_token(&self) -> Result<bool> {
         self.db.read(|db| {
             let txn = db.begin_read().db()?;

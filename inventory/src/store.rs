@@ -267,6 +267,9 @@ pub trait Store: Send + Sync + 'static {
     fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<()>;
     /// The token record stored under `hash` ([`crate::hash_token`] of the secret).
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Deletes the token record stored under `hash` (a dashboard logout); `Ok` also when
+    /// there was none.
+    fn delete_token(&self, hash: &str) -> Result<()>;
     /// Whether any operator token exists (first start creates one).
     fn has_operator_token(&self) -> Result<bool>;
 

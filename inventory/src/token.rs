@@ -17,6 +17,12 @@ pub enum TokenRole {
         /// The machine.
         mac: Mac,
     },
+    /// A dashboard login (`/ui`): operator rights until `expires`, checked on every use; the
+    /// secret is the session cookie's value, and logout deletes the record.
+    Session {
+        /// When the session stops being accepted.
+        expires: Timestamp,
+    },
 }
 
 /// A stored token, under the key [`hash_token`] gives.

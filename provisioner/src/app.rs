@@ -70,6 +70,9 @@ pub struct BootContext {
     /// The configured `db` certificates and the signature verdicts of stored UKIs: what
     /// profiles with `secure_boot` are checked against.
     pub signatures: crate::signatures::Signatures,
+    /// Whether the dashboard's session cookie is `Secure` (sent over HTTPS only): the TLS
+    /// listener (`tls.listen`) is on.
+    pub secure_cookies: bool,
 }
 
 /// Per-machine budgets of progress events: a burst of [`ProgressBudget::BURST`], then

@@ -15,8 +15,9 @@
 //! - [`dhcp`]: DHCP: classification, the sans-IO core, pools, replies, the tokio server.
 //! - [`dhcp6`]: DHCPv6: the `[dhcp6]` config and the tokio shell around `netboot_proto::dhcp6`.
 //! - [`api`]: the operator API under `/api/v1` (machines, profiles, events + SSE, assets, logs).
+//! - [`ui`]: the operator dashboard at `/ui`: login, sessions with CSRF checks, built-in pages.
 //! - [`http`]: what the API and boot endpoints share: JSON errors, extractors, the peer address.
-//! - [`router`]: the one axum router: `/api/v1`, boot endpoints, `/healthz`, `/metrics`.
+//! - [`router`]: the one axum router: `/api/v1`, boot endpoints, `/ui`, `/healthz`, `/metrics`.
 //! - [`import`]: CSV bulk-import parsing with per-line errors.
 //! - [`metrics`]: what `/metrics` shows, in prometheus-client counters, gauges and a histogram.
 //! - [`identity`]: who a request comes from, by the server's own evidence (leases, observed
@@ -77,4 +78,5 @@ pub mod tftp;
 pub mod tls_config;
 pub mod tls_material;
 pub mod tls_policy;
+pub mod ui;
 pub mod views;

@@ -24,6 +24,7 @@ pub fn router(app: App) -> Router {
         // The API description: no token (it holds no inventory).
         .route("/api/v1/openapi.json", get(crate::api::openapi::serve))
         .merge(crate::boot::routes())
+        .merge(crate::ui::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

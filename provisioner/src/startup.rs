@@ -222,6 +222,7 @@ pub async fn serve(args: ServeArgs, global: Global) -> anyhow::Result<()> {
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port()),
         signatures: crate::signatures::Signatures::new(cfg.db_certs.clone()),
+        secure_cookies: cfg.tls.listen.is_some(),
     };
     let app = {
         let store = store.clone();

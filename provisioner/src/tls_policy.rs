@@ -1,6 +1,6 @@
 //! `tls.require_for_secrets`: over plain HTTP, refuse what carries secrets — the operator API
 //! (its token travels in every request), the machines' API (tokens, the apiKey) and `/config`
-//! (the machine's enrollment token) — with 403 `https_required` naming the HTTPS URL to use.
+//! (the machine's enrollment token), and the dashboard (`/ui`: its login and session cookie) — with 403 `https_required` naming the HTTPS URL to use.
 //! Firmware-facing downloads (iPXE scripts, UKIs and their sections, GRUB configs), `/healthz`
 //! and `/metrics` stay on plain HTTP: Debian 12's iPXE and GRUB speak no HTTPS.
 
@@ -27,6 +27,8 @@ pub struct SecretsPolicy {
 pub fn carries_secrets(path: &str) -> bool {
     path == "/api/v1"
         || path.starts_with("/api/v1/")
+        || path == "/ui"
+        || path.starts_with("/ui/")
         || path == "/config"
         || path.starts_with("/config/")
 }

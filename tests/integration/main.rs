@@ -39,4 +39,7 @@ mod tftp_fifo;
 mod tftp_loss;
 mod tls;
 mod trusted_boot;
+mod ui;
+mod ui_session;
 mod uki;
+mod webdriver;

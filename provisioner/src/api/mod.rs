@@ -2,10 +2,12 @@
 //! per-machine logs. [`crate::router`] nests it beside the boot endpoints and the machines'
 //! own API ([`crate::boot`]) on one listener.
 //!
-//! Every `/api/v1` call needs `Authorization: Bearer <operator token>`. Errors are
+//! Every `/api/v1` call needs `Authorization: Bearer <operator token>`, or the dashboard's
+//! session cookie (with its CSRF header on writes: [`crate::ui::session`]). Errors are
 //! [`ApiError`]s: JSON `{"error": "<code>", "detail": "<what to fix>"}` with a matching status.
 
 pub mod assets;
+mod decision;
 mod events;
 mod leases;
 mod logs;
@@ -35,6 +37,7 @@ pub fn routes(app: App) -> Router<App> {
         .merge(assets::routes())
         .merge(logs::routes())
         .merge(leases::routes())
+        .merge(decision::routes())
         .route_layer(middleware::from_fn(strict_query))
         .layer(middleware::from_fn_with_state(app, require_operator))
 }
@@ -84,6 +87,12 @@ async fn require_operator(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    // No bearer token but a session cookie: the dashboard (its own checks, CSRF included).
+    if bearer_token(req.headers()).is_none() && crate::ui::session::cookie(req.headers()).is_some()
+    {
+        crate::ui::session::authorize(&app, req.method(), req.headers()).await?;
+        return Ok(next.run(req).await);
+    }
     let presented = bearer_token(req.headers()).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -38,6 +38,7 @@ fn app(store: Arc<dyn Store>, assets: &std::path::Path) -> App {
             poll: Duration::from_secs(10),
             syslog_port: None,
             signatures: Default::default(),
+            secure_cookies: false,
         },
     )
     .unwrap()

@@ -1,0 +1,91 @@
+//! `GET /api/v1/machines/{mac}/boot`: what the machine would boot now and why, from the same
+//! code every boot path asks ([`crate::boot_decision::decide`] and
+//! [`crate::boot::plan::install_problem`]), read-only: unlike a real boot it admits no
+//! newcomer and records nothing.
+//!
+//! `{"intent": "install" | "local_disk" | "hold" | "ignore", "reason": "…"}`; `reason` says why
+//! a machine is held, or (for `install`) what stops its installer from being served.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use boot_assets::parse_digest;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::boot::plan::{install_problem, BootView};
+use crate::boot_decision::{decide, Intent};
+use crate::http::ApiError;
+use inventory::Mac;
+
+pub fn routes() -> Router<App> {
+    Router::new().route("/machines/{mac}/boot", get(show))
+}
+
+/// The boot decision as the API shows it.
+#[derive(Serialize)]
+struct Decision {
+    /// `install`, `local_disk`, `hold` or `ignore`.
+    intent: &'static str,
+    /// Why it holds, or what keeps the installer from being served; absent when nothing does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn show(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Decision>, ApiError> {
+    let mac: Mac = mac.parse()?;
+    let machine = app.read(move |s| s.machine(mac)).await?;
+    let intent = decide(machine.as_ref(), app.boot.unknown);
+    let (intent, reason) = match intent {
+        Intent::LocalDisk => ("local_disk", None),
+        Intent::Ignore => ("ignore", None),
+        Intent::Hold { reason } => ("hold", Some(reason)),
+        Intent::Install => {
+            let view = install_view(&app, mac, machine).await?;
+            ("install", install_problem(&view))
+        }
+    };
+    Ok(Json(Decision { intent, reason }))
+}
+
+/// The machine's profile, its UKI and the Secure Boot verdict, as a boot would see them.
+async fn install_view(
+    app: &App,
+    mac: Mac,
+    machine: Option<inventory::Machine>,
+) -> Result<BootView, ApiError> {
+    let profile = match machine.as_ref().and_then(|m| m.spec.profile.clone()) {
+        Some(p) => app.read(move |s| s.profile(&p)).await?,
+        None => None,
+    };
+    let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
+        Some(d) => match (&app.boot.peer_assets, parse_digest(&d)) {
+            (Some(peers), Ok(hex)) => peers.describe(&hex).await,
+            _ => {
+                let assets = app.boot.assets.clone();
+                tokio::task::spawn_blocking(move || assets.get(&d).ok())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        },
+        None => None,
+    };
+    let refusal = match (&profile, &uki) {
+        (Some(p), Some(u)) if p.secure_boot => {
+            let sigs = &app.boot.signatures;
+            match sigs.verdict(&app.boot, u).await {
+                Ok(v) => sigs.refusal(&p.name, &u.digest, &v),
+                Err(e) => Some(format!("the UKI's signature could not be checked: {e}")),
+            }
+        }
+        _ => None,
+    };
+    Ok(BootView {
+        mac,
+        machine,
+        profile,
+        uki,
+        refusal,
+    })
+}
