@@ -189,11 +189,17 @@ fn dhclient_and_dhcpcd_get_addresses_the_reservation_holds_and_replies_are_durab
     // dhcpcd, one shot, DHCPv6 only, without waiting for a router advertisement.
     let conf = dir.path().join("dhcpcd.conf");
     std::fs::write(&conf, "noipv6rs\nia_na 1\n").unwrap();
+    // In a mount namespace of its own with an empty /var/lib/dhcpcd: no DUID or lease file
+    // from an earlier run (with its old lease, dhcpcd would only Confirm it, which makes no
+    // binding), and nothing written to the host's.
+    let script = format!(
+        "mkdir -p /var/lib/dhcpcd && mount -t tmpfs tmpfs /var/lib/dhcpcd && \
+         exec timeout 30 dhcpcd -6 -1 -B -f '{}' -c /bin/true vc2",
+        conf.display()
+    );
     let o = cli
-        .command("timeout")
-        .args(["30", "dhcpcd", "-6", "-1", "-B", "-f"])
-        .arg(&conf)
-        .args(["-c", "/bin/true", "vc2"])
+        .command("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
         .unwrap();
     let out = format!("{}{}", stdout(&o), stderr(&o));

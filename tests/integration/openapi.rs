@@ -385,6 +385,12 @@ fn exercise_machines(c: &mut Checker) {
     let t = "/api/v1/machines/{mac}";
     let r = c.op("GET", &format!("/api/v1/machines/{M1}"));
     assert_eq!(c.call("GET", t, r).0, 200);
+    let bt = "/api/v1/machines/{mac}/boot";
+    let r = c.op("GET", &format!("/api/v1/machines/{M1}/boot"));
+    let (status, decision) = c.call("GET", bt, r);
+    assert_eq!(status, 200, "{decision}");
+    let r = c.op("GET", "/api/v1/machines/not-a-mac/boot");
+    assert_eq!(c.call("GET", bt, r).0, 400);
     let r = c.op("GET", &format!("/api/v1/machines/{MISSING}"));
     assert_eq!(c.call("GET", t, r).0, 404);
     let r = c.op("GET", "/api/v1/machines/not-a-mac");

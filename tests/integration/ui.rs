@@ -117,7 +117,6 @@ fn the_dashboard_in_a_real_browser() {
         "yes",
         "no reload"
     );
-    assert_png(&b.screenshot("machines"));
 
     // The approve button moves it on (on screen and in the store).
     b.click(&format!("tr[data-mac=\"{mac}\"] button.approve"));
@@ -127,6 +126,45 @@ fn the_dashboard_in_a_real_browser() {
         "registered"
     );
     assert_eq!(b.js("return window.__sameDocument;", vec![]), "yes");
+
+    // A machine installs and registers through the machines' own API (its token, as its
+    // installer and the Kairos agent call it): the row follows each step without a reload.
+    let token = api.get(&format!("/api/v1/machines/{hostile}/token")).body["token"]
+        .as_str()
+        .expect("a machine token")
+        .to_string();
+    let node = |path: &str, body: serde_json::Value| {
+        let r = crate::harness::client_builder()
+            .build()
+            .unwrap()
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    };
+    node(
+        "/api/v1/nodes/progress",
+        json!({"state": "installing", "phase": "partition", "percent": 40, "message": "vda"}),
+    );
+    b.wait_for(&row_state(hostile, "installing"));
+    node("/api/v1/nodes/progress", json!({"state": "installed"}));
+    b.wait_for(&row_state(hostile, "installed"));
+    node(
+        "/api/v1/nodes/register",
+        json!({"registrationToken": token, "machineID": "0123456789abcdef", "hostname": "node-1",
+               "agentVersion": "v2.4", "bootState": "active_boot"}),
+    );
+    b.wait_for(&row_state(hostile, "ready"));
+    assert_eq!(b.js("return window.__sameDocument;", vec![]), "yes");
+    // More machines, so the table's screenshot shows a rack rather than a row.
+    let csv: String = (0x20..0x26)
+        .map(|i| format!("52:54:00:0c:ee:{i:02x},rack1-{i:02x},hadron\n"))
+        .collect();
+    assert_eq!(api.csv(format!("mac,hostname,profile\n{csv}")).status, 200);
+    b.wait_for(&row_state("52:54:00:0c:ee:25", "registered"));
+    assert_png(&b.screenshot("machines"));
 
     // The hostile label is text: no element made of it, no script run.
     b.type_into("#search", "onerror");
@@ -148,6 +186,8 @@ fn the_dashboard_in_a_real_browser() {
         ),
         json!([0, true])
     );
+    b.wait_for("#timeline li");
+    assert_png(&b.screenshot("machine-ready"));
     b.js(&format!("location.hash = '#/machine/{mac}'"), vec![]);
     b.wait_for("#decision[data-intent=\"install\"]");
     assert!(

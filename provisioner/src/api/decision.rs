@@ -23,16 +23,26 @@ pub fn routes() -> Router<App> {
 }
 
 /// The boot decision as the API shows it.
-#[derive(Serialize)]
-struct Decision {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Decision {
     /// `install`, `local_disk`, `hold` or `ignore`.
+    #[schema(value_type = String, pattern = "^(install|local_disk|hold|ignore)$")]
     intent: &'static str,
     /// Why it holds, or what keeps the installer from being served; absent when nothing does.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
 
-async fn show(State(app): State<App>, Path(mac): Path<String>) -> Result<Json<Decision>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/machines/{mac}/boot", tag = "machines",
+    security(("operator" = [])),
+    params(("mac" = String, Path, description = "The machine's MAC, `52:54:00:12:34:56`.")),
+    responses(
+        (status = 200, description = "What the machine would boot now, and why; read-only.", body = Decision),
+    ))]
+pub(super) async fn show(
+    State(app): State<App>,
+    Path(mac): Path<String>,
+) -> Result<Json<Decision>, ApiError> {
     let mac: Mac = mac.parse()?;
     let machine = app.read(move |s| s.machine(mac)).await?;
     let intent = decide(machine.as_ref(), app.boot.unknown);

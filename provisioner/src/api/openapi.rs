@@ -38,6 +38,7 @@ use crate::http::error::ErrorBody;
         super::machines::remove,
         super::machines::reprovision,
         super::machines::approve,
+        super::decision::show,
         super::profiles::list,
         super::profiles::create,
         super::profiles::show,
