@@ -272,9 +272,9 @@ fn an_expired_session_is_refused_and_sessions_survive_a_restart() {
 }
 
 #[test]
-fn the_event_stream_accepts_the_session() {
+fn the_event_stream_accepts_the_session_and_ends_with_it() {
     let s = Server::start();
-    let (cookie, _) = login(&client(), &s.url, &s.token());
+    let (cookie, csrf) = login(&client(), &s.url, &s.token());
     let c = client_builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -302,6 +302,26 @@ fn the_event_stream_accepts_the_session() {
         let n = r.read(&mut buf).unwrap();
         assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
+    }
+    // Logout ends the open stream too (re-checked every 2 s), not only new requests: a tab
+    // left open must not go on receiving the inventory's events.
+    let out = client()
+        .post(format!("{}/ui/logout", s.url))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let logged_out = Instant::now();
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => assert!(
+                logged_out.elapsed() < Duration::from_secs(10),
+                "the stream still sends 10 s after logout"
+            ),
+            Err(e) => panic!("the stream did not end after logout: {e}"),
+        }
     }
     // Without the cookie: 401.
     let r = c
@@ -342,4 +362,39 @@ fn dashboard_pages_carry_a_strict_csp() {
         .to_str()
         .unwrap()
         .starts_with("text/javascript"));
+}
+
+/// With TLS on, the session cookie is `Secure` and a browser drops it over `http://`: a login
+/// over plain HTTP is refused with the reason (no session made), and the login page says to
+/// use HTTPS before a token is typed; over HTTPS the same login works.
+#[test]
+fn with_tls_on_a_plain_http_login_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_in(&tmp.path().join("data"), &["--tls-listen", "127.0.0.1:0"]);
+    let c = client();
+    let page = c
+        .get(format!("{}/ui/login", s.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("TLS on"), "{page}");
+    let r = c
+        .post(format!("{}/ui/login", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", s.token()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().unwrap().contains("https://"));
+    let https = s.https.clone().expect("an https listening line");
+    let ca = std::fs::read(s.data_dir.join("tls/ca.pem")).unwrap();
+    let tls = client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let (cookie, _) = login(&tls, &https, &s.token());
+    assert!(!cookie.is_empty());
 }

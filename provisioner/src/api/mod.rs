@@ -91,7 +91,18 @@ async fn require_operator(
     if bearer_token(req.headers()).is_none() && crate::ui::session::cookie(req.headers()).is_some()
     {
         crate::ui::session::authorize(&app, req.method(), req.headers()).await?;
-        return Ok(next.run(req).await);
+        let secret = crate::ui::session::cookie(req.headers())
+            .unwrap_or_default()
+            .to_string();
+        let resp = next.run(req).await;
+        let streaming = resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        return Ok(match streaming {
+            true => crate::ui::session::end_with_session(app, secret, resp),
+            false => resp,
+        });
     }
     let presented = bearer_token(req.headers()).ok_or_else(|| {
             ApiError::new(

@@ -90,7 +90,7 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "The operator token, in <data-dir>/operator.token (`provisioner token`).",
+                        "The operator token, written on first start to <data-dir>/operator.token.",
                     ))
                     .build(),
             ),

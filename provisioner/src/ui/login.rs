@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::{assets, session};
 use crate::app::{now, App};
 use crate::http::ApiError;
+use crate::http_server::Secure;
 
 /// How long a failed login waits before it answers.
 pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
@@ -53,18 +54,36 @@ fn login_page(status: StatusCode, message: Option<&'static str>) -> Response {
     resp
 }
 
-/// `GET /ui/login`.
-pub async fn page() -> Response {
-    login_page(StatusCode::OK, None)
+/// Shown instead of accepting a token over plain HTTP when the server's TLS listener is on:
+/// its session cookie is `Secure`, which a browser drops over `http://`, so such a login could
+/// never work and would only have sent the token in the clear.
+const USE_HTTPS: &str = "This server has TLS on: its session cookie is sent only over HTTPS. \
+     Open the dashboard at https:// (the TLS listener's port, or tls.public_url).";
+
+/// Whether the request came over plain HTTP while the session cookie is `Secure`.
+fn plain_but_tls_on(app: &App, secure: Option<Extension<Secure>>) -> bool {
+    app.boot.secure_cookies && !secure.is_some_and(|Extension(s)| s.0)
+}
+
+/// `GET /ui/login`: the form; over plain HTTP with TLS on, with the notice to use HTTPS.
+pub async fn page(State(app): State<App>, secure: Option<Extension<Secure>>) -> Response {
+    match plain_but_tls_on(&app, secure) {
+        true => login_page(StatusCode::OK, Some(USE_HTTPS)),
+        false => login_page(StatusCode::OK, None),
+    }
 }
 
 /// `POST /ui/login`: a right operator token → a new session cookie and 303 to `/ui/`.
 pub async fn login(
     State(app): State<App>,
     Extension(limiter): Extension<Arc<Limiter>>,
+    secure: Option<Extension<Secure>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
+    if plain_but_tls_on(&app, secure) {
+        return Ok(login_page(StatusCode::FORBIDDEN, Some(USE_HTTPS)));
+    }
     if session::same_origin(&headers).is_err() {
         return Ok(login_page(
             StatusCode::FORBIDDEN,

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
 use inventory::{hash_token, Timestamp, TokenRecord, TokenRole};
 use subtle::ConstantTimeEq;
 
@@ -88,6 +89,28 @@ pub async fn valid(app: &App, secret: &str, t: Timestamp) -> Result<bool, ApiErr
     Ok(
         matches!(record, Some(TokenRecord { role: TokenRole::Session { expires }, .. }) if expires > t),
     )
+}
+
+/// How often an event stream opened with a session re-checks it.
+pub const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
+/// `resp` (an SSE stream opened with the session `secret`), ended when the session ends: the
+/// session is read again every [`STREAM_RECHECK`], and a logout, the expiry or a store that
+/// cannot answer closes the stream (a browser's EventSource then reconnects and is asked to log
+/// in). Without this, a tab left open after logout would go on receiving the inventory's events.
+pub fn end_with_session(app: App, secret: String, resp: Response) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = resp.into_parts();
+    let ended = async move {
+        loop {
+            tokio::time::sleep(STREAM_RECHECK).await;
+            if !matches!(valid(&app, &secret, now()).await, Ok(true)) {
+                break;
+            }
+        }
+    };
+    let body = body.into_data_stream().take_until(ended);
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 fn unauthorized(detail: &str) -> ApiError {
