@@ -9,7 +9,6 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use boot_assets::parse_digest;
 use serde::Serialize;
 
 use crate::app::App;
@@ -68,19 +67,7 @@ async fn install_view(
         Some(p) => app.read(move |s| s.profile(&p)).await?,
         None => None,
     };
-    let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
-        Some(d) => match (&app.boot.peer_assets, parse_digest(&d)) {
-            (Some(peers), Ok(hex)) => peers.describe(&hex).await,
-            _ => {
-                let assets = app.boot.assets.clone();
-                tokio::task::spawn_blocking(move || assets.get(&d).ok())
-                    .await
-                    .ok()
-                    .flatten()
-            }
-        },
-        None => None,
-    };
+    let uki = crate::boot::plan::profile_uki(app, profile.as_ref()).await;
     let refusal = match (&profile, &uki) {
         (Some(p), Some(u)) if p.secure_boot => {
             let sigs = &app.boot.signatures;

@@ -76,21 +76,7 @@ pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
         Some(p) if !local_disk => app.read(move |s| s.profile(&p)).await?,
         _ => None,
     };
-    let uki = match profile.as_ref().and_then(|p| p.uki.clone()) {
-        // Shared store: a UKI another server imported counts, and this server starts fetching
-        // it now, before the machine asks for it.
-        Some(d) => match (&app.boot.peer_assets, parse_digest(&d)) {
-            (Some(peers), Ok(hex)) => peers.describe(&hex).await,
-            _ => {
-                let assets = app.boot.assets.clone();
-                tokio::task::spawn_blocking(move || assets.get(&d).ok())
-                    .await
-                    .ok()
-                    .flatten()
-            }
-        },
-        None => None,
-    };
+    let uki = profile_uki(app, profile.as_ref()).await;
     let installs = decide(machine.as_ref(), policy) == Intent::Install;
     let refusal = match (&profile, &uki) {
         (Some(p), Some(u)) if installs && p.secure_boot => secure_boot(app, mac, p, u).await,
@@ -103,6 +89,23 @@ pub async fn load(app: &App, mac: Mac) -> inventory::Result<BootView> {
         uki,
         refusal,
     })
+}
+
+/// The UKI `profile` names, as the asset store describes it; `None` without a profile, a UKI,
+/// or an asset of that digest. Shared store: a UKI another server imported counts, and this
+/// server starts fetching it now, before the machine asks for it.
+pub async fn profile_uki(app: &App, profile: Option<&Profile>) -> Option<AssetMeta> {
+    let d = profile?.uki.clone()?;
+    match (&app.boot.peer_assets, parse_digest(&d)) {
+        (Some(peers), Ok(hex)) => peers.describe(&hex).await,
+        _ => {
+            let assets = app.boot.assets.clone();
+            tokio::task::spawn_blocking(move || assets.get(&d).ok())
+                .await
+                .ok()
+                .flatten()
+        }
+    }
 }
 
 /// Why `profile` (with `secure_boot`) may not boot `uki`, recorded as an event of `mac` (at
