@@ -257,6 +257,11 @@ pub trait Store: Send + Sync + 'static {
             "this store backend keeps no DHCPv6 leases".into(),
         ))
     }
+    /// The DHCPv6 lease of one address, active or not: the evidence that an IPv6 peer is the
+    /// machine the server bound it to. The default scans [`Store::leases6`]; errors as there.
+    fn lease6_by_ip(&self, ip: std::net::Ipv6Addr) -> Result<Option<crate::Lease6>> {
+        Ok(self.leases6()?.into_iter().find(|l| l.ip == ip))
+    }
     /// Whether other servers write this store too (etcd): then a server's in-memory pool does
     /// not know every binding, and DHCP asks [`Store::lease_by_mac`] before it offers.
     fn is_shared(&self) -> bool {
