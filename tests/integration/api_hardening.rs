@@ -126,3 +126,53 @@ fn inventory_database_is_private() {
         s.log()
     );
 }
+
+/// Wrong operator tokens: each is logged (never the token), beyond a burst of 20 they answer 429
+/// naming what to do, and the operator's own token still passes; API answers are not cached.
+#[test]
+fn wrong_operator_tokens_are_limited_and_logged_and_answers_not_cached() {
+    let server = Server::start();
+    let api = server.http();
+    let anon = api.without_token();
+    let guess = |n: usize| {
+        anon.send(
+            anon.request("GET", "/api/v1/machines")
+                .header("authorization", format!("Bearer wrong-guess-{n}")),
+        )
+    };
+    let statuses: Vec<u16> = (0..25).map(|n| guess(n).status).collect();
+    assert!(
+        statuses[..20].iter().all(|s| *s == 401),
+        "the first 20 failures answer 401: {statuses:?}"
+    );
+    assert_eq!(statuses[24], 429, "failures beyond the burst: {statuses:?}");
+    let limited = guess(99);
+    assert_eq!(
+        limited.body["error"], "too_many_failures",
+        "{}",
+        limited.text
+    );
+    assert!(limited.text.contains("operator.token"), "{}", limited.text);
+    // The right token is never limited.
+    let r = api.send(api.request("GET", "/api/v1/machines"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let resp = api
+        .request("GET", "/api/v1/machines")
+        .send()
+        .expect("request sent");
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
+    let log = server.log();
+    assert!(
+        log.matches("operator token not recognised").count() >= 20,
+        "failures are logged:\n{log}"
+    );
+    assert!(
+        !log.contains("wrong-guess-"),
+        "a token reached the log:\n{log}"
+    );
+}

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::app::App;
-use crate::boot::plan::{install_problem, BootView};
+use crate::boot::plan::{install_problem, secure_boot_refusal, BootView};
 use crate::boot_decision::{decide, Intent};
 use crate::http::ApiError;
 use inventory::Mac;
@@ -69,13 +69,7 @@ async fn install_view(
     };
     let uki = crate::boot::plan::profile_uki(app, profile.as_ref()).await;
     let refusal = match (&profile, &uki) {
-        (Some(p), Some(u)) if p.secure_boot => {
-            let sigs = &app.boot.signatures;
-            match sigs.verdict(&app.boot, u).await {
-                Ok(v) => sigs.refusal(&p.name, &u.digest, &v),
-                Err(e) => Some(format!("the UKI's signature could not be checked: {e}")),
-            }
-        }
+        (Some(p), Some(u)) => secure_boot_refusal(app, p, u).await,
         _ => None,
     };
     Ok(BootView {

@@ -40,6 +40,20 @@ pub fn routes(app: App) -> Router<App> {
         .merge(decision::routes())
         .route_layer(middleware::from_fn(strict_query))
         .layer(middleware::from_fn_with_state(app, require_operator))
+        .layer(axum::Extension(std::sync::Arc::new(
+            crate::ui::login::Limiter::default(),
+        )))
+        .layer(middleware::from_fn(no_store))
+}
+
+/// Every API answer carries `Cache-Control: no-store`: inventory data, tokens in configs and
+/// boot decisions must not sit in a browser's or a proxy's cache.
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Operator routes that take query parameters (each checks its own, strictly); every other
@@ -115,10 +129,26 @@ async fn require_operator(
     let record = app.read(move |s| s.token(&hash)).await?;
     match record {
         Some(r) if r.role == TokenRole::Operator => Ok(next.run(req).await),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "token not recognised",
-        )),
+        _ => {
+            // Wrong tokens beyond a burst (20, then 30 a minute, process-wide) answer 429 without
+            // a store read's worth of difference; the operator's own token always passes.
+            let allowed = req
+                .extensions()
+                .get::<std::sync::Arc<crate::ui::login::Limiter>>()
+                .is_none_or(|l| l.failure_allowed(crate::app::now()));
+            if !allowed {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_failures",
+                    "too many requests with a wrong operator token; wait a minute, then use the token in <data-dir>/operator.token",
+                ));
+            }
+            tracing::warn!(path = %req.uri().path(), "API request refused: operator token not recognised");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "token not recognised",
+            ))
+        }
     }
 }

@@ -164,6 +164,11 @@ fn add_common_responses(method: &str, op: &mut Value) {
              operation does not take.",
         ));
         common.push(("401", "Missing or unknown operator token (`unauthorized`)."));
+        common.push((
+            "429",
+            "Too many requests with a wrong operator token (`too_many_failures`): more than 20, \
+             then 30 a minute, per server.",
+        ));
     }
     if machine {
         common.push(("401", "Missing or unknown machine token (`unauthorized`)."));
@@ -252,7 +257,7 @@ mod tests {
             assert!(d["components"]["securitySchemes"].get(s).is_some(), "{s}");
         }
         let op = &d["paths"]["/api/v1/machines/{mac}"]["delete"];
-        for status in ["204", "401", "404", "500", "507"] {
+        for status in ["204", "401", "404", "429", "500", "507"] {
             assert!(op["responses"].get(status).is_some(), "{status}: {op}");
         }
     }

@@ -112,17 +112,26 @@ pub async fn profile_uki(app: &App, profile: Option<&Profile>) -> Option<AssetMe
 /// most once a minute): the configuration may have changed since the profile was saved (other
 /// db certificates), so every boot checks. The verdict is cached per digest.
 async fn secure_boot(app: &App, mac: Mac, profile: &Profile, uki: &AssetMeta) -> Option<String> {
-    let sigs = &app.boot.signatures;
-    let why = match sigs.verdict(&app.boot, uki).await {
-        Ok(v) => sigs.refusal(&profile.name, &uki.digest, &v)?,
-        Err(e) => format!(
-            "profile {}: secure_boot is on but the signature of UKI {} could not be checked: {e}",
-            profile.name, uki.digest
-        ),
-    };
+    let why = secure_boot_refusal(app, profile, uki).await?;
     let message = format!("UKI not served: {why}");
     note_limited(app, mac, EventKind::Note { message }).await;
     Some(why)
+}
+
+/// Why `profile` may not boot `uki` under its `secure_boot` setting, without recording anything
+/// (the boot decision endpoint asks this too); `None`: it may, or `secure_boot` is off.
+pub async fn secure_boot_refusal(app: &App, profile: &Profile, uki: &AssetMeta) -> Option<String> {
+    if !profile.secure_boot {
+        return None;
+    }
+    let sigs = &app.boot.signatures;
+    match sigs.verdict(&app.boot, uki).await {
+        Ok(v) => sigs.refusal(&profile.name, &uki.digest, &v),
+        Err(e) => Some(format!(
+            "profile {}: secure_boot is on but the signature of UKI {} could not be checked: {e}",
+            profile.name, uki.digest
+        )),
+    }
 }
 
 /// Why an installer cannot be served (shown on the console, the machine keeps polling).

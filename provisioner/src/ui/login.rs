@@ -35,6 +35,16 @@ impl Default for Limiter {
     }
 }
 
+impl Limiter {
+    /// Counts one failure at `now`; `false` once the failures exceed the burst and the rate.
+    pub fn failure_allowed(&self, now: inventory::Timestamp) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(now)
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LoginForm {
     token: String,
@@ -93,7 +103,11 @@ pub async fn login(
     let hash = hash_token(form.token.trim());
     let record = app.read(move |s| s.token(&hash)).await?;
     if !matches!(record, Some(r) if r.role == TokenRole::Operator) {
-        let allowed = limiter.0.lock().unwrap().take(now());
+        let allowed = limiter.failure_allowed(now());
+        if allowed {
+            // Logged while within the limit only, so a flood of guesses cannot flood the log.
+            tracing::warn!("dashboard login refused: wrong token");
+        }
         tokio::time::sleep(FAILURE_DELAY).await;
         if !allowed {
             return Ok(login_page(
