@@ -63,12 +63,20 @@ trial() {
   rm -f "$W"/dl/*
   t0=$(date +%s.%N)
   for i in $(seq "$conc"); do client "$port" "$file" "$W/dl/$i" "$profile" & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p" || fails=$((fails + 1)); done
+  # A failed client's exit code is what tells why (curl 7.88 prints "getpeername() failed" for
+  # every TFTP error; 68 = ERROR 1, 69 = ERROR 2, 71 = another ERROR, 124 = timed out).
+  local codes=()
+  for p in "${pids[@]}"; do
+    wait "$p" && continue
+    local rc=$?
+    fails=$((fails + 1))
+    codes+=("$rc")
+  done
   t1=$(date +%s.%N)
   local want=$((size * 1048576)) ok=0
   for i in $(seq "$conc"); do [ "$(stat -c %s "$W/dl/$i" 2>/dev/null || echo 0)" = "$want" ] && ok=$((ok + 1)); done
   cmp -s "$W/dl/1" "$W/root/$file" || { echo "port $port $profile: download differs from the source" >&2; exit 1; }
-  [ "$fails" -eq 0 ] && [ "$ok" -eq "$conc" ] || echo "port $port $profile ${size}M x$conc: $fails failed, $ok complete" >&2
+  [ "$fails" -eq 0 ] && [ "$ok" -eq "$conc" ] || echo "port $port $profile ${size}M x$conc: $fails failed (exit codes: ${codes[*]:-none}), $ok complete" >&2
   echo "$t0 $t1 $ok $want" | awk '{printf "%.1f", $3 * $4 / ($2 - $1) / 1e6}'
 }
 

@@ -36,6 +36,7 @@ mod templates;
 mod tftp;
 mod tftp_duplicates;
 mod tftp_fifo;
+mod tftp_load;
 mod tftp_loss;
 mod tls;
 mod trusted_boot;

@@ -324,8 +324,8 @@ impl Transfer {
     /// Advances the transfer by one datagram or timeout at `now`. An ACK moves the window on (a
     /// duplicate or stale one changes nothing), an ERROR ends it, another opcode ends it with ERROR
     /// 4, junk is ignored; a timeout resends the OACK or the unacknowledged blocks, with backoff,
-    /// until [`Limits::max_retries`] is exceeded. Once finished, every call answers
-    /// [`Next::Done`] with nothing to send.
+    /// until [`Limits::max_retries`] is exceeded, then ends sending nothing. Once finished,
+    /// every call answers [`Next::Done`] with nothing to send.
     pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Step {
         if self.phase == Phase::Finished {
             return Step {
@@ -398,8 +398,11 @@ impl Transfer {
             self.full_retries += 1;
         }
         if self.full_retries > self.max_retries {
-            let err = packet::error(ErrorCode::NotDefined, "timed out waiting for ACK");
-            return self.finish(vec![Send::Packet(err)], Outcome::TimedOut);
+            // Nothing is sent on giving up (tftpd-hpa sends nothing either): the
+            // client has been silent through the whole backoff, so its port may have been
+            // closed and handed to another program, and curl before 8.17 takes any datagram on
+            // its port as its server's (issue 19 item 5).
+            return self.finish(vec![], Outcome::TimedOut);
         }
         self.retries += 1;
         self.window_clean = false;

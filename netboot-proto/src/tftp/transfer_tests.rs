@@ -175,8 +175,8 @@ fn timeouts_retransmit_the_window_then_give_up() {
     let s = t.handle(Input::Timeout, t0 + Duration::from_secs(7));
     assert_eq!(s.next, Next::Done(Outcome::TimedOut));
     assert!(
-        matches!(&s.send[..], [Send::Packet(p)] if p[3] == 0),
-        "ERROR 0 tells the client"
+        s.send.is_empty(),
+        "no ERROR after minutes of silence: the port may be another program's by now"
     );
 }
 

@@ -154,10 +154,12 @@ pub async fn run(
             arrival.peer,
             &buf[..n],
             shared.settings.max_per_client,
+            Instant::now().into_std(),
         );
         match admitted {
             Admit::Start => {}
-            // The running transfer's retransmission answers a resent request.
+            // The running transfer's retransmission answers a resent request; one that ended
+            // a moment ago has answered it (see `clients`).
             Admit::Duplicate => {
                 shared.metrics.duplicates.inc();
                 continue;
@@ -170,11 +172,12 @@ pub async fn run(
             }
         }
         let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
-            shared
-                .clients
-                .lock()
-                .unwrap()
-                .release(arrival.peer, &buf[..n]);
+            shared.clients.lock().unwrap().release(
+                arrival.peer,
+                &buf[..n],
+                Instant::now().into_std(),
+                false,
+            );
             shared.metrics.busy.inc();
             continue;
         };
@@ -195,11 +198,17 @@ pub async fn run(
             shared.metrics.finished(ending.label(), bytes, retransmits);
             shared.metrics.active.dec();
             drop(permit);
-            shared
-                .clients
-                .lock()
-                .unwrap()
-                .release(arrival.peer, &request);
+            // Ended by itself: a resend of this request still in our queue is no new transfer.
+            let hold = matches!(
+                ending,
+                Ending::Finished(Outcome::Complete | Outcome::TimedOut) | Ending::ClientGone(_)
+            );
+            shared.clients.lock().unwrap().release(
+                arrival.peer,
+                &request,
+                Instant::now().into_std(),
+                hold,
+            );
             let report = Report {
                 client: arrival.peer,
                 file: req.filename.clone(),
