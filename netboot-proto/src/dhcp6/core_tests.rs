@@ -465,7 +465,7 @@ fn assert_edk2_accepts(bytes: &[u8], advertise: bool) {
     // Option 59 last: edk2 measures the URL with AsciiStrLen up to the next NUL.
     assert_eq!(codes.last(), Some(&59), "{codes:?}");
     assert_eq!(codes.iter().filter(|c| **c == 59).count(), 1);
-    let url = std::str::from_utf8(&opts.last().unwrap().1).unwrap();
+    let url = std::str::from_utf8(opts.last().unwrap().1).unwrap();
     assert!(url.starts_with("http://[2001:2::1]:8080/"), "{url}");
     assert!(!url.contains('\0'));
     // Option 16: length >= 16 and "HTTPClient" at offset 6 (or it is no HTTP offer).
