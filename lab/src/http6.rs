@@ -1,13 +1,18 @@
 //! The `uefi-http6` path: OVMF's own HTTP boot over IPv6 (see `lab/IPV6-HTTP-BOOT.md` for what
 //! the firmware accepts, packet by packet).
 //!
-//! The DHCPv6 server is, until the provisioner has one, a **reference**: Debian's
-//! `kea-dhcp6` (`lab run --firmware uefi-http6 --dhcp6-reference kea`), configured here from typed
-//! values: IA_NA from [`POOL`], per machine (Kea host reservation by the client's DUID: with an
-//! SMBIOS UUID, as the lab's VMs have, OVMF sends a DUID-UUID, see [`duid_uuid`]) option 59 = the provisioner's `/boot/efi?mac=…` on [`SERVER_IP6`], option 16
-//! in the RFC 8415 form edk2 checks ([`vendor_class_http_client`]), option 7 = 255 (OVMF then
-//! requests at once instead of collecting Advertises for 4 s). dnsmasq sends router
-//! advertisements for the /64 (no DHCPv6 from it): without them OVMF waits 10 s for a route.
+//! The DHCPv6 server is the **provisioner's own** `[dhcp6]` ([`provisioner_dhcp6_toml`]):
+//! stateful on the lab bridge, addresses from [`POOL`], the per-machine URL as the server builds
+//! it (`http://[2001:2::1]:8080/boot/efi?mac=…`, option 59 last, option 16 in the form edk2
+//! checks, option 7 = 255 in the Advertise). OVMF's client ID is a DUID-UUID ([`duid_uuid`]), so
+//! the server knows the machine by the EUI-64 of its link-local source.
+//!
+//! With `--dhcp6-reference kea` it is instead Debian's `kea-dhcp6`, configured here from typed
+//! values: IA_NA from [`POOL`], per machine (Kea host reservation by the client's DUID) option
+//! 59 = the provisioner's `/boot/efi?mac=…` on [`SERVER_IP6`], option 16 in the RFC 8415 form
+//! edk2 checks ([`vendor_class_http_client`]), option 7 = 255 (OVMF then requests at once
+//! instead of collecting Advertises for 4 s). Either way dnsmasq sends router advertisements
+//! for the /64 (no DHCPv6 from it): without them OVMF waits 10 s for a route.
 //!
 //! OVMF tries `UEFI HTTPv4` before `UEFI HTTPv6` (the fw_cfg switches only govern PXE), and the
 //! provisioner answers HTTP boot over IPv4: so for a `uefi-http6` VM the lab resets its IPv4
@@ -30,14 +35,14 @@ use crate::vm::Firmware;
 pub const SERVER_IP6: &str = "2001:2::1";
 /// The lab link's prefix.
 pub const PREFIX6: &str = "2001:2::/64";
-/// Addresses Kea hands out.
+/// Addresses the DHCPv6 server (the provisioner's or Kea) hands out.
 pub const POOL: &str = "2001:2::1000-2001:2::1fff";
 /// edk2's enterprise number for HTTP boot (`HTTP_BOOT_DHCP6_ENTERPRISE_NUM`, Intel's 343).
 pub const HTTP_BOOT_ENTERPRISE: u32 = 343;
 /// The console line with which OVMF starts its IPv6 HTTP boot attempt.
 pub const HTTP6_START: &str = "Start HTTP Boot over IPv6";
 
-/// Which DHCPv6 server answers `uefi-http6` VMs.
+/// A reference DHCPv6 server to answer `uefi-http6` VMs instead of the provisioner's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dhcp6Reference {
@@ -243,8 +248,35 @@ pub fn kea_config(iface: &str, machines: &[(String, String)], log: &Path) -> Str
     serde_json::to_string_pretty(&cfg).expect("plain data")
 }
 
-/// The run's `uefi-http6` VMs by index; an error when they have no DHCPv6 server or the run
-/// has options this path does not support.
+/// The provisioner's `[dhcp6]` section (TOML) for a `uefi-http6` run: stateful on `iface`,
+/// our address [`SERVER_IP6`], the range [`POOL`], `unknown_machines` as the `[dhcp]` section's.
+pub fn provisioner_dhcp6_toml(iface: &str, unknown: &str) -> String {
+    #[derive(Serialize)]
+    struct File<'a> {
+        dhcp6: Section<'a>,
+    }
+    #[derive(Serialize)]
+    struct Section<'a> {
+        mode: &'a str,
+        interface: &'a str,
+        server_address: &'a str,
+        range: &'a str,
+        unknown_machines: &'a str,
+    }
+    let file = File {
+        dhcp6: Section {
+            mode: "stateful",
+            interface: iface,
+            server_address: SERVER_IP6,
+            range: POOL,
+            unknown_machines: unknown,
+        },
+    };
+    toml::to_string(&file).expect("plain data")
+}
+
+/// The run's `uefi-http6` VMs by index; an error when the run has options this path does not
+/// support.
 pub fn vms(opts: &crate::scenario::RunOpts) -> anyhow::Result<Vec<usize>> {
     let idx: Vec<usize> = (opts.firmware.iter().enumerate())
         .filter(|(_, f)| **f == Firmware::UefiHttp6)
@@ -253,10 +285,6 @@ pub fn vms(opts: &crate::scenario::RunOpts) -> anyhow::Result<Vec<usize>> {
     if idx.is_empty() {
         return Ok(idx);
     }
-    anyhow::ensure!(
-        opts.dhcp6_reference.is_some(),
-        "uefi-http6 needs a DHCPv6 server and the provisioner has none yet: add --dhcp6-reference kea"
-    );
     anyhow::ensure!(
         !opts.ha && opts.impair.is_none() && opts.dhcp == DhcpMode::Full,
         "uefi-http6 runs without --ha, --impair and --dhcp proxy"
@@ -279,8 +307,7 @@ pub fn start_reference(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut kea = start_kea(topo, work, &machines)?;
-    let macs: Vec<String> = vms.iter().map(|&i| mac_for(i)).collect();
-    match Http4Gate::close(topo, &macs, HTTP_PORT) {
+    match close_http4(topo, vms) {
         Ok(gate) => Ok((kea, gate)),
         Err(e) => {
             let _ = kea.kill();
@@ -288,6 +315,12 @@ pub fn start_reference(
             Err(e)
         }
     }
+}
+
+/// The closed [`Http4Gate`] for the VMs `vms` (indices; their MACs are [`mac_for`]'s).
+pub fn close_http4(topo: &Topology, vms: &[usize]) -> anyhow::Result<Http4Gate> {
+    let macs: Vec<String> = vms.iter().map(|&i| mac_for(i)).collect();
+    Http4Gate::close(topo, &macs, HTTP_PORT)
 }
 
 /// Starts `kea-dhcp6` in the lab namespace for `machines` (DUID, boot URL); returns the child
@@ -409,6 +442,19 @@ mod tests {
         // edk2 (HttpBootDhcp6.c): length >= 16 and "HTTPClient" at offset 6.
         assert!(v.len() >= 16);
         assert_eq!(&v[6..16], b"HTTPClient");
+    }
+
+    #[test]
+    fn the_provisioners_dhcp6_section_is_stateful_on_the_bridge() {
+        let text = provisioner_dhcp6_toml("br0", "ignore");
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        let d = v["dhcp6"].as_table().unwrap();
+        assert_eq!(d["mode"].as_str(), Some("stateful"));
+        assert_eq!(d["interface"].as_str(), Some("br0"));
+        assert_eq!(d["server_address"].as_str(), Some(SERVER_IP6));
+        assert_eq!(d["range"].as_str(), Some("2001:2::1000-2001:2::1fff"));
+        assert_eq!(d["unknown_machines"].as_str(), Some("ignore"));
+        assert_eq!(d.len(), 5, "{text}");
     }
 
     #[test]

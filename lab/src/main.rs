@@ -15,7 +15,7 @@ use lab::vm::Firmware;
 #[command(
     name = "lab",
     about = "QEMU VMs (OVMF/SeaBIOS + iPXE) that netboot through the provisioner in isolated network namespaces",
-    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --firmware uefi-http-sb,uefi-pxe-sb\n  lab run --firmware uefi-pxe-sb --unsigned-uki --vm-timeout 90\n  lab run --machines 2 --ha\n  lab run --firmware uefi-pxe --impair loss=10,delay=50ms,jitter=25ms\n  lab run --firmware uefi-http6 --dhcp6-reference kea\n\n\
+    after_help = "Examples:\n  sudo lab setup\n  cargo run --release -p lab -- demo --machines 2\n  lab demo --firmware uefi-ipxe,bios-ipxe --dhcp proxy\n  lab run --firmware uefi-http --json\n  lab run --firmware uefi-grub\n  lab run --firmware uefi-http-sb,uefi-pxe-sb\n  lab run --firmware uefi-pxe-sb --unsigned-uki --vm-timeout 90\n  lab run --machines 2 --ha\n  lab run --firmware uefi-pxe --impair loss=10,delay=50ms,jitter=25ms\n  lab run --firmware uefi-http6\n  lab run --firmware uefi-http6 --dhcp6-reference kea\n\n\
 Everything runs in namespaces with random names on 198.18.0.0/24, never connected to the host network."
 )]
 struct Cli {
@@ -86,8 +86,9 @@ struct RunArgs {
     /// ("Access Denied" on the console, `console.firmware_refused` in the outcome).
     #[arg(long)]
     unsigned_uki: bool,
-    /// The DHCPv6 server for `uefi-http6` VMs (OVMF HTTP boot over IPv6) until the provisioner
-    /// has one: `kea` (Debian's kea-dhcp6, configured by the lab). See lab/IPV6-HTTP-BOOT.md.
+    /// Boot `uefi-http6` VMs (OVMF HTTP boot over IPv6) against a reference DHCPv6 server
+    /// instead of the provisioner's own `[dhcp6]`: `kea` (Debian's kea-dhcp6, configured by the
+    /// lab). See lab/IPV6-HTTP-BOOT.md.
     #[arg(long, value_enum, value_name = "SERVER")]
     dhcp6_reference: Option<lab::http6::Dhcp6Reference>,
 }

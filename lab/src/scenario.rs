@@ -66,8 +66,8 @@ pub struct RunOpts {
     pub tpm: bool,
     /// Serve the installer UKI unsigned even to Secure Boot VMs (their firmware must refuse it).
     pub unsigned_uki: bool,
-    /// The DHCPv6 server `uefi-http6` VMs boot against (see [`crate::http6`]); required when
-    /// there is one, until the provisioner answers DHCPv6.
+    /// A reference DHCPv6 server for the `uefi-http6` VMs (see [`crate::http6`]); `None`: the
+    /// provisioner's own `[dhcp6]` answers them.
     pub dhcp6_reference: Option<crate::http6::Dhcp6Reference>,
 }
 
@@ -136,9 +136,11 @@ pub struct Lab {
     token_dir: PathBuf,
     /// More TOML for the (single) server: `[boot_tls]` for `uefi-https`.
     server_extra: String,
-    /// `uefi-http6` VMs in the run: the provisioner's HTTP listens on `[::]` (IPv4 too), Kea
-    /// answers DHCPv6, dnsmasq only sends router advertisements.
+    /// `uefi-http6` VMs in the run: the provisioner's HTTP listens on `[::]` (IPv4 too), dnsmasq
+    /// only sends router advertisements, and the provisioner (or Kea) answers DHCPv6.
     http6: bool,
+    /// The provisioner serves DHCPv6 on the bridge (`uefi-http6` without a reference server).
+    dhcp6: bool,
 }
 
 /// One `provisioner serve` of the run.
@@ -248,9 +250,13 @@ impl Lab {
             true => "[::]",
             false => ip,
         };
+        let dhcp6_section = match self.dhcp6 {
+            true => crate::http6::provisioner_dhcp6_toml(iface, unknown),
+            false => String::new(),
+        };
         let cfg = format!(
             "data_dir = \"{}\"\n[http]\nlisten = \"{http_ip}:{HTTP_PORT}\"\n[tftp]\nlisten = \"{ip}:69\"\n\
-             root = \"{}\"\n[syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}",
+             root = \"{}\"\n[syslog]\nlisten = \"{ip}:514\"\n[boot]\npoll_interval = \"3s\"\n[log]\nformat = \"json\"\n{}{dhcp_section}{dhcp6_section}",
             data.display(),
             tftp_root(&self.work).display(),
             at.extra
@@ -314,7 +320,7 @@ impl Lab {
             ])
             .arg("--enable-ra")
             .args(match self.http6 {
-                // Kea is the DHCPv6 server (crate::http6): router advertisements only.
+                // The provisioner or Kea is the DHCPv6 server (crate::http6): RAs only.
                 true => vec!["--dhcp-range=2001:2::,ra-only,64"],
                 false => vec![
                     "--dhcp-range=2001:2::1000,2001:2::1fff,64,1h",
@@ -554,16 +560,25 @@ pub fn run(opts: &RunOpts, progress: Progress<'_>) -> anyhow::Result<Outcome> {
             false => String::new(),
         } + &db_certs,
         http6: !http6_vms.is_empty(),
+        dhcp6: !http6_vms.is_empty() && opts.dhcp6_reference.is_none(),
     };
     lab.start_helpers(opts.dhcp, opts.router_advertisements)?;
-    let http4_gate = match lab.http6 {
-        true => {
+    let http4_gate = match (lab.http6, opts.dhcp6_reference) {
+        (true, Some(crate::http6::Dhcp6Reference::Kea)) => {
             let (kea, gate) = crate::http6::start_reference(&lab.topo, &opts.work, &http6_vms)?;
             lab.helpers.push(kea);
             progress("lab", "kea-dhcp6 answers DHCPv6 (the uefi-http6 reference)");
             Some(gate)
         }
-        false => None,
+        (true, None) => {
+            let gate = crate::http6::close_http4(&lab.topo, &http6_vms)?;
+            progress(
+                "lab",
+                "the provisioner answers DHCPv6 (stateful, 2001:2::/64)",
+            );
+            Some(gate)
+        }
+        (false, _) => None,
     };
     if opts.capture {
         lab.start_capture()?;

@@ -52,8 +52,8 @@ pub enum Firmware {
     /// the firmware trusts the lab's CA through fw_cfg `etc/edk2/https/cacerts`.
     UefiHttps,
     /// OVMF HTTP boot over IPv6: DHCPv6 hands out the UKI's URL on [2001:2::1] (see
-    /// [`crate::http6`] and `lab/IPV6-HTTP-BOOT.md`); needs `--dhcp6-reference kea` until the
-    /// provisioner answers DHCPv6.
+    /// [`crate::http6`] and `lab/IPV6-HTTP-BOOT.md`): the provisioner's own `[dhcp6]`, or Kea
+    /// with `--dhcp6-reference kea`.
     UefiHttp6,
 }
 

@@ -5,6 +5,9 @@
 //! server believes an address belongs to machine V only when it has evidence of its own:
 //!
 //! - **a lease it granted** to V's MAC (full DHCP mode, direct or relayed), while it is active;
+//!   for an IPv6 peer, the DHCPv6 lease of that address, active and bound to V's MAC (the MAC
+//!   the DHCPv6 core derived from the client's DUID-LL/LLT, relay option 79 or EUI-64
+//!   link-local source; a lease whose MAC it could not tell is no evidence of any machine);
 //! - **a binding it observed** (proxy mode): V's chaddr asked the site's DHCP server for that
 //!   address in a REQUEST we saw (option 50), or sent our PXE boot-server port a REQUEST from it
 //!   (`ciaddr`); it counts for [`OBSERVED_BINDING_TTL`], as the site's lease time is not ours to
@@ -18,9 +21,9 @@
 //! it never changes what the server believes about a machine: no `booting` step, no recorded
 //! address, no log lines filed under it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use inventory::{Lease, Mac, State, Store, Timestamp};
+use inventory::{Lease, Lease6, Mac, State, Store, Timestamp};
 
 pub use netboot_proto::dhcp::binding::{observed_binding, OBSERVED_BINDING_TTL};
 
@@ -31,6 +34,8 @@ pub enum Evidence {
     Lease,
     /// An active binding seen in proxy mode.
     Observed,
+    /// An active DHCPv6 lease this server granted (IA_NA), with the client's MAC.
+    Lease6,
 }
 
 impl Evidence {
@@ -38,6 +43,7 @@ impl Evidence {
         match self {
             Evidence::Lease => "lease",
             Evidence::Observed => "observed DHCP binding",
+            Evidence::Lease6 => "DHCPv6 lease",
         }
     }
 }
@@ -51,7 +57,8 @@ pub struct Holder {
     pub until: Timestamp,
 }
 
-/// IPv4 of a peer (IPv4-mapped IPv6 included); DHCPv4 evidence knows nothing of other IPv6.
+/// IPv4 of a peer (IPv4-mapped IPv6 included); DHCPv4 evidence knows nothing of other IPv6
+/// (see [`holder_of_peer`]).
 pub fn ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(v) => Some(v),
@@ -81,6 +88,47 @@ pub fn holder_of(
     now: Timestamp,
 ) -> inventory::Result<Option<Holder>> {
     Ok(store.lease_by_ip(ip)?.and_then(|l| holder_from(&l, now)))
+}
+
+/// What a stored DHCPv6 lease says about its address at `now`: nothing once it has expired,
+/// nor when the server could not tell the client's MAC (e.g. a DUID-UUID relayed without
+/// option 79): then it names no machine of the inventory.
+pub fn holder6_from(lease: &Lease6, now: Timestamp) -> Option<Holder> {
+    match (lease.is_active(now), lease.mac) {
+        (true, Some(mac)) => Some(Holder {
+            mac,
+            evidence: Evidence::Lease6,
+            until: lease.expires,
+        }),
+        _ => None,
+    }
+}
+
+/// The machine holding IPv6 address `ip` at `now`: its DHCPv6 lease ([`Store::lease6_by_ip`]).
+///
+/// Errors: the store's. Blocking: call it on a blocking thread.
+pub fn holder6_of(
+    store: &dyn Store,
+    ip: Ipv6Addr,
+    now: Timestamp,
+) -> inventory::Result<Option<Holder>> {
+    Ok(store.lease6_by_ip(ip)?.and_then(|l| holder6_from(&l, now)))
+}
+
+/// The machine holding a peer's address at `now`, IPv4 (IPv4-mapped included: the DHCPv4
+/// lease) or IPv6 (the DHCPv6 lease).
+///
+/// Errors: the store's. Blocking: call it on a blocking thread.
+pub fn holder_of_peer(
+    store: &dyn Store,
+    ip: IpAddr,
+    now: Timestamp,
+) -> inventory::Result<Option<Holder>> {
+    match (ipv4(ip), ip) {
+        (Some(v4), _) => holder_of(store, v4, now),
+        (None, IpAddr::V6(v6)) => holder6_of(store, v6, now),
+        (None, IpAddr::V4(_)) => unreachable!("ipv4() takes every IPv4 address"),
+    }
 }
 
 /// Whether `peer` is machine `mac` by address evidence at `now`.
@@ -152,6 +200,41 @@ mod tests {
         ] {
             assert_eq!(may_read_config(s), ok, "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_dhcpv6_lease_is_evidence_while_active_and_only_with_its_mac() {
+        let store = inventory::MemoryStore::new();
+        let ip: Ipv6Addr = "2001:2::1:5".parse().unwrap();
+        let mut l = Lease6 {
+            ip,
+            duid: "000400b01a5a".into(),
+            iaid: 1,
+            mac: Some(mac(1)),
+            expires: Timestamp(1_000),
+        };
+        store.put_leases6(&[l.clone()]).unwrap();
+        let h = holder_of_peer(&store, IpAddr::V6(ip), Timestamp(999))
+            .unwrap()
+            .expect("active");
+        assert_eq!((h.mac, h.evidence), (mac(1), Evidence::Lease6));
+        assert!(!is_machine(Some(h), mac(2)));
+        assert_eq!(
+            holder_of_peer(&store, IpAddr::V6(ip), Timestamp(1_000)).unwrap(),
+            None,
+            "expired"
+        );
+        let other: Ipv6Addr = "2001:2::1:6".parse().unwrap();
+        assert_eq!(
+            holder_of_peer(&store, IpAddr::V6(other), Timestamp(0)).unwrap(),
+            None,
+            "no lease"
+        );
+        l.mac = None;
+        assert_eq!(holder6_from(&l, Timestamp(0)), None, "MAC unknown");
+        // An IPv4-mapped peer is looked up among the DHCPv4 leases, not the DHCPv6 ones.
+        let mapped: IpAddr = "::ffff:198.18.0.9".parse().unwrap();
+        assert_eq!(holder_of_peer(&store, mapped, Timestamp(0)).unwrap(), None);
     }
 
     #[test]

@@ -301,6 +301,54 @@ fn uefi_http6_boot_of_the_uki_against_kea() {
     }
 }
 
+/// OVMF's HTTP boot over IPv6 against the provisioner's own DHCPv6 (stateful on the lab bridge):
+/// the firmware's DUID-UUID lease names the VM by its link-local source, so the UKI download
+/// from its IPv6 address is recorded as the machine's boot.
+#[test]
+fn uefi_http6_reaches_ready() {
+    let one = one_machine(&["--firmware", "uefi-http6"], 1);
+    let serial =
+        std::fs::read_to_string(machine_outcome(&one.run, 0)["serial_log"].as_str().unwrap())
+            .unwrap();
+    let url = format!("URI: http://[2001:2::1]:8080/boot/efi?mac={}", one.mac);
+    let v6 = serial
+        .find(">>Start HTTP Boot over IPv6")
+        .expect("no HTTPv6 attempt");
+    let fetched = serial[v6..].find(&url).map(|i| &serial[v6 + i..]);
+    assert!(
+        fetched.is_some_and(|t| t.contains("File Size:") && t.contains("Downloading...100%")),
+        "{}",
+        one.run.dump()
+    );
+    // Our DHCPv6 leased the address to the VM's MAC (EUI-64 of its link-local source)...
+    let log = std::fs::read_to_string(one.run.work.path().join("provisioner.log")).unwrap();
+    let leased = log
+        .lines()
+        .any(|l| l.contains("dhcp6: lease") && l.contains(&one.mac));
+    assert!(
+        leased,
+        "no DHCPv6 lease for {}\n{}",
+        one.mac,
+        one.run.dump()
+    );
+    // ...and the UKI download from that address is the machine's boot.
+    let v6_boot = |e: &&Value| {
+        e["type"] == "seen"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("UEFI HTTP boot: UKI from [2001:2::"))
+    };
+    assert!(one.evs.iter().any(|e| v6_boot(&e)), "{:?}", one.evs);
+    assert!(
+        one.evs.iter().any(|e| e["type"] == "transfer"
+            && e["protocol"] == "http"
+            && e["file"] == "installer.efi"
+            && e["outcome"] == "complete"),
+        "{:?}",
+        one.evs
+    );
+}
+
 #[test]
 fn uefi_https_boot_of_the_uki_reaches_ready() {
     let one = one_machine(&["--firmware", "uefi-https"], 1);

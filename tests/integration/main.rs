@@ -7,6 +7,7 @@ mod api_hardening;
 mod asset_peers;
 mod attestation;
 mod boot;
+mod boot6_identity;
 mod boot_tls;
 mod cli;
 mod crash;

@@ -19,7 +19,7 @@
 //! is single-quoted and holds no `'` ([`Cmdline`] refuses it, [`GrubText`] replaces it).
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
@@ -276,8 +276,8 @@ pub async fn config(State(app): State<App>, ConnectInfo(peer): ConnectInfo<Peer>
 
 async fn config_reply(app: &App, peer: &Peer) -> Result<Response, Response> {
     let caller = handlers::caller_holder(app, peer).await?;
-    let ip = crate::identity::ipv4(peer.remote.ip());
-    let (Some(holder), Some(ip)) = (caller, ip) else {
+    let ip = peer.remote.ip();
+    let Some(holder) = caller else {
         let message = GrubText::new(&format!(
             "no machine holds {} by this server's evidence (a lease from our DHCP, or a binding seen in proxy mode)",
             peer.remote.ip()
@@ -309,7 +309,7 @@ async fn config_reply(app: &App, peer: &Peer) -> Result<Response, Response> {
 
 /// The caller is the machine (by evidence): an install moves it to `booting`; the others leave
 /// a `seen` event like the iPXE script does.
-async fn record(app: &App, mac: Mac, ip: Ipv4Addr, cfg: &GrubConfig) {
+async fn record(app: &App, mac: Mac, ip: IpAddr, cfg: &GrubConfig) {
     match cfg {
         GrubConfig::Install { .. } => {
             plan::record_boot(app, mac, ip, "GRUB config: install (efi)".into()).await

@@ -4,7 +4,7 @@
 // Handlers answer errors as ready responses (axum's idiom); their size does not matter here.
 #![allow(clippy::result_large_err)]
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -69,24 +69,31 @@ fn parse_mac(s: &str) -> Result<Mac, Response> {
         .map_err(|e: inventory::Error| text(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-/// The machine the caller's address belongs to by the server's own evidence (an active lease
-/// or observed binding), if any. A MAC in the URL is never evidence.
+/// The machine the caller's address belongs to by the server's own evidence (an active
+/// DHCPv4 lease or observed binding; for an IPv6 caller, an active DHCPv6 lease), if any. A MAC
+/// in the URL is never evidence.
+///
+/// A store that keeps no DHCPv6 leases (or fails to read them) gives an IPv6 caller no
+/// evidence rather than an error: it still gets the public answers, unattributed, as before
+/// the server spoke DHCPv6.
 pub async fn caller_holder(app: &App, peer: &Peer) -> Result<Option<Holder>, Response> {
-    let Some(ip) = identity::ipv4(peer.remote.ip()) else {
-        return Ok(None);
-    };
+    let ip = peer.remote.ip();
     let t = crate::app::now();
-    app.read(move |s| identity::holder_of(s, ip, t))
-        .await
-        .map_err(internal)
+    let found = app.read(move |s| identity::holder_of_peer(s, ip, t)).await;
+    match (found, identity::ipv4(ip)) {
+        (Ok(h), _) => Ok(h),
+        (Err(e), Some(_)) => Err(internal(e)),
+        (Err(e), None) => {
+            tracing::warn!(%ip, error = %e, "reading the DHCPv6 lease of a caller failed; no evidence");
+            Ok(None)
+        }
+    }
 }
 
-/// The caller's IPv4 address when the server's evidence says it is `mac`.
-async fn attributed_ip(app: &App, peer: &Peer, mac: Mac) -> Result<Option<Ipv4Addr>, Response> {
+/// The caller's address when the server's evidence says it is `mac`.
+async fn attributed_ip(app: &App, peer: &Peer, mac: Mac) -> Result<Option<IpAddr>, Response> {
     let holder = caller_holder(app, peer).await?;
-    Ok(identity::is_machine(holder, mac)
-        .then(|| identity::ipv4(peer.remote.ip()))
-        .flatten())
+    Ok(identity::is_machine(holder, mac).then(|| peer.remote.ip()))
 }
 
 /// Read with [`MachineQuery`]: other parameters are ignored, empty ones are absent.

@@ -3,7 +3,7 @@
 //! shares: admitting unknown machines under `discover`/`auto`, and recording that a machine
 //! netbooted its installer (`booting`, the address it came from, an event).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use boot_assets::{parse_digest, AssetKind, AssetMeta, BootSection};
 use inventory::{lifecycle, EventKind, Mac, Machine, NewEvent, Profile, State, Transition};
@@ -255,13 +255,18 @@ pub fn script(
 
 /// Records that `mac` fetched its installer (`what`) from `from`, an address the server's own
 /// evidence gives it (callers check, see [`crate::identity`]): `booting` where the state
-/// machine allows it, the address, and a `seen` event.
-pub async fn record_boot(app: &App, mac: Mac, from: Ipv4Addr, what: String) {
+/// machine allows it, the address, and a `seen` event. An IPv6 address (a DHCPv6 lease) is
+/// named in the event (`… from [2001:2::1000]`); `boot_ip` holds IPv4 only and is cleared.
+pub async fn record_boot(app: &App, mac: Mac, from: IpAddr, what: String) {
     let t = now();
-    let ip = Some(from);
+    let ip = crate::identity::ipv4(from);
+    let detail = match ip {
+        Some(_) => what,
+        None => format!("{what} from [{from}]"),
+    };
     let seen = EventKind::Seen {
         via: "http".into(),
-        detail: what,
+        detail,
     };
     // The same observation at most once a minute (a firmware retry loop, or repeated ranged
     // requests, must not grow the history); a lifecycle step is always recorded.
