@@ -15,7 +15,7 @@ use inventory::Store;
 use crate::harness::{binary, stderr, stdout, Server};
 use crate::netns::Netns;
 
-fn ip(ns: &Netns, args: &[&str]) {
+pub(crate) fn ip(ns: &Netns, args: &[&str]) {
     let o = Command::new("ip")
         .args(["-n", &ns.name])
         .args(args)
@@ -29,7 +29,7 @@ fn ip(ns: &Netns, args: &[&str]) {
     );
 }
 
-fn no_dad(ns: &Netns) {
+pub(crate) fn no_dad(ns: &Netns) {
     for key in [
         "net.ipv6.conf.all.accept_dad=0",
         "net.ipv6.conf.default.accept_dad=0",
@@ -40,7 +40,7 @@ fn no_dad(ns: &Netns) {
 }
 
 /// Server namespace (`br0`, 2001:2::1/64) and client namespace with one veth `vcN` per MAC.
-fn topology(macs: &[&str]) -> (Netns, Netns) {
+pub(crate) fn topology(macs: &[&str]) -> (Netns, Netns) {
     let srv = Netns::new("d6srv");
     let cli = Netns::new("d6cli");
     no_dad(&srv);
@@ -78,7 +78,7 @@ fn topology(macs: &[&str]) -> (Netns, Netns) {
     (srv, cli)
 }
 
-fn config(mode: &str) -> String {
+pub(crate) fn config(mode: &str) -> String {
     let range = match mode {
         "stateful" => "range = \"2001:2::1:0-2001:2::1:ff\"\n",
         _ => "",
@@ -99,7 +99,7 @@ ip = "2001:2::1:50"
 }
 
 /// `provisioner serve` in `srv` with HTTP on `[::]:0` (dual-stack) and DHCPv6 per `cfg`.
-fn start(srv: &Netns, dir: &std::path::Path, cfg: &str) -> Server {
+pub(crate) fn start(srv: &Netns, dir: &std::path::Path, cfg: &str) -> Server {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let path = dir.join("p.toml");
@@ -126,7 +126,7 @@ fn start(srv: &Netns, dir: &std::path::Path, cfg: &str) -> Server {
 }
 
 /// Runs `dhclient -6` (extra args first) on `ifname` until its lease file names an address.
-fn dhclient6(
+pub(crate) fn dhclient6(
     cli: &Netns,
     dir: &std::path::Path,
     ifname: &str,
@@ -274,7 +274,7 @@ fn stateless_dhclient_gets_its_information() {
 }
 
 /// Runs `f` on a thread that has entered `ns`'s network namespace (sockets it opens live there).
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("opening the namespace");
@@ -286,14 +286,14 @@ fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'stati
     .unwrap()
 }
 
-fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
+pub(crate) fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
     out.extend_from_slice(data);
 }
 
 /// The options of a message body (code, data), in order.
-fn options(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+pub(crate) fn options(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     while b.len() >= 4 {
         let code = u16::from_be_bytes([b[0], b[1]]);
