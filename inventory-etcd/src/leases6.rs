@@ -100,8 +100,8 @@ impl EtcdStore {
         let Some(ip) = v.and_then(|v| String::from_utf8(v).ok()?.parse::<Ipv6Addr>().ok()) else {
             return Ok(None);
         };
-        Ok(self.lease6_at(ip)?.filter(|l| {
-            l.duid == duid && l.iaid == iaid && !l.declined && l.is_active(now)
-        }))
+        Ok(self
+            .lease6_at(ip)?
+            .filter(|l| l.duid == duid && l.iaid == iaid && !l.declined && l.is_active(now)))
     }
 }

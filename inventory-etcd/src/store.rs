@@ -13,7 +13,8 @@ use inventory::lease::Claim;
 use inventory::store::{MachineEdit, Store};
 use inventory::watch::EventSignal;
 use inventory::{
-    Claim6, Error, Lease, Lease6, Mac, Machine, Profile, Result, State, Timestamp, TokenRecord, TokenRole,
+    Claim6, Error, Lease, Lease6, Mac, Machine, Profile, Result, State, Timestamp, TokenRecord,
+    TokenRole,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -47,25 +47,36 @@ pub fn leases6(s: Arc<dyn Store>) {
 pub fn lease6_claims(s: Arc<dyn Store>) {
     let now = Timestamp(1_000);
     let a = lease6(1, 1, 5_000);
-    assert_eq!(s.claim_leases6(&[a.clone()], now).unwrap(), vec![Claim6::Granted]);
+    assert_eq!(
+        s.claim_leases6(std::slice::from_ref(&a), now).unwrap(),
+        vec![Claim6::Granted]
+    );
     let b = lease6(1, 2, 6_000);
     assert_eq!(
-        s.claim_leases6(&[b.clone()], now).unwrap(),
+        s.claim_leases6(std::slice::from_ref(&b), now).unwrap(),
         vec![Claim6::Held(a.clone())],
         "says who holds it"
     );
     assert_eq!(s.lease6_by_ip(addr6(1)).unwrap(), Some(a.clone()));
     let renewed = lease6(1, 1, 8_000);
     assert_eq!(
-        s.claim_leases6(&[renewed.clone()], now).unwrap(),
+        s.claim_leases6(std::slice::from_ref(&renewed), now)
+            .unwrap(),
         vec![Claim6::Granted]
     );
     assert_eq!(
         s.lease6_by_client(&a.duid, 7, now).unwrap(),
         Some(renewed.clone())
     );
-    assert_eq!(s.lease6_by_client(&a.duid, 8, now).unwrap(), None, "other IAID");
-    assert_eq!(s.lease6_by_client(&a.duid, 7, Timestamp(8_000)).unwrap(), None);
+    assert_eq!(
+        s.lease6_by_client(&a.duid, 8, now).unwrap(),
+        None,
+        "other IAID"
+    );
+    assert_eq!(
+        s.lease6_by_client(&a.duid, 7, Timestamp(8_000)).unwrap(),
+        None
+    );
     // In one batch, a later claim sees an earlier one.
     let (c, d) = (lease6(2, 3, 9_000), lease6(2, 4, 9_000));
     assert_eq!(
@@ -76,8 +87,15 @@ pub fn lease6_claims(s: Arc<dyn Store>) {
     let mut q = lease6(1, 1, 20_000);
     q.declined = true;
     q.mac = None;
-    assert_eq!(s.claim_leases6(&[q.clone()], now).unwrap(), vec![Claim6::Granted]);
-    assert_eq!(s.lease6_by_client(&a.duid, 7, now).unwrap(), None, "not a binding");
+    assert_eq!(
+        s.claim_leases6(std::slice::from_ref(&q), now).unwrap(),
+        vec![Claim6::Granted]
+    );
+    assert_eq!(
+        s.lease6_by_client(&a.duid, 7, now).unwrap(),
+        None,
+        "not a binding"
+    );
     for who in [1, 2] {
         assert_eq!(
             s.claim_leases6(&[lease6(1, who, 30_000)], now).unwrap(),
@@ -114,7 +132,9 @@ pub fn concurrent_claims6_one_winner(s: Arc<dyn Store>) {
                 for k in 0..ADDRESSES {
                     let i = (k + server * 5) % ADDRESSES;
                     let want = lease6(i, 1_000 + server * ADDRESSES + i, 9_000);
-                    if s.claim_leases6(&[want.clone()], now).unwrap()[0] == Claim6::Granted {
+                    if s.claim_leases6(std::slice::from_ref(&want), now).unwrap()[0]
+                        == Claim6::Granted
+                    {
                         won.push(want);
                     }
                 }
@@ -134,6 +154,10 @@ pub fn concurrent_claims6_one_winner(s: Arc<dyn Store>) {
         "exactly one winner per address"
     );
     for w in winners {
-        assert_eq!(s.lease6_by_ip(w.ip).unwrap(), Some(w), "the winner is stored");
+        assert_eq!(
+            s.lease6_by_ip(w.ip).unwrap(),
+            Some(w),
+            "the winner is stored"
+        );
     }
 }

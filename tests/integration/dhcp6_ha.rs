@@ -81,7 +81,11 @@ fn exchange(relay: &Netns, msg: Vec<u8>, s: &Server) -> Message {
     })
     .unwrap_or_else(|| panic!("no Relay-Reply within 5 s; server log:\n{}", s.log()));
     let outer = options(&reply[34..]);
-    let inner = &outer.iter().find(|(c, _)| *c == 9).expect("relay message").1;
+    let inner = &outer
+        .iter()
+        .find(|(c, _)| *c == 9)
+        .expect("relay message")
+        .1;
     Message::decode(&mut Decoder::new(inner)).unwrap()
 }
 
@@ -121,7 +125,10 @@ fn mac(i: u8) -> [u8; 6] {
 #[test]
 fn after_kill_9_every_replied_binding_and_quarantine_holds_and_renews_keep_their_address() {
     let (srv, relay) = topology(&["52:54:00:cc:01:01"]);
-    ip(&relay, &["addr", "add", "2001:2::2/64", "dev", "vc0", "nodad"]);
+    ip(
+        &relay,
+        &["addr", "add", "2001:2::2/64", "dev", "vc0", "nodad"],
+    );
     let dir = tempfile::tempdir().unwrap();
     let cfg = config("stateful");
     let mut s = start(&srv, dir.path(), &cfg);
@@ -167,14 +174,26 @@ fn after_kill_9_every_replied_binding_and_quarantine_holds_and_renews_keep_their
     assert_eq!(bound(&r), got[0], "renewed after the restart");
     // New clients hinting at taken addresses get others; never the declined one.
     for (i, hint) in [(4, got[1]), (5, got[2])] {
-        let r = exchange(&relay, message(MessageType::Solicit, mac(i), &[hint], None), &s);
+        let r = exchange(
+            &relay,
+            message(MessageType::Solicit, mac(i), &[hint], None),
+            &s,
+        );
         let a = bound(&r);
-        assert!(!got.contains(&a), "client {i} got {a}, already bound: {got:?}");
+        assert!(
+            !got.contains(&a),
+            "client {i} got {a}, already bound: {got:?}"
+        );
     }
     // A Renew for a binding the server never made: NoBinding (RFC 8415 §18.3.4).
     let r = exchange(
         &relay,
-        message(MessageType::Renew, mac(6), &[addr("2001:2::1:99")], Some(&server_duid)),
+        message(
+            MessageType::Renew,
+            mac(6),
+            &[addr("2001:2::1:99")],
+            Some(&server_duid),
+        ),
         &s,
     );
     assert_eq!(ia_of(&r), (Status::NoBinding, vec![]));
@@ -197,11 +216,17 @@ fn serve(ns: &Netns, v4: &str, v6: &str, etcd: &str, dir: &std::path::Path) -> S
     )
     .unwrap();
     let mut c = Command::new(binary());
-    c.args(["serve", "--listen", &format!("{v4}:8080"), "--no-tftp", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--etcd-endpoints", etcd]);
+    c.args([
+        "serve",
+        "--listen",
+        &format!("{v4}:8080"),
+        "--no-tftp",
+        "--config",
+    ])
+    .arg(&cfg)
+    .arg("--data-dir")
+    .arg(&data)
+    .args(["--etcd-endpoints", etcd]);
     let s = Server::spawn(ns.wrap(&c), &data);
     assert!(s.log().contains("listening on dhcp6://"), "{}", s.log());
     s
@@ -218,13 +243,26 @@ fn two_servers_on_one_etcd_never_bind_one_address_to_two_dhclients() {
     for ns in [&sw, &a, &b, &c] {
         no_dad(ns);
     }
-    ip(&sw, &["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+    ip(
+        &sw,
+        &[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ],
+    );
     ip(&sw, &["addr", "add", "198.18.0.10/24", "dev", "br0"]);
     ip(&sw, &["link", "set", "br0", "up"]);
     let attach = |port: &str, ns: &Netns, inner: &str, addrs: &[&str], mac: Option<&str>| {
         ip(
             &sw,
-            &["link", "add", port, "type", "veth", "peer", "name", inner, "netns", &ns.name],
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", inner, "netns", &ns.name,
+            ],
         );
         ip(&sw, &["link", "set", port, "master", "br0"]);
         ip(&sw, &["link", "set", port, "up"]);
@@ -238,7 +276,11 @@ fn two_servers_on_one_etcd_never_bind_one_address_to_two_dhclients() {
     };
     attach("pa", &a, "eth0", &["198.18.0.1/24", "2001:2::1/64"], None);
     attach("pb", &b, "eth0", &["198.18.0.2/24", "2001:2::3/64"], None);
-    let macs = ["52:54:00:cd:00:01", "52:54:00:cd:00:02", "52:54:00:cd:00:03"];
+    let macs = [
+        "52:54:00:cd:00:01",
+        "52:54:00:cd:00:02",
+        "52:54:00:cd:00:03",
+    ];
     for (i, m) in macs.iter().enumerate() {
         attach(&format!("pc{i}"), &c, &format!("vc{i}"), &[], Some(m));
     }
@@ -252,7 +294,14 @@ fn two_servers_on_one_etcd_never_bind_one_address_to_two_dhclients() {
     // is advertised the same address by both, and only the store's claims keep them apart.
     let mut leased = Vec::new();
     for i in 0..macs.len() {
-        let text = dhclient6(&c, tmp.path(), &format!("vc{i}"), &[], "iaaddr 2001:2::1:", &sa);
+        let text = dhclient6(
+            &c,
+            tmp.path(),
+            &format!("vc{i}"),
+            &[],
+            "iaaddr 2001:2::1:",
+            &sa,
+        );
         let a = text
             .split("iaaddr ")
             .nth(1)
@@ -279,7 +328,11 @@ fn two_servers_on_one_etcd_never_bind_one_address_to_two_dhclients() {
             .iter()
             .find(|l| l.ip == *a)
             .unwrap_or_else(|| panic!("{a} in etcd: {stored:?}"));
-        assert_eq!(l.mac.map(|x| x.to_string()).as_deref(), Some(m), "{stored:?}");
+        assert_eq!(
+            l.mac.map(|x| x.to_string()).as_deref(),
+            Some(m),
+            "{stored:?}"
+        );
     }
     drop((sa, sb, etcd));
 }

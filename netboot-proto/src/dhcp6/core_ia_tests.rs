@@ -67,18 +67,23 @@ fn renew_without_a_binding_gets_no_binding_and_binds_nothing() {
 fn rebind_without_a_binding_zeroes_foreign_addresses_and_keeps_free_ones() {
     let mut c = core(Mode6::Stateful);
     // Not on this link: lifetimes 0, nothing bound.
-    let d = run(&mut c, &msg(MessageType::Rebind, &["2001:db8::5"], false), 1);
+    let d = run(
+        &mut c,
+        &msg(MessageType::Rebind, &["2001:db8::5"], false),
+        1,
+    );
     assert_eq!(
         ia_of(&reply_of(&d)),
         (Status::Success, vec![(ip("2001:db8::5"), 0)])
     );
     assert!(d.commit.is_empty());
     // In the range and free (e.g. bound before a restart that lost it): the client keeps it.
-    let d = run(&mut c, &msg(MessageType::Rebind, &["2001:2::1:9"], false), 2);
-    assert_eq!(
-        ia_of(&reply_of(&d)).1,
-        vec![(ip("2001:2::1:9"), 7200)]
+    let d = run(
+        &mut c,
+        &msg(MessageType::Rebind, &["2001:2::1:9"], false),
+        2,
     );
+    assert_eq!(ia_of(&reply_of(&d)).1, vec![(ip("2001:2::1:9"), 7200)]);
     assert_eq!(d.commit[0].ip, ip("2001:2::1:9"));
     // Nothing named and nothing bound: no reply.
     let mut other = core(Mode6::Stateful);
@@ -89,7 +94,11 @@ fn rebind_without_a_binding_zeroes_foreign_addresses_and_keeps_free_ones() {
     let mut sol = solicit(duid_ll([2, 0, 0, 0, 0, 0x42]));
     sol.opts_mut().insert(DhcpOption::RapidCommit);
     let theirs = run(&mut other, &sol.to_vec().unwrap(), 4).commit[0].ip;
-    let d = run(&mut other, &msg(MessageType::Rebind, &[&theirs.to_string()], false), 5);
+    let d = run(
+        &mut other,
+        &msg(MessageType::Rebind, &[&theirs.to_string()], false),
+        5,
+    );
     assert_eq!(ia_of(&reply_of(&d)).1, vec![(theirs, 0)]);
     assert!(d.commit.is_empty());
 }
@@ -97,7 +106,11 @@ fn rebind_without_a_binding_zeroes_foreign_addresses_and_keeps_free_ones() {
 #[test]
 fn request_for_an_address_off_link_gets_not_on_link() {
     let mut c = core(Mode6::Stateful);
-    let d = run(&mut c, &msg(MessageType::Request, &["2001:db8::5"], true), 1);
+    let d = run(
+        &mut c,
+        &msg(MessageType::Request, &["2001:db8::5"], true),
+        1,
+    );
     let (st, addrs) = ia_of(&reply_of(&d));
     assert_eq!(st, Status::NotOnLink);
     assert!(addrs.is_empty());
@@ -128,13 +141,20 @@ fn renew_keeps_the_binding_and_zeroes_other_addresses_named() {
 #[test]
 fn confirm_on_link_is_success_and_without_addresses_gets_no_reply() {
     let mut c = core(Mode6::Stateful);
-    let d = run(&mut c, &msg(MessageType::Confirm, &["2001:2::1:3"], false), 1);
+    let d = run(
+        &mut c,
+        &msg(MessageType::Confirm, &["2001:2::1:3"], false),
+        1,
+    );
     assert!(matches!(
         reply_of(&d).opts().get(OptionCode::StatusCode),
         Some(DhcpOption::StatusCode(s)) if s.status == Status::Success
     ));
     let d = run(&mut c, &msg(MessageType::Confirm, &[], false), 1);
-    assert!(d.reply.is_none(), "RFC 8415 §18.3.3: nothing to confirm, no reply");
+    assert!(
+        d.reply.is_none(),
+        "RFC 8415 §18.3.3: nothing to confirm, no reply"
+    );
     let d = run(
         &mut c,
         &msg(MessageType::Confirm, &["2001:2::1:3"], true),
@@ -147,15 +167,27 @@ fn confirm_on_link_is_success_and_without_addresses_gets_no_reply() {
 fn a_declined_address_stays_quarantined_after_a_restart_until_it_ends() {
     let mut c = core(Mode6::Stateful);
     let got = run(&mut c, &msg(MessageType::Request, &[], true), 1).commit[0].ip;
-    let d = run(&mut c, &msg(MessageType::Decline, &[&got.to_string()], true), 2);
+    let d = run(
+        &mut c,
+        &msg(MessageType::Decline, &[&got.to_string()], true),
+        2,
+    );
     let q = d.commit[0].clone();
     assert!(q.declined);
     assert_eq!(q.expires, Timestamp(2 + 7_200_000));
     // A restart: a fresh core restores what the store holds (the quarantine).
     let mut fresh = core(Mode6::Stateful);
-    fresh.pool.as_mut().unwrap().restore(&[q.clone()], Timestamp(3));
+    fresh
+        .pool
+        .as_mut()
+        .unwrap()
+        .restore(std::slice::from_ref(&q), Timestamp(3));
     let hint = msg(MessageType::Request, &[&got.to_string()], true);
-    assert_ne!(run(&mut fresh, &hint, 3).commit[0].ip, got, "still quarantined");
+    assert_ne!(
+        run(&mut fresh, &hint, 3).commit[0].ip,
+        got,
+        "still quarantined"
+    );
     let mut after = core(Mode6::Stateful);
     after.pool.as_mut().unwrap().restore(&[q], Timestamp(3));
     assert_eq!(

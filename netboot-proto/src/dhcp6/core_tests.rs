@@ -217,7 +217,10 @@ fn release_removes_the_binding_and_decline_quarantines_it() {
     let got = run(&mut c, &sol.to_vec().unwrap(), 3).commit[0].ip;
     rel.set_msg_type(MessageType::Decline);
     let d = run(&mut c, &rel.to_vec().unwrap(), 4);
-    assert!(d.remove.is_empty(), "a quarantine is written, not a removal");
+    assert!(
+        d.remove.is_empty(),
+        "a quarantine is written, not a removal"
+    );
     assert_eq!(d.commit.len(), 1);
     assert!(d.commit[0].declined && d.commit[0].ip == got && d.commit[0].mac.is_none());
     let again = run(&mut c, &sol.to_vec().unwrap(), 5).commit[0].ip;

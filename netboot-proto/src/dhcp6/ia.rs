@@ -137,7 +137,11 @@ impl Core6 {
             };
             match ask {
                 Ask::Request if named.iter().any(|a| !pool.contains(*a)) => {
-                    out.push(refuse(answer, Status::NotOnLink, "address not on this link"));
+                    out.push(refuse(
+                        answer,
+                        Status::NotOnLink,
+                        "address not on this link",
+                    ));
                     continue;
                 }
                 Ask::Renew if bound.is_none() => {

@@ -58,9 +58,15 @@ impl Effects {
         }
         let (kept, suppressed) = self.seen.filter(mac, true, kinds, t);
         self.app.metrics.dhcp6.suppressed.add(suppressed as u64);
-        let events: Vec<NewEvent> = kept.into_iter().map(|k| NewEvent::machine(mac, k)).collect();
+        let events: Vec<NewEvent> = kept
+            .into_iter()
+            .map(|k| NewEvent::machine(mac, k))
+            .collect();
         if !self.app.events.record(events) {
-            DhcpMetrics::bump(&self.app.metrics.dhcp6.dropped, "event queue full (events only)");
+            DhcpMetrics::bump(
+                &self.app.metrics.dhcp6.dropped,
+                "event queue full (events only)",
+            );
         }
         let first = granted.iter().find(|l| !l.declined);
         if let (None, Some(l)) = (&m.duid, first) {

@@ -37,7 +37,11 @@ fn name(t: dhcproto::v6::MessageType) -> String {
 /// Serves one bound socket until `shutdown`.
 pub async fn run(sock: UdpSocket, core: Arc<Mutex<Core6>>, app: App, shutdown: CancellationToken) {
     let metrics = app.metrics.dhcp6.clone();
-    let policy = core.lock().unwrap_or_else(|e| e.into_inner()).settings.unknown;
+    let policy = core
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .settings
+        .unknown;
     let mut effects = Effects::new(app.clone(), policy);
     let mut buf = vec![0u8; 4096];
     loop {
@@ -169,7 +173,12 @@ async fn learn_shared_bindings(
     let Some((duid, iaids)) = netboot_proto::dhcp6::ia::client_ias(datagram) else {
         return;
     };
-    if core.lock().unwrap_or_else(|e| e.into_inner()).pool.is_none() {
+    if core
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pool
+        .is_none()
+    {
         return;
     }
     let lookup = app.read(move |s| {
