@@ -10,6 +10,8 @@
 //! | `P/ev/<seq, 20 digits>` | an event |
 //! | `P/evseq` | the last event sequence number (decimal) |
 //! | `P/l/<ip as 8 hex digits>` | a lease |
+//! | `P/l6/<ip as 32 hex digits>` | a DHCPv6 lease (or a declined address's quarantine) |
+//! | `P/l6c/<duid hex>/<iaid as 8 hex digits>` | the IPv6 address last granted to that IA (text) |
 //! | `P/t/<sha-256 hex>` | a token record |
 //! | `P/log/<mac>/<seq, 20 digits>` | a log line |
 //! | `P/logseq/<mac>` | the machine's last log sequence number (decimal) |
@@ -19,7 +21,7 @@
 //! Fixed-width numbers keep etcd's byte order equal to numeric order, so range reads come back
 //! sorted as the `Store` contract wants.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use inventory::Mac;
 
@@ -86,6 +88,15 @@ impl Keys {
     /// still binds that MAC).
     pub fn lease_of_mac(&self, mac: Mac) -> Vec<u8> {
         self.key(format_args!("lmac/{mac}"))
+    }
+    /// A DHCPv6 lease.
+    pub fn lease6(&self, ip: Ipv6Addr) -> Vec<u8> {
+        self.key(format_args!("l6/{:032x}", u128::from(ip)))
+    }
+    /// The IPv6 address last granted to one client's IA (an index; [`Self::lease6`] of it says
+    /// whether it still binds that IA).
+    pub fn lease6_of_client(&self, duid: &str, iaid: u32) -> Vec<u8> {
+        self.key(format_args!("l6c/{duid}/{iaid:08x}"))
     }
     /// A token record.
     pub fn token(&self, hash: &str) -> Vec<u8> {

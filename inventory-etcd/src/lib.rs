@@ -27,6 +27,7 @@
 //! - [`txn`]: the connection, the blocking bridge and the optimistic transaction.
 //! - [`feed`]: the event counter's watch and the in-process wake-up.
 //! - `store.rs`, `store_feeds.rs`: [`EtcdStore`], the `Store` implementation.
+//! - `leases6.rs`: DHCPv6 leases and their claims (inherent methods of [`EtcdStore`]).
 //! - `assets.rs`: the shared boot-asset catalogue (inherent methods of [`EtcdStore`]).
 //! - `test_server` (feature `test-server`): a throwaway etcd member for tests.
 //! - [`error`]: the crate's one error enum (connecting); store calls return
@@ -39,6 +40,7 @@ pub mod endpoints;
 pub mod error;
 pub mod feed;
 pub mod keys;
+mod leases6;
 pub mod settings;
 mod store;
 mod store_feeds;

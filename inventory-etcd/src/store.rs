@@ -3,7 +3,7 @@
 //! (`inventory::memory_store`) step by step, on an optimistic etcd transaction
 //! ([`crate::txn`]) instead of a copy of the tables.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use inventory::lease::Claim;
 use inventory::store::{MachineEdit, Store};
 use inventory::watch::EventSignal;
 use inventory::{
-    Error, Lease, Mac, Machine, Profile, Result, State, Timestamp, TokenRecord, TokenRole,
+    Claim6, Error, Lease, Lease6, Mac, Machine, Profile, Result, State, Timestamp, TokenRecord,
+    TokenRole,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -527,6 +528,30 @@ impl Store for EtcdStore {
         Ok(self
             .lease_by_ip(ip)?
             .filter(|l| l.mac == mac && !l.observed && l.is_active(now)))
+    }
+
+    fn put_leases6(&self, leases: &[Lease6]) -> Result<()> {
+        self.put_leases6_chunked(leases)
+    }
+
+    fn claim_leases6(&self, leases: &[Lease6], now: Timestamp) -> Result<Vec<Claim6>> {
+        self.claim_leases6_chunked(leases, now)
+    }
+
+    fn remove_lease6(&self, ip: Ipv6Addr) -> Result<()> {
+        self.remove_lease6_key(ip)
+    }
+
+    fn leases6(&self) -> Result<Vec<Lease6>> {
+        self.table("leases6", "l6")
+    }
+
+    fn lease6_by_ip(&self, ip: Ipv6Addr) -> Result<Option<Lease6>> {
+        self.lease6_at(ip)
+    }
+
+    fn lease6_by_client(&self, duid: &str, iaid: u32, now: Timestamp) -> Result<Option<Lease6>> {
+        self.lease6_of(duid, iaid, now)
     }
 
     fn is_shared(&self) -> bool {

@@ -15,6 +15,7 @@
 //! - this file: machines, batches, reservations, UUIDs, the machine-id index, profiles, tokens,
 //!   logs;
 //! - `conformance_feeds.rs`: leases and claims (also from concurrent threads), events, the watch.
+//! - `conformance_leases6.rs`: DHCPv6 leases, claims and quarantines.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use crate::{
 
 #[path = "conformance_feeds.rs"]
 mod feeds;
+#[path = "conformance_leases6.rs"]
+mod leases6;
 
 /// One check of the suite: takes a fresh, empty store.
 pub type Check = fn(Arc<dyn Store>);
@@ -49,6 +52,12 @@ pub const CHECKS: &[(&str, Check)] = &[
     (
         "concurrent_claims_one_winner",
         feeds::concurrent_claims_one_winner,
+    ),
+    ("leases6", leases6::leases6),
+    ("lease6_claims", leases6::lease6_claims),
+    (
+        "concurrent_claims6_one_winner",
+        leases6::concurrent_claims6_one_winner,
     ),
     ("events_numbered_gap_free", feeds::events_numbered_gap_free),
     ("watch", feeds::watch),

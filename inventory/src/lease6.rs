@@ -23,6 +23,11 @@ pub struct Lease6 {
     pub mac: Option<Mac>,
     /// When the binding ends (exclusive: active while `now < expires`): the valid lifetime.
     pub expires: Timestamp,
+    /// A quarantine, not a binding: the client declined the address (another host answers on
+    /// it, RFC 8415 §18.3.8) and nobody gets it until `expires`. Identifies no machine (`mac`
+    /// is `None`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declined: bool,
 }
 
 impl Lease6 {
@@ -34,5 +39,37 @@ impl Lease6 {
     /// Whether `self` and `other` bind the same identity association (DUID and IAID).
     pub fn same_client(&self, other: &Lease6) -> bool {
         self.duid == other.duid && self.iaid == other.iaid
+    }
+}
+
+/// What a claim on an IPv6 address came to ([`crate::Store::claim_leases6`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim6 {
+    /// The address is now bound as asked; the lease is stored.
+    Granted,
+    /// Another client's active binding, or an active quarantine, holds the address: nothing
+    /// was written. Carries that lease, so the caller can teach its pool.
+    Held(Lease6),
+}
+
+/// The claim rule every store applies, inside the transaction that then writes the lease:
+/// `want` is granted when the address's current lease (`held`) is absent, expired at `now`,
+/// or the same client's (DUID and IAID) and not a quarantine. A quarantine (`want.declined`)
+/// replaces the decliner's own binding or another quarantine, never another client's binding.
+pub fn claim_outcome6(want: &Lease6, held: Option<&Lease6>, now: Timestamp) -> Claim6 {
+    match held {
+        Some(h) if h.is_active(now) => {
+            let free = if h.declined {
+                want.declined
+            } else {
+                h.same_client(want)
+            };
+            if free {
+                Claim6::Granted
+            } else {
+                Claim6::Held(h.clone())
+            }
+        }
+        _ => Claim6::Granted,
     }
 }

@@ -58,7 +58,7 @@ pub use attestation::{Attestation, Pcr11Verdict};
 pub use error::{excerpt, Error, Result};
 pub use event::{Event, EventKind, EventQuery, NewEvent};
 pub use lease::{Claim, Lease};
-pub use lease6::Lease6;
+pub use lease6::{Claim6, Lease6};
 pub use lifecycle::{Deadlines, Lifecycle, State, Transition, UkiFetch};
 pub use log::{LogLine, NewLogLine};
 pub use mac::Mac;

@@ -99,6 +99,10 @@ pub struct Machine {
     /// What its running system last reported about its boot (Secure Boot, PCRs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<crate::Attestation>,
+    /// The DHCPv6 client DUID (lowercase hex) of its first stateful DHCPv6 lease, recorded
+    /// once: which DHCPv6 identity is this machine's (its firmware and OS may use others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duid: Option<String>,
     /// When the record was created; part of what its enrollment token is derived from, so a
     /// deleted and re-added machine gets a new token.
     pub created: Timestamp,
@@ -159,6 +163,7 @@ impl Machine {
             token_epoch: 0,
             location: None,
             registration: None,
+            duid: None,
             created: now,
         }
     }

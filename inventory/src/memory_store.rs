@@ -363,6 +363,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn claim_leases6(
+        &self,
+        leases: &[crate::Lease6],
+        now: Timestamp,
+    ) -> Result<Vec<crate::Claim6>> {
+        let mut t = self.leases6.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::with_capacity(leases.len());
+        for want in leases {
+            let claim = crate::lease6::claim_outcome6(want, t.get(&want.ip), now);
+            if claim == crate::Claim6::Granted {
+                t.insert(want.ip, want.clone());
+            }
+            out.push(claim);
+        }
+        Ok(out)
+    }
+
     fn leases6(&self) -> Result<Vec<crate::Lease6>> {
         let t = self.leases6.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(t.values().cloned().collect())

@@ -1,6 +1,7 @@
 //! The DHCPv6 lease table (`leases6`: IPv6 address as u128 → [`Lease6`], JSON) in the lease
 //! file beside the IPv4 leases (`redb_leases.rs`): one group-committed write per batch of
-//! Replies, so a Reply is sent only once its binding is on disk.
+//! Replies, so a Reply is sent only once its binding is on disk. A claim reads and writes in one
+//! write transaction (redb serializes them), so two claims of one address never both win.
 
 use std::net::Ipv6Addr;
 
@@ -8,7 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::reopen::RedbFile;
 use super::{decode, encode, Db};
-use crate::{Lease6, Result};
+use crate::lease6::claim_outcome6;
+use crate::{Claim6, Lease6, Result, Timestamp};
 
 /// The DHCPv6 lease table.
 const BINDINGS6: TableDefinition<u128, &[u8]> = TableDefinition::new("leases6");
@@ -49,5 +51,29 @@ pub(super) fn remove(file: &RedbFile, ip: Ipv6Addr) -> Result<()> {
             .remove(u128::from(ip))
             .db()?;
         group.commit(db, txn)
+    })
+}
+
+pub(super) fn claim(file: &RedbFile, leases: &[Lease6], now: Timestamp) -> Result<Vec<Claim6>> {
+    file.write(|db, group| {
+        let txn = group.begin(db)?;
+        let mut out = Vec::with_capacity(leases.len());
+        {
+            let mut table = txn.open_table(BINDINGS6).db()?;
+            for want in leases {
+                let key = u128::from(want.ip);
+                let held: Option<Lease6> = match table.get(key).db()? {
+                    Some(v) => Some(decode("leases6", v.value())?),
+                    None => None,
+                };
+                let claim = claim_outcome6(want, held.as_ref(), now);
+                if claim == Claim6::Granted {
+                    table.insert(key, encode(want).as_slice()).db()?;
+                }
+                out.push(claim);
+            }
+        }
+        group.commit(db, txn)?;
+        Ok(out)
     })
 }

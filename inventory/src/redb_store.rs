@@ -633,6 +633,14 @@ impl Store for RedbStore {
         leases6::remove(&self.leases, ip)
     }
 
+    fn claim_leases6(
+        &self,
+        leases: &[crate::Lease6],
+        now: Timestamp,
+    ) -> Result<Vec<crate::Claim6>> {
+        leases6::claim(&self.leases, leases, now)
+    }
+
     fn leases6(&self) -> Result<Vec<crate::Lease6>> {
         self.leases.read(leases6::all)
     }

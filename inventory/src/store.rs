@@ -237,7 +237,7 @@ pub trait Store: Send + Sync + 'static {
     /// Writes DHCPv6 leases (RFC 8415 IA_NA bindings) in one durable transaction, replacing
     /// whatever each address held: the DHCPv6 server has decided, and sends its Reply only after
     /// this returned. The default refuses ([`Error::Storage`]): a backend without a DHCPv6
-    /// lease table (etcd, for now) cannot serve DHCPv6.
+    /// lease table cannot serve DHCPv6. Servers use [`Store::claim_leases6`].
     fn put_leases6(&self, leases: &[crate::Lease6]) -> Result<()> {
         let _ = leases;
         Err(Error::Storage(
@@ -261,6 +261,35 @@ pub trait Store: Send + Sync + 'static {
     /// machine the server bound it to. The default scans [`Store::leases6`]; errors as there.
     fn lease6_by_ip(&self, ip: std::net::Ipv6Addr) -> Result<Option<crate::Lease6>> {
         Ok(self.leases6()?.into_iter().find(|l| l.ip == ip))
+    }
+    /// [`Store::claim_leases`] for DHCPv6: binds each lease's address if
+    /// [`crate::lease6::claim_outcome6`] grants it, decided and written in ONE transaction, so
+    /// servers sharing the store never bind one address to two clients. In order; one outcome
+    /// per lease. The default refuses, as [`Store::put_leases6`] does.
+    fn claim_leases6(
+        &self,
+        leases: &[crate::Lease6],
+        now: Timestamp,
+    ) -> Result<Vec<crate::Claim6>> {
+        let _ = (leases, now);
+        Err(Error::Storage(
+            "this store backend keeps no DHCPv6 leases".into(),
+        ))
+    }
+    /// The binding (not a quarantine) active at `now` of one client's identity association
+    /// (DUID as lowercase hex, IAID): what a DHCPv6 server sharing the store offers that client
+    /// back. The default scans [`Store::leases6`]; a shared store keeps an index.
+    fn lease6_by_client(
+        &self,
+        duid: &str,
+        iaid: u32,
+        now: Timestamp,
+    ) -> Result<Option<crate::Lease6>> {
+        Ok(self
+            .leases6()?
+            .into_iter()
+            .filter(|l| l.duid == duid && l.iaid == iaid && !l.declined && l.is_active(now))
+            .max_by_key(|l| l.expires.0))
     }
     /// Whether other servers write this store too (etcd): then a server's in-memory pool does
     /// not know every binding, and DHCP asks [`Store::lease_by_mac`] before it offers.

@@ -157,6 +157,8 @@ pub struct Metrics {
     pub tftp: Arc<TftpMetrics>,
     /// Handed to the DHCP server, which counts into it.
     pub dhcp: Arc<DhcpMetrics>,
+    /// The DHCPv6 server's counters, the same families under `provisioner_dhcp6_*`.
+    pub dhcp6: Arc<DhcpMetrics>,
     /// Unknown machines recorded or refused by [`crate::admission`] (DHCP and HTTP boot).
     pub discovery: AdmissionMetrics,
     /// `provisioner_http_responses_total{class}`; `http` holds its three series.
@@ -190,6 +192,7 @@ impl Default for Metrics {
         Metrics {
             tftp: Default::default(),
             dhcp: Default::default(),
+            dhcp6: Default::default(),
             discovery: Default::default(),
             http_responses,
             http,
@@ -320,6 +323,7 @@ impl Metrics {
             .register(r.sub_registry_with_prefix("store"), crate::app::now());
         self.tftp.register(r.sub_registry_with_prefix("tftp"));
         self.dhcp.register(r.sub_registry_with_prefix("dhcp"));
+        self.dhcp6.register(r.sub_registry_with_prefix("dhcp6"));
         self.discovery
             .register(r.sub_registry_with_prefix("discovery"), machines, policy);
         encode(&r)

@@ -29,7 +29,7 @@ pub(crate) fn ip(ns: &Netns, args: &[&str]) {
     );
 }
 
-fn no_dad(ns: &Netns) {
+pub(crate) fn no_dad(ns: &Netns) {
     for key in [
         "net.ipv6.conf.all.accept_dad=0",
         "net.ipv6.conf.default.accept_dad=0",
@@ -126,7 +126,7 @@ pub(crate) fn start(srv: &Netns, dir: &std::path::Path, cfg: &str) -> Server {
 }
 
 /// Runs `dhclient -6` (extra args first) on `ifname` until its lease file names an address.
-fn dhclient6(
+pub(crate) fn dhclient6(
     cli: &Netns,
     dir: &std::path::Path,
     ifname: &str,
@@ -286,14 +286,14 @@ pub(crate) fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Se
     .unwrap()
 }
 
-fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
+pub(crate) fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(&(data.len() as u16).to_be_bytes());
     out.extend_from_slice(data);
 }
 
 /// The options of a message body (code, data), in order.
-fn options(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+pub(crate) fn options(mut b: &[u8]) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     while b.len() >= 4 {
         let code = u16::from_be_bytes([b[0], b[1]]);

@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod dhcp;
 mod dhcp6;
+mod dhcp6_ha;
 mod dhcp_flood;
 mod dhcp_ha;
 mod dhcp_latency;

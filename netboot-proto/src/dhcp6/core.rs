@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 use std::time::Duration;
 
-use dhcproto::v6::{
-    DhcpOption, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, IANA,
-};
+use dhcproto::v6::{DhcpOption, Message, MessageType, OptionCode, Status, StatusCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use inventory::{Lease6, Mac, Machine, Timestamp};
 
+use super::ia::Ask;
 use super::pool::Pool6;
 use super::wire::{self, RelayHop};
 use crate::boot_decision::{decide, UnknownPolicy};
@@ -84,12 +83,19 @@ pub struct Decision6 {
     pub reply: Option<(Vec<u8>, SocketAddrV6)>,
     /// Bindings to make durable before the reply goes out.
     pub commit: Vec<Lease6>,
-    /// Bindings to remove (Release, Decline).
+    /// Bindings to remove (Release). A Decline's quarantine is a `declined` lease in `commit`.
     pub remove: Vec<Ipv6Addr>,
     /// The client's MAC, when known (see [`client_mac`]).
     pub mac: Option<Mac>,
     /// The client's message type, for logs and metrics.
     pub kind: Option<MessageType>,
+    /// The type of the reply (Advertise or Reply), for metrics.
+    pub answer: Option<MessageType>,
+    /// The client's DUID (lowercase hex), when the message had one.
+    pub duid: Option<String>,
+    /// Client architecture (option 61, RFC 5970), sent by netbooting firmware and iPXE: whom
+    /// the shell may admit to the inventory as an unknown netbooting machine.
+    pub arch: Option<u16>,
     /// Why nothing is sent.
     pub dropped: Option<&'static str>,
 }
@@ -123,14 +129,14 @@ pub struct Core6 {
     pub pool: Option<Pool6>,
 }
 
-fn status(code: Status, msg: &str) -> DhcpOption {
+pub(super) fn status(code: Status, msg: &str) -> DhcpOption {
     DhcpOption::StatusCode(StatusCode {
         status: code,
         msg: msg.into(),
     })
 }
 
-fn secs(d: Duration) -> u32 {
+pub(super) fn secs(d: Duration) -> u32 {
     d.as_secs().min(u32::MAX as u64) as u32
 }
 
@@ -191,8 +197,14 @@ impl Core6 {
         let machine = mac.and_then(|m| (input.machine)(m));
         let duid_hex = wire::hex(duid);
         let now = input.now;
+        let arch = match opts.get(OptionCode::ClientArchType) {
+            Some(DhcpOption::ClientArchType(a)) => a.first().map(|a| u16::from(*a)),
+            _ => None,
+        };
         let mut d = Decision6 {
             mac,
+            duid: Some(duid_hex.clone()),
+            arch,
             ..Default::default()
         };
         let (reply_type, body) = match msg.msg_type() {
@@ -204,8 +216,10 @@ impl Core6 {
                 } else {
                     M::Advertise
                 };
-                let body = self.assign(msg, &duid_hex, mac, t == M::Reply, now, &mut d);
-                let mut body = body;
+                let bind = t == M::Reply;
+                let mut body = self
+                    .ia_answers(msg, &duid_hex, mac, Ask::Solicit { bind }, now, &mut d)
+                    .unwrap_or_default();
                 if t == M::Reply {
                     body.push(DhcpOption::RapidCommit);
                 }
@@ -215,10 +229,15 @@ impl Core6 {
                 if self.pool.is_none() {
                     return Decision6::drop("stateless: no addresses");
                 }
-                (
-                    M::Reply,
-                    self.assign(msg, &duid_hex, mac, true, now, &mut d),
-                )
+                let ask = match msg.msg_type() {
+                    M::Request => Ask::Request,
+                    M::Renew => Ask::Renew,
+                    _ => Ask::Rebind,
+                };
+                match self.ia_answers(msg, &duid_hex, mac, ask, now, &mut d) {
+                    Some(body) => (M::Reply, body),
+                    None => return Decision6::drop("rebind: no binding and no address named"),
+                }
             }
             M::Release | M::Decline => {
                 let Some(pool) = self.pool.as_mut() else {
@@ -226,12 +245,24 @@ impl Core6 {
                 };
                 let until = Timestamp(now.0 + self.settings.valid.as_millis() as u64);
                 for ip in ia_addresses(msg) {
-                    if pool.binding(ip).is_some_and(|l| l.duid == duid_hex) {
-                        if msg.msg_type() == M::Decline {
-                            pool.decline(ip, until);
-                        } else {
-                            pool.release(ip);
-                        }
+                    let Some(held) = pool.binding(ip).filter(|l| l.duid == duid_hex) else {
+                        continue;
+                    };
+                    if msg.msg_type() == M::Decline {
+                        // Durable: the quarantine is a lease in the store, so neither a
+                        // restart nor another server hands the address out meanwhile.
+                        let q = Lease6 {
+                            ip,
+                            duid: duid_hex.clone(),
+                            iaid: held.iaid,
+                            mac: None,
+                            expires: until,
+                            declined: true,
+                        };
+                        pool.bind(q.clone());
+                        d.commit.push(q);
+                    } else {
+                        pool.release(ip);
                         d.remove.push(ip);
                     }
                 }
@@ -255,6 +286,7 @@ impl Core6 {
             }
             _ => return Decision6::drop("not a client message"),
         };
+        d.answer = Some(reply_type);
         let mut reply = Message::new_with_id(reply_type, msg.xid());
         let ro = reply.opts_mut();
         ro.insert(DhcpOption::ServerId(self.settings.server_duid.clone()));
@@ -294,72 +326,6 @@ impl Core6 {
         }
         d.reply = Some((bytes, input.from));
         d
-    }
-
-    /// IA_NA answers for every IA_NA of the request; with `bind`, the bindings are recorded
-    /// and returned for commit.
-    fn assign(
-        &mut self,
-        msg: &Message,
-        duid: &str,
-        mac: Option<Mac>,
-        bind: bool,
-        now: Timestamp,
-        d: &mut Decision6,
-    ) -> Vec<DhcpOption> {
-        let s = &self.settings;
-        let Some(pool) = self.pool.as_mut() else {
-            return vec![status(
-                Status::NoAddrsAvail,
-                "stateless server: addresses by SLAAC",
-            )];
-        };
-        let reserved = mac.and_then(|m| s.reservations.get(&m).copied());
-        let (pref, valid) = (secs(s.preferred), secs(s.valid));
-        let mut out = Vec::new();
-        for ia in msg.opts().get_all(OptionCode::IANA).unwrap_or(&[]) {
-            let DhcpOption::IANA(ia) = ia else { continue };
-            let hint = match ia.opts.get(OptionCode::IAAddr) {
-                Some(DhcpOption::IAAddr(a)) => Some(a.addr),
-                _ => None,
-            };
-            let mut answer = IANA {
-                id: ia.id,
-                t1: pref / 2,
-                t2: (pref as u64 * 4 / 5) as u32,
-                opts: Default::default(),
-            };
-            match pool.pick(duid, ia.id, reserved, hint, now) {
-                Some(ip) => {
-                    answer.opts.insert(DhcpOption::IAAddr(IAAddr {
-                        addr: ip,
-                        preferred_life: pref,
-                        valid_life: valid,
-                        opts: Default::default(),
-                    }));
-                    if bind {
-                        let lease = Lease6 {
-                            ip,
-                            duid: duid.to_string(),
-                            iaid: ia.id,
-                            mac,
-                            expires: Timestamp(now.0 + s.valid.as_millis() as u64),
-                        };
-                        pool.bind(lease.clone());
-                        d.commit.push(lease);
-                    }
-                }
-                None => {
-                    answer.t1 = 0;
-                    answer.t2 = 0;
-                    answer
-                        .opts
-                        .insert(status(Status::NoAddrsAvail, "range full"));
-                }
-            }
-            out.push(DhcpOption::IANA(answer));
-        }
-        out
     }
 
     /// The URL for option 59 for a netbooting client, and whether it is UEFI HTTP boot (then

@@ -183,7 +183,7 @@ fn the_reserved_mac_gets_its_address_and_nobody_else_does() {
 }
 
 #[test]
-fn release_and_decline_remove_the_binding() {
+fn release_removes_the_binding_and_decline_quarantines_it() {
     let mut c = core(Mode6::Stateful);
     let duid = duid_ll([2, 0, 0, 0, 0, 4]);
     let mut sol = solicit(duid.clone());
@@ -217,7 +217,12 @@ fn release_and_decline_remove_the_binding() {
     let got = run(&mut c, &sol.to_vec().unwrap(), 3).commit[0].ip;
     rel.set_msg_type(MessageType::Decline);
     let d = run(&mut c, &rel.to_vec().unwrap(), 4);
-    assert_eq!(d.remove, vec![got]);
+    assert!(
+        d.remove.is_empty(),
+        "a quarantine is written, not a removal"
+    );
+    assert_eq!(d.commit.len(), 1);
+    assert!(d.commit[0].declined && d.commit[0].ip == got && d.commit[0].mac.is_none());
     let again = run(&mut c, &sol.to_vec().unwrap(), 5).commit[0].ip;
     assert_ne!(again, got, "a declined address is not handed out again");
 }
@@ -544,3 +549,6 @@ fn a_duid_uuid_client_is_its_link_local_mac_in_every_message() {
     assert_eq!(d.mac, Some(mac));
     assert_eq!(d.remove, vec![offered]);
 }
+
+#[path = "core_ia_tests.rs"]
+mod ia;

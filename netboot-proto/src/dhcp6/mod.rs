@@ -4,9 +4,11 @@
 //!
 //! # Layout
 //! - [`core`]: the decision per message (Solicit … Information-Request), boot options.
+//! - [`ia`]: IA_NA answers per message type (NotOnLink, NoBinding, Rebind without binding).
 //! - [`pool`]: the address range and its bindings.
 //! - [`wire`]: relay framing and the client's MAC from DUID, option 79 or EUI-64.
 
 pub mod core;
+pub mod ia;
 pub mod pool;
 pub mod wire;

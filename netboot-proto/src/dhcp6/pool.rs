@@ -46,15 +46,26 @@ impl Pool6 {
         (self.first..=self.last).contains(&u128::from(ip))
     }
 
-    /// Loads stored leases (active ones; expired ones are left free).
+    /// Loads stored leases (active ones; expired ones are left free), quarantines included.
     pub fn restore(&mut self, leases: &[Lease6], now: Timestamp) {
         for l in leases.iter().filter(|l| l.is_active(now)) {
             self.bind(l.clone());
         }
     }
 
-    /// Records a binding (after the core decided to Reply with it).
+    /// Records a binding (after the core decided to Reply with it), or a quarantine when the
+    /// lease is `declined`: also what another server sharing the store bound (a refused claim).
     pub fn bind(&mut self, lease: Lease6) {
+        if lease.declined {
+            self.decline(lease.ip, lease.expires);
+            return;
+        }
+        if let Some(old) = self.bindings.get(&lease.ip) {
+            if !old.same_client(&lease) {
+                self.by_client.remove(&(old.duid.clone(), old.iaid));
+            }
+        }
+        self.declined.remove(&lease.ip);
         if let Some(old) = self.by_client.get(&(lease.duid.clone(), lease.iaid)) {
             if *old != lease.ip {
                 self.bindings.remove(&old.clone());
@@ -78,13 +89,27 @@ impl Pool6 {
         self.declined.insert(ip, until);
     }
 
+    /// The address of (DUID, IAID)'s binding active at `now`, if any (Renew, Rebind).
+    pub fn bound_to(&self, duid: &str, iaid: u32, now: Timestamp) -> Option<Ipv6Addr> {
+        let ip = self.by_client.get(&(duid.to_string(), iaid))?;
+        self.bindings
+            .get(ip)
+            .filter(|l| l.is_active(now) && l.duid == duid && l.iaid == iaid)
+            .map(|l| l.ip)
+    }
+
+    /// Whether `ip` is quarantined at `now` (declined).
+    pub fn is_declined(&self, ip: Ipv6Addr, now: Timestamp) -> bool {
+        self.declined.get(&ip).is_some_and(|t| *t > now)
+    }
+
     /// The binding of `ip`, if any (active or not).
     pub fn binding(&self, ip: Ipv6Addr) -> Option<&Lease6> {
         self.bindings.get(&ip)
     }
 
     fn free_for(&self, ip: Ipv6Addr, duid: &str, iaid: u32, now: Timestamp) -> bool {
-        if self.declined.get(&ip).is_some_and(|t| *t > now) || self.reserved.contains(&ip) {
+        if self.is_declined(ip, now) || self.reserved.contains(&ip) {
             return false;
         }
         match self.bindings.get(&ip) {
@@ -110,7 +135,7 @@ impl Pool6 {
                 .bindings
                 .get(&r)
                 .is_some_and(|l| l.is_active(now) && l.duid != duid);
-            return (!held).then_some(r);
+            return (!held && !self.is_declined(r, now)).then_some(r);
         }
         if let Some(ip) = self.by_client.get(&(duid.to_string(), iaid)) {
             if self.free_for(*ip, duid, iaid, now) {

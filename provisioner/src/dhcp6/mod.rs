@@ -2,10 +2,12 @@
 //! keeps the configuration and the tokio shell.
 //!
 //! - [`config`]: the `[dhcp6]` section and its validation (off unless configured).
-//! - [`server`]: receive, decide, write the lease durably, then reply.
+//! - [`server`]: receive, decide, claim the lease in the store (durable), then reply.
+//! - `effects`: events, the DUID on the machine, admission of unknown netbooting machines.
 //! - [`start`]: builds the core from the config and the stored leases, binds and serves.
 
 pub mod config;
+mod effects;
 pub mod server;
 mod start;
 
