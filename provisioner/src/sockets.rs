@@ -1,8 +1,9 @@
 //! Socket quirks, all in one place (the DHCP server will use the same helpers).
 //!
-//! - `IP_PKTINFO`: a server bound to `0.0.0.0` must learn which local address a datagram was sent
-//!   to, so that its answer (TFTP: a new per-transfer socket) comes from that address. Linux
-//!   reports it in a control message on `recvmsg`.
+//! - `IP_PKTINFO` / `IPV6_RECVPKTINFO`: a server bound to `0.0.0.0` or `[::]` must learn which
+//!   local address a datagram was sent to, so that its answer (TFTP: a new per-transfer socket)
+//!   comes from that address. Linux reports it in a control message on `recvmsg`. A socket bound
+//!   to `[::]` is dual-stack: its IPv4 peers are reported as plain IPv4 addresses.
 //! - Per-transfer sockets are bound to that local address on an ephemeral port and `connect`ed to
 //!   the client, so the kernel filters other sources (RFC 1350 transfer IDs) for us.
 //! - `TCP_RTO_MAX_MS` on the HTTP listener (see [`HTTP_RTO_MAX_MS`]): firmware gives up on a
@@ -35,13 +36,29 @@ pub struct Arrival {
     pub broadcast: bool,
 }
 
-/// Binds a UDP socket that reports the local address of each datagram.
+/// Binds a UDP socket that reports the local address of each datagram. An IPv6 address binds a
+/// dual-stack socket (`[::]:69` serves IPv4 clients too, as v4-mapped addresses, which
+/// [`recv_with_arrival`] reports as plain IPv4); `IPV6_RECVPKTINFO` then reports the local
+/// address of both kinds.
 pub async fn bind_udp_with_pktinfo(addr: SocketAddr) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind(addr).await?;
     if addr.is_ipv4() {
         setsockopt(&sock, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+    } else {
+        setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true).map_err(io::Error::from)?;
     }
     Ok(sock)
+}
+
+/// `peer` as `sock` can address it: an IPv4 peer (from [`recv_with_arrival`]) of a dual-stack
+/// IPv6 socket becomes its v4-mapped address.
+pub fn peer_for(sock: &UdpSocket, peer: SocketAddr) -> SocketAddr {
+    match (sock.local_addr(), peer) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => peer,
+    }
 }
 
 /// Receives one datagram with its arrival details.
@@ -49,7 +66,7 @@ pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(
     let bound = sock.local_addr()?;
     sock.async_io(Interest::READABLE, || {
         let mut iov = [IoSliceMut::new(buf)];
-        let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
+        let mut cmsg = nix::cmsg_space!(nix::libc::in6_pktinfo);
         let msg = recvmsg::<SockaddrStorage>(
             sock.as_raw_fd(),
             &mut iov,
@@ -62,8 +79,21 @@ pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(
             .and_then(|a| {
                 a.as_sockaddr_in()
                     .map(|v4| SocketAddr::from((v4.ip(), v4.port())))
+                    .or_else(|| {
+                        // A v4-mapped peer of a dual-stack socket is an IPv4 client.
+                        a.as_sockaddr_in6()
+                            .map(|v6| match v6.ip().to_ipv4_mapped() {
+                                Some(v4) => SocketAddr::from((v4, v6.port())),
+                                None => SocketAddr::V6(std::net::SocketAddrV6::new(
+                                    v6.ip(),
+                                    v6.port(),
+                                    0,
+                                    v6.scope_id(),
+                                )),
+                            })
+                    })
             })
-            .ok_or_else(|| io::Error::other("datagram without an IPv4 source address"))?;
+            .ok_or_else(|| io::Error::other("datagram without an IP source address"))?;
         let mut arrival = Arrival {
             peer,
             local: (!bound.ip().is_unspecified()).then_some(bound.ip()),
@@ -85,6 +115,14 @@ pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(
                     arrival.broadcast = dst.is_broadcast();
                     arrival.ifindex = pi.ipi_ifindex as u32;
                 }
+                if let ControlMessageOwned::Ipv6PacketInfo(pi) = c {
+                    let dst = std::net::Ipv6Addr::from(pi.ipi6_addr.s6_addr);
+                    // Multicast has no address to answer from: routing chooses.
+                    if !dst.is_multicast() && !dst.is_unspecified() {
+                        arrival.local = Some(IpAddr::V6(dst).to_canonical());
+                    }
+                    arrival.ifindex = pi.ipi6_ifindex;
+                }
             }
         }
         Ok((msg.bytes, arrival))
@@ -92,9 +130,16 @@ pub async fn recv_with_arrival(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(
     .await
 }
 
-/// A socket for one exchange with `peer`, sending from `local` on a fresh port.
+/// A socket for one exchange with `peer`, sending from `local` on a fresh port. A link-local
+/// IPv6 `local` takes the scope (interface) of `peer`.
 pub async fn connected_udp(local: IpAddr, peer: SocketAddr) -> io::Result<UdpSocket> {
-    let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
+    let bind = match (local, peer) {
+        (IpAddr::V6(l), SocketAddr::V6(p)) if l.is_unicast_link_local() => {
+            SocketAddr::V6(std::net::SocketAddrV6::new(l, 0, 0, p.scope_id()))
+        }
+        _ => SocketAddr::new(local, 0),
+    };
+    let sock = UdpSocket::bind(bind).await?;
     sock.connect(peer).await?;
     Ok(sock)
 }

@@ -24,6 +24,7 @@ mod etcd;
 mod grub;
 mod harness;
 mod http_limits;
+mod ipv6_transport;
 mod lab;
 mod loopback_dhcp;
 mod machine_params;

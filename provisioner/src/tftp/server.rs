@@ -115,7 +115,10 @@ pub async fn run(
             let listener = &listener;
             async move {
                 let _ = listener
-                    .send_to(&packet::error(code, &msg), arrival.peer)
+                    .send_to(
+                        &packet::error(code, &msg),
+                        sockets::peer_for(listener, arrival.peer),
+                    )
                     .await;
             }
         };
