@@ -94,7 +94,7 @@ pub fn holder_of(
 /// nor when the server could not tell the client's MAC (e.g. a DUID-UUID relayed without
 /// option 79): then it names no machine of the inventory.
 pub fn holder6_from(lease: &Lease6, now: Timestamp) -> Option<Holder> {
-    match (lease.is_active(now), lease.mac) {
+    match (lease.is_active(now) && !lease.declined, lease.mac) {
         (true, Some(mac)) => Some(Holder {
             mac,
             evidence: Evidence::Lease6,
@@ -212,6 +212,7 @@ mod tests {
             iaid: 1,
             mac: Some(mac(1)),
             expires: Timestamp(1_000),
+            declined: false,
         };
         store.put_leases6(&[l.clone()]).unwrap();
         let h = holder_of_peer(&store, IpAddr::V6(ip), Timestamp(999))
@@ -230,6 +231,9 @@ mod tests {
             None,
             "no lease"
         );
+        l.declined = true;
+        assert_eq!(holder6_from(&l, Timestamp(0)), None, "a quarantine is no one's");
+        l.declined = false;
         l.mac = None;
         assert_eq!(holder6_from(&l, Timestamp(0)), None, "MAC unknown");
         // An IPv4-mapped peer is looked up among the DHCPv4 leases, not the DHCPv6 ones.
