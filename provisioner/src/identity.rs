@@ -232,7 +232,11 @@ mod tests {
             "no lease"
         );
         l.declined = true;
-        assert_eq!(holder6_from(&l, Timestamp(0)), None, "a quarantine is no one's");
+        assert_eq!(
+            holder6_from(&l, Timestamp(0)),
+            None,
+            "a quarantine is no one's"
+        );
         l.declined = false;
         l.mac = None;
         assert_eq!(holder6_from(&l, Timestamp(0)), None, "MAC unknown");
