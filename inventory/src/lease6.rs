@@ -54,15 +54,18 @@ pub enum Claim6 {
 
 /// The claim rule every store applies, inside the transaction that then writes the lease:
 /// `want` is granted when the address's current lease (`held`) is absent, expired at `now`,
-/// or the same client's (DUID and IAID) and not a quarantine. A quarantine (`want.declined`)
+/// or the same client's (DUID and IAID) or the same MAC's, and not a quarantine. A quarantine (`want.declined`)
 /// replaces the decliner's own binding or another quarantine, never another client's binding.
 pub fn claim_outcome6(want: &Lease6, held: Option<&Lease6>, now: Timestamp) -> Claim6 {
     match held {
         Some(h) if h.is_active(now) => {
+            // Another DUID of the same MAC is the same machine (firmware and OS DUIDs differ):
+            // it may take the address over (the DHCPv6 server does so only for a reservation).
+            let same_machine = want.mac.is_some() && h.mac == want.mac && !want.declined;
             let free = if h.declined {
                 want.declined
             } else {
-                h.same_client(want)
+                h.same_client(want) || same_machine
             };
             if free {
                 Claim6::Granted
@@ -71,5 +74,48 @@ pub fn claim_outcome6(want: &Lease6, held: Option<&Lease6>, now: Timestamp) -> C
             }
         }
         _ => Claim6::Granted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(duid: &str, mac: Option<u8>) -> Lease6 {
+        Lease6 {
+            ip: "2001:2::1:50".parse().unwrap(),
+            duid: duid.into(),
+            iaid: 1,
+            mac: mac.map(|n| Mac::new([0x52, 0x54, 0, 0, 0, n])),
+            expires: Timestamp(100),
+            declined: false,
+        }
+    }
+
+    #[test]
+    fn another_duid_of_the_same_mac_may_take_the_address_over_another_mac_may_not() {
+        let os = lease("0001aa", Some(2));
+        assert_eq!(
+            claim_outcome6(&lease("0004bb", Some(2)), Some(&os), Timestamp(1)),
+            Claim6::Granted
+        );
+        assert_eq!(
+            claim_outcome6(&lease("0004bb", Some(3)), Some(&os), Timestamp(1)),
+            Claim6::Held(os.clone())
+        );
+        assert_eq!(
+            claim_outcome6(
+                &lease("0004bb", None),
+                Some(&lease("0001aa", None)),
+                Timestamp(1)
+            ),
+            Claim6::Held(lease("0001aa", None)),
+            "no MAC: no machine to match"
+        );
+        assert_eq!(
+            claim_outcome6(&lease("0004bb", Some(3)), Some(&os), Timestamp(100)),
+            Claim6::Granted,
+            "expired"
+        );
     }
 }

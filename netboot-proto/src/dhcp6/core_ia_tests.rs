@@ -196,3 +196,65 @@ fn a_declined_address_stays_quarantined_after_a_restart_until_it_ends() {
         "free once the quarantine ends"
     );
 }
+
+/// A stranger's Request with many IA_NAs binds at most [`crate::dhcp6::ia::MAX_IAS`] addresses; the
+/// other IAs get NoAddrsAvail (review: 3,500 IA_NAs in one Request took the whole range).
+#[test]
+fn at_most_four_ia_na_of_one_message_get_addresses() {
+    let mut c = core(Mode6::Stateful);
+    let mut m = solicit(duid_ll(CLIENT));
+    m.opts_mut().insert(DhcpOption::RapidCommit);
+    m.opts_mut().remove(OptionCode::IANA);
+    for id in 0..10 {
+        m.opts_mut().insert(DhcpOption::IANA(IANA {
+            id,
+            t1: 0,
+            t2: 0,
+            opts: Default::default(),
+        }));
+    }
+    let d = run(&mut c, &m.to_vec().unwrap(), 1);
+    assert_eq!(d.commit.len(), crate::dhcp6::ia::MAX_IAS);
+    let rep = reply_of(&d);
+    let ias = rep.opts().get_all(OptionCode::IANA).unwrap();
+    assert_eq!(ias.len(), 10, "every IA is answered");
+    let refused = ias
+        .iter()
+        .filter(
+            |o| matches!(o, DhcpOption::IANA(ia) if ia.opts.get(OptionCode::StatusCode).is_some()),
+        )
+        .count();
+    assert_eq!(refused, 10 - crate::dhcp6::ia::MAX_IAS);
+}
+
+/// The reservation follows the machine, not the DUID: while its installed OS (DUID-LLT) holds
+/// the reserved address, the firmware's Solicit (DUID-UUID, MAC from the link-local source)
+/// gets it; another MAC still does not.
+#[test]
+fn a_reserved_address_held_by_another_duid_of_the_same_mac_goes_to_the_new_one() {
+    let mut c = core(Mode6::Stateful);
+    let reserved = ip("2001:2::1:50");
+    let mut os = solicit(duid_ll(RESERVED_MAC.octets()));
+    os.opts_mut().insert(DhcpOption::RapidCommit);
+    let d = run(&mut c, &os.to_vec().unwrap(), 1);
+    assert_eq!(d.commit[0].ip, reserved);
+    // The firmware: a DUID-UUID, from RESERVED_MAC's EUI-64 link-local address.
+    let mut fw = solicit(vec![
+        0, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+    ]);
+    fw.opts_mut().insert(DhcpOption::RapidCommit);
+    let none = |_: Mac| -> Option<Machine> { None };
+    let d = c.handle(&Input6 {
+        bytes: &fw.to_vec().unwrap(),
+        from: SocketAddrV6::new(ip("fe80::5054:ff:feaa:2"), 546, 0, 2),
+        machine: &none,
+        now: Timestamp(2),
+    });
+    assert_eq!(d.mac, Some(RESERVED_MAC));
+    assert_eq!(addr_of(&reply_of(&d)), Some(reserved), "{:?}", reply_of(&d));
+    assert_eq!(d.commit[0].ip, reserved);
+    assert_eq!(
+        c.pool.as_ref().unwrap().binding(reserved).unwrap().duid,
+        d.commit[0].duid
+    );
+}

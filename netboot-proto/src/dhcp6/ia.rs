@@ -78,6 +78,9 @@ fn listed(ia: &IANA) -> Vec<Ipv6Addr> {
         .collect()
 }
 
+/// At most this many IA_NA options of one message get addresses; the rest get NoAddrsAvail.
+pub const MAX_IAS: usize = 4;
+
 fn addr(ip: Ipv6Addr, preferred: u32, valid: u32) -> DhcpOption {
     DhcpOption::IAAddr(IAAddr {
         addr: ip,
@@ -119,8 +122,25 @@ impl Core6 {
             declined: false,
         };
         let mut out = Vec::new();
-        for ia in msg.opts().get_all(OptionCode::IANA).unwrap_or(&[]) {
+        let ias = msg.opts().get_all(OptionCode::IANA).unwrap_or(&[]);
+        for (n, ia) in ias.iter().enumerate() {
             let DhcpOption::IANA(ia) = ia else { continue };
+            if n >= MAX_IAS {
+                // Bounded work and range share per message: a stranger's Request with thousands
+                // of IA_NAs must not bind the whole range (firmware and OSes send one).
+                let mut refused = IANA {
+                    id: ia.id,
+                    t1: 0,
+                    t2: 0,
+                    opts: Default::default(),
+                };
+                refused.opts.insert(status(
+                    Status::NoAddrsAvail,
+                    "at most 4 IA_NA per message are answered",
+                ));
+                out.push(DhcpOption::IANA(refused));
+                continue;
+            }
             let named = listed(ia);
             let mut answer = IANA {
                 id: ia.id,
@@ -151,7 +171,7 @@ impl Core6 {
                 Ask::Rebind if bound.is_none() => {
                     for a in named {
                         let ok = pool.contains(a)
-                            && pool.pick(duid, ia.id, reserved, Some(a), now) == Some(a);
+                            && pool.pick(duid, ia.id, mac, reserved, Some(a), now) == Some(a);
                         if ok {
                             let l = lease(a, ia.id);
                             pool.bind(l.clone());
@@ -168,7 +188,7 @@ impl Core6 {
                 }
                 _ => {}
             }
-            let got = pool.pick(duid, ia.id, reserved, named.first().copied(), now);
+            let got = pool.pick(duid, ia.id, mac, reserved, named.first().copied(), now);
             match got {
                 Some(ip) => {
                     answer.opts.insert(addr(ip, pref, valid));
@@ -181,9 +201,11 @@ impl Core6 {
                 None => {
                     answer.t1 = 0;
                     answer.t2 = 0;
-                    answer
-                        .opts
-                        .insert(status(Status::NoAddrsAvail, "range full"));
+                    let why = match reserved {
+                        Some(_) => "the address reserved for this MAC is in use or declined",
+                        None => "range full",
+                    };
+                    answer.opts.insert(status(Status::NoAddrsAvail, why));
                 }
             }
             if matches!(ask, Ask::Renew | Ask::Rebind) {

@@ -118,23 +118,24 @@ impl Pool6 {
         }
     }
 
-    /// The address for (DUID, IAID): the reserved one when given, else the client's active
-    /// binding, else `hint` when it is in the range and free, else the first free address from
+    /// The address for (DUID, IAID) of machine `mac`: the reserved one when given (free, or held
+    /// by another DUID of the same MAC: the firmware's DUID-UUID after the OS's DUID-LLT is the
+    /// same machine, and its reservation follows it), else the client's active binding, else `hint` when it is in the range and free, else the first free address from
     /// a start point hashed from the client (so clients spread over the range), probing at most
     /// [`MAX_PROBES`] addresses. `None`: no address found (the reply says NoAddrsAvail).
     pub fn pick(
         &self,
         duid: &str,
         iaid: u32,
+        mac: Option<inventory::Mac>,
         reserved: Option<Ipv6Addr>,
         hint: Option<Ipv6Addr>,
         now: Timestamp,
     ) -> Option<Ipv6Addr> {
         if let Some(r) = reserved {
-            let held = self
-                .bindings
-                .get(&r)
-                .is_some_and(|l| l.is_active(now) && l.duid != duid);
+            let held = self.bindings.get(&r).is_some_and(|l| {
+                l.is_active(now) && l.duid != duid && (mac.is_none() || l.mac != mac)
+            });
             return (!held && !self.is_declined(r, now)).then_some(r);
         }
         if let Some(ip) = self.by_client.get(&(duid.to_string(), iaid)) {

@@ -196,6 +196,13 @@ pub fn validate(w: WireDhcp6) -> Result<Option<Dhcp6Config>, ConfigError> {
             .parse()
             .map_err(|e: inventory::Error| bad("dhcp6.reservation.mac", &r.mac, e.to_string()))?;
         let ip = ipv6("dhcp6.reservation.ip", &r.ip)?;
+        if ip == server_address {
+            return Err(bad(
+                "dhcp6.reservation.ip",
+                &r.ip,
+                "is dhcp6.server_address, the server's own address; reserve another one",
+            ));
+        }
         if reservations.values().any(|v| *v == ip) {
             return Err(bad("dhcp6.reservation.ip", &r.ip, "reserved twice"));
         }
@@ -206,6 +213,17 @@ pub fn validate(w: WireDhcp6) -> Result<Option<Dhcp6Config>, ConfigError> {
     if let Some(u) = &w.http_url {
         if !u.starts_with("http://") && !u.starts_with("https://") {
             return Err(bad("dhcp6.http_url", u, "expected http://[ADDR]:PORT"));
+        }
+        // An IPv6 literal must be in brackets (RFC 3986 §3.2.2): `http://2001:2::1:8080` would
+        // reach every client as a URL no firmware can use.
+        let host = u.split_once("://").map_or("", |(_, r)| r);
+        let host = host.split(['/', '?', '#']).next().unwrap_or_default();
+        if !host.starts_with('[') && host.matches(':').count() > 1 {
+            return Err(bad(
+                "dhcp6.http_url",
+                u,
+                "an IPv6 address in a URL goes in brackets: http://[2001:db8::1]:8080",
+            ));
         }
     }
     Ok(Some(Dhcp6Config {
@@ -264,6 +282,8 @@ ip = "2001:2::1:50"
             ("mode = \"stateful\"\ninterface = \"br0\"\nserver_address = \"2001:2::1\"", "dhcp6.range"),
             ("mode = \"stateless\"\ninterface = \"br0\"\nserver_address = \"198.18.0.1\"", "dhcp6.server_address"),
             ("mode = \"stateless\"\ninterface = \"br0\"\nserver_address = \"2001:2::1\"\nrange = \"2001:2::1-2001:2::9\"", "dhcp6.range"),
+            ("mode = \"stateless\"\ninterface = \"br0\"\nserver_address = \"2001:2::1\"\nhttp_url = \"http://2001:2::1:8080\"", "brackets"),
+            ("mode = \"stateful\"\ninterface = \"br0\"\nserver_address = \"2001:2::1\"\nrange = \"2001:2::0-2001:2::9\"\n[[reservation]]\nmac = \"52:54:00:aa:00:02\"\nip = \"2001:2::1\"", "server's own address"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

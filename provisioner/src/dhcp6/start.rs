@@ -36,7 +36,10 @@ pub async fn start(cfg: &Dhcp6Config, app: &App, http_port: u16) -> anyhow::Resu
         .clone()
         .unwrap_or_else(|| format!("http://[{}]:{http_port}", cfg.server_address));
     let pool = cfg.range.map(|(first, last)| {
-        let mut p = Pool6::new(first, last, cfg.reservations.values().copied().collect());
+        // The server's own address is never handed out, even when the range covers it.
+        let mut never: std::collections::BTreeSet<_> = cfg.reservations.values().copied().collect();
+        never.insert(cfg.server_address);
+        let mut p = Pool6::new(first, last, never);
         p.restore(&leases, now());
         p
     });
