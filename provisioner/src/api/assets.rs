@@ -198,6 +198,10 @@ pub(super) struct UploadQuery {
     kind: Option<AssetKind>,
 }
 
+/// How much of a refused upload's remaining body is read (and dropped) so the client sees the
+/// answer; beyond it the connection is closed.
+const DRAIN_LIMIT: u64 = 1 << 30;
+
 #[utoipa::path(post, path = "/api/v1/assets", tag = "assets",
     security(("operator" = [])),
     params(UploadQuery),
@@ -219,21 +223,32 @@ pub(super) async fn upload(
         .into_body()
         .into_data_stream()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e));
-    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let store = app.boot.assets.clone();
     let kind = q.kind.unwrap_or(AssetKind::Uki);
-    let meta = blocking(move || match store.import_reader(reader, &q.name, kind) {
-        Err(boot_assets::Error::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::ConnectionAborted =>
-        {
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("the upload stopped: {source}"),
-            ))
-        }
-        r => Ok(r?),
-    })
+    let meta = blocking(
+        move || match store.import_reader(&mut reader, &q.name, kind) {
+            Err(boot_assets::Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionAborted =>
+            {
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("the upload stopped: {source}"),
+                ))
+            }
+            Err(e) => {
+                // Refused mid-body (disk full, an I/O error): read the rest before answering, so
+                // the client, still sending, gets the error's answer and not a broken pipe.
+                let _ = std::io::copy(
+                    &mut std::io::Read::take(&mut reader, DRAIN_LIMIT),
+                    &mut std::io::sink(),
+                );
+                Err(e.into())
+            }
+            Ok(m) => Ok(m),
+        },
+    )
     .await?;
     tracing::info!(digest = %meta.digest, name = %meta.name, size = meta.size, "asset imported");
     publish(&app, &meta).await?;
