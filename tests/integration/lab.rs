@@ -272,12 +272,8 @@ fn uefi_http_boot_of_the_uki() {
         && e["outcome"] == "complete"));
 }
 
-/// OVMF's HTTP boot over IPv6 against the DHCPv6 reference (Kea): the firmware's IPv4 attempt
-/// fails (the lab resets it), the IPv6 one gets 2001:2::/64 and the provisioner's URL from Kea and
-/// downloads the UKI from [2001:2::1]; the installer then finishes over IPv4 as usual.
-#[test]
-fn uefi_http6_boot_of_the_uki_against_kea() {
-    let one = one_machine(&["--firmware", "uefi-http6", "--dhcp6-reference", "kea"], 1);
+/// The VM's console shows OVMF's IPv6 HTTP boot fetching the provisioner's UKI URL for it, whole.
+fn assert_uki_fetched_over_ipv6(one: &One) {
     let serial =
         std::fs::read_to_string(machine_outcome(&one.run, 0)["serial_log"].as_str().unwrap())
             .unwrap();
@@ -291,6 +287,15 @@ fn uefi_http6_boot_of_the_uki_against_kea() {
         "{}",
         one.run.dump()
     );
+}
+
+/// OVMF's HTTP boot over IPv6 against the DHCPv6 reference (Kea): the firmware's IPv4 attempt
+/// fails (the lab resets it), the IPv6 one gets 2001:2::/64 and the provisioner's URL from Kea and
+/// downloads the UKI from [2001:2::1]; the installer then finishes over IPv4 as usual.
+#[test]
+fn uefi_http6_boot_of_the_uki_against_kea() {
+    let one = one_machine(&["--firmware", "uefi-http6", "--dhcp6-reference", "kea"], 1);
+    assert_uki_fetched_over_ipv6(&one);
     // Kea leased the address (Advertise, then Reply to the firmware's Request).
     let kea = std::fs::read_to_string(one.run.work.path().join("kea-dhcp6.log")).unwrap();
     for kind in ["ADVERTISE", "REPLY"] {
@@ -307,19 +312,7 @@ fn uefi_http6_boot_of_the_uki_against_kea() {
 #[test]
 fn uefi_http6_reaches_ready() {
     let one = one_machine(&["--firmware", "uefi-http6"], 1);
-    let serial =
-        std::fs::read_to_string(machine_outcome(&one.run, 0)["serial_log"].as_str().unwrap())
-            .unwrap();
-    let url = format!("URI: http://[2001:2::1]:8080/boot/efi?mac={}", one.mac);
-    let v6 = serial
-        .find(">>Start HTTP Boot over IPv6")
-        .expect("no HTTPv6 attempt");
-    let fetched = serial[v6..].find(&url).map(|i| &serial[v6 + i..]);
-    assert!(
-        fetched.is_some_and(|t| t.contains("File Size:") && t.contains("Downloading...100%")),
-        "{}",
-        one.run.dump()
-    );
+    assert_uki_fetched_over_ipv6(&one);
     // Our DHCPv6 leased the address to the VM's MAC (EUI-64 of its link-local source)...
     let log = std::fs::read_to_string(one.run.work.path().join("provisioner.log")).unwrap();
     let leased = log
